@@ -1,0 +1,1 @@
+"""The published event contract: JSON Schema files, shipped in the package as streams.schemas."""

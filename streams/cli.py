@@ -1,0 +1,165 @@
+"""The ``convstream`` command line.
+
+Each subcommand builds :class:`~streams.config.Settings` from the environment once, then calls
+one function in the module that owns the work. Heavy imports happen inside the handlers so
+``convstream --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streams.config import ConfigError, Settings
+
+EPILOG = """\
+Settings come from CONVSTREAM_* environment variables (see README, "Configuration").
+Exit codes: 0 success, 1 the command ran and found problems, 2 usage or configuration error.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand (also used by tests to check ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="convstream",
+        description=(
+            "Dedupe, micro-batch and upload offline conversions from Kafka "
+            "to Google Ads and Yandex Metrica."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a JSONL file of events offline",
+        description=(
+            "Parse and validate every line of FILE against the event schemas and the cross-field "
+            "rules, exactly as the worker would. Prints one line per invalid event "
+            "(line number, stage, JSON path, reason) and a summary."
+        ),
+        epilog="Exit status: 0 if every event is valid, 1 if any is not, 2 if FILE is unreadable.",
+    )
+    validate.add_argument("file", type=Path, metavar="FILE.jsonl", help="one JSON event per line")
+    validate.add_argument(
+        "--quiet", action="store_true", help="print only the summary, not each invalid event"
+    )
+    validate.set_defaults(handler=_run_validate)
+
+    send = commands.add_parser(
+        "send",
+        help="produce events from a JSONL file to Kafka",
+        description=(
+            "Produce every non-blank line of FILE, byte for byte, to the input topic "
+            "(invalid lines too: the worker is the one that judges them). Waits for the broker's "
+            "delivery report of every message."
+        ),
+        epilog="Exit status: 0 if every message was delivered, 1 if any failed, 2 on usage errors.",
+    )
+    send.add_argument("file", type=Path, metavar="FILE.jsonl", help="one JSON event per line")
+    send.add_argument(
+        "--topic", help="topic to produce to (default: CONVSTREAM_INPUT_TOPIC, 'conversions')"
+    )
+    send.add_argument(
+        "--broker", help="bootstrap host:port (default: from CONVSTREAM_BROKER, localhost:9092)"
+    )
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for delivery reports before counting a message failed (default 30)",
+    )
+    send.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    send.set_defaults(handler=_run_send)
+
+    broker = commands.add_parser(
+        "broker",
+        help="run the embedded Kafka-protocol broker (tansu) in the foreground",
+        description=(
+            "Start the tansu broker bundled with the dev extra (memory storage: everything is "
+            "lost on exit) and print its address. For development and the demo, not production. "
+            "Stop it with Ctrl-C."
+        ),
+    )
+    broker.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    broker.add_argument(
+        "--port",
+        type=int,
+        default=9092,
+        help="port to listen on; 0 picks a free one (default 9092)",
+    )
+    broker.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="create the input, results and dead-letter topics (4 partitions) once it is up",
+    )
+    broker.set_defaults(handler=_run_broker)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the pipeline on the embedded broker with the bundled sample events",
+        description=(
+            "Start the embedded broker, validate and send the bundled sample events, and print a "
+            "summary. Nothing leaves this machine."
+        ),
+    )
+    demo.set_defaults(handler=_run_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``convstream`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"convstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    handler = args.handler
+    try:
+        return int(handler(args, settings))
+    except KeyboardInterrupt:
+        print("convstream: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.validate_file import run_validate
+
+    return run_validate(args.file, settings, quiet=args.quiet)
+
+
+def _run_send(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.config import bootstrap_servers
+    from streams.producer import run_send
+
+    return run_send(
+        args.file,
+        bootstrap=bootstrap_servers(args.broker) if args.broker else settings.bootstrap_servers,
+        topic=args.topic or settings.input_topic,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+    )
+
+
+def _run_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.local.broker import run_broker
+
+    topics = [settings.input_topic, settings.results_topic, settings.dlq_topic]
+    return run_broker(args.host, args.port, topics if args.create_topics else [])
+
+
+def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

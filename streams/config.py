@@ -1,0 +1,206 @@
+"""All settings, read from the environment once.
+
+The CLI calls :meth:`Settings.from_env` at start-up and passes the result down; no other
+module reads ``os.environ``. Every variable has a default that works for the local demo.
+An invalid value raises :class:`ConfigError` naming the variable and the accepted range, so
+a typo fails the start-up instead of an upload hours later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+import phonenumbers
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable and how to fix it."""
+
+
+class GmailDots(StrEnum):
+    """Which e-mail domains get dots removed from the local part before hashing.
+
+    Google's own normalization removes them for gmail.com and googlemail.com only, because
+    only those providers ignore dots; doing it elsewhere would hash a different mailbox.
+    """
+
+    OFF = "off"
+    GMAIL_ONLY = "gmail-only"
+    ALL_DOMAINS = "all-domains"
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeOptions:
+    """How PII is normalized before hashing (see :mod:`streams.normalize`)."""
+
+    default_phone_region: str = "US"
+    email_dots: GmailDots = GmailDots.GMAIL_ONLY
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The worker's and the CLI's configuration (contract names in DESIGN.md)."""
+
+    broker: str = "kafka://localhost:9092"
+    app_id: str = "convstream"
+    input_topic: str = "conversions"
+    results_topic: str = "conversions.results"
+    dlq_topic: str = "conversions.dlq"
+    batch_max_size: int = 2000
+    batch_window_seconds: float = 10.0
+    dedupe_ttl_days: int = 90
+    retry_max_seconds: float = 3600.0
+    metrics_port: int = 9108
+    data_dir: Path = Path("data")
+    dry_run: bool = False
+    max_message_bytes: int = 1024 * 1024
+    normalize: NormalizeOptions = NormalizeOptions()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker list in the ``host:port,host:port`` form Kafka clients take."""
+        return bootstrap_servers(self.broker)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: the process environment).
+
+        Called once, by the CLI. Raises :class:`ConfigError` on the first invalid value.
+        """
+        env = os.environ if env is None else env
+        read = _Reader(env)
+        defaults = cls()
+        return cls(
+            broker=read.text("CONVSTREAM_BROKER", defaults.broker, check=_check_broker),
+            app_id=read.text("CONVSTREAM_APP_ID", defaults.app_id),
+            input_topic=read.text("CONVSTREAM_INPUT_TOPIC", defaults.input_topic),
+            results_topic=read.text("CONVSTREAM_RESULTS_TOPIC", defaults.results_topic),
+            dlq_topic=read.text("CONVSTREAM_DLQ_TOPIC", defaults.dlq_topic),
+            batch_max_size=read.number(
+                "CONVSTREAM_BATCH_MAX_SIZE", defaults.batch_max_size, int, 1, 1_000_000
+            ),
+            batch_window_seconds=read.number(
+                "CONVSTREAM_BATCH_WINDOW_SECONDS",
+                defaults.batch_window_seconds,
+                float,
+                0.01,
+                86_400,
+            ),
+            dedupe_ttl_days=read.number(
+                "CONVSTREAM_DEDUPE_TTL_DAYS", defaults.dedupe_ttl_days, int, 1, 3650
+            ),
+            retry_max_seconds=read.number(
+                "CONVSTREAM_RETRY_MAX_SECONDS", defaults.retry_max_seconds, float, 0, 7 * 86_400
+            ),
+            metrics_port=read.number(
+                "CONVSTREAM_METRICS_PORT", defaults.metrics_port, int, 0, 65_535
+            ),
+            data_dir=Path(read.text("CONVSTREAM_DATA_DIR", str(defaults.data_dir))),
+            dry_run=read.flag("CONVSTREAM_DRY_RUN", defaults.dry_run),
+            max_message_bytes=read.number(
+                "CONVSTREAM_MAX_MESSAGE_BYTES", defaults.max_message_bytes, int, 1024, 64 << 20
+            ),
+            normalize=NormalizeOptions(
+                default_phone_region=read.text(
+                    "CONVSTREAM_DEFAULT_PHONE_REGION",
+                    defaults.normalize.default_phone_region,
+                    check=_check_region,
+                ).upper(),
+                email_dots=read.choice(
+                    "CONVSTREAM_EMAIL_DOTS", defaults.normalize.email_dots, GmailDots
+                ),
+            ),
+        )
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """``kafka://a:9092;kafka://b:9092`` (Faust's form) -> ``a:9092,b:9092``."""
+    hosts = []
+    for part in broker_url.replace(";", ",").split(","):
+        part = part.strip()
+        if "://" in part:
+            part = part.split("://", 1)[1]
+        if part:
+            hosts.append(part)
+    return ",".join(hosts)
+
+
+def _check_broker(value: str) -> str | None:
+    for host in bootstrap_servers(value).split(","):
+        name, sep, port = host.rpartition(":")
+        if not sep or not name or not port.isdigit():
+            return "expected kafka://host:port, several separated by ';' or ','"
+    return None
+
+
+def _check_region(value: str) -> str | None:
+    if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        return "expected a two-letter ISO 3166 region that libphonenumber knows, e.g. US, GB, DE"
+    return None
+
+
+class _Reader:
+    """Reads typed values from an environment mapping, raising ConfigError with context."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(
+        self, name: str, default: str, check: Callable[[str], str | None] | None = None
+    ) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{name}={value!r} is invalid: {problem}")
+        return value
+
+    def number(self, name: str, default: T, kind: Callable[[str], T], low: float, high: float) -> T:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = kind(value)
+        except ValueError:
+            parsed = None
+        if parsed is None or not (low <= parsed <= high):  # type: ignore[operator]
+            kind_name = "an integer" if kind is int else "a number"
+            raise ConfigError(
+                f"{name}={value!r} is invalid: expected {kind_name} from {low:g} to {high:g}"
+            )
+        return parsed
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name}={value!r} is invalid: expected true or false")
+
+    def choice(self, name: str, default: T, kind: Callable[[str], T]) -> T:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            return kind(value.lower())
+        except ValueError:
+            allowed = ", ".join(str(member) for member in kind)  # type: ignore[attr-defined]
+            raise ConfigError(f"{name}={value!r} is invalid: expected one of {allowed}") from None

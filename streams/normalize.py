@@ -1,0 +1,229 @@
+"""PII normalization and hashing by Google's rules, and timestamp normalization.
+
+One function per rule, pure, no I/O. Google matches hashed identifiers against its own
+hashes of signed-in users, so a single differing character (a capital letter, a space, a
+dot in a Gmail address, a phone written without its country code) silently turns an
+uploaded conversion into one that never matches. Every rule here exists to produce the
+exact string Google hashed on its side.
+
+Errors are :class:`NormalizationError` with a ``reason`` in plain words that never quotes
+the input: the reason ends up in results and dead-letter headers, which must carry no PII.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Final
+
+import phonenumbers
+
+from streams.config import GmailDots
+
+_HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
+_GMAIL_DOMAINS: Final = frozenset({"gmail.com", "googlemail.com"})
+_WHITESPACE: Final = re.compile(r"\s")
+_WHITESPACE_RUN: Final = re.compile(r"\s+")
+
+_MAX_TIMESTAMP_LENGTH: Final = 64
+# yyyy-mm-dd, 'T' or ' ', hh:mm:ss, optional fraction of any length, optional offset.
+_TIMESTAMP: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,]\d+)?"
+    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?"
+)
+_MAX_OFFSET: Final = timedelta(hours=14)
+# Unix seconds accepted for Yandex: 2000-01-01 .. 2100-01-01, to catch milliseconds sent as seconds.
+_UNIX_MIN: Final = 946_684_800
+_UNIX_MAX: Final = 4_102_444_800
+
+
+class NormalizationError(ValueError):
+    """A value cannot be normalized. ``reason`` has no field name and quotes no input."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def sha256_hex(value: str) -> str:
+    """Lower-case hex SHA-256 of the UTF-8 bytes: the form Google's user identifiers take."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def is_sha256_hex(value: str) -> bool:
+    """True for an already hashed value (64 hex characters), which then passes through."""
+    return len(value) == 64 and _HEX64.fullmatch(value) is not None
+
+
+def normalize_email(raw: str, dots: GmailDots = GmailDots.GMAIL_ONLY) -> str:
+    """Trim and lower-case; drop dots in the local part where the provider ignores them.
+
+    Gmail delivers ``t.e.s.t@gmail.com`` to ``test@gmail.com``, and Google hashes the
+    dot-less form; other providers may treat dots as significant, so by default only
+    gmail.com and googlemail.com lose them.
+    """
+    email = raw.strip().lower()
+    if not email:
+        raise NormalizationError("is empty")
+    if _WHITESPACE.search(email):
+        raise NormalizationError("is not a valid e-mail address: it contains whitespace")
+    if "@" not in email:
+        raise NormalizationError("is not a valid e-mail address: no '@'")
+    local, _, domain = email.rpartition("@")
+    if "@" in local:
+        raise NormalizationError("is not a valid e-mail address: more than one '@'")
+    if not local:
+        raise NormalizationError("is not a valid e-mail address: nothing before '@'")
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(labels):
+        raise NormalizationError("is not a valid e-mail address: the domain is not a host name")
+    if dots is GmailDots.ALL_DOMAINS or (dots is GmailDots.GMAIL_ONLY and domain in _GMAIL_DOMAINS):
+        local = local.replace(".", "")
+        if not local:
+            raise NormalizationError("is not a valid e-mail address: nothing before '@'")
+    return f"{local}@{domain}"
+
+
+def hash_email(raw: str, dots: GmailDots = GmailDots.GMAIL_ONLY) -> str:
+    """SHA-256 of the normalized e-mail; an already hashed value passes through."""
+    stripped = raw.strip()
+    if is_sha256_hex(stripped):
+        return stripped.lower()
+    return sha256_hex(normalize_email(stripped, dots))
+
+
+@lru_cache(maxsize=65_536)
+def normalize_phone(raw: str, default_region: str = "US") -> str:
+    """E.164 (``+16161729102``) via libphonenumber; national numbers use ``default_region``.
+
+    "Possible" rather than "valid" is checked on purpose: libphonenumber's validity data
+    lags real number plans (Google's own example 616-172-9102 is "not valid"), and
+    rejecting a real customer's number loses a conversion, while a possible-but-unassigned
+    number merely fails to match. The cache key includes the region, so results never
+    leak between regions.
+    """
+    text = raw.strip()
+    if not text:
+        raise NormalizationError("is empty")
+    try:
+        number = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException:
+        raise NormalizationError("is not a phone number") from None
+    if not phonenumbers.is_possible_number(number):
+        raise NormalizationError("is not a possible phone number")
+    e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164
+
+
+def hash_phone(raw: str, default_region: str = "US") -> str:
+    """SHA-256 of the E.164 form; an already hashed value passes through."""
+    stripped = raw.strip()
+    if is_sha256_hex(stripped):
+        return stripped.lower()
+    return sha256_hex(normalize_phone(stripped, default_region))
+
+
+def hash_name(raw: str) -> str:
+    """First name, last name, street: trim, lower-case, SHA-256; a hash passes through."""
+    text = raw.strip()
+    if not text:
+        raise NormalizationError("is empty")
+    if is_sha256_hex(text):
+        return text.lower()
+    return sha256_hex(text.lower())
+
+
+def normalize_city(raw: str) -> str:
+    """City, sent in plain text: trimmed, inner whitespace collapsed."""
+    return _plain_text(raw)
+
+
+def normalize_state(raw: str) -> str:
+    """State or region, sent in plain text: trimmed, inner whitespace collapsed."""
+    return _plain_text(raw)
+
+
+def normalize_postal_code(raw: str) -> str:
+    """Postal code, sent in plain text: trimmed, inner whitespace collapsed."""
+    return _plain_text(raw)
+
+
+def normalize_country_code(raw: str) -> str:
+    """ISO 3166-1 alpha-2, upper case (Google expects ``US``, not ``us`` or ``USA``)."""
+    code = raw.strip().upper()
+    if len(code) != 2 or not code.isascii() or not code.isalpha():
+        raise NormalizationError("is not a two-letter ISO 3166 country code")
+    return code
+
+
+def _plain_text(raw: str) -> str:
+    text = _WHITESPACE_RUN.sub(" ", raw.strip())
+    if not text:
+        raise NormalizationError("is empty")
+    return text
+
+
+def parse_timestamp(raw: str | int, *, allow_unix: bool = False) -> datetime:
+    """An aware datetime, whole seconds, keeping the offset the producer gave.
+
+    Accepts Google's ``yyyy-mm-dd hh:mm:ss±hh:mm``, ISO 8601 with ``T`` or a space, any
+    number of fractional digits (nanoseconds from Java or Go included; they are truncated,
+    because Google's form has whole seconds and dedupe must see one instant), and an offset
+    as ``Z``, ``±hh:mm``, ``±hhmm`` or ``±hh``. Unix seconds only when ``allow_unix``
+    (Yandex): Google times without an offset are ambiguous, and so is a bare number.
+    """
+    expected = "expected yyyy-mm-dd hh:mm:ss±hh:mm or ISO 8601 with an offset"
+    if allow_unix:
+        expected += ", or unix seconds"
+    if isinstance(raw, bool):
+        raise NormalizationError(f"is not a date-time: {expected}")
+    if isinstance(raw, int) or (allow_unix and isinstance(raw, str) and raw.strip().isdigit()):
+        if not allow_unix:
+            raise NormalizationError(f"is not a date-time: {expected}")
+        return _from_unix(int(raw))
+    text = raw.strip()
+    match = _TIMESTAMP.fullmatch(text) if len(text) <= _MAX_TIMESTAMP_LENGTH else None
+    if match is None:
+        raise NormalizationError(f"is not a date-time: {expected}")
+    year, month, day, hour, minute, second, zulu, sign, off_h, off_m = match.groups()
+    if zulu is None and sign is None:
+        raise NormalizationError("has no timezone")
+    if zulu is not None:
+        tz: timezone = UTC
+    else:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m or 0))
+        if offset > _MAX_OFFSET or int(off_m or 0) >= 60:
+            raise NormalizationError("has an offset beyond ±14:00")
+        tz = timezone(-offset if sign == "-" else offset)
+    try:
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz
+        )
+    except ValueError:
+        raise NormalizationError("is not a valid date") from None
+
+
+def _from_unix(seconds: int) -> datetime:
+    if not _UNIX_MIN <= seconds <= _UNIX_MAX:
+        raise NormalizationError("is out of range for unix seconds (years 2000 to 2100)")
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def google_time(moment: datetime) -> str:
+    """Google's ``yyyy-mm-dd hh:mm:ss+hh:mm``, with the moment's own offset (Z -> +00:00)."""
+    offset = moment.utcoffset() or timedelta(0)
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return f"{moment:%Y-%m-%d %H:%M:%S}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def unix_seconds(moment: datetime) -> int:
+    """Seconds since the epoch, as Yandex Metrica's DateTime column wants them."""
+    return int(moment.timestamp())
+
+
+def utc_instant(moment: datetime) -> datetime:
+    """The same instant in UTC, so ``10:00+02:00`` and ``08:00Z`` dedupe as one."""
+    return moment.astimezone(UTC)

@@ -1,0 +1,162 @@
+"""Turn a fastjsonschema violation into a JSON path and a reason in plain words.
+
+fastjsonschema reports ``data.user_identifiers must contain less than or equal to 5 items``;
+a producer's engineer should read ``user_identifiers has 6 entries, at most 5``. The reason
+never quotes a value the producer sent, except short enum-like values, so no PII leaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import fastjsonschema
+
+_MAX_ECHO: Final = 40  # longest producer value quoted back in a reason
+
+_PATTERN_HINTS: Final[Mapping[str, str]] = {
+    "^[0-9]+(-[0-9]+)*$": "digits (dashes allowed, e.g. 123-456-7890)",
+    "^[0-9]+$": "digits",
+    "^[A-Z]{3}$": "a three-letter ISO 4217 currency code in capitals, e.g. EUR",
+    "^[A-Z]{2}$": "a two-letter country code in capitals, e.g. US",
+    "^[A-Za-z]{2}$": "a two-letter ISO 3166 country code, e.g. US",
+    "^[a-z]{2}$": "a two-letter ISO 639-1 language code in lower case, e.g. en",
+    "^[0-9a-fA-F]{64}$": "a SHA-256 digest: 64 hex characters",
+    "^customers/[0-9]+/conversionActions/[0-9]+$": (
+        "a resource name like customers/1234567890/conversionActions/987654321"
+    ),
+}
+
+_IDENTIFIER_KINDS = "email, phone, hashed_email, hashed_phone, address"
+
+
+def explain_schema_error(
+    exc: fastjsonschema.JsonSchemaValueException, document: Any
+) -> tuple[str, str]:
+    """(JSON path, reason in plain words) for the first violation fastjsonschema found."""
+    parts = _typed_path(list(exc.path or ["data"])[1:], document)
+    path = json_path(parts)
+    label = path[2:] if len(path) > 2 else "the event"
+    rule, expected, value = exc.rule, exc.rule_definition, exc.value
+    if rule == "required" and isinstance(value, dict):
+        missing = [name for name in expected if name not in value]
+        field = missing[0] if missing else "a field"
+        return json_path([*parts, field]), f"{json_path([*parts, field])[2:]} is required"
+    if rule == "additionalProperties" and isinstance(value, dict):
+        allowed = set((exc.definition or {}).get("properties", {}))
+        extra = sorted(name for name in value if name not in allowed)
+        if extra:
+            field = extra[0][:64]
+            where = f" in {label}" if parts else ""
+            return json_path([*parts, field]), f"{echo(field)} is not a known field{where}"
+    if rule == "maxProperties" and _is_identifier_entry(parts):
+        return path, (
+            f"{label} has {' and '.join(sorted(value))}; each entry holds exactly one of "
+            f"{_IDENTIFIER_KINDS}"
+        )
+    if rule == "minProperties" and _is_identifier_entry(parts):
+        return path, f"{label} is empty; give one of {_IDENTIFIER_KINDS}"
+    reason = _reason_for_rule(rule, expected, value, label, exc)
+    return path, reason
+
+
+def _reason_for_rule(
+    rule: str | None, expected: Any, value: Any, label: str, exc: Exception
+) -> str:
+    if rule == "type":
+        wanted = " or ".join(
+            _TYPE_WORDS.get(t, t) for t in (expected if isinstance(expected, list) else [expected])
+        )
+        return f"{label} must be {wanted}, got {json_type(value)}"
+    if rule == "pattern":
+        return f"{label} must be {_PATTERN_HINTS.get(expected, f'text matching {expected}')}"
+    if rule == "maxItems":
+        return f"{label} has {len(value)} entries, at most {expected}"
+    if rule == "minItems":
+        return f"{label} has {len(value)} entries, at least {expected}"
+    if rule == "minLength":
+        return (
+            f"{label} is empty"
+            if len(value) == 0
+            else f"{label} is shorter than {expected} characters"
+        )
+    if rule == "maxLength":
+        return f"{label} is {len(value)} characters long, at most {expected}"
+    if rule == "minimum":
+        return f"{label} must be at least {expected:g}"
+    if rule == "maximum":
+        return f"{label} must be at most {expected:g}"
+    if rule == "enum":
+        return f"{label} must be one of {', '.join(str(choice) for choice in expected)}"
+    if rule == "const":
+        return f"{label} must be {expected}"
+    if rule == "maxProperties":
+        return f"{label} has {len(value)} fields, at most {expected}"
+    if rule == "minProperties":
+        return f"{label} is empty"
+    message = getattr(exc, "message", "") or "is invalid"
+    return message.replace("data.", "").replace("data ", f"{label} ")
+
+
+_TYPE_WORDS: Final[Mapping[str, str]] = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "an object",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def _typed_path(parts: list[Any], document: Any) -> list[str | int]:
+    """fastjsonschema gives list indexes as strings; walk the document to tell them apart
+    from object keys that happen to be digits."""
+    typed: list[str | int] = []
+    node = document
+    for part in parts:
+        if isinstance(node, list):
+            index = int(part)
+            typed.append(index)
+            node = node[index] if 0 <= index < len(node) else None
+        else:
+            typed.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return typed
+
+
+def _is_identifier_entry(parts: list[Any]) -> bool:
+    return len(parts) >= 2 and parts[-2] == "user_identifiers" and isinstance(parts[-1], int)
+
+
+def json_path(parts: list[Any]) -> str:
+    """``["user_identifiers", 2, "email"]`` -> ``$.user_identifiers[2].email``."""
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def echo(value: Any) -> str:
+    """Quote a short producer value (enum-like fields only), bounded so it cannot carry PII."""
+    if isinstance(value, str) and len(value) <= _MAX_ECHO:
+        return repr(value)
+    return f"({json_type(value)})"

@@ -1,0 +1,100 @@
+"""streams.config: every variable read once, defaults that work, errors that say how to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.config import ConfigError, GmailDots, Settings, bootstrap_servers
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = Settings.from_env({})
+    assert settings.broker == "kafka://localhost:9092"
+    assert settings.bootstrap_servers == "localhost:9092"
+    assert (settings.app_id, settings.input_topic) == ("convstream", "conversions")
+    assert (settings.results_topic, settings.dlq_topic) == (
+        "conversions.results",
+        "conversions.dlq",
+    )
+    assert (settings.batch_max_size, settings.batch_window_seconds) == (2000, 10.0)
+    assert (settings.dedupe_ttl_days, settings.retry_max_seconds) == (90, 3600.0)
+    assert (settings.metrics_port, settings.dry_run) == (9108, False)
+    assert settings.normalize.default_phone_region == "US"
+    assert settings.normalize.email_dots is GmailDots.GMAIL_ONLY
+
+
+def test_every_variable_is_read() -> None:
+    settings = Settings.from_env(
+        {
+            "CONVSTREAM_BROKER": "kafka://a:1;kafka://b:2",
+            "CONVSTREAM_APP_ID": "app",
+            "CONVSTREAM_INPUT_TOPIC": "in",
+            "CONVSTREAM_RESULTS_TOPIC": "out",
+            "CONVSTREAM_DLQ_TOPIC": "dlq",
+            "CONVSTREAM_BATCH_MAX_SIZE": "500",
+            "CONVSTREAM_BATCH_WINDOW_SECONDS": "2.5",
+            "CONVSTREAM_DEDUPE_TTL_DAYS": "30",
+            "CONVSTREAM_RETRY_MAX_SECONDS": "60",
+            "CONVSTREAM_METRICS_PORT": "0",
+            "CONVSTREAM_DATA_DIR": "/var/lib/convstream",
+            "CONVSTREAM_DRY_RUN": "TRUE",
+            "CONVSTREAM_MAX_MESSAGE_BYTES": "2048",
+            "CONVSTREAM_DEFAULT_PHONE_REGION": "gb",
+            "CONVSTREAM_EMAIL_DOTS": "All-Domains",
+        }
+    )
+    assert settings.bootstrap_servers == "a:1,b:2"
+    assert (settings.app_id, settings.input_topic, settings.results_topic) == ("app", "in", "out")
+    assert settings.dlq_topic == "dlq"
+    assert (settings.batch_max_size, settings.batch_window_seconds) == (500, 2.5)
+    assert (settings.dedupe_ttl_days, settings.retry_max_seconds, settings.metrics_port) == (
+        30,
+        60,
+        0,
+    )
+    assert settings.data_dir == Path("/var/lib/convstream")
+    assert settings.dry_run is True
+    assert settings.max_message_bytes == 2048
+    assert settings.normalize.default_phone_region == "GB"
+    assert settings.normalize.email_dots is GmailDots.ALL_DOMAINS
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CONVSTREAM_BATCH_MAX_SIZE", "0", "expected an integer from 1 to 1e+06"),
+        ("CONVSTREAM_BATCH_MAX_SIZE", "ten", "expected an integer from 1"),
+        ("CONVSTREAM_BATCH_WINDOW_SECONDS", "-1", "expected a number from 0.01"),
+        ("CONVSTREAM_METRICS_PORT", "70000", "expected an integer from 0 to 65535"),
+        ("CONVSTREAM_DRY_RUN", "maybe", "expected true or false"),
+        ("CONVSTREAM_EMAIL_DOTS", "some", "expected one of off, gmail-only, all-domains"),
+        ("CONVSTREAM_DEFAULT_PHONE_REGION", "XX", "two-letter ISO 3166 region"),
+        ("CONVSTREAM_BROKER", "kafka://nohost", "expected kafka://host:port"),
+    ],
+)
+def test_invalid_values_name_the_variable_and_the_range(
+    name: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({name: value})
+    assert name in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_blank_values_mean_default() -> None:
+    assert Settings.from_env({"CONVSTREAM_BATCH_MAX_SIZE": "  "}).batch_max_size == 2000
+
+
+@pytest.mark.parametrize(
+    ("url", "servers"),
+    [
+        ("kafka://localhost:9092", "localhost:9092"),
+        ("localhost:9092", "localhost:9092"),
+        ("kafka://a:1;kafka://b:2", "a:1,b:2"),
+        ("a:1, b:2", "a:1,b:2"),
+    ],
+)
+def test_bootstrap_servers_accepts_faust_and_kafka_forms(url: str, servers: str) -> None:
+    assert bootstrap_servers(url) == servers

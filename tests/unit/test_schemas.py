@@ -1,0 +1,200 @@
+"""The published contract in schemas/: valid 2020-12, consistent, and enforced as written.
+
+The worker validates with fastjsonschema (fast, draft-07 engine); producers may use any
+2020-12 validator. These tests make sure the two can never disagree on our schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.events import EVENT_TYPES, schema_document
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "schemas"
+EVENT_SCHEMAS = [f"{d}.{t}" for d, types in EVENT_TYPES.items() for t in types]
+
+DEAD_LETTER_HEADERS = {
+    "convstream.error.stage",
+    "convstream.error.code",
+    "convstream.error.message",
+    "convstream.error.retryable",
+    "convstream.source.topic",
+    "convstream.source.partition",
+    "convstream.source.offset",
+    "convstream.event_id",
+    "convstream.attempts",
+    "convstream.failed_at",
+    "convstream.replay_count",
+}
+RESULT_FIELDS = {
+    "event_id",
+    "dedupe_key",
+    "destination",
+    "type",
+    "account",
+    "status",
+    "error",
+    "batch_id",
+    "job_id",
+    "upload_id",
+    "attempts",
+    "source",
+    "received_at",
+    "completed_at",
+}
+
+
+def reference_validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema_document(name))
+
+
+def fast_accepts(name: str, document: Any) -> bool:
+    import fastjsonschema
+
+    try:
+        fastjsonschema.compile(copy.deepcopy(schema_document(name)))(document)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("path", sorted(SCHEMAS.glob("*.schema.json")), ids=lambda p: p.name)
+def test_every_schema_is_valid_2020_12(path: Path) -> None:
+    schema = json.loads(path.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_one_schema_per_event_type_and_the_package_ships_the_repo_files() -> None:
+    on_disk = {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")}
+    assert on_disk == {*EVENT_SCHEMAS, "result"}
+    for name in on_disk:
+        assert schema_document(name) == json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+
+
+def test_shared_definitions_are_identical_in_every_file() -> None:
+    """Schemas are standalone files for producers; their shared $defs must not drift."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for name in EVENT_SCHEMAS:
+        for key, definition in schema_document(name).get("$defs", {}).items():
+            if key in seen:
+                assert definition == seen[key][1], f"$defs.{key} differs: {name} vs {seen[key][0]}"
+            else:
+                seen[key] = (name, definition)
+
+
+def test_dead_letter_header_description_lists_exactly_the_contract_headers() -> None:
+    described = json.loads((SCHEMAS / "dead_letter_headers.json").read_text())
+    assert set(described["headers"]) == DEAD_LETTER_HEADERS
+    assert described["headers"]["convstream.error.stage"]["values"] == [
+        "parse",
+        "validate",
+        "upload",
+    ]
+
+
+def test_result_schema_has_the_contract_fields() -> None:
+    assert set(schema_document("result")["properties"]) == RESULT_FIELDS
+
+
+GOOD_RESULT = {
+    "event_id": "crm-1",
+    "dedupe_key": "ab" * 16,
+    "destination": "google_ads",
+    "type": "click_conversion",
+    "account": "1234567890",
+    "status": "uploaded",
+    "error": None,
+    "batch_id": "b-1",
+    "job_id": 42,
+    "attempts": 1,
+    "source": {"topic": "conversions", "partition": 0, "offset": 7},
+    "received_at": "2026-11-22T10:00:00.123Z",
+    "completed_at": "2026-11-22T10:00:01Z",
+}
+
+
+def test_result_schema_accepts_a_result_and_ties_error_to_status() -> None:
+    validator = reference_validator("result")
+    validator.validate(GOOD_RESULT)
+    rejected = GOOD_RESULT | {
+        "status": "rejected",
+        "error": {"code": "INVALID_EVENT", "message": "$.x: bad", "retryable": False},
+    }
+    validator.validate(rejected)
+    assert not validator.is_valid(GOOD_RESULT | {"status": "rejected"}), "rejected needs an error"
+    assert not validator.is_valid(rejected | {"status": "uploaded"}), "uploaded carries no error"
+    assert not validator.is_valid(GOOD_RESULT | {"status": "lost"})
+    assert not validator.is_valid(GOOD_RESULT | {"received_at": "2026-11-22T10:00:00+02:00"})
+
+
+def example_documents() -> list[tuple[str, str, dict[str, Any]]]:
+    out = []
+    for name in EVENT_SCHEMAS:
+        examples = json.loads((SCHEMAS / "examples" / f"{name}.json").read_text())
+        out += [(name, "valid", event) for event in examples["valid"]]
+        out += [(name, "invalid", case["event"]) for case in examples["invalid"]]
+    return out
+
+
+@pytest.mark.parametrize(("name", "kind", "document"), example_documents())
+def test_fastjsonschema_agrees_with_the_reference_validator_on_examples(
+    name: str, kind: str, document: dict[str, Any]
+) -> None:
+    assert fast_accepts(name, document) == reference_validator(name).is_valid(document)
+    if kind == "valid":
+        assert fast_accepts(name, document)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _all_paths(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    paths = [prefix] if prefix else []
+    if isinstance(document, dict):
+        for key, value in document.items():
+            paths += _all_paths(value, (*prefix, key))
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            paths += _all_paths(value, (*prefix, index))
+    return paths
+
+
+def _valid_examples() -> list[tuple[str, dict[str, Any]]]:
+    return [(name, doc) for name, kind, doc in example_documents() if kind == "valid"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_fastjsonschema_agrees_with_the_reference_validator_on_mutations(
+    data: st.DataObject,
+) -> None:
+    """Replace any value inside a valid example with random JSON: both engines agree."""
+    name, example = data.draw(st.sampled_from(_valid_examples()))
+    document = copy.deepcopy(example)
+    path = data.draw(st.sampled_from(_all_paths(document)))
+    replacement = data.draw(json_values)
+    target = document
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = replacement
+    assert fast_accepts(name, document) == reference_validator(name).is_valid(document)
