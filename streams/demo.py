@@ -14,7 +14,7 @@ from collections import Counter
 from importlib import resources
 from pathlib import Path
 
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -73,17 +73,21 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
 
 
 def _read_back(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> int:
-    """Consume until ``expected`` messages arrived or ``timeout`` passed (tansu's end offsets
-    are unreliable, so completeness is decided by counting)."""
+    """Read the topic from the beginning until ``expected`` messages arrived.
+
+    Partitions are assigned directly (no consumer group, so no group join to wait for), and
+    completeness is decided by counting: tansu's end offsets are unreliable.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": f"convstream-demo-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
+            "group.id": "convstream-demo-reader",
             "enable.auto.commit": False,
+            "log.connection.close": False,
         }
     )
-    consumer.subscribe([topic])
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     received = 0
     deadline = time.monotonic() + timeout
     try:

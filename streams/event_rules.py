@@ -40,7 +40,8 @@ def normalize_event(
     Called only by :func:`streams.events.parse_event`, after schema validation, so types and
     required fields can be trusted here. Raises :class:`InvalidFieldError`.
     """
-    body = dict(document)
+    body = document  # freshly parsed and owned by the caller: normalized in place
+    action: str | None
     if destination == "google_ads":
         account, action = _google_common(body)
         event_time = _GOOGLE_RULES[event_type](body, options)
@@ -254,9 +255,12 @@ def _digits(value: str | int) -> str:
 
 def _google_time(holder: dict[str, Any], field: str, prefix: str = "$.") -> datetime:
     """Rewrite ``holder[field]`` in Google's form; return the UTC instant for comparisons."""
-    when = _parse_time(holder[field], field, prefix, allow_unix=False)
-    holder[field] = normalize.google_time(when)
-    return normalize.utc_instant(when)
+    try:
+        moment, google_form = normalize.parse_google_timestamp(holder[field])
+    except NormalizationError as exc:
+        raise InvalidFieldError(f"{prefix}{field}", f"{prefix[2:]}{field} {exc.reason}") from None
+    holder[field] = google_form
+    return normalize.utc_instant(moment)
 
 
 def _parse_time(raw: str | int, field: str, prefix: str, *, allow_unix: bool) -> datetime:

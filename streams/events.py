@@ -9,9 +9,9 @@ producer's engineer reads to fix their side.
 
 Validation has two layers:
 
-1. The JSON Schema files in ``schemas/`` (the published contract), compiled once with
-   fastjsonschema. The schemas use only keywords whose meaning is the same in draft-07 and
-   2020-12, and a test cross-checks every example against the reference 2020-12 validator.
+1. The JSON Schema 2020-12 files in ``schemas/`` (the published contract), compiled once
+   with jsonschema-rs. A test cross-checks it against the reference Python validator
+   (``jsonschema``) on every example and on random mutations of them.
 2. The rules a schema cannot express or cannot explain well (one click id at most, times
    with a timezone, a conversion action that belongs to the customer...), checked while
    normalizing, in :mod:`streams.event_rules`.
@@ -23,14 +23,13 @@ dead letter holds, so a replayed dead letter validates again and hashes to the s
 
 from __future__ import annotations
 
-import copy
+import gc
 import json
-from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any, Final
 
-import fastjsonschema
+import jsonschema_rs
 import orjson
 
 from streams.config import NormalizeOptions
@@ -86,20 +85,23 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
         return EventError(
             "validate", INVALID_EVENT, "$", f"must be a JSON object, got {json_type(document)}"
         )
-    known = _known_fields(document)
     dispatch_error = _check_destination_and_type(document)
     if dispatch_error is not None:
         path, reason = dispatch_error
-        return EventError("validate", INVALID_EVENT, path, reason, **known)
+        return EventError("validate", INVALID_EVENT, path, reason, **_known_fields(document))
     destination, event_type = document["destination"], document["type"]
     try:
-        _validator(destination, event_type)(document)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        path, reason = explain_schema_error(exc, document)
-        return EventError("validate", INVALID_EVENT, path, reason, **known)
+        _validator(destination, event_type).validate(document)
+    except jsonschema_rs.ValidationError as exc:
+        path, reason = explain_schema_error(exc)
+        return EventError("validate", INVALID_EVENT, path, reason, **_known_fields(document))
+    except ValueError:  # jsonschema-rs refuses input nested deeper than ~250 levels
+        reason = "is nested too deeply: no event has lists or objects 250 levels deep"
+        return EventError("validate", INVALID_EVENT, "$", reason, **_known_fields(document))
     try:
         return normalize_event(destination, event_type, document, options)
     except InvalidFieldError as exc:
+        known = _known_fields(document)
         return EventError("validate", INVALID_EVENT, exc.path, exc.reason, **known)
 
 
@@ -155,17 +157,22 @@ def schema_document(name: str) -> dict[str, Any]:
 
 
 @cache
-def _validator(destination: str, event_type: str) -> Callable[[Any], Any]:
-    """Compiled once per event type: fastjsonschema turns the schema into Python code."""
-    # fastjsonschema rewrites $refs in the dict it is given: hand it a copy.
-    validate: Callable[[Any], Any] = fastjsonschema.compile(
-        copy.deepcopy(schema_document(f"{destination}.{event_type}"))
-    )
-    return validate
+def _validator(destination: str, event_type: str) -> jsonschema_rs.Draft202012Validator:
+    """Built once per event type. jsonschema-rs implements 2020-12 natively and validates
+    about 9x faster than fastjsonschema's generated Python (bench/bench_core.py)."""
+    return jsonschema_rs.Draft202012Validator(schema_document(f"{destination}.{event_type}"))
 
 
 def warm_up() -> None:
-    """Compile every event schema now, so the first message does not pay for it."""
+    """Get the hot path ready before the first message: called once at start-up.
+
+    Compiles every event schema, then moves everything allocated so far (modules,
+    libphonenumber's metadata, the compiled validators) out of the cyclic garbage
+    collector's sight with ``gc.freeze()``: it is never garbage, and rescanning it on every
+    full collection cost about 10% of parse throughput in ``bench/bench_core.py``.
+    """
     for destination, types in EVENT_TYPES.items():
         for event_type in types:
             _validator(destination, event_type)
+    gc.collect()
+    gc.freeze()

@@ -1,6 +1,6 @@
 """Turn a fastjsonschema violation into a JSON path and a reason in plain words.
 
-fastjsonschema reports ``data.user_identifiers must contain less than or equal to 5 items``;
+A validator reports ``[...] has more than 5 items`` (quoting the whole list, PII included);
 a producer's engineer should read ``user_identifiers has 6 entries, at most 5``. The reason
 never quotes a value the producer sent, except short enum-like values, so no PII leaks.
 """
@@ -8,9 +8,9 @@ never quotes a value the producer sent, except short enum-like values, so no PII
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
-import fastjsonschema
+import jsonschema_rs
 
 _MAX_ECHO: Final = 40  # longest producer value quoted back in a reason
 
@@ -30,72 +30,65 @@ _PATTERN_HINTS: Final[Mapping[str, str]] = {
 _IDENTIFIER_KINDS = "email, phone, hashed_email, hashed_phone, address"
 
 
-def explain_schema_error(
-    exc: fastjsonschema.JsonSchemaValueException, document: Any
-) -> tuple[str, str]:
-    """(JSON path, reason in plain words) for the first violation fastjsonschema found."""
-    parts = _typed_path(list(exc.path or ["data"])[1:], document)
+def explain_schema_error(error: jsonschema_rs.ValidationError) -> tuple[str, str]:
+    """(JSON path, reason in plain words) for the violation the validator reported.
+
+    Works from the keyword (``error.kind.name``), its schema value and the failing instance,
+    never from the validator's own message, which quotes the instance (and so, PII).
+    """
+    parts: list[str | int] = list(error.instance_path)
     path = json_path(parts)
     label = path[2:] if len(path) > 2 else "the event"
-    rule, expected, value = exc.rule, exc.rule_definition, exc.value
-    if rule == "required" and isinstance(value, dict):
-        missing = [name for name in expected if name not in value]
-        field = missing[0] if missing else "a field"
-        return json_path([*parts, field]), f"{json_path([*parts, field])[2:]} is required"
-    if rule == "additionalProperties" and isinstance(value, dict):
-        allowed = set((exc.definition or {}).get("properties", {}))
-        extra = sorted(name for name in value if name not in allowed)
-        if extra:
-            field = extra[0][:64]
-            where = f" in {label}" if parts else ""
-            return json_path([*parts, field]), f"{echo(field)} is not a known field{where}"
-    if rule == "maxProperties" and _is_identifier_entry(parts):
+    keyword, value = error.kind.name, cast(Any, error.instance)
+    expected: Any = error.kind.value
+    if keyword == "required":
+        field_path = json_path([*parts, expected])
+        return field_path, f"{field_path[2:]} is required"
+    if keyword == "additionalProperties":
+        field = sorted(expected)[0][:64]
+        where = f" in {label}" if parts else ""
+        return json_path([*parts, field]), f"{echo(field)} is not a known field{where}"
+    if keyword == "maxProperties" and _is_identifier_entry(parts):
         return path, (
             f"{label} has {' and '.join(sorted(value))}; each entry holds exactly one of "
             f"{_IDENTIFIER_KINDS}"
         )
-    if rule == "minProperties" and _is_identifier_entry(parts):
+    if keyword == "minProperties" and _is_identifier_entry(parts):
         return path, f"{label} is empty; give one of {_IDENTIFIER_KINDS}"
-    reason = _reason_for_rule(rule, expected, value, label, exc)
-    return path, reason
+    return path, _reason_for_keyword(keyword, expected, value, label)
 
 
-def _reason_for_rule(
-    rule: str | None, expected: Any, value: Any, label: str, exc: Exception
-) -> str:
-    if rule == "type":
+def _reason_for_keyword(keyword: str, expected: Any, value: Any, label: str) -> str:
+    if keyword == "type":
         wanted = " or ".join(
             _TYPE_WORDS.get(t, t) for t in (expected if isinstance(expected, list) else [expected])
         )
         return f"{label} must be {wanted}, got {json_type(value)}"
-    if rule == "pattern":
+    if keyword == "pattern":
         return f"{label} must be {_PATTERN_HINTS.get(expected, f'text matching {expected}')}"
-    if rule == "maxItems":
+    if keyword == "maxItems":
         return f"{label} has {len(value)} entries, at most {expected}"
-    if rule == "minItems":
+    if keyword == "minItems":
         return f"{label} has {len(value)} entries, at least {expected}"
-    if rule == "minLength":
-        return (
-            f"{label} is empty"
-            if len(value) == 0
-            else f"{label} is shorter than {expected} characters"
-        )
-    if rule == "maxLength":
+    if keyword == "minLength":
+        if len(value) == 0:
+            return f"{label} is empty"
+        return f"{label} is shorter than {expected} characters"
+    if keyword == "maxLength":
         return f"{label} is {len(value)} characters long, at most {expected}"
-    if rule == "minimum":
+    if keyword == "minimum":
         return f"{label} must be at least {expected:g}"
-    if rule == "maximum":
+    if keyword == "maximum":
         return f"{label} must be at most {expected:g}"
-    if rule == "enum":
+    if keyword == "enum":
         return f"{label} must be one of {', '.join(str(choice) for choice in expected)}"
-    if rule == "const":
+    if keyword == "const":
         return f"{label} must be {expected}"
-    if rule == "maxProperties":
+    if keyword == "maxProperties":
         return f"{label} has {len(value)} fields, at most {expected}"
-    if rule == "minProperties":
+    if keyword == "minProperties":
         return f"{label} is empty"
-    message = getattr(exc, "message", "") or "is invalid"
-    return message.replace("data.", "").replace("data ", f"{label} ")
+    return f"{label} does not satisfy the schema's {keyword!r} rule"
 
 
 _TYPE_WORDS: Final[Mapping[str, str]] = {
@@ -107,22 +100,6 @@ _TYPE_WORDS: Final[Mapping[str, str]] = {
     "array": "a list",
     "null": "null",
 }
-
-
-def _typed_path(parts: list[Any], document: Any) -> list[str | int]:
-    """fastjsonschema gives list indexes as strings; walk the document to tell them apart
-    from object keys that happen to be digits."""
-    typed: list[str | int] = []
-    node = document
-    for part in parts:
-        if isinstance(node, list):
-            index = int(part)
-            typed.append(index)
-            node = node[index] if 0 <= index < len(node) else None
-        else:
-            typed.append(str(part))
-            node = node.get(part) if isinstance(node, dict) else None
-    return typed
 
 
 def _is_identifier_entry(parts: list[Any]) -> bool:

@@ -264,12 +264,18 @@ def test_garbage_is_a_specific_error(raw: bytes, code: str) -> None:
     assert "internal error" not in error.reason
 
 
-def test_deeply_nested_object_inside_limits_is_rejected_by_schema() -> None:
-    nested = b'{"k": ' * 500 + b'"x"' + b"}" * 500
-    event = encode(CLICK | {"gclid": "g", "session_attributes": "@"})
+@pytest.mark.parametrize(
+    ("depth", "path", "reason"),
+    [
+        (100, "$.session_attributes.k", "session_attributes.k must be a string, got an object"),
+        (600, "$", "is nested too deeply: no event has lists or objects 250 levels deep"),
+    ],
+)
+def test_deep_nesting_is_a_specific_error(depth: int, path: str, reason: str) -> None:
+    nested = b'{"k": ' * depth + b'"x"' + b"}" * depth
+    event = encode(CLICK | {"event_id": "deep", "gclid": "g", "session_attributes": "@"})
     error = parse_bad(event.replace(b'"@"', nested))
-    assert error.path == "$.session_attributes.k"
-    assert error.reason == "session_attributes.k must be a string, got an object"
+    assert (error.path, error.reason, error.event_id) == (path, reason, "deep")
 
 
 PRIVATE = "alice.private+secret@example.org"
