@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,8 +88,7 @@ class EmbeddedBroker:
         self.port = port or free_port(host)
         self._binary = binary
         self._process: subprocess.Popen[bytes] | None = None
-        self._log_dir = tempfile.TemporaryDirectory(prefix="convstream-tansu-")
-        self.log_path = Path(self._log_dir.name) / "tansu.log"
+        self.log_path = Path(tempfile.mkdtemp(prefix="convstream-tansu-")) / "tansu.log"
 
     @property
     def address(self) -> str:
@@ -109,6 +109,7 @@ class EmbeddedBroker:
         if self._process is not None:
             return self
         binary = self._binary or tansu_binary()
+        self._check_port_free()
         listener = f"tcp://{self.address}"
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
@@ -131,6 +132,15 @@ class EmbeddedBroker:
             self.stop()
             raise
         return self
+
+    def _check_port_free(self) -> None:
+        """tansu binds with SO_REUSEPORT, so a second broker on a taken port starts
+        "fine" and silently shares the clients. Refuse instead."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise BrokerError(f"cannot listen on {self.address}: {exc.strerror}") from None
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -178,7 +188,10 @@ class EmbeddedBroker:
         return (":\n  " + "\n  ".join(lines)) if lines else " (tansu wrote no log)"
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGINT (tansu exits in ms), then SIGKILL after ``timeout``. Safe to call twice."""
+        """SIGINT (tansu exits in ms), then SIGKILL after ``timeout``; removes the log.
+
+        Safe to call twice. Read :meth:`log_tail` before stopping if you need it.
+        """
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -187,6 +200,7 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)
 
     @property
     def running(self) -> bool:
@@ -202,7 +216,6 @@ class EmbeddedBroker:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
-        self._log_dir.cleanup()
 
 
 def create_topics(
@@ -270,10 +283,11 @@ def run_broker(host: str, port: int, topics: Sequence[str]) -> int:
         stopping = True  # the terminal's SIGINT reaches tansu too; that is not a crash
     finally:
         signal.signal(signal.SIGTERM, previous)
-        exited_on_its_own = not broker.running
+        crashed = not broker.running and not stopping
+        tail = broker.log_tail() if crashed else ""
         broker.stop()
-    if exited_on_its_own and not stopping:
-        console.print(f"convstream broker: tansu exited unexpectedly{broker.log_tail()}")
+    if crashed:
+        console.print(f"convstream broker: tansu exited unexpectedly{tail}")
         return 1
     print("broker stopped", file=sys.stderr)
     return 0

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli import run_cli
 
 pytestmark = pytest.mark.e2e
 
-CONVSTREAM = str(Path(sys.executable).with_name("convstream"))
 SAMPLE = Path(__file__).resolve().parents[2] / "streams" / "local" / "sample_events.jsonl"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CONVSTREAM, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})},
-        check=False,
-    )
+    return run_cli(*args, env=env)
 
 
 def test_validate_prints_each_bad_line_and_exits_1(tmp_path: Path) -> None:
