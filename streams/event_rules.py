@@ -219,10 +219,10 @@ def _normalize_identifier(kind: str, value: Any, options: NormalizeOptions) -> d
 def _yandex_common(body: dict[str, Any]) -> tuple[str, str | None]:
     counter_id = body["counter_id"] = str(body["counter_id"])
     given = [name for name in YANDEX_ID_COLUMNS if name in body]
-    choices = ", ".join(YANDEX_ID_COLUMNS)
-    if not given:
-        raise InvalidFieldError("$.client_id", f"one of {choices} is required")
-    if len(given) > 1:
+    if len(given) != 1:
+        choices = ", ".join(YANDEX_ID_COLUMNS)
+        if not given:
+            raise InvalidFieldError("$.client_id", f"one of {choices} is required")
         both = "both" if len(given) == 2 else "all"
         raise InvalidFieldError(
             f"$.{given[1]}", f"{' and '.join(given)} are {both} set; give exactly one of {choices}"
