@@ -20,9 +20,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from streams.config import Settings
+from streams.jsonl import iter_lines
 from streams.local.broker import EmbeddedBroker, create_topics
 from streams.producer import send_jsonl
-from streams.validate_file import iter_lines, validate_lines
+from streams.validate_file import validate_lines
 
 
 def sample_file() -> Path:

@@ -9,12 +9,14 @@ timeout ends counts as failed, so the exit status never claims more than Kafka c
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams.jsonl import iter_lines
 
 MAX_ERRORS_KEPT = 10
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # above the worker's own limit, so the worker can reject
@@ -50,14 +52,6 @@ def message_key(line: bytes) -> bytes | None:
         if isinstance(event_id, str) and event_id:
             return event_id.encode("utf-8")
     return None
-
-
-def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.rstrip(b"\r\n")
-            if line.strip():
-                yield number, line
 
 
 def send_jsonl(
@@ -97,7 +91,7 @@ def send_jsonl(
 
         return report_delivery
 
-    for number, line in _numbered_lines(path):
+    for number, line in iter_lines(path):
         report.lines += 1
         _produce(producer, topic, line, message_key(line), delivered(number), report, number)
         producer.poll(0)

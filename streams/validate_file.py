@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from streams.config import Settings
 from streams.events import EventError, parse_event, warm_up
+from streams.jsonl import iter_lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +45,6 @@ class ValidationReport:
     @property
     def valid(self) -> int:
         return self.events - self.invalid
-
-
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Non-blank lines of a JSONL file as (line number, bytes without the newline)."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.rstrip(b"\r\n")
-            if line.strip():
-                yield number, line
 
 
 def validate_lines(lines: Iterator[tuple[int, bytes]], settings: Settings) -> ValidationReport:
