@@ -7,12 +7,14 @@ never quotes a value the producer sent, except short enum-like values, so no PII
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final, cast
 
 import jsonschema_rs
 
-_MAX_ECHO: Final = 40  # longest producer value quoted back in a reason
+# What may be quoted back in a reason: identifier-like text, short, no '@' or '+'.
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}")
 
 _PATTERN_HINTS: Final[Mapping[str, str]] = {
     "^[0-9]+(-[0-9]+)*$": "digits (dashes allowed, e.g. 123-456-7890)",
@@ -107,10 +109,19 @@ def _is_identifier_entry(parts: list[Any]) -> bool:
 
 
 def json_path(parts: list[Any]) -> str:
-    """``["user_identifiers", 2, "email"]`` -> ``$.user_identifiers[2].email``."""
+    """``["user_identifiers", 2, "email"]`` -> ``$.user_identifiers[2].email``.
+
+    A key that does not look like a field name (a free-form key of session_attributes, say,
+    which could be anything a producer put there) is written ``[*]`` rather than quoted.
+    """
     out = "$"
     for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENTIFIER.fullmatch(part):
+            out += f".{part}"
+        else:
+            out += "[*]"
     return out
 
 
@@ -133,7 +144,11 @@ def json_type(value: Any) -> str:
 
 
 def echo(value: Any) -> str:
-    """Quote a short producer value (enum-like fields only), bounded so it cannot carry PII."""
-    if isinstance(value, str) and len(value) <= _MAX_ECHO:
+    """Quote a producer's field name or enum-like value, only if it looks like an identifier.
+
+    ``'conversion_vaule' is not a known field`` helps; quoting a key that is really an
+    e-mail address or a phone number would leak it, so anything else is described by type.
+    """
+    if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
         return repr(value)
     return f"({json_type(value)})"

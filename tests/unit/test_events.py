@@ -297,6 +297,39 @@ def test_reasons_never_quote_raw_pii(identifier: dict[str, Any]) -> None:
     assert "secret" not in error.message
 
 
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"conversion_vaule": 1}, "'conversion_vaule' is not a known field"),
+        ({PRIVATE: 1}, "(a string) is not a known field"),
+        ({"+1 650 555 0100": 1}, "(a string) is not a known field"),
+    ],
+)
+def test_unknown_fields_are_named_only_when_they_look_like_field_names(
+    extra: dict[str, Any], reason: str
+) -> None:
+    error = parse_bad(CLICK | {"gclid": "g"} | extra)
+    assert error.reason == reason
+    assert "alice" not in error.message
+
+
+def test_unknown_destination_is_quoted_only_when_it_looks_like_a_name() -> None:
+    assert parse_bad({"destination": "bing_ads"}).reason.startswith("destination 'bing_ads' is not")
+    assert parse_bad({"destination": PRIVATE}).reason.startswith("destination (a string) is not")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.builds("{}@{}".format, st.text(min_size=1, max_size=15), st.text(min_size=1, max_size=15))
+)
+def test_free_form_keys_never_reach_the_message(key: str) -> None:
+    for event in (
+        CLICK | {"gclid": "g", key: 1},
+        CLICK | {"gclid": "g", "session_attributes": {key: 1}},
+    ):
+        assert key not in parse_bad(event).message
+
+
 # --- fuzzing: never raises -----------------------------------------------------------------------
 
 
