@@ -64,8 +64,9 @@ def send_jsonl(
 ) -> SendReport:
     """Produce every non-blank line of ``path`` to ``topic`` and wait for delivery reports.
 
-    ``on_progress`` is called with the number of newly reported messages (for a progress
-    bar). Raises OSError if the file cannot be read; Kafka problems end up in the report.
+    ``on_progress`` is called with the bytes of each line handed to the producer (for a
+    progress bar over the file's size). Raises OSError if the file cannot be read; Kafka
+    problems end up in the report.
     """
     report = SendReport()
     producer = Producer(
@@ -86,8 +87,6 @@ def send_jsonl(
                 report.delivered += 1
             else:
                 report.fail(line_number, error.str())
-            if on_progress is not None:
-                on_progress(1)
 
         return report_delivery
 
@@ -95,6 +94,8 @@ def send_jsonl(
         report.lines += 1
         _produce(producer, topic, line, message_key(line), delivered(number), report, number)
         producer.poll(0)
+        if on_progress is not None:
+            on_progress(len(line) + 1)
     remaining = producer.flush(timeout)
     if remaining:
         # No report at all within the timeout: the broker never confirmed these.
@@ -126,22 +127,27 @@ def _produce(
 def run_send(path: Path, *, bootstrap: str, topic: str, timeout: float, progress: bool) -> int:
     """The CLI handler: 0 if every line was delivered, 1 if any failed, 2 if unreadable."""
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import Progress, TransferSpeedColumn
 
     console = Console(stderr=True)
     if not path.is_file():
         console.print(f"convstream send: cannot read {path}: no such file")
         return 2
     try:
-        if progress and (console.is_terminal or path.stat().st_size > 5_000_000):
-            with Progress(console=console, transient=True) as bar:
-                task = bar.add_task(f"sending {path.name}", total=None)
+        if progress and console.is_terminal:
+            with Progress(
+                *Progress.get_default_columns(),
+                TransferSpeedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task(f"sending {path.name}", total=path.stat().st_size)
                 report = send_jsonl(
                     path,
                     bootstrap,
                     topic,
                     timeout=timeout,
-                    on_progress=lambda n: bar.advance(task, n),
+                    on_progress=lambda size: bar.advance(task, size),
                 )
         else:
             report = send_jsonl(path, bootstrap, topic, timeout=timeout)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
 import re
 import signal
 import subprocess
@@ -116,3 +119,31 @@ def test_broker_command_refuses_a_taken_port() -> None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)
         _close_pipes(process)
+
+
+def test_send_in_a_terminal_draws_a_progress_bar(
+    kafka_bootstrap: str, unique_topic: str, tmp_path: Path
+) -> None:
+    """Run as a person would, in a (pseudo-)terminal: the bar shows, then the summary."""
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(SAMPLE.read_bytes() * 50)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [CONVSTREAM, "send", str(events), "--broker", kafka_bootstrap, "--topic", unique_topic],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=cli_env({"TERM": "xterm-256color"}) | {"NO_COLOR": ""},
+    )
+    os.close(terminal)
+    screen = b""
+    with contextlib.suppress(OSError):  # EIO once the process closed the terminal
+        while chunk := os.read(controller, 65536):
+            screen += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0
+    text = screen.decode(errors="replace")
+    assert "sending events.jsonl" in text
+    assert (
+        f"sent 1900 events to {unique_topic} at {kafka_bootstrap}: 1900 delivered, 0 failed" in text
+    )
