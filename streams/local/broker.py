@@ -10,7 +10,6 @@ with 4 partitions, so topics are created explicitly.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -263,27 +263,27 @@ def run_broker(host: str, port: int, topics: Sequence[str]) -> int:
         broker.stop()
         console.print(f"convstream broker: {exc}")
         return 2
-    stopping = False
+    stop_requested = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        stop_requested.set()
 
-    previous = signal.signal(signal.SIGTERM, request_stop)
+    # Both signals explicitly: a shell starting us in the background sets SIGINT to
+    # "ignore", and Python then never raises KeyboardInterrupt.
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"broker listening on {broker.address}", flush=True)
     print(f"export CONVSTREAM_BROKER={broker.url}", flush=True)
     if topics:
         print(f"topics: {', '.join(topics)} (4 partitions)", flush=True)
     console.print("memory storage: everything is lost on exit. Ctrl-C to stop.")
     try:
-        while not stopping and broker.running:
-            with contextlib.suppress(InterruptedError):
-                time.sleep(0.2)  # idle loop of a foreground command waiting for a signal
-    except KeyboardInterrupt:
-        stopping = True  # the terminal's SIGINT reaches tansu too; that is not a crash
+        while broker.running and not stop_requested.wait(0.2):
+            pass  # waiting for a signal, and watching that tansu is still alive
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        crashed = not broker.running and not stopping
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        # The terminal's Ctrl-C reaches tansu too; that is a requested stop, not a crash.
+        crashed = not broker.running and not stop_requested.is_set()
         tail = broker.log_tail() if crashed else ""
         broker.stop()
     if crashed:

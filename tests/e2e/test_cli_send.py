@@ -67,13 +67,18 @@ def test_send_a_missing_file_exits_2(tmp_path: Path) -> None:
     assert "cannot read" in done.stderr
 
 
-def _start_broker_command() -> tuple[subprocess.Popen[str], str]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell does for `cmd &`
+
+
+def _start_broker_command(*, as_background_job: bool = False) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [CONVSTREAM, "broker", "--port", "0", "--create-topics"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(),
+        preexec_fn=_ignore_sigint if as_background_job else None,
     )
     assert process.stdout is not None
     first_line = process.stdout.readline()  # blocks until the broker is up (or the process died)
@@ -88,9 +93,15 @@ def _close_pipes(process: subprocess.Popen[str]) -> None:
             stream.close()
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_broker_command_serves_until_signalled(stop_signal: signal.Signals, tmp_path: Path) -> None:
-    process, address = _start_broker_command()
+@pytest.mark.parametrize(
+    ("stop_signal", "as_background_job"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["ctrl-c", "sigterm", "sigint-to-a-background-job"],
+)
+def test_broker_command_serves_until_signalled(
+    stop_signal: signal.Signals, as_background_job: bool, tmp_path: Path
+) -> None:
+    process, address = _start_broker_command(as_background_job=as_background_job)
     try:
         create_topics(address, ["conversions"])  # already created by --create-topics: a no-op
         events = tmp_path / "one.jsonl"
