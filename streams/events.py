@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
+import traceback
 from functools import cache
 from importlib import resources
 from typing import Any, Final
@@ -48,6 +50,7 @@ __all__ = ["DEFAULT_MAX_BYTES", "Event", "EventError", "parse_event", "schema_do
 
 DEFAULT_MAX_BYTES: Final = 1024 * 1024
 _DEFAULT_OPTIONS: Final = NormalizeOptions()
+_log = logging.getLogger(__name__)
 
 
 def parse_event(
@@ -64,6 +67,9 @@ def parse_event(
     try:
         return _parse(data, options, max_bytes)
     except Exception as exc:  # "never raises": a bug here must not stall a partition
+        # Frames only: an exception's own text may quote the event (and so, PII).
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        _log.error("parse_event bug error=%s\n%s", type(exc).__name__, frames)
         return EventError(
             "validate",
             INVALID_EVENT,

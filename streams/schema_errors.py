@@ -1,8 +1,8 @@
-"""Turn a fastjsonschema violation into a JSON path and a reason in plain words.
+"""Turn a JSON Schema violation into a JSON path and a reason in plain words.
 
 A validator reports ``[...] has more than 5 items`` (quoting the whole list, PII included);
 a producer's engineer should read ``user_identifiers has 6 entries, at most 5``. The reason
-never quotes a value the producer sent, except short enum-like values, so no PII leaks.
+never quotes a value the producer sent unless it looks like a field name, so no PII leaks.
 """
 
 from __future__ import annotations

@@ -409,3 +409,19 @@ def test_valid_events_with_random_field_values_never_raise(data: st.DataObject) 
 )
 def test_random_user_identifiers_never_raise(identifiers: list[dict[str, Any]]) -> None:
     _assert_clean(parse_event(encode(CLICK | {"user_identifiers": identifiers})))
+
+
+def test_an_internal_bug_becomes_an_error_and_a_log_without_the_event(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streams import events
+
+    def broken(*args: Any) -> None:
+        raise KeyError(PRIVATE)
+
+    monkeypatch.setattr(events, "normalize_event", broken)
+    error = parse_bad(CLICK | {"gclid": "g"})
+    assert error.reason == "could not be validated: internal error KeyError; please report it"
+    assert "parse_event bug error=KeyError" in caplog.text
+    assert "broken" in caplog.text  # the frames are there for the engineer
+    assert "alice" not in caplog.text
