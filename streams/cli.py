@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Exit status: 0 if every event is valid, 1 if any is not, 2 if FILE is unreadable.",
     )
-    validate.add_argument("file", type=Path, metavar="FILE.jsonl", help="one JSON event per line")
+    validate.add_argument(
+        "file", type=Path, metavar="FILE.jsonl", help="one JSON event per line; - reads stdin"
+    )
     validate.add_argument(
         "--quiet", action="store_true", help="print only the summary, not each invalid event"
     )
@@ -59,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Exit status: 0 if every message was delivered, 1 if any failed, 2 on usage errors.",
     )
-    send.add_argument("file", type=Path, metavar="FILE.jsonl", help="one JSON event per line")
+    send.add_argument(
+        "file", type=Path, metavar="FILE.jsonl", help="one JSON event per line; - reads stdin"
+    )
     send.add_argument(
         "--topic", help="topic to produce to (default: CONVSTREAM_INPUT_TOPIC, 'conversions')"
     )

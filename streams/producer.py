@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streams.jsonl import iter_lines
+from streams.jsonl import STDIN, iter_lines
 
 MAX_ERRORS_KEPT = 10
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # above the worker's own limit, so the worker can reject
@@ -130,11 +130,11 @@ def run_send(path: Path, *, bootstrap: str, topic: str, timeout: float, progress
     from rich.progress import Progress, TransferSpeedColumn
 
     console = Console(stderr=True)
-    if not path.is_file():
+    if path != STDIN and not path.is_file():
         console.print(f"convstream send: cannot read {path}: no such file")
         return 2
     try:
-        if progress and console.is_terminal:
+        if progress and console.is_terminal and path != STDIN:
             with Progress(
                 *Progress.get_default_columns(),
                 TransferSpeedColumn(),

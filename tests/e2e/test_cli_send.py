@@ -158,3 +158,19 @@ def test_send_in_a_terminal_draws_a_progress_bar(
     assert (
         f"sent 1900 events to {unique_topic} at {kafka_bootstrap}: 1900 delivered, 0 failed" in text
     )
+
+
+def test_send_reads_standard_input(kafka_bootstrap: str, unique_topic: str) -> None:
+    done = subprocess.run(
+        [CONVSTREAM, "send", "-", "--broker", kafka_bootstrap, "--topic", unique_topic],
+        input='{"event_id": "from-stdin"}\n\n{"event_id": "second"}\n',
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 delivered, 0 failed" in done.stdout
+    keys = sorted(m.key() for m in read_topic(kafka_bootstrap, unique_topic, expected=2))
+    assert keys == [b"from-stdin", b"second"]
