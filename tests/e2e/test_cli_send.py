@@ -161,14 +161,14 @@ def test_send_in_a_terminal_draws_a_progress_bar(
 
 
 def test_send_reads_standard_input(kafka_bootstrap: str, unique_topic: str) -> None:
-    done = subprocess.run(
-        [CONVSTREAM, "send", "-", "--broker", kafka_bootstrap, "--topic", unique_topic],
-        input='{"event_id": "from-stdin"}\n\n{"event_id": "second"}\n',
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cli_env(),
-        check=False,
+    done = run_cli(
+        "send",
+        "-",
+        "--broker",
+        kafka_bootstrap,
+        "--topic",
+        unique_topic,
+        stdin='{"event_id": "from-stdin"}\n\n{"event_id": "second"}\n',
     )
     assert done.returncode == 0, done.stderr
     assert "2 delivered, 0 failed" in done.stdout

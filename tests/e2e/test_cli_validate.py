@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli import CONVSTREAM, cli_env, run_cli
+from cli import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -105,14 +105,6 @@ def test_top_level_help_lists_the_commands() -> None:
 
 
 def test_validate_reads_standard_input() -> None:
-    done = subprocess.run(
-        [CONVSTREAM, "validate", "-"],
-        input='{"destination": "google_ads"}\n',
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cli_env(),
-        check=False,
-    )
+    done = run_cli("validate", "-", stdin='{"destination": "google_ads"}\n')
     assert done.returncode == 1
     assert "-:1: validate INVALID_EVENT $.type: type is required" in done.stdout
