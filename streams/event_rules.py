@@ -38,9 +38,12 @@ def normalize_event(
     """Check the cross-field rules of a schema-valid ``document`` and build its :class:`Event`.
 
     Called only by :func:`streams.events.parse_event`, after schema validation, so types and
-    required fields can be trusted here. Raises :class:`InvalidFieldError`.
+    required fields can be trusted here. ``document`` was just parsed and belongs to the
+    caller, so it is normalized in place and becomes the event's body (no copy on the hot
+    path); after an :class:`InvalidFieldError` it is half-normalized and only good for
+    reading the event's id and account.
     """
-    body = document  # freshly parsed and owned by the caller: normalized in place
+    body = document
     action: str | None
     if destination == "google_ads":
         account, action = _google_common(body)
