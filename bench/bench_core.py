@@ -128,13 +128,16 @@ def sample(n: int) -> list[bytes]:
     return out
 
 
-def run_round(messages: list[bytes], options: NormalizeOptions) -> tuple[float, Counter[str]]:
+def run_round(
+    messages: list[bytes], options: NormalizeOptions
+) -> tuple[float, float, Counter[str]]:
+    """(wall seconds, CPU seconds of this process, outcome counts) for one pass."""
     outcomes: Counter[str] = Counter()
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     for message in messages:
         outcome = parse_event(message, options)
         outcomes["valid" if isinstance(outcome, Event) else outcome.code] += 1
-    return time.perf_counter() - started, outcomes
+    return time.perf_counter() - started, time.process_time() - started_cpu, outcomes
 
 
 def main() -> None:
@@ -156,7 +159,7 @@ def main() -> None:
         f"python {platform.python_version()}, pinned to one core"
     )
     print(f"events: {len(messages)} distinct, mean {mean_size:.0f} bytes, 1/3 with e-mail + phone")
-    rates = []
+    rates, cpu_rates = [], []
     for round_number in range(1, args.rounds + 1):
         # a fresh sample per round would cost more than the round; clear the phone cache instead
         from streams import normalize
@@ -164,13 +167,22 @@ def main() -> None:
         cache_clear = getattr(normalize.normalize_phone, "cache_clear", None)
         if cache_clear is not None:
             cache_clear()
-        elapsed, outcomes = run_round(messages, options)
-        rate = len(messages) / elapsed
-        rates.append(rate)
-        print(f"round {round_number}: {elapsed:.2f} s, {rate:,.0f} events/s  {dict(outcomes)}")
-    median = statistics.median(rates)
+        elapsed, cpu, outcomes = run_round(messages, options)
+        rates.append(len(messages) / elapsed)
+        cpu_rates.append(len(messages) / cpu)
+        print(
+            f"round {round_number}: {elapsed:.2f} s wall, {rates[-1]:,.0f} events/s; "
+            f"{cpu:.2f} s CPU, {cpu_rates[-1]:,.0f} events/s per CPU-second  {dict(outcomes)}"
+        )
+    # Wall time includes whatever the hypervisor takes from a shared VM (steal time); CPU time
+    # is what the work itself costs on one core. Both are printed; the target is judged on
+    # the wall-clock median, the stricter of the two.
+    median, cpu_median = statistics.median(rates), statistics.median(cpu_rates)
     verdict = "met" if median >= TARGET_EVENTS_PER_SECOND else "NOT met"
-    print(f"median: {median:,.0f} events/s (target {TARGET_EVENTS_PER_SECOND:,}: {verdict})")
+    print(
+        f"median: {median:,.0f} events/s wall, {cpu_median:,.0f} events/s per CPU-second "
+        f"(target {TARGET_EVENTS_PER_SECOND:,}: {verdict})"
+    )
 
 
 if __name__ == "__main__":

@@ -176,19 +176,15 @@ def _normalize_identifiers(body: dict[str, Any], options: NormalizeOptions) -> N
         return
     normalized = []
     for index, entry in enumerate(identifiers):
-        path = f"$.user_identifiers[{index}]"
         ((kind, value),) = entry.items()
         try:
             normalized.append(_normalize_identifier(kind, value, options))
         except NormalizationError as exc:
-            raise InvalidFieldError(
-                f"{path}.{kind}", f"user_identifiers[{index}].{kind} {exc.reason}"
-            ) from None
+            field = f"user_identifiers[{index}].{kind}"
+            raise InvalidFieldError(f"$.{field}", f"{field} {exc.reason}") from None
         except _AddressFieldError as exc:
-            raise InvalidFieldError(
-                f"{path}.address.{exc.field}",
-                f"user_identifiers[{index}].address.{exc.field} {exc.reason}",
-            ) from None
+            field = f"user_identifiers[{index}].address.{exc.field}"
+            raise InvalidFieldError(f"$.{field}", f"{field} {exc.reason}") from None
     body["user_identifiers"] = normalized
 
 

@@ -150,10 +150,22 @@ def _international_e164(digits: str) -> str | None:
     prefix = _national_prefix_pattern(country_code)
     if prefix is not None and prefix.match(national):
         return None
-    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
-    if not phonenumbers.is_possible_number(number):
+    if not _is_possible_length(country_code, len(national)):
         raise NormalizationError("is not a possible phone number")
     return f"+{country_code}{national}"
+
+
+@cache
+def _is_possible_length(country_code: int, length: int) -> bool:
+    """libphonenumber's "possible" verdict, which depends only on the country's number plan
+    and the national number's length (for numbers without leading zeros): ask it once per
+    (country, length) instead of once per number."""
+    national = int("2" + "0" * (length - 1))
+    return bool(
+        phonenumbers.is_possible_number(
+            phonenumbers.PhoneNumber(country_code=country_code, national_number=national)
+        )
+    )
 
 
 @cache
