@@ -135,7 +135,7 @@ def bootstrap_servers(broker_url: str) -> str:
 def _check_broker(value: str) -> str | None:
     for host in bootstrap_servers(value).split(","):
         name, sep, port = host.rpartition(":")
-        if not sep or not name or not port.isdigit():
+        if not sep or not name or not (port.isascii() and port.isdigit()):
             return "expected kafka://host:port, several separated by ';' or ','"
     return None
 

@@ -145,7 +145,9 @@ def _known_fields(document: dict[str, Any]) -> dict[str, Any]:
     account_field = "counter_id" if known_destination == "yandex_metrica" else "customer_id"
     account = document.get(account_field)
     digits = str(account).replace("-", "") if isinstance(account, str | int) else ""
-    usable_account = bool(known_destination) and digits.isdigit() and len(digits) <= 20
+    usable_account = (
+        bool(known_destination) and digits.isascii() and digits.isdigit() and len(digits) <= 20
+    )
     return {
         "destination": known_destination,
         "type": event_type if isinstance(event_type, str) and len(event_type) <= 64 else None,

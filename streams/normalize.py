@@ -34,7 +34,8 @@ _ISO_READY: Final = re.compile(r"[^tz,]*")
 # yyyy-mm-dd, 'T' or ' ', hh:mm:ss, optional fraction of any length, optional offset.
 _TIMESTAMP: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,]\d+)?"
-    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?"
+    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?",
+    re.ASCII,  # \d must not match other scripts' digits
 )
 # Unix seconds accepted for Yandex: 2000-01-01 .. 2100-01-01, to catch milliseconds sent as seconds.
 _UNIX_MIN: Final = 946_684_800
@@ -239,7 +240,7 @@ def parse_timestamp(raw: str | int, *, allow_unix: bool = False) -> datetime:
         expected += ", or unix seconds"
     if isinstance(raw, bool):
         raise NormalizationError(f"is not a date-time: {expected}")
-    if isinstance(raw, int) or (allow_unix and isinstance(raw, str) and raw.strip().isdigit()):
+    if isinstance(raw, int) or (allow_unix and isinstance(raw, str) and _is_ascii_digits(raw)):
         if not allow_unix:
             raise NormalizationError(f"is not a date-time: {expected}")
         return _from_unix(int(raw))
@@ -282,6 +283,12 @@ def _parse_text(raw: str, expected: str) -> tuple[datetime, re.Match[str]]:
     except ValueError:
         raise NormalizationError("is not a valid date") from None
     return (moment.replace(microsecond=0) if moment.microsecond else moment), match
+
+
+def _is_ascii_digits(text: str) -> bool:
+    """``str.isdigit`` alone is true for "²" and other digits ``int()`` refuses."""
+    stripped = text.strip()
+    return stripped.isascii() and stripped.isdigit()
 
 
 def _iso_ready(text: str) -> str:

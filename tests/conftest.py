@@ -12,8 +12,15 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from streams.local.broker import EmbeddedBroker, create_topics
+
+# CI runs the property tests with a fixed seed, so a red build is reproducible and never a
+# coin toss; local runs keep exploring new inputs (and saving failures in .hypothesis/).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

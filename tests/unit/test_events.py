@@ -425,3 +425,10 @@ def test_an_internal_bug_becomes_an_error_and_a_log_without_the_event(
     assert "parse_event bug error=KeyError" in caplog.text
     assert "broken" in caplog.text  # the frames are there for the engineer
     assert "alice" not in caplog.text
+
+
+def test_an_account_in_other_scripts_digits_is_not_reported_as_an_account() -> None:
+    arabic_indic_123 = "\u0661\u0662\u0663"
+    error = parse_bad(CLICK | {"customer_id": arabic_indic_123, "gclid": "g"})
+    assert error.path == "$.customer_id"
+    assert error.account is None

@@ -388,3 +388,25 @@ def test_random_text_raises_only_normalization_errors_that_do_not_quote_it(
         reason = exc.reason
     if len(raw.strip()) > 3:
         assert raw.strip() not in reason
+
+
+_ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + i) for i in range(10)))
+_SUPERSCRIPT = str.maketrans(
+    "0123456789", "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "\u00b2",
+        "1704096000".translate(_SUPERSCRIPT),
+        "1704096000".translate(_ARABIC_INDIC),
+        "2024-01-01 10:00:00+00:00".translate(_ARABIC_INDIC),
+    ],
+)
+def test_digits_of_other_scripts_are_not_times(raw: str) -> None:
+    """Found by hypothesis: "²".isdigit() is true, int("²") raises ValueError."""
+    with pytest.raises(NormalizationError) as caught:
+        parse_timestamp(raw, allow_unix=True)
+    assert caught.value.reason.startswith("is not a date-time")
