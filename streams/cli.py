@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run the pipeline on the embedded broker with the bundled sample events",
+        help="run the demo: embedded broker, bundled sample events, a summary",
         description=(
             "Start the embedded broker, validate and send the bundled sample events, and print a "
             "summary. Nothing leaves this machine."
