@@ -104,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     broker.set_defaults(handler=_run_broker)
 
+    worker = commands.add_parser(
+        "worker",
+        help="run the stream worker (Faust): dedupe, batch, upload, publish results",
+        description=(
+            "Consume CONVSTREAM_INPUT_TOPIC, dedupe, micro-batch per account, upload, and "
+            "publish one result per message to CONVSTREAM_RESULTS_TOPIC (dead letters to "
+            "CONVSTREAM_DLQ_TOPIC). Metrics on :CONVSTREAM_METRICS_PORT/metrics. All settings "
+            "come from the environment (see README). SIGTERM or Ctrl-C stops it gracefully."
+        ),
+    )
+    worker.set_defaults(handler=_run_worker)
+
     demo = commands.add_parser(
         "demo",
         help="run the demo: embedded broker, bundled sample events, a summary",
@@ -157,6 +169,12 @@ def _run_broker(args: argparse.Namespace, settings: Settings) -> int:
 
     topics = [settings.input_topic, settings.results_topic, settings.dlq_topic]
     return run_broker(args.host, args.port, topics if args.create_topics else [])
+
+
+def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker import run_worker
+
+    return run_worker(settings)
 
 
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -24,6 +24,14 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable and how to fix it."""
 
 
+class DedupeStore(StrEnum):
+    """Where the dedupe table keeps its state between restarts (the changelog is the
+    source of truth either way; RocksDB just avoids replaying it all at start-up)."""
+
+    ROCKSDB = "rocksdb"
+    MEMORY = "memory"
+
+
 class GmailDots(StrEnum):
     """Which e-mail domains get dots removed from the local part before hashing.
 
@@ -55,13 +63,29 @@ class Settings:
     dlq_topic: str = "conversions.dlq"
     batch_max_size: int = 2000
     batch_window_seconds: float = 10.0
-    dedupe_ttl_days: int = 90
+    dedupe_ttl_days: float = 90.0
     retry_max_seconds: float = 3600.0
     metrics_port: int = 9108
     data_dir: Path = Path("data")
     dry_run: bool = False
     max_message_bytes: int = 1024 * 1024
     normalize: NormalizeOptions = NormalizeOptions()
+    batch_partitions: int = 8
+    """Partitions of the internal batch topic and the dedupe table's changelog; fixed once
+    the app has run (Kafka cannot re-partition a changelog)."""
+    session_timeout_seconds: float = 30.0
+    dedupe_sweep_seconds: float = 3600.0
+    """How often each partition's expired dedupe keys are deleted (tombstoned)."""
+    dedupe_store: DedupeStore = DedupeStore.ROCKSDB
+    producer_batch_bytes: int = 16384
+    """aiokafka max batch size. 1 makes every record its own batch: needed on the embedded
+    tansu broker when a test checks table recovery (see KAFKA-NOTES.md)."""
+    recording_sink: frozenset[str] = frozenset()
+    """Destinations served by the in-process recording sink (demo and tests)."""
+    recording_sink_log: Path | None = None
+    fault_kill_at: str | None = None
+    """Fault injection for crash tests: ``point:n`` SIGKILLs the worker at the n-th pass
+    of ``point`` (see :mod:`streams.faults`). Never set in production."""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -94,7 +118,10 @@ class Settings:
                 86_400,
             ),
             dedupe_ttl_days=read.number(
-                "CONVSTREAM_DEDUPE_TTL_DAYS", defaults.dedupe_ttl_days, int, 1, 3650
+                "CONVSTREAM_DEDUPE_TTL_DAYS", defaults.dedupe_ttl_days, float, 1e-5, 3650
+            ),
+            dedupe_sweep_seconds=read.number(
+                "CONVSTREAM_DEDUPE_SWEEP_SECONDS", defaults.dedupe_sweep_seconds, float, 0.1, 86_400
             ),
             retry_max_seconds=read.number(
                 "CONVSTREAM_RETRY_MAX_SECONDS", defaults.retry_max_seconds, float, 0, 7 * 86_400
@@ -117,6 +144,25 @@ class Settings:
                     "CONVSTREAM_EMAIL_DOTS", defaults.normalize.email_dots, GmailDots
                 ),
             ),
+            batch_partitions=read.number(
+                "CONVSTREAM_BATCH_PARTITIONS", defaults.batch_partitions, int, 1, 1024
+            ),
+            session_timeout_seconds=read.number(
+                "CONVSTREAM_SESSION_TIMEOUT_SECONDS",
+                defaults.session_timeout_seconds,
+                float,
+                1,
+                600,
+            ),
+            dedupe_store=read.choice("CONVSTREAM_DEDUPE_STORE", defaults.dedupe_store, DedupeStore),
+            producer_batch_bytes=read.number(
+                "CONVSTREAM_PRODUCER_BATCH_BYTES", defaults.producer_batch_bytes, int, 1, 16 << 20
+            ),
+            recording_sink=read.names(
+                "CONVSTREAM_RECORDING_SINK", ("google_ads", "yandex_metrica")
+            ),
+            recording_sink_log=read.path("CONVSTREAM_RECORDING_SINK_LOG"),
+            fault_kill_at=read.text("CONVSTREAM_FAULT_KILL_AT", "", check=_check_fault) or None,
         )
 
 
@@ -137,6 +183,13 @@ def _check_broker(value: str) -> str | None:
         name, sep, port = host.rpartition(":")
         if not sep or not name or not (port.isascii() and port.isdigit()):
             return "expected kafka://host:port, several separated by ';' or ','"
+    return None
+
+
+def _check_fault(value: str) -> str | None:
+    point, sep, count = value.rpartition(":")
+    if not sep or not point or not (count.isascii() and count.isdigit()):
+        return "expected point:n, e.g. after_upload:2"
     return None
 
 
@@ -183,6 +236,23 @@ class _Reader:
                 f"{name}={value!r} is invalid: expected {kind_name} from {low:g} to {high:g}"
             )
         return parsed
+
+    def names(self, name: str, allowed: tuple[str, ...]) -> frozenset[str]:
+        value = self._raw(name)
+        if value is None:
+            return frozenset()
+        chosen = frozenset(part.strip() for part in value.split(",") if part.strip())
+        unknown = sorted(chosen - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"{name}={value!r} is invalid: expected a comma-separated list of "
+                f"{', '.join(allowed)}"
+            )
+        return chosen
+
+    def path(self, name: str) -> Path | None:
+        value = self._raw(name)
+        return None if value is None else Path(value)
 
     def flag(self, name: str, default: bool) -> bool:
         value = self._raw(name)

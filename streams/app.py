@@ -1,0 +1,207 @@
+"""The Faust app: topics, the dedupe table, two agents and two timers. Wiring only.
+
+    input topic --ingest agent--> <app_id>-batches (keyed by batch key) --batch agent-->
+        results topic + dead-letter topic (+ settlements back to <app_id>-batches)
+
+The logic lives in :mod:`streams.ingest` (stage 1) and :mod:`streams.pipeline`
+(stage 2). Both agents run with concurrency 1 over ``noack`` streams and ack each message
+explicitly once its output is delivered (never ``take()``, which acks even when the body
+raised). Before Faust waits for in-flight messages at a rebalance or at shutdown, every
+buffered batch is flushed, so that wait ends in seconds, not a batch window later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import faust
+
+from streams.config import DedupeStore, Settings
+from streams.dedupe import DedupeGate
+from streams.faults import FaultPlan
+from streams.ingest import CHUNK_MAX_BYTES, Ingest
+from streams.metrics import Metrics
+from streams.outcomes import OutputRecord, Received
+from streams.pipeline import SWEEP_REQUEST, BatchPipeline
+from streams.sinks import Sink, SourcePosition
+
+_log = logging.getLogger(__name__)
+
+LAG_INTERVAL_SECONDS = 2.0
+REPLAY_COUNT_HEADER = "convstream.replay_count"
+
+
+class ConvstreamApp(faust.App):
+    """faust.App that flushes convstream's buffers before Faust waits for acks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flush_hooks: list[Callable[[], None]] = []
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        for hook in self.flush_hooks:
+            hook()
+
+    async def on_stop(self) -> None:
+        for hook in self.flush_hooks:
+            hook()
+        await super().on_stop()
+
+
+def create_app(
+    settings: Settings, sinks: Mapping[str, Sink], metrics: Metrics
+) -> tuple[ConvstreamApp, BatchPipeline]:
+    """Build the worker's Faust app around the given sinks."""
+    store = "rocksdb://" if settings.dedupe_store is DedupeStore.ROCKSDB else "memory://"
+    app = ConvstreamApp(
+        settings.app_id,
+        broker=settings.broker,
+        store=store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.batch_partitions,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(0.2, settings.session_timeout_seconds / 6),
+        producer_max_batch_size=settings.producer_batch_bytes,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=True,
+        # Room for a dead letter of a maximal event, and for a chunk of events.
+        producer_max_request_size=max_record_bytes(settings),
+        web_enabled=False,
+    )
+    input_topic = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
+    batch_topic = app.topic(
+        f"{settings.app_id}-batches",
+        partitions=settings.batch_partitions,
+        internal=True,
+        config={"max.message.bytes": str(max_record_bytes(settings))},
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    batch_topic_name = batch_topic.get_topic_name()
+    table = app.Table(
+        "dedupe",
+        partitions=settings.batch_partitions,
+        schema=faust.Schema(
+            key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
+        ),
+    )
+
+    async def publish(records: list[OutputRecord]) -> None:
+        producer = app.producer
+        futures = []
+        for record in records:
+            topic = settings.results_topic if record.kind == "result" else settings.dlq_topic
+            headers = list(record.headers) or None
+            futures.append(
+                await producer.send(topic, record.key, record.value, None, None, headers)
+            )
+        for future in futures:
+            await future
+
+    async def forward(key: str, value: bytes) -> None:
+        future = await app.producer.send(batch_topic_name, key.encode(), value, None, None, None)
+        await future
+
+    async def settle(key: str, partition: int, value: bytes) -> None:
+        future = await app.producer.send(
+            batch_topic_name, key.encode(), value, partition, None, None
+        )
+        await future
+
+    gate = DedupeGate(table, settings.dedupe_ttl_days * 86_400.0, time.time)
+    ingest = Ingest(settings, frozenset(sinks), publish, forward, metrics)
+    pipeline = BatchPipeline(
+        settings, sinks, gate, publish, settle, metrics, FaultPlan(settings.fault_kill_at)
+    )
+    app.flush_hooks += [ingest.flush, pipeline.flush_now]
+    acked: dict[tuple[str, int], int] = {}
+
+    def acker(event: faust.EventT[bytes]) -> Callable[[], None]:
+        message = event.message
+        tp = (message.topic, message.partition)
+        offset = message.offset
+
+        def ack() -> None:
+            event.ack()
+            if acked.get(tp, -1) < offset:
+                acked[tp] = offset
+
+        return ack
+
+    @app.agent(input_topic, concurrency=1)
+    async def ingest_agent(stream: Any) -> None:
+        async for event in stream.noack().events():
+            message = event.message
+            received = Received(
+                source=SourcePosition(message.topic, message.partition, message.offset),
+                key=message.key,
+                timestamp=message.timestamp,
+                received_at=time.time(),
+                replay_count=_replay_count(message.headers),
+            )
+            ingest.handle(event.value, received, acker(event))
+
+    @app.agent(batch_topic, concurrency=1)
+    async def batch_agent(stream: Any) -> None:
+        async for event in stream.noack().events():
+            key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+            pipeline.handle_record(key, event.value, event.message.partition, acker(event))
+
+    @app.task
+    async def run_scheduler() -> None:
+        await pipeline.scheduler.run()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app_: Any, *_: Any, **__: Any) -> None:
+        pipeline.resume()
+
+    @table.on_recover
+    async def on_recovered() -> None:
+        gate.recount()
+        metrics.dedupe_keys.set(len(gate))
+
+    @app.timer(interval=LAG_INTERVAL_SECONDS)
+    async def report_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in (settings.input_topic, batch_topic_name):
+                continue
+            done = acked.get((tp.topic, tp.partition))
+            if done is None:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(0, highwater - done - 1)
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    @app.timer(interval=settings.dedupe_sweep_seconds)
+    async def request_sweep() -> None:
+        for partition in range(settings.batch_partitions):
+            await app.producer.send(
+                batch_topic_name, b"sweep", SWEEP_REQUEST + b":1}", partition, None, None
+            )
+
+    del ingest_agent, batch_agent, run_scheduler, on_assigned, on_recovered
+    del report_lag, request_sweep
+    return app, pipeline
+
+
+def max_record_bytes(settings: Settings) -> int:
+    """Largest record the worker produces: a maximal event plus its envelope or headers."""
+    return max(settings.max_message_bytes, CHUNK_MAX_BYTES) * 2 + 65_536
+
+
+def _replay_count(headers: Any) -> int:
+    """The replay count `convstream replay` puts on messages it re-publishes."""
+    if not headers:
+        return 0
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if name == REPLAY_COUNT_HEADER:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            return int(text) if text.isascii() and text.isdigit() else 0
+    return 0

@@ -1,0 +1,194 @@
+"""Dedupe keys and the dedupe state machine. Pure: the table is injected.
+
+States a key can be in, and what an arriving event with that key becomes::
+
+    (absent or expired) ---------------------------------> NEW        (upload it)
+    in_flight / uploaded, set by another source position -> DUPLICATE  (result, no upload)
+    in_flight / uploaded, set by this same source position -> REDELIVERY (upload again)
+    failed / validated (dry run) ------------------------> RETRY      (upload it: replays)
+
+A key is written ``in_flight`` when its event joins a batch, and settled to ``uploaded``
+or ``failed`` once the batch's results are published. Both writes happen inside stream
+iteration (see :mod:`streams.app`), so the table's changelog partition is the partition
+that owns the batch key. A source position is the input topic/partition/offset the event
+was read from, which survives the repartition hop, so a message redelivered after a
+crash is recognised as itself and processed again: it is never lost to its own earlier,
+half-finished attempt. At worst such an event is uploaded twice, and both APIs ignore a
+repeated conversion with the same click id/order id.
+
+Expiry: a key older than the TTL counts as absent when read, and :meth:`DedupeGate.sweep`
+deletes expired keys, which writes tombstones to the changelog, so a recovered table does
+not bring them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final, Literal
+
+import orjson
+
+from streams.event_model import YANDEX_ID_COLUMNS, Event
+from streams.sinks import SourcePosition
+
+KeyStatus = Literal["in_flight", "uploaded", "failed", "validated"]
+_DUPLICATE_STATES: Final = frozenset({"in_flight", "uploaded"})
+_CLICK_OR_CALLER: Final = ("gclid", "gbraid", "wbraid", "caller_id")
+
+
+class Verdict(StrEnum):
+    """What to do with an event, given its key's stored state."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    REDELIVERY = "redelivery"
+    RETRY = "retry"
+
+    @property
+    def admitted(self) -> bool:
+        """True when the event goes on to be uploaded."""
+        return self is not Verdict.DUPLICATE
+
+
+def dedupe_key(event: Event) -> str:
+    """The event's dedupe key: 32 hex chars of a BLAKE2b digest over its identity.
+
+    With an order id the identity is (destination, account, action, type, order id);
+    otherwise the click id, caller id, Yandex id or the sorted hashed identifiers plus
+    the event time as a UTC instant. Adjustments add their adjustment type and time, so
+    a retraction after a restatement of the same order is not a duplicate of it.
+    """
+    body = event.body
+    parts = [event.destination, event.account, event.action or "", event.type]
+    if event.type == "conversion_adjustment":
+        parts += [body["adjustment_type"], event.event_time.isoformat()]
+        pair = body.get("gclid_date_time_pair")
+        if "order_id" in body:
+            parts += ["order_id", str(body["order_id"])]
+        elif pair is not None:
+            parts += ["gclid", pair["gclid"], pair["conversion_date_time"]]
+        else:
+            parts += ["identifiers", *_identifiers(body)]
+    elif "order_id" in body:
+        parts += ["order_id", str(body["order_id"])]
+    else:
+        parts += [*_identity(event), event.event_time.isoformat()]
+    text = "\x1f".join(parts).encode()
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+def _identity(event: Event) -> list[str]:
+    body = event.body
+    for name in _CLICK_OR_CALLER:
+        if name in body:
+            return [name, str(body[name])]
+    for name in YANDEX_ID_COLUMNS:
+        if name in body:
+            return [name, str(body[name])]
+    return ["identifiers", *_identifiers(body)]
+
+
+def _identifiers(body: dict[str, object]) -> list[str]:
+    identifiers = body.get("user_identifiers") or []
+    assert isinstance(identifiers, list)
+    return sorted(orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode() for item in identifiers)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key's stored state: status, who set it, when, and which partition owns it."""
+
+    status: KeyStatus
+    source: SourcePosition
+    updated_at: float
+    partition: int
+
+    def encode(self) -> bytes:
+        s = self.source
+        return orjson.dumps(
+            [self.status, round(self.updated_at, 3), self.partition, s.topic, s.partition, s.offset]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> KeyRecord:
+        status, updated_at, partition, topic, source_partition, offset = orjson.loads(data)
+        return cls(status, SourcePosition(topic, source_partition, offset), updated_at, partition)
+
+
+def decide(record: KeyRecord | None, source: SourcePosition, now: float, ttl: float) -> Verdict:
+    """The state machine in the module docstring, as one function."""
+    if record is None or now - record.updated_at >= ttl:
+        return Verdict.NEW
+    if record.status in _DUPLICATE_STATES:
+        return Verdict.REDELIVERY if record.source == source else Verdict.DUPLICATE
+    return Verdict.RETRY
+
+
+class DedupeGate:
+    """Reads and writes key states in the injected table.
+
+    ``table`` maps key -> encoded :class:`KeyRecord`; in the worker it is a Faust table
+    with a changelog, so every write here must happen inside stream iteration.
+    """
+
+    def __init__(
+        self,
+        table: MutableMapping[str, bytes],
+        ttl_seconds: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._table = table
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._count: int | None = None
+
+    def admit(self, key: str, source: SourcePosition, partition: int) -> Verdict:
+        """Decide for one arriving event; an admitted key is written ``in_flight``."""
+        now = self._clock()
+        stored = self._table.get(key)
+        verdict = decide(KeyRecord.decode(stored) if stored else None, source, now, self._ttl)
+        if verdict.admitted:
+            self._table[key] = KeyRecord("in_flight", source, now, partition).encode()
+            if stored is None and self._count is not None:
+                self._count += 1
+        return verdict
+
+    def settle(self, key: str, status: KeyStatus, source: SourcePosition, partition: int) -> None:
+        """Record how the upload of ``key`` (admitted from ``source``) ended.
+
+        Skipped when another source took the key over meanwhile, so a late settlement of
+        an old attempt cannot overwrite a newer one.
+        """
+        stored = self._table.get(key)
+        if stored is not None and KeyRecord.decode(stored).source != source:
+            return
+        self._table[key] = KeyRecord(status, source, self._clock(), partition).encode()
+
+    def expired_keys(self, partition: int) -> Iterator[str]:
+        """Keys owned by ``partition`` whose TTL has passed."""
+        cutoff = self._clock() - self._ttl
+        for key, stored in list(self._table.items()):
+            record = KeyRecord.decode(stored)
+            if record.partition == partition and record.updated_at <= cutoff:
+                yield key
+
+    def sweep(self, partition: int) -> int:
+        """Delete expired keys owned by ``partition``; returns how many were deleted."""
+        doomed = list(self.expired_keys(partition))
+        for key in doomed:
+            del self._table[key]
+        self._count = None
+        return len(doomed)
+
+    def recount(self) -> None:
+        """Forget the cached key count (after a rebalance brought other partitions)."""
+        self._count = None
+
+    def __len__(self) -> int:
+        """Keys held; counted once (a full scan on RocksDB) and then kept up to date."""
+        if self._count is None:
+            self._count = len(self._table)
+        return self._count

@@ -1,0 +1,38 @@
+"""Fault injection for the crash tests: SIGKILL the worker at a named point.
+
+The at-least-once test needs the worker to die at exact places, e.g. after a batch was
+uploaded but before its results were published. ``CONVSTREAM_FAULT_KILL_AT=point:n``
+kills the process (SIGKILL, no cleanup, like the OOM killer) the n-th time the pipeline
+passes ``point``. Unset in production, where :meth:`FaultPlan.hit` is a dict lookup.
+
+Points: ``after_upload`` (sink accepted a batch, results not published),
+``after_publish`` (results delivered, settlement not sent), ``after_settle`` (settlement
+delivered, events not acked).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+class FaultPlan:
+    """Counts passes through named points and kills the process at the planned one."""
+
+    def __init__(self, spec: str | None = None) -> None:
+        self._point: str | None = None
+        self._left = 0
+        if spec:
+            point, _, count = spec.rpartition(":")
+            self._point, self._left = point, int(count)
+
+    def hit(self, point: str) -> None:
+        """Called by the pipeline at ``point``; kills the process on the planned pass."""
+        if point != self._point:
+            return
+        self._left -= 1
+        if self._left <= 0:
+            sys.stderr.write(f"fault injection: SIGKILL at {point}\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,406 @@
+"""Stage 2: event chunks -> dedupe -> micro-batches -> sink -> results, in a fixed order.
+
+Called by the Faust batch agent, inside stream iteration, for every record of the batch
+topic. Two kinds of records arrive there, both keyed by batch key:
+
+* a *chunk* (from :mod:`streams.ingest`): its events are checked against the dedupe table
+  (admitted keys are written ``in_flight``), duplicates are answered at once, the rest
+  join the batch key's micro-batch;
+* a *settlement* (written by this module after a batch's results were delivered): the
+  final state of each key of that batch, written to the dedupe table here because the
+  table's changelog partition is chosen by the record being iterated.
+
+A batch ends in this order, and a failure at any step leaves the chunk un-acked, so it is
+read again after a restart (at-least-once)::
+
+    sink.write(batch)  ->  publish results + dead letters, await broker acks
+        ->  send the settlement, await its ack  ->  ack the events' chunks
+
+Retryable errors retry the same batch with exponential backoff and jitter until
+``CONVSTREAM_RETRY_MAX_SECONDS`` runs out; the events then become ``failed`` results and
+dead letters. Each batch key flushes in its own task, so one slow account never holds up
+the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from streams.batching import FlushScheduler, MicroBatcher
+from streams.config import Settings
+from streams.dedupe import DedupeGate, KeyStatus, Verdict, dedupe_key
+from streams.event_model import Event
+from streams.faults import FaultPlan
+from streams.ingest import decode_item
+from streams.metrics import Metrics
+from streams.outcomes import ErrorInfo, OutputRecord, Received, Resolution, output_records
+from streams.sinks import (
+    AccountBatch,
+    BatchKey,
+    EventOutcome,
+    RetryableSinkError,
+    Sink,
+    SinkConfigError,
+    SourcePosition,
+)
+
+_log = logging.getLogger(__name__)
+
+Ack = Callable[[], None]
+Publish = Callable[[list[OutputRecord]], Awaitable[None]]
+Settle = Callable[[str, int, bytes], Awaitable[None]]
+
+GOOGLE_MAX_BATCH: Final = 2000
+_BACKOFF_BASE: Final = 1.0
+_BACKOFF_CAP: Final = 300.0
+
+
+class AckCounter:
+    """Acks one batch-topic record once each of its ``count`` events is resolved."""
+
+    __slots__ = ("_ack", "_left")
+
+    def __init__(self, count: int, ack: Ack) -> None:
+        self._left = count
+        self._ack = ack
+        if count == 0:
+            ack()
+
+    def done(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._ack()
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An admitted event waiting in a micro-batch."""
+
+    event: Event
+    received: Received
+    key: str
+    partition: int
+    counter: AckCounter
+
+
+SWEEP_REQUEST: Final = b'{"sweep"'
+"""A control record asking the owner of a partition to delete its expired dedupe keys."""
+
+
+def is_settlement(value: bytes) -> bool:
+    """Settlement records start with ``{"settle"``; chunks with ``{"events"``."""
+    return value.startswith(b'{"settle"')
+
+
+def encode_settlement(entries: list[tuple[str, KeyStatus, SourcePosition]]) -> bytes:
+    return orjson.dumps(
+        {"settle": [[key, status, s.topic, s.partition, s.offset] for key, status, s in entries]}
+    )
+
+
+class BatchPipeline:
+    """See the module docstring. One per worker, on one event loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sinks: Mapping[str, Sink],
+        gate: DedupeGate,
+        publish: Publish,
+        settle: Settle,
+        metrics: Metrics,
+        faults: FaultPlan | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._sinks = sinks
+        self._gate = gate
+        self._publish = publish
+        self._settle = settle
+        self._metrics = metrics
+        self._faults = faults or FaultPlan()
+        self._clock = clock
+        self._sleep = sleep
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._interrupt = asyncio.Event()
+        self.scheduler: FlushScheduler[BatchKey, Pending] = FlushScheduler(
+            MicroBatcher(settings.batch_max_size, settings.batch_window_seconds),
+            self._flush,
+            monotonic,
+        )
+
+    # --- called inside stream iteration -------------------------------------------------
+
+    def handle_record(self, key: str, value: bytes, partition: int, ack: Ack) -> None:
+        """One batch-topic record: a chunk or a settlement."""
+        if is_settlement(value):
+            self._apply_settlement(value, partition)
+            ack()
+            return
+        if value.startswith(SWEEP_REQUEST):
+            swept = self._gate.sweep(partition)
+            if swept:
+                _log.info("dedupe sweep partition=%d expired_keys=%d", partition, swept)
+            self._metrics.dedupe_keys.set(len(self._gate))
+            ack()
+            return
+        batch_key = BatchKey.parse(key)
+        items = orjson.loads(value)["events"]
+        counter = AckCounter(len(items), ack)
+        gate = self._gate
+        metrics = self._metrics
+        for item in items:
+            event = _event_from(batch_key, item)
+            _, received = decode_item(item)
+            key_hex = dedupe_key(event)
+            verdict = gate.admit(key_hex, received.source, partition)
+            if verdict is Verdict.DUPLICATE:
+                metrics.events_duplicate.labels(event.destination).inc()
+                resolution = Resolution(
+                    received=received,
+                    status="duplicate",
+                    event_id=event.event_id,
+                    dedupe_key=key_hex,
+                    destination=event.destination,
+                    type=event.type,
+                    account=event.account,
+                )
+                self._spawn(self._deliver([resolution], [counter]))
+                continue
+            metrics.buffered_events.labels(event.destination).inc()
+            self.scheduler.add(batch_key, Pending(event, received, key_hex, partition, counter))
+        metrics.dedupe_keys.set(len(gate))
+
+    def _apply_settlement(self, value: bytes, partition: int) -> None:
+        for key, status, topic, source_partition, offset in orjson.loads(value)["settle"]:
+            source = SourcePosition(topic, source_partition, offset)
+            self._gate.settle(key, status, source, partition)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def flush_now(self) -> None:
+        """Flush every buffered batch and cut retry waits short (rebalance, shutdown)."""
+        self._interrupt.set()
+        self.scheduler.flush_all()
+
+    def resume(self) -> None:
+        """After a rebalance: retries wait their backoff again."""
+        self._interrupt.clear()
+
+    async def drain(self) -> None:
+        """Flush everything and wait until every batch and duplicate is acked."""
+        self.flush_now()
+        await self.scheduler.wait_idle()
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    # --- flushing (in scheduler tasks, outside stream iteration) ------------------------
+
+    async def _flush(self, key: BatchKey, pending: list[Pending]) -> None:
+        destination = key.destination
+        self._metrics.buffered_events.labels(destination).dec(len(pending))
+        limit = GOOGLE_MAX_BATCH if destination == "google_ads" else len(pending)
+        for start in range(0, len(pending), max(1, limit)):
+            await self._flush_one(key, pending[start : start + limit])
+
+    async def _flush_one(self, key: BatchKey, pending: list[Pending]) -> None:
+        batch_id = uuid.uuid4().hex
+        self._metrics.batch_size.labels(key.destination).observe(len(pending))
+        outcomes, attempts = await self._write_with_retries(key, batch_id, pending)
+        self._faults.hit("after_upload")
+        resolutions = [
+            _resolution(p, outcome, batch_id, attempts, self._settings.dry_run)
+            for p, outcome in zip(pending, outcomes, strict=True)
+        ]
+        await self._deliver(resolutions, [])
+        self._faults.hit("after_publish")
+        entries = [
+            (p.key, _key_status(r.status), p.received.source)
+            for p, r in zip(pending, resolutions, strict=True)
+        ]
+        await self._settle(str(key), pending[0].partition, encode_settlement(entries))
+        self._faults.hit("after_settle")
+        for p in pending:
+            p.counter.done()
+
+    async def _write_with_retries(
+        self, key: BatchKey, batch_id: str, pending: list[Pending]
+    ) -> tuple[list[EventOutcome], int]:
+        """Write until every event has a final outcome or the retry budget is spent."""
+        sink = self._sinks[key.destination]
+        metrics = self._metrics
+        destination = key.destination
+        budget_ends = time.monotonic() + self._settings.retry_max_seconds
+        final: dict[int, EventOutcome] = {}
+        todo = list(range(len(pending)))
+        attempt = 0
+        while todo:
+            attempt += 1
+            batch = AccountBatch(
+                batch_id=batch_id,
+                key=key,
+                events=tuple(pending[i].event for i in todo),
+                sources=tuple(pending[i].received.source for i in todo),
+                dedupe_keys=tuple(pending[i].key for i in todo),
+                attempt=attempt,
+            )
+            started = time.monotonic()
+            retry_after: float | None = None
+            try:
+                outcomes = list(await sink.write(batch))
+                if len(outcomes) != len(todo):
+                    raise RuntimeError(f"sink returned {len(outcomes)} outcomes for {len(todo)}")
+            except RetryableSinkError as exc:
+                metrics.upload_requests.labels(destination, "retry").inc()
+                outcomes = [EventOutcome("retryable", exc.code, exc.message)] * len(todo)
+                retry_after = exc.retry_after
+            except SinkConfigError as exc:
+                metrics.upload_requests.labels(destination, "error").inc()
+                _log.error("sink configuration error destination=%s code=%s", destination, exc.code)
+                outcomes = [EventOutcome("rejected", exc.code, exc.message)] * len(todo)
+            except Exception as exc:  # a sink bug must end in outcomes, not a stuck partition
+                metrics.upload_requests.labels(destination, "error").inc()
+                _log.exception("sink write raised destination=%s", destination)
+                message = f"the upload raised {type(exc).__name__}"
+                outcomes = [EventOutcome("retryable", "SINK_ERROR", message)] * len(todo)
+                retry_after = _BACKOFF_BASE
+            else:
+                failed = any(o.is_failure for o in outcomes)
+                metrics.upload_requests.labels(destination, "partial" if failed else "ok").inc()
+            finally:
+                metrics.upload_duration.labels(destination).observe(time.monotonic() - started)
+            retry: list[int] = []
+            for index, outcome in zip(todo, outcomes, strict=True):
+                if outcome.status == "retryable":
+                    retry.append(index)
+                    if outcome.retry_after is not None:
+                        retry_after = max(retry_after or 0.0, outcome.retry_after)
+                final[index] = outcome
+            todo = retry
+            if not todo:
+                break
+            delay = _backoff(attempt, retry_after)
+            if time.monotonic() + delay > budget_ends or self._interrupt.is_set():
+                break
+            metrics.upload_retries.labels(destination).inc()
+            await self._interruptible_sleep(delay)
+        return [final[i] for i in range(len(pending))], attempt
+
+    async def _interruptible_sleep(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._interrupt.wait(), delay)
+
+    async def _deliver(self, resolutions: list[Resolution], counters: list[AckCounter]) -> None:
+        now = self._clock()
+        records: list[OutputRecord] = []
+        for resolution in resolutions:
+            records.extend(output_records(resolution, now))
+        await self._publish(records)
+        done = self._clock()
+        metrics = self._metrics
+        for r in resolutions:
+            destination = r.destination or "unknown"
+            metrics.event_latency.labels(destination).observe(max(0.0, done - r.received.timestamp))
+            if r.status in ("uploaded", "validated"):
+                metrics.conversions_uploaded.labels(destination).inc()
+            elif r.error is not None:
+                metrics.conversions_rejected.labels(destination, r.error.code).inc()
+                metrics.dead_letters.labels(destination, r.error.stage).inc()
+        for counter in counters:
+            counter.done()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("delivery failed error=%s", type(task.exception()).__name__)
+
+
+def _event_from(key: BatchKey, item: list[Any]) -> Event:
+    event_id, account, action, event_time, body = item[:5]
+    return Event(
+        destination=key.destination,
+        type=key.type,
+        event_id=event_id,
+        account=account,
+        action=action,
+        event_time=datetime.fromtimestamp(event_time, UTC),
+        body=body,
+    )
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter, never shorter than the server asked for."""
+    ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
+    jittered = random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not crypto)
+    return max(jittered, retry_after or 0.0)
+
+
+def _resolution(
+    p: Pending, outcome: EventOutcome, batch_id: str, attempts: int, dry_run: bool
+) -> Resolution:
+    event = p.event
+    error: ErrorInfo | None = None
+    status: Any
+    if outcome.status == "retryable":
+        status = "failed"
+        error = ErrorInfo(
+            "upload",
+            outcome.code or "RETRIES_EXHAUSTED",
+            (outcome.message or "") + " (retries exhausted)",
+            retryable=True,
+        )
+    elif outcome.status == "rejected":
+        status = "rejected"
+        error = ErrorInfo("upload", outcome.code or "REJECTED", outcome.message or "", False)
+    elif outcome.status == "uploaded" and dry_run:
+        status = "validated"
+    else:
+        status = outcome.status
+    upload_id = outcome.upload_id if event.destination == "yandex_metrica" else None
+    job_id = None
+    if event.destination == "google_ads" and outcome.upload_id and outcome.upload_id.isdigit():
+        job_id = int(outcome.upload_id)
+    return Resolution(
+        received=p.received,
+        status=status,
+        event_id=event.event_id,
+        dedupe_key=p.key,
+        destination=event.destination,
+        type=event.type,
+        account=event.account,
+        error=error,
+        batch_id=batch_id,
+        job_id=job_id,
+        upload_id=upload_id,
+        attempts=attempts,
+        dead_letter_value=orjson.dumps(event.body) if error is not None else None,
+    )
+
+
+def _key_status(status: str) -> KeyStatus:
+    if status in ("uploaded", "duplicate"):
+        return "uploaded"
+    if status == "validated":
+        return "validated"
+    return "failed"
+
+
+__all__ = ["BatchPipeline", "Pending", "Sequence", "is_settlement"]

@@ -1,0 +1,263 @@
+"""`convstream worker` on the embedded broker: every message of a mixed stream gets exactly
+the result, dead letter and metrics it should, and a graceful stop loses nothing."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+from event_factory import click, encode, yandex
+from worker_harness import (
+    TopicReader,
+    Topics,
+    WorkerProcess,
+    headers_of,
+    metric_value,
+    produce,
+    wait_until,
+)
+
+from streams.events import schema_document
+
+pytestmark = pytest.mark.integration
+
+RAW_EMAIL = "Jane.Doe.Secret@example.org"
+DLQ_HEADERS = {
+    "convstream.error.stage",
+    "convstream.error.code",
+    "convstream.error.message",
+    "convstream.error.retryable",
+    "convstream.source.topic",
+    "convstream.source.partition",
+    "convstream.source.offset",
+    "convstream.event_id",
+    "convstream.attempts",
+    "convstream.failed_at",
+    "convstream.replay_count",
+}
+
+
+def _mixed_stream() -> list[tuple[str, bytes, dict[str, Any]]]:
+    """(label, message value, what its result must say)."""
+    oversize = encode(click(900, order_id="x" * (1024 * 1024 + 10)))
+    with_email = click(7, user_identifiers=[{"email": RAW_EMAIL}])
+    del with_email["gclid"]
+    cases: list[tuple[str, bytes, dict[str, Any]]] = [
+        ("good 1", encode(click(1)), {"status": "uploaded"}),
+        ("good 2 (other account)", encode(click(2, account="2222222222")), {"status": "uploaded"}),
+        ("good with raw e-mail", encode(with_email), {"status": "uploaded"}),
+        (
+            "duplicate of good 1",
+            encode({**click(1), "event_id": "click-1-again"}),
+            {"status": "duplicate"},
+        ),
+        (
+            "invalid json",
+            b'{"destination": "google_ads", ',
+            {"status": "rejected", "code": "INVALID_JSON", "stage": "parse"},
+        ),
+        ("not an object", b"[1, 2]", {"status": "rejected", "code": "INVALID_EVENT"}),
+        (
+            "schema violation",
+            encode({**click(3), "conversion_date_time": "2026-11-20 14:03:00"}),
+            {
+                "status": "rejected",
+                "code": "INVALID_EVENT",
+                "stage": "validate",
+                "message_starts": "$.conversion_date_time:",
+            },
+        ),
+        (
+            "unknown destination",
+            encode({**click(4), "destination": "bing_ads"}),
+            {
+                "status": "rejected",
+                "code": "INVALID_EVENT",
+                "message_starts": "$.destination:",
+            },
+        ),
+        ("oversize", oversize, {"status": "rejected", "code": "INVALID_EVENT", "stage": "parse"}),
+        (
+            "yandex not configured",
+            encode(yandex(5)),
+            {"status": "rejected", "code": "DESTINATION_NOT_CONFIGURED", "stage": "upload"},
+        ),
+        ("good 3", encode(click(6)), {"status": "uploaded"}),
+    ]
+    return cases
+
+
+def test_mixed_stream_gets_one_specific_result_per_message(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topics = Topics(kafka_bootstrap)
+    cases = _mixed_stream()
+    produced = produce(kafka_bootstrap, topics.input, (value for _, value, _ in cases), b"k1")
+    result_schema = schema_document("result")
+    with (
+        WorkerProcess(topics, tmp_path, CONVSTREAM_RECORDING_SINK="google_ads") as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.dlq) as dead_letters,
+    ):
+        worker.start()
+        results.wait_for(produced)
+        dead_letters.wait_for(6)
+        assert worker.running, worker.log_text()[-3000:]
+
+        by_offset = {}
+        for message in results.messages:
+            value = orjson.loads(message.value())
+            jsonschema.validate(value, result_schema)
+            assert message.key() == b"k1"
+            by_offset[(value["source"]["partition"], value["source"]["offset"])] = value
+        assert len(results.messages) == len(cases), "exactly one result per input message"
+        # The producer wrote all cases with one key, so they share a partition, in order.
+        ordered = [by_offset[key] for key in sorted(by_offset)]
+        for (label, _, want), result in zip(cases, ordered, strict=True):
+            assert result["status"] == want["status"], (label, result)
+            error = result["error"]
+            if "code" in want:
+                assert error["code"] == want["code"], (label, error)
+                assert error["message"], label
+            if "message_starts" in want:
+                assert error["message"].startswith(want["message_starts"]), (label, error)
+
+        dlq = {headers_of(m)["convstream.source.offset"]: m for m in dead_letters.messages}
+        rejected = [r for r in ordered if r["status"] == "rejected"]
+        assert len(dead_letters.messages) == len(rejected) == 6
+        for result in rejected:
+            letter = dlq[str(result["source"]["offset"])]
+            headers = headers_of(letter)
+            assert set(headers) == DLQ_HEADERS
+            assert headers["convstream.error.code"] == result["error"]["code"]
+            assert headers["convstream.error.message"] == result["error"]["message"]
+            assert headers["convstream.event_id"] == result["event_id"]
+            assert headers["convstream.replay_count"] == "0"
+            assert letter.key() == b"k1"
+        # Unparseable input is dead-lettered byte for byte; a valid event for an
+        # unconfigured destination is dead-lettered normalized, ready for replay.
+        invalid = next(r for r in ordered if r["error"] and r["error"]["code"] == "INVALID_JSON")
+        assert dlq[str(invalid["source"]["offset"])].value() == cases[4][1]
+        oversize = next(
+            r for r in ordered if "bytes, at most" in (r["error"] or {}).get("message", "")
+        )
+        assert dlq[str(oversize["source"]["offset"])].value() in (b"", None)  # too big to carry
+        yandex_result = next(r for r in ordered if r["destination"] == "yandex_metrica")
+        assert orjson.loads(dlq[str(yandex_result["source"]["offset"])].value())["client_id"]
+
+        # Raw PII never leaves: not in results, not in dead letters of valid events.
+        everything = b"".join(m.value() for m in results.messages)
+        assert RAW_EMAIL.encode() not in everything
+        assert RAW_EMAIL.lower().encode() not in everything
+        assert len(worker.uploads()) == 4  # good 1, good 2, good with e-mail, good 3
+        assert "Traceback" not in worker.log_text()
+
+
+def test_metrics_after_a_known_input(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topics = Topics(kafka_bootstrap)
+    events = [encode(click(n, account=f"10000000{n % 3}")) for n in range(20)]
+    events += [encode(yandex(n)) for n in range(5)]
+    duplicates = [encode(click(0, account="100000000")), encode(click(1, account="100000001"))]
+    events += [*duplicates, b"not json", encode({**click(99), "gclid": 5})]
+    produced = produce(kafka_bootstrap, topics.input, events)
+    with (
+        WorkerProcess(topics, tmp_path) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        worker.start()
+        results.wait_for(produced)
+
+        def lag_reported() -> bool:
+            text = worker.scrape()
+            return "convstream_consumer_lag{" in text
+
+        wait_until(lag_reported, 15, "consumer lag gauge")
+        text = worker.scrape()
+
+        def value(name: str, **labels: str) -> float:
+            return metric_value(text, name, **labels)
+
+        click_received = value(
+            "convstream_events_received_total", destination="google_ads", type="click_conversion"
+        )
+        assert click_received == 23
+        assert value("convstream_events_received_total", destination="unknown") == 1
+        yandex_received = value(
+            "convstream_events_received_total",
+            destination="yandex_metrica",
+            type="offline_conversion",
+        )
+        assert yandex_received == 5
+        assert value("convstream_events_invalid_total", stage="parse") == 1
+        assert value("convstream_events_invalid_total", stage="validate") == 1
+        assert value("convstream_events_duplicate_total", destination="google_ads") == 2
+        assert value("convstream_conversions_uploaded_total", destination="google_ads") == 20
+        assert value("convstream_conversions_uploaded_total", destination="yandex_metrica") == 5
+        assert (
+            value(
+                "convstream_conversions_rejected_total", destination="unknown", code="INVALID_JSON"
+            )
+            == 1
+        )
+        assert (
+            value("convstream_dead_letters_total", destination="google_ads", stage="validate") == 1
+        )
+        assert value("convstream_buffered_events", destination="google_ads") == 0
+        assert value("convstream_dedupe_keys") == 25
+        # Three accounts plus one Yandex counter: at least four batches, 25 events in them.
+        assert value("convstream_batch_size_count", destination="google_ads") >= 3
+        assert value("convstream_batch_size_sum", destination="google_ads") == 20
+        assert (
+            value("convstream_upload_requests_total", destination="google_ads", outcome="ok") >= 3
+        )
+        assert value("convstream_upload_duration_seconds_count", destination="yandex_metrica") >= 1
+        latency_count = value("convstream_event_latency_seconds_count", destination="google_ads")
+        assert latency_count == 23  # 20 uploads + 2 duplicates + 1 invalid event for google_ads
+        assert (
+            value("convstream_event_latency_seconds_bucket", destination="google_ads", le="+Inf")
+            == 23
+        )
+        lags = [
+            metric_value(text, "convstream_consumer_lag", topic=topics.input, partition=str(p))
+            for p in range(4)
+        ]
+        assert lags == [0, 0, 0, 0]
+        assert "click-" not in text  # no event ids in labels
+        assert "Cj0KCQiA" not in text  # no click ids in labels
+
+
+def test_sigterm_flushes_buffered_batches_and_commits(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A batch window far longer than the test: only the graceful stop can flush it."""
+    topics = Topics(kafka_bootstrap)
+    produced = produce(kafka_bootstrap, topics.input, (encode(click(n)) for n in range(30)))
+    with (
+        WorkerProcess(topics, tmp_path, CONVSTREAM_BATCH_WINDOW_SECONDS="600") as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        worker.start()
+        wait_until(
+            lambda: (
+                metric_value(
+                    worker.scrape(), "convstream_buffered_events", destination="google_ads"
+                )
+                == 30
+            ),
+            60,
+            "30 events buffered",
+        )
+        assert results.messages == []
+        assert worker.stop(signal.SIGTERM) == 0
+        results.wait_for(produced)
+        assert {r["status"] for r in results.values()} == {"uploaded"}
+        assert len(worker.uploads()) == 30
+
+        # Offsets were committed: a restart finds nothing to redo.
+        worker.start()
+        wait_until(lambda: worker.log_text().count("Worker ready") >= 2, 60, "restart ready")
+        results.poll(3)
+        assert len(results.messages) == produced
+        assert len(worker.uploads()) == 30

@@ -1,0 +1,251 @@
+"""Running `convstream worker` as a real process against the test broker, and reading its
+output topics incrementally. Shared by the integration tests and the benchmark."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+
+from streams.local.broker import create_topics, free_port
+
+CONVSTREAM = str(Path(sys.executable).with_name("convstream"))
+
+
+@dataclass
+class Topics:
+    """One test's own topics and app id: tests never share state on the broker."""
+
+    bootstrap: str
+    app_id: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    partitions: int = 4
+
+    def __post_init__(self) -> None:
+        create_topics(self.bootstrap, [self.input, self.results, self.dlq], self.partitions)
+
+    @property
+    def input(self) -> str:
+        return f"{self.app_id}.in"
+
+    @property
+    def results(self) -> str:
+        return f"{self.app_id}.results"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.app_id}.dlq"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CONVSTREAM_BROKER": f"kafka://{self.bootstrap}",
+            "CONVSTREAM_APP_ID": self.app_id,
+            "CONVSTREAM_INPUT_TOPIC": self.input,
+            "CONVSTREAM_RESULTS_TOPIC": self.results,
+            "CONVSTREAM_DLQ_TOPIC": self.dlq,
+        }
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    """Poll ``condition`` until true or raise AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s: {message}")
+        time.sleep(0.05)
+
+
+class WorkerProcess:
+    """`convstream worker` in a subprocess with fast-join settings for the tansu broker."""
+
+    def __init__(self, topics: Topics, workdir: Path, **env: str) -> None:
+        self.topics = topics
+        self.workdir = workdir
+        self.metrics_port = free_port()
+        self.uploads_log = workdir / "uploads.log"
+        self.env = {
+            **os.environ,
+            **topics.env(),
+            "CONVSTREAM_SESSION_TIMEOUT_SECONDS": "3",
+            "CONVSTREAM_BATCH_WINDOW_SECONDS": "0.5",
+            "CONVSTREAM_BATCH_PARTITIONS": "4",
+            "CONVSTREAM_DEDUPE_STORE": "memory",
+            "CONVSTREAM_PRODUCER_BATCH_BYTES": "1",
+            "CONVSTREAM_RECORDING_SINK": "google_ads,yandex_metrica",
+            "CONVSTREAM_RECORDING_SINK_LOG": str(self.uploads_log),
+            "CONVSTREAM_DATA_DIR": str(workdir / "data"),
+            "CONVSTREAM_METRICS_PORT": str(self.metrics_port),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self, **env: str) -> WorkerProcess:
+        self.runs += 1
+        with (self.workdir / f"worker-{self.runs}.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [CONVSTREAM, "worker"],
+                env={**self.env, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        return self
+
+    def log_text(self) -> str:
+        return "\n".join(
+            (self.workdir / f"worker-{run}.log").read_text(errors="replace")
+            for run in range(1, self.runs + 1)
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send ``sig`` and wait for the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"worker did not stop within {timeout}s") from None
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def scrape(self, timeout: float = 30) -> str:
+        """The worker's /metrics text; waits for the endpoint to come up."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return str(response.read().decode())
+            except urllib.error.URLError:
+                if time.monotonic() > deadline or not self.running:
+                    raise
+                time.sleep(0.05)
+
+    def uploads(self) -> list[str]:
+        """Dedupe keys the recording sink uploaded, across every run (one per line)."""
+        if not self.uploads_log.exists():
+            return []
+        return [line.split()[1] for line in self.uploads_log.read_text().splitlines()]
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric != name:
+            continue
+        found = dict(
+            part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part
+        )
+        found = {k: v.strip('"') for k, v in found.items()}
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+class TopicReader:
+    """Reads a topic from the beginning, incrementally, without a consumer group."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.messages: list[Message] = []
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "log.connection.close": False,
+            }
+        )
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+
+    def poll(self, seconds: float = 0.2) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for message in self._consumer.consume(1000, 0.05):
+                if message.error() is None:
+                    self.messages.append(message)
+
+    def wait_for(self, count: int, timeout: float = 60) -> list[Message]:
+        """Poll until at least ``count`` messages arrived, then a little longer."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:g}s with {len(self.messages)} of {count} messages"
+                )
+            self.poll(0.2)
+        self.poll(0.5)
+        return self.messages
+
+    def values(self) -> list[dict[str, Any]]:
+        return [orjson.loads(m.value()) for m in self.messages]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> int:
+    """Produce ``values`` (spread over partitions) and wait for every delivery."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": False,
+            "message.max.bytes": 10_000_000,
+            "log.connection.close": False,
+        }
+    )
+    errors: list[Any] = []
+    count = 0
+    for value in values:
+        producer.produce(
+            topic, value, key, on_delivery=lambda err, _m: errors.append(err) if err else None
+        )
+        count += 1
+        producer.poll(0)
+    producer.flush(30)
+    assert not errors, errors
+    return count
+
+
+def headers_of(message: Message) -> dict[str, str]:
+    return {name: value.decode() for name, value in message.headers() or []}
