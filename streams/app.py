@@ -12,6 +12,7 @@ buffered batch is flushed, so that wait ends in seconds, not a batch window late
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from typing import Any
 
 import faust
 
+from streams.acks import OffsetGate
 from streams.config import DedupeStore, Settings
 from streams.dedupe import DedupeGate
 from streams.faults import FaultPlan
@@ -85,9 +87,9 @@ def create_app(
     table = app.Table(
         "dedupe",
         partitions=settings.batch_partitions,
-        schema=faust.Schema(
-            key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
-        ),
+        # JSON keys and values (Faust's default codec): what recovery reads back equals
+        # what was written, str keys and list values (see streams.dedupe.KeyRecord).
+        key_type=str,
     )
 
     async def publish(records: list[OutputRecord]) -> None:
@@ -118,24 +120,24 @@ def create_app(
         settings, sinks, gate, publish, settle, metrics, FaultPlan(settings.fault_kill_at)
     )
     app.flush_hooks += [ingest.flush, pipeline.flush_now]
-    acked: dict[tuple[str, int], int] = {}
+    tasks: set[asyncio.Task[None]] = set()
 
-    def acker(event: faust.EventT[bytes]) -> Callable[[], None]:
-        message = event.message
-        tp = (message.topic, message.partition)
-        offset = message.offset
+    def seek(tp: Any, offset: int) -> None:
+        task = asyncio.ensure_future(app.consumer.seek(tp, offset))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
-        def ack() -> None:
-            event.ack()
-            if acked.get(tp, -1) < offset:
-                acked[tp] = offset
-
-        return ack
+    # One gate per source topic: acks in offset order, repeats skipped, holes re-read.
+    gates = {settings.input_topic: OffsetGate(seek), batch_topic_name: OffsetGate(seek)}
 
     @app.agent(input_topic, concurrency=1)
     async def ingest_agent(stream: Any) -> None:
+        offsets = gates[settings.input_topic]
         async for event in stream.noack().events():
             message = event.message
+            done = offsets.open(message.tp, message.offset, event.ack)
+            if done is None:
+                continue
             received = Received(
                 source=SourcePosition(message.topic, message.partition, message.offset),
                 key=message.key,
@@ -143,17 +145,29 @@ def create_app(
                 received_at=time.time(),
                 replay_count=_replay_count(message.headers),
             )
-            ingest.handle(event.value, received, acker(event))
+            ingest.handle(event.value, received, done)
 
     @app.agent(batch_topic, concurrency=1)
     async def batch_agent(stream: Any) -> None:
+        offsets = gates[batch_topic_name]
         async for event in stream.noack().events():
+            message = event.message
+            done = offsets.open(message.tp, message.offset, event.ack)
+            if done is None:
+                continue
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-            pipeline.handle_record(key, event.value, event.message.partition, acker(event))
+            pipeline.handle_record(key, event.value, message.partition, done)
 
     @app.task
     async def run_scheduler() -> None:
         await pipeline.scheduler.run()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
+        # Faust waited for every open message to be acked before this signal.
+        for offsets in gates.values():
+            offsets.forget(revoked)
+        pipeline.forget({tp.partition for tp in revoked if tp.topic == batch_topic_name})
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app_: Any, *_: Any, **__: Any) -> None:
@@ -170,12 +184,10 @@ def create_app(
         for tp in consumer.assignment():
             if tp.topic not in (settings.input_topic, batch_topic_name):
                 continue
-            done = acked.get((tp.topic, tp.partition))
-            if done is None:
-                continue
+            released = gates[tp.topic].released(tp)
             highwater = consumer.highwater(tp)
-            if highwater is not None:
-                lag = max(0, highwater - done - 1)
+            if released is not None and highwater is not None:
+                lag = max(0, highwater - released)
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     @app.timer(interval=settings.dedupe_sweep_seconds)
@@ -185,7 +197,7 @@ def create_app(
                 batch_topic_name, b"sweep", SWEEP_REQUEST + b":1}", partition, None, None
             )
 
-    del ingest_agent, batch_agent, run_scheduler, on_assigned, on_recovered
+    del ingest_agent, batch_agent, run_scheduler, on_revoked, on_assigned, on_recovered
     del report_lag, request_sweep
     return app, pipeline
 

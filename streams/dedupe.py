@@ -2,10 +2,11 @@
 
 States a key can be in, and what an arriving event with that key becomes::
 
-    (absent or expired) ---------------------------------> NEW        (upload it)
-    in_flight / uploaded, set by another source position -> DUPLICATE  (result, no upload)
-    in_flight / uploaded, set by this same source position -> REDELIVERY (upload again)
-    failed / validated (dry run) ------------------------> RETRY      (upload it: replays)
+    (absent or expired) ----------------------------------> NEW        (upload it)
+    in_flight / uploaded, set by another source position --> DUPLICATE  (result, no upload)
+    in_flight, set by this same source position -----------> REDELIVERY (upload again)
+    uploaded, set by this same source position ------------> UPLOADED   (result, no upload)
+    failed / validated (dry run) -------------------------> RETRY      (upload it: replays)
 
 A key is written ``in_flight`` when its event joins a batch, and settled to ``uploaded``
 or ``failed`` once the batch's results are published. Both writes happen inside stream
@@ -13,8 +14,10 @@ iteration (see :mod:`streams.app`), so the table's changelog partition is the pa
 that owns the batch key. A source position is the input topic/partition/offset the event
 was read from, which survives the repartition hop, so a message redelivered after a
 crash is recognised as itself and processed again: it is never lost to its own earlier,
-half-finished attempt. At worst such an event is uploaded twice, and both APIs ignore a
-repeated conversion with the same click id/order id.
+half-finished attempt: if its upload is known to have succeeded it is answered
+``uploaded`` again without a second upload; if the crash came between upload and
+settlement it is uploaded once more. So no key is uploaded more than twice, and both APIs
+ignore a repeated conversion with the same click id/order id.
 
 Expiry: a key older than the TTL counts as absent when read, and :meth:`DedupeGate.sweep`
 deletes expired keys, which writes tombstones to the changelog, so a recovered table does
@@ -24,10 +27,11 @@ not bring them back.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -35,8 +39,11 @@ from streams.event_model import YANDEX_ID_COLUMNS, Event
 from streams.sinks import SourcePosition
 
 KeyStatus = Literal["in_flight", "uploaded", "failed", "validated"]
+StoredRecord = list[Any]
+"""[status, updated_at, owner partition, source topic, source partition, source offset]"""
 _DUPLICATE_STATES: Final = frozenset({"in_flight", "uploaded"})
 _CLICK_OR_CALLER: Final = ("gclid", "gbraid", "wbraid", "caller_id")
+_log = logging.getLogger(__name__)
 
 
 class Verdict(StrEnum):
@@ -45,12 +52,13 @@ class Verdict(StrEnum):
     NEW = "new"
     DUPLICATE = "duplicate"
     REDELIVERY = "redelivery"
+    UPLOADED = "uploaded"
     RETRY = "retry"
 
     @property
     def admitted(self) -> bool:
         """True when the event goes on to be uploaded."""
-        return self is not Verdict.DUPLICATE
+        return self not in (Verdict.DUPLICATE, Verdict.UPLOADED)
 
 
 def dedupe_key(event: Event) -> str:
@@ -106,16 +114,35 @@ class KeyRecord:
     updated_at: float
     partition: int
 
-    def encode(self) -> bytes:
+    def encode(self) -> StoredRecord:
+        """A JSON-ready list: the table's changelog codec (JSON) round-trips it exactly, so
+        a value read back after recovery equals the value written."""
         s = self.source
-        return orjson.dumps(
-            [self.status, round(self.updated_at, 3), self.partition, s.topic, s.partition, s.offset]
-        )
+        return [
+            self.status,
+            round(self.updated_at, 3),
+            self.partition,
+            s.topic,
+            s.partition,
+            s.offset,
+        ]
 
     @classmethod
-    def decode(cls, data: bytes) -> KeyRecord:
-        status, updated_at, partition, topic, source_partition, offset = orjson.loads(data)
+    def decode(cls, stored: StoredRecord) -> KeyRecord:
+        status, updated_at, partition, topic, source_partition, offset = stored
         return cls(status, SourcePosition(topic, source_partition, offset), updated_at, partition)
+
+
+def _decode_or_none(stored: StoredRecord | None) -> KeyRecord | None:
+    """A corrupt or foreign value counts as absent: the event is uploaded (at-least-once)
+    rather than dropped as a duplicate of something nobody can name."""
+    if stored is None:
+        return None
+    try:
+        return KeyRecord.decode(stored)
+    except (TypeError, ValueError):
+        _log.warning("unreadable dedupe record ignored")
+        return None
 
 
 def decide(record: KeyRecord | None, source: SourcePosition, now: float, ttl: float) -> Verdict:
@@ -123,20 +150,22 @@ def decide(record: KeyRecord | None, source: SourcePosition, now: float, ttl: fl
     if record is None or now - record.updated_at >= ttl:
         return Verdict.NEW
     if record.status in _DUPLICATE_STATES:
-        return Verdict.REDELIVERY if record.source == source else Verdict.DUPLICATE
+        if record.source != source:
+            return Verdict.DUPLICATE
+        return Verdict.UPLOADED if record.status == "uploaded" else Verdict.REDELIVERY
     return Verdict.RETRY
 
 
 class DedupeGate:
     """Reads and writes key states in the injected table.
 
-    ``table`` maps key -> encoded :class:`KeyRecord`; in the worker it is a Faust table
+    ``table`` maps key -> :meth:`KeyRecord.encode` lists; in the worker it is a Faust table
     with a changelog, so every write here must happen inside stream iteration.
     """
 
     def __init__(
         self,
-        table: MutableMapping[str, bytes],
+        table: MutableMapping[str, StoredRecord],
         ttl_seconds: float,
         clock: Callable[[], float],
     ) -> None:
@@ -149,7 +178,8 @@ class DedupeGate:
         """Decide for one arriving event; an admitted key is written ``in_flight``."""
         now = self._clock()
         stored = self._table.get(key)
-        verdict = decide(KeyRecord.decode(stored) if stored else None, source, now, self._ttl)
+        record = _decode_or_none(stored)
+        verdict = decide(record, source, now, self._ttl)
         if verdict.admitted:
             self._table[key] = KeyRecord("in_flight", source, now, partition).encode()
             if stored is None and self._count is not None:

@@ -29,9 +29,10 @@ import contextlib
 import logging
 import random
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -83,7 +84,7 @@ class AckCounter:
             self._ack()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pending:
     """An admitted event waiting in a micro-batch."""
 
@@ -92,6 +93,16 @@ class Pending:
     key: str
     partition: int
     counter: AckCounter
+    followers: list[AckCounter] = field(default_factory=list)
+    """Later copies of the same input message, acked when this one is."""
+    finished: bool = False
+    """Its result is delivered; it is remembered until its settlement is applied."""
+
+    def done(self) -> None:
+        self.finished = True
+        self.counter.done()
+        for follower in self.followers:
+            follower.done()
 
 
 SWEEP_REQUEST: Final = b'{"sweep"'
@@ -135,6 +146,7 @@ class BatchPipeline:
         self._clock = clock
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending_sources: dict[SourcePosition, Pending] = {}
         self._interrupt = asyncio.Event()
         self.scheduler: FlushScheduler[BatchKey, Pending] = FlushScheduler(
             MicroBatcher(settings.batch_max_size, settings.batch_window_seconds),
@@ -157,37 +169,95 @@ class BatchPipeline:
             self._metrics.dedupe_keys.set(len(self._gate))
             ack()
             return
-        batch_key = BatchKey.parse(key)
-        items = orjson.loads(value)["events"]
+        try:
+            batch_key = BatchKey.parse(key)
+            items = orjson.loads(value)["events"]
+        except (ValueError, KeyError, TypeError):
+            # Only a bug or a foreign writer on the internal topic gets here; there is no
+            # source position to answer, so say so loudly and move on.
+            _log.error("unreadable batch-topic record partition=%d bytes=%d", partition, len(value))
+            ack()
+            return
         counter = AckCounter(len(items), ack)
-        gate = self._gate
-        metrics = self._metrics
         for item in items:
-            event = _event_from(batch_key, item)
-            _, received = decode_item(item)
-            key_hex = dedupe_key(event)
-            verdict = gate.admit(key_hex, received.source, partition)
-            if verdict is Verdict.DUPLICATE:
-                metrics.events_duplicate.labels(event.destination).inc()
-                resolution = Resolution(
-                    received=received,
-                    status="duplicate",
-                    event_id=event.event_id,
-                    dedupe_key=key_hex,
-                    destination=event.destination,
-                    type=event.type,
-                    account=event.account,
-                )
-                self._spawn(self._deliver([resolution], [counter]))
-                continue
-            metrics.buffered_events.labels(event.destination).inc()
-            self.scheduler.add(batch_key, Pending(event, received, key_hex, partition, counter))
-        metrics.dedupe_keys.set(len(gate))
+            try:
+                self._admit(batch_key, item, partition, counter)
+            except Exception as exc:  # every event ends in a result, even after a bug
+                self._fail_item(batch_key, item, counter, exc)
+        self._metrics.dedupe_keys.set(len(self._gate))
+
+    def _admit(
+        self, batch_key: BatchKey, item: list[Any], partition: int, counter: AckCounter
+    ) -> None:
+        """Dedupe one event of a chunk: answer a duplicate, or buffer it for upload."""
+        event = _event_from(batch_key, item)
+        _, received = decode_item(item)
+        pending = self._pending_sources.get(received.source)
+        if pending is not None:
+            # The same input message again, through a chunk re-sent after a restart, while
+            # its first copy is in a batch here or not yet settled: that copy answers it.
+            if pending.finished:
+                counter.done()
+            else:
+                pending.followers.append(counter)
+            return
+        key_hex = dedupe_key(event)
+        verdict = self._gate.admit(key_hex, received.source, partition)
+        if not verdict.admitted:
+            duplicate = verdict is Verdict.DUPLICATE
+            if duplicate:
+                self._metrics.events_duplicate.labels(event.destination).inc()
+            resolution = Resolution(
+                received=received,
+                status="duplicate" if duplicate else "uploaded",
+                event_id=event.event_id,
+                dedupe_key=key_hex,
+                destination=event.destination,
+                type=event.type,
+                account=event.account,
+            )
+            self._spawn(self._deliver([resolution], [counter]))
+            return
+        self._metrics.buffered_events.labels(event.destination).inc()
+        admitted = Pending(event, received, key_hex, partition, counter)
+        self._pending_sources[received.source] = admitted
+        self.scheduler.add(batch_key, admitted)
+
+    def _fail_item(
+        self, batch_key: BatchKey, item: list[Any], counter: AckCounter, exc: Exception
+    ) -> None:
+        frames = "".join(traceback.format_tb(exc.__traceback__))  # frames only: no PII
+        _log.error("event handling bug error=%s\n%s", type(exc).__name__, frames)
+        try:
+            body, received = decode_item(item)
+        except Exception:
+            counter.done()
+            return
+        resolution = Resolution(
+            received=received,
+            status="failed",
+            event_id=item[0] if isinstance(item[0], str) else None,
+            destination=batch_key.destination,
+            type=batch_key.type,
+            account=batch_key.account,
+            error=ErrorInfo(
+                "upload",
+                "INTERNAL_ERROR",
+                f"convstream failed on this event ({type(exc).__name__}); replay it after "
+                "upgrading, and please report it",
+                retryable=True,
+            ),
+            dead_letter_value=orjson.dumps(body),
+        )
+        self._spawn(self._deliver([resolution], [counter]))
 
     def _apply_settlement(self, value: bytes, partition: int) -> None:
         for key, status, topic, source_partition, offset in orjson.loads(value)["settle"]:
             source = SourcePosition(topic, source_partition, offset)
             self._gate.settle(key, status, source, partition)
+            pending = self._pending_sources.get(source)
+            if pending is not None and pending.finished:
+                del self._pending_sources[source]
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -195,6 +265,12 @@ class BatchPipeline:
         """Flush every buffered batch and cut retry waits short (rebalance, shutdown)."""
         self._interrupt.set()
         self.scheduler.flush_all()
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what this worker remembered about revoked batch-topic partitions."""
+        for source, pending in list(self._pending_sources.items()):
+            if pending.partition in partitions:
+                del self._pending_sources[source]
 
     def resume(self) -> None:
         """After a rebalance: retries wait their backoff again."""
@@ -234,7 +310,7 @@ class BatchPipeline:
         await self._settle(str(key), pending[0].partition, encode_settlement(entries))
         self._faults.hit("after_settle")
         for p in pending:
-            p.counter.done()
+            p.done()
 
     async def _write_with_retries(
         self, key: BatchKey, batch_id: str, pending: list[Pending]

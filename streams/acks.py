@@ -1,0 +1,143 @@
+"""Acks in offset order, one delivery per offset, and no silent holes. Pure; no Faust.
+
+Faust commits the first run of consecutive acked offsets it finds, and its check for an
+unacked message at the head of that run is off by one (and skipped entirely before the
+first commit). With acks arriving out of order, which is normal here because accounts
+finish their batches at different times, it would commit past an event still being
+uploaded, and a crash would lose that event. Faust can also deliver an offset twice after
+a seek (it replays what it had already fetched), or skip offsets it fetched while flow
+was paused during table recovery (faust-streaming issue 596).
+
+:class:`OffsetGate` sits between the stream and the pipeline and fixes all three, per
+topic-partition:
+
+* ``open()`` an offset when it is delivered; it returns the *done* callback the pipeline
+  calls when that event's output is delivered, or ``None`` for a repeated delivery (the
+  repeat's ack is tied to the first delivery, or given at once if that one is finished);
+* the real acks are released strictly in offset order, so the committed offset can never
+  pass an event in progress;
+* a hole (an offset that jumped) triggers ``seek(tp, first_missing)`` once, so the
+  missing messages are read again; if the same hole comes back, it is a real gap in the
+  log (compaction, transaction markers) and is accepted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+_log = logging.getLogger(__name__)
+
+Ack = Callable[[], None]
+Seek = Callable[[Hashable, int], None]
+
+
+@dataclass(slots=True)
+class _Partition:
+    next_release: int
+    """Lowest offset not yet released (acked to the consumer)."""
+    offsets: list[int] = field(default_factory=list)
+    """Open offsets, sorted."""
+    acks: dict[int, list[Ack]] = field(default_factory=dict)
+    done: set[int] = field(default_factory=set)
+    skipped: set[int] = field(default_factory=set)
+    """Offsets accepted as a real gap in the log: released without a message."""
+    sought_hole: int | None = None
+
+
+class OffsetGate:
+    """See the module docstring. One per agent; single-threaded (one event loop)."""
+
+    def __init__(self, seek: Seek | None = None) -> None:
+        self._seek = seek
+        self._partitions: dict[Hashable, _Partition] = {}
+        self.holes_sought = 0
+        self.repeats = 0
+
+    def open(self, tp: Hashable, offset: int, ack: Ack) -> Ack | None:
+        """Register a delivered message; returns its done callback, or None to skip it."""
+        part = self._partitions.get(tp)
+        if part is None:
+            part = self._partitions[tp] = _Partition(next_release=offset)
+        if offset < part.next_release:
+            self.repeats += 1
+            ack()  # finished and released before: nothing left to do for it
+            return None
+        if offset in part.acks:
+            self.repeats += 1
+            part.acks[offset].append(ack)  # acked together with the first delivery
+            hole = part.sought_hole
+            if hole is not None and offset > hole and hole not in part.acks:
+                self._accept_gap(tp, part, hole)  # re-read past the hole: it is real
+            return None
+        highest = part.offsets[-1] if part.offsets else part.next_release - 1
+        if offset > highest + 1:
+            self._on_hole(tp, part, highest + 1, offset)
+        bisect.insort(part.offsets, offset)
+        part.acks[offset] = [ack]
+        if part.sought_hole == offset:
+            part.sought_hole = None  # the re-read brought the missing message
+        return lambda: self._done(tp, offset)
+
+    def forget(self, tps: set[Hashable] | None = None) -> None:
+        """Drop state for revoked partitions (all when ``tps`` is None)."""
+        if tps is None:
+            self._partitions.clear()
+            return
+        for tp in tps:
+            self._partitions.pop(tp, None)
+
+    def open_count(self, tp: Hashable) -> int:
+        part = self._partitions.get(tp)
+        return len(part.offsets) if part else 0
+
+    def released(self, tp: Hashable) -> int | None:
+        """The next offset to release for ``tp``: everything below it is acked."""
+        part = self._partitions.get(tp)
+        return part.next_release if part else None
+
+    def _on_hole(self, tp: Hashable, part: _Partition, missing: int, got: int) -> None:
+        if self._seek is None:
+            self._accept_gap(tp, part, missing)
+            return
+        _log.warning(
+            "offsets skipped by the consumer tp=%s from=%d to=%d: reading them again",
+            tp,
+            missing,
+            got - 1,
+        )
+        part.sought_hole = missing
+        self.holes_sought += 1
+        self._seek(tp, missing)
+
+    def _accept_gap(self, tp: Hashable, part: _Partition, hole: int) -> None:
+        above = [o for o in part.offsets if o > hole]
+        end = above[0] if above else hole
+        _log.info("offset gap accepted tp=%s from=%d to=%d", tp, hole, end - 1)
+        part.skipped.update(o for o in range(hole, end) if o not in part.acks)
+        part.sought_hole = None
+        self._release(part)
+
+    def _done(self, tp: Hashable, offset: int) -> None:
+        part = self._partitions.get(tp)
+        if part is None or offset not in part.acks:
+            return  # partition revoked meanwhile: its acks no longer count
+        part.done.add(offset)
+        self._release(part)
+
+    def _release(self, part: _Partition) -> None:
+        offsets = part.offsets
+        while True:
+            next_offset = part.next_release
+            if next_offset in part.skipped:
+                part.skipped.discard(next_offset)
+            elif offsets and offsets[0] == next_offset and next_offset in part.done:
+                offsets.pop(0)
+                part.done.discard(next_offset)
+                for ack in part.acks.pop(next_offset):
+                    ack()
+            else:
+                return
+            part.next_release = next_offset + 1
