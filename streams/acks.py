@@ -81,6 +81,14 @@ class OffsetGate:
             part.sought_hole = None  # the re-read brought the missing message
         return lambda: self._done(tp, offset)
 
+    def start(self, tp: Hashable, offset: int) -> None:
+        """Begin ``tp`` at ``offset`` (its committed offset), dropping any earlier state.
+
+        Called on assignment. Without it the first delivered offset is taken as the
+        start, which is wrong when Faust first replays stale messages.
+        """
+        self._partitions[tp] = _Partition(next_release=offset)
+
     def forget(self, tps: set[Hashable] | None = None) -> None:
         """Drop state for revoked partitions (all when ``tps`` is None)."""
         if tps is None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
 
 from streams.acks import OffsetGate
+from streams.committed import CommittedOffsets
 from streams.config import DedupeStore, Settings
 from streams.dedupe import DedupeGate
 from streams.faults import FaultPlan
@@ -33,6 +34,9 @@ from streams.sinks import Sink, SourcePosition
 _log = logging.getLogger(__name__)
 
 LAG_INTERVAL_SECONDS = 2.0
+SHUTDOWN_DRAIN_SECONDS = 60.0
+COMMIT_CATCH_UP_ROUNDS = 1000
+COMMIT_CATCH_UP_SECONDS = 1.0
 REPLAY_COUNT_HEADER = "convstream.replay_count"
 
 
@@ -42,6 +46,18 @@ class ConvstreamApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.flush_hooks: list[Callable[[], None]] = []
+        self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    async def commit_all(self) -> None:
+        """Commit until nothing more can be committed.
+
+        Faust commits one run of consecutive acked offsets per call; after it replays
+        stale messages around a seek, its bookkeeping holds repeated offsets and a call
+        advances by only one run. Repeating the (public) commit catches up.
+        """
+        for _ in range(COMMIT_CATCH_UP_ROUNDS):
+            if not await self.consumer.commit():
+                return
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
@@ -49,8 +65,18 @@ class ConvstreamApp(faust.App):
             hook()
 
     async def on_stop(self) -> None:
+        # Faust's own wait for acks is skipped once the consumer is stopping, so wait for
+        # every batch and delivery here, while the producer and consumer still run; the
+        # commit that follows then covers everything this worker answered.
         for hook in self.flush_hooks:
             hook()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(drain() for drain in self.drain_hooks)), SHUTDOWN_DRAIN_SECONDS
+            )
+        except Exception as exc:  # not answered here means read again after the restart
+            _log.error("shutdown drain incomplete error=%s", type(exc).__name__)
+        await self.commit_all()
         await super().on_stop()
 
 
@@ -104,8 +130,8 @@ def create_app(
         for future in futures:
             await future
 
-    async def forward(key: str, value: bytes) -> None:
-        future = await app.producer.send(batch_topic_name, key.encode(), value, None, None, None)
+    async def forward(partition: int, value: bytes) -> None:
+        future = await app.producer.send(batch_topic_name, b"chunk", value, partition, None, None)
         await future
 
     async def settle(key: str, partition: int, value: bytes) -> None:
@@ -120,6 +146,7 @@ def create_app(
         settings, sinks, gate, publish, settle, metrics, FaultPlan(settings.fault_kill_at)
     )
     app.flush_hooks += [ingest.flush, pipeline.flush_now]
+    app.drain_hooks += [ingest.drain, pipeline.drain]
     tasks: set[asyncio.Task[None]] = set()
 
     def seek(tp: Any, offset: int) -> None:
@@ -169,9 +196,22 @@ def create_app(
             offsets.forget(revoked)
         pipeline.forget({tp.partition for tp in revoked if tp.topic == batch_topic_name})
 
+    committed = CommittedOffsets(settings.bootstrap_servers, settings.app_id)
+
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def on_assigned(app_: Any, *_: Any, **__: Any) -> None:
+    async def on_assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
         pipeline.resume()
+        ours = [tp for tp in assigned if tp.topic in gates]
+        loop = asyncio.get_running_loop()
+        starts = await loop.run_in_executor(
+            None, committed.fetch, [(tp.topic, tp.partition) for tp in ours]
+        )
+        for tp in ours:
+            gates[tp.topic].start(tp, starts[(tp.topic, tp.partition)])
+
+    @app.timer(interval=COMMIT_CATCH_UP_SECONDS)
+    async def catch_up_commits() -> None:
+        await app.commit_all()
 
     @table.on_recover
     async def on_recovered() -> None:
@@ -198,7 +238,7 @@ def create_app(
             )
 
     del ingest_agent, batch_agent, run_scheduler, on_revoked, on_assigned, on_recovered
-    del report_lag, request_sweep
+    del report_lag, request_sweep, catch_up_commits
     return app, pipeline
 
 

@@ -8,10 +8,11 @@ States a key can be in, and what an arriving event with that key becomes::
     uploaded, set by this same source position ------------> UPLOADED   (result, no upload)
     failed / validated (dry run) -------------------------> RETRY      (upload it: replays)
 
-A key is written ``in_flight`` when its event joins a batch, and settled to ``uploaded``
-or ``failed`` once the batch's results are published. Both writes happen inside stream
-iteration (see :mod:`streams.app`), so the table's changelog partition is the partition
-that owns the batch key. A source position is the input topic/partition/offset the event
+A key is ``in_flight`` (in memory, see :class:`DedupeGate`) from when its event joins a
+batch until the batch's settlement is applied, and is then written to the table as
+``uploaded`` or ``failed``. Table writes happen inside stream iteration (see
+:mod:`streams.app`), so the table's changelog partition is the partition that owns the
+batch key. A source position is the input topic/partition/offset the event
 was read from, which survives the repartition hop, so a message redelivered after a
 crash is recognised as itself and processed again: it is never lost to its own earlier,
 half-finished attempt: if its upload is known to have succeeded it is answered
@@ -157,10 +158,14 @@ def decide(record: KeyRecord | None, source: SourcePosition, now: float, ttl: fl
 
 
 class DedupeGate:
-    """Reads and writes key states in the injected table.
+    """Holds the in-flight keys in memory and the settled ones in the injected table.
 
     ``table`` maps key -> :meth:`KeyRecord.encode` lists; in the worker it is a Faust table
-    with a changelog, so every write here must happen inside stream iteration.
+    with a changelog, so every write here must happen inside stream iteration. Only
+    settled states are written: one changelog record per event. ``in_flight`` lives in
+    memory because persisting it would cost a second record per event and buy nothing:
+    an in-flight event's offset is never committed, so after a crash it is read again and
+    re-admitted before any later copy of it can be judged.
     """
 
     def __init__(
@@ -172,18 +177,18 @@ class DedupeGate:
         self._table = table
         self._ttl = ttl_seconds
         self._clock = clock
+        self._in_flight: dict[str, KeyRecord] = {}
         self._count: int | None = None
 
     def admit(self, key: str, source: SourcePosition, partition: int) -> Verdict:
-        """Decide for one arriving event; an admitted key is written ``in_flight``."""
+        """Decide for one arriving event; an admitted key becomes ``in_flight``."""
         now = self._clock()
-        stored = self._table.get(key)
-        record = _decode_or_none(stored)
+        record = self._in_flight.get(key)
+        if record is None:
+            record = _decode_or_none(self._table.get(key))
         verdict = decide(record, source, now, self._ttl)
         if verdict.admitted:
-            self._table[key] = KeyRecord("in_flight", source, now, partition).encode()
-            if stored is None and self._count is not None:
-                self._count += 1
+            self._in_flight[key] = KeyRecord("in_flight", source, now, partition)
         return verdict
 
     def settle(self, key: str, status: KeyStatus, source: SourcePosition, partition: int) -> None:
@@ -192,17 +197,31 @@ class DedupeGate:
         Skipped when another source took the key over meanwhile, so a late settlement of
         an old attempt cannot overwrite a newer one.
         """
+        flying = self._in_flight.get(key)
+        if flying is not None:
+            if flying.source != source:
+                return
+            del self._in_flight[key]
         stored = self._table.get(key)
-        if stored is not None and KeyRecord.decode(stored).source != source:
+        record = _decode_or_none(stored)
+        if record is not None and record.source != source and flying is None:
             return
         self._table[key] = KeyRecord(status, source, self._clock(), partition).encode()
+        if stored is None and self._count is not None:
+            self._count += 1
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop in-flight keys of revoked partitions (their events are read again)."""
+        for key, record in list(self._in_flight.items()):
+            if record.partition in partitions:
+                del self._in_flight[key]
 
     def expired_keys(self, partition: int) -> Iterator[str]:
         """Keys owned by ``partition`` whose TTL has passed."""
         cutoff = self._clock() - self._ttl
         for key, stored in list(self._table.items()):
-            record = KeyRecord.decode(stored)
-            if record.partition == partition and record.updated_at <= cutoff:
+            record = _decode_or_none(stored)
+            if record is not None and record.partition == partition and record.updated_at <= cutoff:
                 yield key
 
     def sweep(self, partition: int) -> int:

@@ -3,10 +3,10 @@
 Called by the Faust ingest agent once per input message, inside stream iteration. It
 parses and validates (:func:`streams.events.parse_event`), answers bad input and events
 for unconfigured destinations at once (result + dead letter), and groups valid events by
-batch key into small *chunks* that go to the internal batch topic keyed by batch key, so
-every account lives on one partition of the batch stage. A chunk carries many events in
-one Kafka record: the batch stage then pays Faust's per-message cost once per chunk
-instead of once per event, which is what lets the pipeline keep up with a bare agent.
+batch-topic partition into *chunks*: a batch key always maps to the same partition, so
+every account lives on one partition of the batch stage. A chunk carries many events
+(of any batch keys owned by that partition) in one Kafka record: the batch stage then pays
+Faust's per-message cost once per chunk instead of once per event.
 
 An input message is acked only once its own output is acknowledged by the broker: its
 result and dead letter, or the chunk that carries it to the batch stage (from there the
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
@@ -43,7 +44,8 @@ _log = logging.getLogger(__name__)
 
 Ack = Callable[[], None]
 Publish = Callable[[list[OutputRecord]], Awaitable[None]]
-Forward = Callable[[str, bytes], Awaitable[None]]
+Forward = Callable[[int, bytes], Awaitable[None]]
+"""Send a chunk to this batch-topic partition and wait for the broker's ack."""
 
 CHUNK_MAX_EVENTS = 500
 CHUNK_MAX_BYTES = 1 << 20
@@ -58,11 +60,17 @@ class _Chunk:
     size: int = 0
 
 
+def batch_partition(batch_key: str, partitions: int) -> int:
+    """The batch-topic partition that owns ``batch_key`` (stable across processes)."""
+    return zlib.crc32(batch_key.encode()) % partitions
+
+
 def encode_item(event: Event, received: Received) -> bytes:
     """One event of a chunk: everything the batch stage needs, without re-validation."""
     s = received.source
     return orjson.dumps(
         [
+            str(BatchKey.of(event)),
             event.event_id,
             event.account,
             event.action,
@@ -102,7 +110,7 @@ class Ingest:
         self._forward = forward
         self._metrics = metrics
         self._clock = clock
-        self._chunks: dict[str, _Chunk] = {}
+        self._chunks: dict[int, _Chunk] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._linger: asyncio.TimerHandle | None = None
 
@@ -124,7 +132,7 @@ class Ingest:
         if parsed.destination not in self._configured:
             self._resolve(_not_configured(parsed, received), ack)
             return
-        key = str(BatchKey.of(parsed))
+        key = batch_partition(str(BatchKey.of(parsed)), self._settings.batch_partitions)
         line = encode_item(parsed, received)
         chunk = self._chunks.get(key)
         if chunk is not None and chunk.size + len(line) > CHUNK_MAX_BYTES:
@@ -170,7 +178,7 @@ class Ingest:
             metrics.conversions_rejected.labels(destination, resolution.error.code).inc()
             metrics.dead_letters.labels(destination, resolution.error.stage).inc()
 
-    def _send_chunk(self, key: str) -> None:
+    def _send_chunk(self, key: int) -> None:
         chunk = self._chunks.pop(key)
         self._spawn(self._deliver(self._forward(key, encode_chunk(chunk.lines)), chunk.acks))
 
@@ -232,7 +240,7 @@ def _not_configured(event: Event, received: Received) -> Resolution:
 
 def decode_item(line: list[object]) -> tuple[dict[str, object], Received]:
     """Inverse of :func:`encode_item`'s provenance half, used by the batch stage."""
-    (_, _, _, _, body, topic, partition, offset, key_hex, timestamp, received_at, replays) = line
+    (_, _, _, _, _, body, topic, partition, offset, key_hex, timestamp, received_at, replays) = line
     received = Received(
         source=SourcePosition(str(topic), int(partition), int(offset)),  # type: ignore[call-overload]
         key=None if key_hex is None else bytes.fromhex(str(key_hex)),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -134,7 +135,7 @@ class BatchPipeline:
         faults: FaultPlan | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        backoff_base: float = _BACKOFF_BASE,
     ) -> None:
         self._settings = settings
         self._sinks = sinks
@@ -144,7 +145,7 @@ class BatchPipeline:
         self._metrics = metrics
         self._faults = faults or FaultPlan()
         self._clock = clock
-        self._sleep = sleep
+        self._backoff_base = backoff_base
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending_sources: dict[SourcePosition, Pending] = {}
         self._interrupt = asyncio.Event()
@@ -160,6 +161,7 @@ class BatchPipeline:
         """One batch-topic record: a chunk or a settlement."""
         if is_settlement(value):
             self._apply_settlement(value, partition)
+            self._metrics.dedupe_keys.set(len(self._gate))
             ack()
             return
         if value.startswith(SWEEP_REQUEST):
@@ -170,7 +172,6 @@ class BatchPipeline:
             ack()
             return
         try:
-            batch_key = BatchKey.parse(key)
             items = orjson.loads(value)["events"]
         except (ValueError, KeyError, TypeError):
             # Only a bug or a foreign writer on the internal topic gets here; there is no
@@ -181,9 +182,9 @@ class BatchPipeline:
         counter = AckCounter(len(items), ack)
         for item in items:
             try:
-                self._admit(batch_key, item, partition, counter)
+                self._admit(BatchKey.parse(item[0]), item, partition, counter)
             except Exception as exc:  # every event ends in a result, even after a bug
-                self._fail_item(batch_key, item, counter, exc)
+                self._fail_item(item, counter, exc)
         self._metrics.dedupe_keys.set(len(self._gate))
 
     def _admit(
@@ -223,20 +224,19 @@ class BatchPipeline:
         self._pending_sources[received.source] = admitted
         self.scheduler.add(batch_key, admitted)
 
-    def _fail_item(
-        self, batch_key: BatchKey, item: list[Any], counter: AckCounter, exc: Exception
-    ) -> None:
+    def _fail_item(self, item: list[Any], counter: AckCounter, exc: Exception) -> None:
         frames = "".join(traceback.format_tb(exc.__traceback__))  # frames only: no PII
         _log.error("event handling bug error=%s\n%s", type(exc).__name__, frames)
         try:
             body, received = decode_item(item)
+            batch_key = BatchKey.parse(item[0])
         except Exception:
             counter.done()
             return
         resolution = Resolution(
             received=received,
             status="failed",
-            event_id=item[0] if isinstance(item[0], str) else None,
+            event_id=item[1] if isinstance(item[1], str) else None,
             destination=batch_key.destination,
             type=batch_key.type,
             account=batch_key.account,
@@ -268,6 +268,7 @@ class BatchPipeline:
 
     def forget(self, partitions: set[int]) -> None:
         """Drop what this worker remembered about revoked batch-topic partitions."""
+        self._gate.forget(partitions)
         for source, pending in list(self._pending_sources.items()):
             if pending.partition in partitions:
                 del self._pending_sources[source]
@@ -323,6 +324,7 @@ class BatchPipeline:
         final: dict[int, EventOutcome] = {}
         todo = list(range(len(pending)))
         attempt = 0
+        note = ""
         while todo:
             attempt += 1
             batch = AccountBatch(
@@ -352,7 +354,7 @@ class BatchPipeline:
                 _log.exception("sink write raised destination=%s", destination)
                 message = f"the upload raised {type(exc).__name__}"
                 outcomes = [EventOutcome("retryable", "SINK_ERROR", message)] * len(todo)
-                retry_after = _BACKOFF_BASE
+                retry_after = self._backoff_base
             else:
                 failed = any(o.is_failure for o in outcomes)
                 metrics.upload_requests.labels(destination, "partial" if failed else "ok").inc()
@@ -368,12 +370,24 @@ class BatchPipeline:
             todo = retry
             if not todo:
                 break
-            delay = _backoff(attempt, retry_after)
-            if time.monotonic() + delay > budget_ends or self._interrupt.is_set():
+            delay = backoff(attempt, retry_after, self._backoff_base)
+            if self._interrupt.is_set():
+                note = " (retries cut short by a rebalance or shutdown; replay it)"
+                break
+            if time.monotonic() + delay > budget_ends:
+                note = f" (retries exhausted after {attempt} attempts)"
                 break
             metrics.upload_retries.labels(destination).inc()
             await self._interruptible_sleep(delay)
-        return [final[i] for i in range(len(pending))], attempt
+        outcomes = [final[i] for i in range(len(pending))]
+        if note:
+            outcomes = [
+                dataclasses.replace(o, message=(o.message or "") + note)
+                if o.status == "retryable"
+                else o
+                for o in outcomes
+            ]
+        return outcomes, attempt
 
     async def _interruptible_sleep(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -410,7 +424,7 @@ class BatchPipeline:
 
 
 def _event_from(key: BatchKey, item: list[Any]) -> Event:
-    event_id, account, action, event_time, body = item[:5]
+    event_id, account, action, event_time, body = item[1:6]
     return Event(
         destination=key.destination,
         type=key.type,
@@ -422,9 +436,9 @@ def _event_from(key: BatchKey, item: list[Any]) -> Event:
     )
 
 
-def _backoff(attempt: int, retry_after: float | None) -> float:
+def backoff(attempt: int, retry_after: float | None, base: float = _BACKOFF_BASE) -> float:
     """Exponential backoff with full jitter, never shorter than the server asked for."""
-    ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
+    ceiling = min(_BACKOFF_CAP, base * 2 ** (attempt - 1))
     jittered = random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not crypto)
     return max(jittered, retry_after or 0.0)
 
@@ -440,7 +454,7 @@ def _resolution(
         error = ErrorInfo(
             "upload",
             outcome.code or "RETRIES_EXHAUSTED",
-            (outcome.message or "") + " (retries exhausted)",
+            outcome.message or "the destination kept failing",
             retryable=True,
         )
     elif outcome.status == "rejected":

@@ -1,0 +1,51 @@
+"""A bare Faust agent that only decodes: the per-event ceiling the pipeline is compared to.
+
+Run by bench_pipeline.py in its own process (settings from BENCH_* variables). Writes
+{"rate": events/s from first to last event} to BENCH_OUT and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+
+COUNT = int(os.environ["BENCH_COUNT"])
+OUT = Path(os.environ["BENCH_OUT"])
+
+app = faust.App(
+    f"bare-{uuid.uuid4().hex[:8]}",
+    broker=f"kafka://{os.environ['BENCH_BOOTSTRAP']}",
+    broker_session_timeout=3,
+    broker_heartbeat_interval=0.5,
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,
+    datadir=os.environ["BENCH_DIR"],
+)
+topic = app.topic(os.environ["BENCH_TOPIC"], key_serializer="raw", value_serializer="raw")
+state: dict[str, Any] = {"seen": 0, "started": None}
+
+
+@app.agent(topic, concurrency=1)
+async def decode(stream: Any) -> None:
+    async for value in stream:
+        if state["started"] is None:
+            state["started"] = time.perf_counter()
+        try:
+            orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+        state["seen"] += 1
+        if state["seen"] == COUNT:
+            rate = COUNT / (time.perf_counter() - state["started"])
+            OUT.write_bytes(orjson.dumps({"rate": rate}))
+            os._exit(0)
+
+
+if __name__ == "__main__":
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
