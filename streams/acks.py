@@ -108,7 +108,7 @@ class OffsetGate:
 
     def _on_hole(self, tp: Hashable, part: _Partition, missing: int, got: int) -> None:
         if self._seek is None:
-            self._accept_gap(tp, part, missing)
+            self._accept_gap(tp, part, missing, got)
             return
         _log.warning(
             "offsets skipped by the consumer tp=%s from=%d to=%d: reading them again",
@@ -120,9 +120,13 @@ class OffsetGate:
         self.holes_sought += 1
         self._seek(tp, missing)
 
-    def _accept_gap(self, tp: Hashable, part: _Partition, hole: int) -> None:
-        above = [o for o in part.offsets if o > hole]
-        end = above[0] if above else hole
+    def _accept_gap(
+        self, tp: Hashable, part: _Partition, hole: int, end: int | None = None
+    ) -> None:
+        """Release ``hole`` up to ``end`` (default: the next open offset) without messages."""
+        if end is None:
+            above = [o for o in part.offsets if o > hole]
+            end = above[0] if above else hole
         _log.info("offset gap accepted tp=%s from=%d to=%d", tp, hole, end - 1)
         part.skipped.update(o for o in range(hole, end) if o not in part.acks)
         part.sought_hole = None

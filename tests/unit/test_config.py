@@ -98,3 +98,40 @@ def test_blank_values_mean_default() -> None:
 )
 def test_bootstrap_servers_accepts_faust_and_kafka_forms(url: str, servers: str) -> None:
     assert bootstrap_servers(url) == servers
+
+
+def test_worker_variables_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "CONVSTREAM_BATCH_PARTITIONS": "16",
+            "CONVSTREAM_SESSION_TIMEOUT_SECONDS": "10",
+            "CONVSTREAM_DEDUPE_SWEEP_SECONDS": "60",
+            "CONVSTREAM_DEDUPE_STORE": "memory",
+            "CONVSTREAM_PRODUCER_BATCH_BYTES": "1",
+            "CONVSTREAM_RECORDING_SINK": "google_ads, yandex_metrica",
+            "CONVSTREAM_RECORDING_SINK_LOG": "/tmp/uploads.log",
+            "CONVSTREAM_FAULT_KILL_AT": "after_upload:3",
+            "CONVSTREAM_DEDUPE_TTL_DAYS": "0.5",
+        }
+    )
+    assert (settings.batch_partitions, settings.session_timeout_seconds) == (16, 10)
+    assert (settings.dedupe_sweep_seconds, settings.dedupe_store.value) == (60, "memory")
+    assert settings.producer_batch_bytes == 1
+    assert settings.recording_sink == {"google_ads", "yandex_metrica"}
+    assert settings.recording_sink_log == Path("/tmp/uploads.log")
+    assert settings.fault_kill_at == "after_upload:3"
+    assert settings.dedupe_ttl_days == 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONVSTREAM_RECORDING_SINK", "facebook"),
+        ("CONVSTREAM_FAULT_KILL_AT", "after_upload"),
+        ("CONVSTREAM_DEDUPE_STORE", "redis"),
+        ("CONVSTREAM_BATCH_PARTITIONS", "0"),
+    ],
+)
+def test_invalid_worker_variables_are_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
