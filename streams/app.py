@@ -232,10 +232,13 @@ def create_app(
 
     @app.timer(interval=settings.dedupe_sweep_seconds)
     async def request_sweep() -> None:
-        for partition in range(settings.batch_partitions):
-            await app.producer.send(
-                batch_topic_name, b"sweep", SWEEP_REQUEST + b":1}", partition, None, None
-            )
+        # Through the partition itself, so the deletes happen inside stream iteration (the
+        # changelog tombstones go to that partition); only the partitions this worker owns.
+        for tp in app.consumer.assignment():
+            if tp.topic == batch_topic_name:
+                await app.producer.send(
+                    batch_topic_name, b"sweep", SWEEP_REQUEST + b":1}", tp.partition, None, None
+                )
 
     del ingest_agent, batch_agent, run_scheduler, on_revoked, on_assigned, on_recovered
     del report_lag, request_sweep, catch_up_commits
