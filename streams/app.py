@@ -28,6 +28,7 @@ from streams.faults import FaultPlan
 from streams.ingest import CHUNK_MAX_BYTES, Ingest
 from streams.metrics import Metrics
 from streams.outcomes import OutputRecord, Received
+from streams.output import OutputProducer, Record
 from streams.pipeline import SWEEP_REQUEST, BatchPipeline
 from streams.sinks import Sink, SourcePosition
 
@@ -38,6 +39,7 @@ SHUTDOWN_DRAIN_SECONDS = 60.0
 COMMIT_CATCH_UP_ROUNDS = 1000
 COMMIT_CATCH_UP_SECONDS = 1.0
 REPLAY_COUNT_HEADER = "convstream.replay_count"
+CHANGELOG_BUFFER_MESSAGES = 20_000
 
 
 class ConvstreamApp(faust.App):
@@ -47,6 +49,7 @@ class ConvstreamApp(faust.App):
         super().__init__(*args, **kwargs)
         self.flush_hooks: list[Callable[[], None]] = []
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.close_hooks: list[Callable[[], None]] = []
 
     async def commit_all(self) -> None:
         """Commit until nothing more can be committed.
@@ -77,6 +80,8 @@ class ConvstreamApp(faust.App):
         except Exception as exc:  # not answered here means read again after the restart
             _log.error("shutdown drain incomplete error=%s", type(exc).__name__)
         await self.commit_all()
+        for close in self.close_hooks:
+            close()
         await super().on_stop()
 
 
@@ -118,28 +123,26 @@ def create_app(
         key_type=str,
     )
 
+    output = OutputProducer(settings.bootstrap_servers, max_record_bytes(settings))
+    app.close_hooks.append(output.close)
+    topic_of = {"result": settings.results_topic, "dead_letter": settings.dlq_topic}
+
     async def publish(records: list[OutputRecord]) -> None:
-        producer = app.producer
-        futures = []
-        for record in records:
-            topic = settings.results_topic if record.kind == "result" else settings.dlq_topic
-            headers = list(record.headers) or None
-            futures.append(
-                await producer.send(topic, record.key, record.value, None, None, headers)
-            )
-        for future in futures:
-            await future
+        await output.send_all(
+            [Record(topic_of[r.kind], r.key, r.value, None, r.headers) for r in records]
+        )
 
     async def forward(partition: int, value: bytes) -> None:
-        future = await app.producer.send(batch_topic_name, b"chunk", value, partition, None, None)
-        await future
+        await output.send_all([Record(batch_topic_name, b"chunk", value, partition)])
 
     async def settle(key: str, partition: int, value: bytes) -> None:
-        future = await app.producer.send(
-            batch_topic_name, key.encode(), value, partition, None, None
-        )
-        await future
+        await output.send_all([Record(batch_topic_name, key.encode(), value, partition)])
 
+    # Table writes queue their changelog records in Faust's producer buffer; past
+    # ``max_messages`` Faust stops the stream and drains it one awaited message at a time
+    # (100 by default: a stall every 100 settled events). A background task drains it
+    # anyway; the bound only needs to stop runaway memory.
+    app.producer.buffer.max_messages = CHANGELOG_BUFFER_MESSAGES
     gate = DedupeGate(table, settings.dedupe_ttl_days * 86_400.0, time.time)
     ingest = Ingest(settings, frozenset(sinks), publish, forward, metrics)
     pipeline = BatchPipeline(

@@ -13,7 +13,11 @@ def test_demo_runs_and_summarizes_the_sample() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "Nothing leaves this machine" in out
-    assert "produced to the input topic: 38; read back: 38" in out
+    assert "sent 38 messages" in out
+    assert "results: 38 of 38 messages answered" in out
     assert "google_ads/click_conversion" in out
-    assert "invalid: INVALID_JSON" in out
+    assert "duplicate" in out
+    for code in ("INVALID_JSON", "INVALID_EVENT"):
+        assert code in out, f"a dead letter with {code} is shown"
+    assert "worker stopped with SIGTERM, exit code 0" in out
     assert "Not yet built" in out

@@ -4,11 +4,14 @@ and no dead letter for what ended well."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.event_model import EventError
 from streams.outcomes import ErrorInfo, Received, Resolution, invalid_input, iso_utc, output_records
@@ -34,6 +37,13 @@ NOW = 1_700_000_001.5
 def test_iso_utc_has_milliseconds_and_z() -> None:
     assert iso_utc(1_700_000_000.25) == "2023-11-14T22:13:20.250Z"
     assert iso_utc(0) == "1970-01-01T00:00:00.000Z"
+
+
+@given(st.floats(min_value=-2e9, max_value=4e9, allow_nan=False))
+def test_iso_utc_agrees_with_datetime_to_the_millisecond(timestamp: float) -> None:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    assert iso_utc(timestamp) == expected
 
 
 def test_an_uploaded_event_has_one_schema_valid_result_and_no_dead_letter() -> None:

@@ -1,0 +1,127 @@
+"""The worker's own records (results, dead letters, batch chunks, settlements) through
+librdkafka, with one asyncio future per group of records.
+
+Faust's producer is aiokafka: every ``send`` is a Python coroutine that builds the record
+batch in Python, which cost more CPU per result than the rest of the batch stage
+together. librdkafka batches and compresses in C on its own thread; here a second small
+thread serves its delivery reports, and each :meth:`OutputProducer.send_all` call waits for
+the broker's acknowledgement of *all* its records through a single future, so the caller
+(which acks input offsets only after that) keeps the at-least-once rule unchanged.
+
+Faust's producer still writes the table changelog; the two never need a common order,
+because a settlement is only sent after the results it settles were acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+_log = logging.getLogger(__name__)
+
+POLL_SECONDS: Final = 0.05
+QUEUE_FULL_BACKOFF_SECONDS: Final = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to produce; ``partition`` None lets the key choose (murmur2, as Java)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class _Group:
+    """Counts the delivery reports of one ``send_all`` call; runs on the poll thread."""
+
+    __slots__ = ("_error", "_future", "_loop", "_remaining")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self._loop = loop
+        self._future: asyncio.Future[None] = loop.create_future()
+        self._remaining = count
+        self._error: KafkaError | None = None
+
+    def on_delivery(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None and self._error is None:
+            self._error = error
+        self._remaining -= 1
+        if self._remaining == 0:
+            self._loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if self._future.done():
+            return
+        if self._error is None:
+            self._future.set_result(None)
+        else:
+            self._future.set_exception(KafkaException(self._error))
+
+
+class OutputProducer:
+    """A librdkafka producer plus the thread that serves its delivery reports."""
+
+    def __init__(self, bootstrap_servers: str, max_record_bytes: int, **config: Any) -> None:
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "acks": "all",
+                "linger.ms": 5,
+                "message.max.bytes": max_record_bytes,
+                "partitioner": "murmur2_random",  # same partition for a key as Java clients
+                "log.connection.close": False,
+                **config,
+            }
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve_reports, name="convstream-producer", daemon=True
+        )
+        self._thread.start()
+
+    async def send_all(self, records: Sequence[Record]) -> None:
+        """Produce ``records``; returns once the broker acknowledged every one of them.
+
+        Raises :class:`KafkaException` with the first delivery error; the caller then
+        leaves its input unacknowledged, so the input is read and answered again.
+        """
+        if not records:
+            return
+        group = _Group(asyncio.get_running_loop(), len(records))
+        produce = self._producer.produce
+        for record in records:
+            while True:
+                try:
+                    produce(
+                        record.topic,
+                        record.value,
+                        record.key,
+                        partition=-1 if record.partition is None else record.partition,
+                        headers=list(record.headers) or None,
+                        on_delivery=group.on_delivery,
+                    )
+                    break
+                except BufferError:  # librdkafka's queue is full: let it drain
+                    await asyncio.sleep(QUEUE_FULL_BACKOFF_SECONDS)
+        await group._future
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is queued (bounded by ``timeout``), then stop the report thread."""
+        left = self._producer.flush(timeout)
+        if left:
+            _log.error("output producer closed with undelivered records=%d", left)
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _serve_reports(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(POLL_SECONDS)
