@@ -186,6 +186,7 @@ def create_app(
             if done is None:
                 continue
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+            await pipeline.wait_for_room()
             pipeline.handle_record(key, event.value, message.partition, done)
 
     @app.task

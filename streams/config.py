@@ -77,6 +77,10 @@ class Settings:
     dedupe_sweep_seconds: float = 3600.0
     """How often each partition's expired dedupe keys are deleted (tombstoned)."""
     dedupe_store: DedupeStore = DedupeStore.ROCKSDB
+    max_open_events: int = 50_000
+    """Events the batch stage holds (admitted, results not yet delivered) before it stops
+    reading, so a backlog waits in Kafka rather than in memory. Batches fill to
+    ``batch_max_size`` only while accounts x batch size fits; beyond, they flush by window."""
     producer_batch_bytes: int = 16384
     """aiokafka max batch size. 1 makes every record its own batch: needed on the embedded
     tansu broker when a test checks table recovery (see KAFKA-NOTES.md)."""
@@ -155,6 +159,9 @@ class Settings:
                 600,
             ),
             dedupe_store=read.choice("CONVSTREAM_DEDUPE_STORE", defaults.dedupe_store, DedupeStore),
+            max_open_events=read.number(
+                "CONVSTREAM_MAX_OPEN_EVENTS", defaults.max_open_events, int, 1, 10_000_000
+            ),
             producer_batch_bytes=read.number(
                 "CONVSTREAM_PRODUCER_BATCH_BYTES", defaults.producer_batch_bytes, int, 1, 16 << 20
             ),

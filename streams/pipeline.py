@@ -150,6 +150,10 @@ class BatchPipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending_sources: dict[SourcePosition, Pending] = {}
         self._interrupt = asyncio.Event()
+        self._open_events = 0
+        self._open_by_partition: collections.Counter[int] = collections.Counter()
+        self._partition_epoch: collections.Counter[int] = collections.Counter()
+        self._room = asyncio.Event()
         self.scheduler: FlushScheduler[BatchKey, Pending] = FlushScheduler(
             MicroBatcher(settings.batch_max_size, settings.batch_window_seconds),
             self._flush,
@@ -180,7 +184,7 @@ class BatchPipeline:
             _log.error("unreadable batch-topic record partition=%d bytes=%d", partition, len(value))
             ack()
             return
-        counter = AckCounter(len(items), ack)
+        counter = AckCounter(len(items), self._hold(partition, len(items), ack))
         for item in items:
             try:
                 self._admit(BatchKey.parse(item[0]), item, partition, counter)
@@ -267,9 +271,41 @@ class BatchPipeline:
         self._interrupt.set()
         self.scheduler.flush_all()
 
+    async def wait_for_room(self) -> None:
+        """Block the batch agent while ``max_open_events`` events are admitted and not yet
+        answered. Without it a backlog is admitted into memory as fast as stage 1 forwards
+        it, however slow the uploads are; with it the unread rest waits in Kafka."""
+        while self._open_events >= self._settings.max_open_events:
+            self._room.clear()
+            await self._room.wait()
+
+    @property
+    def open_events(self) -> int:
+        """Events read from the batch topic whose results are not all delivered yet."""
+        return self._open_events
+
+    def _hold(self, partition: int, count: int, ack: Ack) -> Ack:
+        """Count ``count`` events as open until ``ack``; the returned ack releases them."""
+        self._open_events += count
+        self._open_by_partition[partition] += count
+        epoch = self._partition_epoch[partition]
+
+        def release() -> None:
+            if self._partition_epoch[partition] == epoch:  # not revoked meanwhile
+                self._open_events -= count
+                self._open_by_partition[partition] -= count
+                self._room.set()
+            ack()
+
+        return release
+
     def forget(self, partitions: set[int]) -> None:
         """Drop what this worker remembered about revoked batch-topic partitions."""
         self._gate.forget(partitions)
+        for partition in partitions:
+            self._partition_epoch[partition] += 1
+            self._open_events -= self._open_by_partition.pop(partition, 0)
+        self._room.set()
         for source, pending in list(self._pending_sources.items()):
             if pending.partition in partitions:
                 del self._pending_sources[source]

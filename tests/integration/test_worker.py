@@ -171,11 +171,20 @@ def test_metrics_after_a_known_input(kafka_bootstrap: str, tmp_path: Path) -> No
         worker.start()
         results.wait_for(produced)
 
-        def lag_reported() -> bool:
+        def settled() -> bool:
+            # Results come first; settlements, acks and the 2 s lag timer follow.
             text = worker.scrape()
-            return "convstream_consumer_lag{" in text
+            lags = [
+                metric_value(text, "convstream_consumer_lag", topic=topics.input, partition=str(p))
+                for p in range(4)
+            ]
+            return (
+                "convstream_consumer_lag{" in text
+                and metric_value(text, "convstream_dedupe_keys") == 25
+                and lags == [0, 0, 0, 0]
+            )
 
-        wait_until(lag_reported, 15, "consumer lag gauge")
+        wait_until(settled, 15, "dedupe keys settled and consumer lag 0")
         text = worker.scrape()
 
         def value(name: str, **labels: str) -> float:
@@ -249,6 +258,16 @@ def test_sigterm_flushes_buffered_batches_and_commits(kafka_bootstrap: str, tmp_
             60,
             "30 events buffered",
         )
+
+        def input_lag() -> float:
+            text = worker.scrape()
+            return sum(
+                metric_value(text, "convstream_consumer_lag", topic=topics.input, partition=str(p))
+                for p in range(4)
+            )
+
+        # Buffered means not acked: the lag counts them until the results are delivered.
+        wait_until(lambda: input_lag() == 30, 15, "a consumer lag of 30 on the input topic")
         assert results.messages == []
         assert worker.stop(signal.SIGTERM) == 0
         results.wait_for(produced)

@@ -112,6 +112,7 @@ def test_worker_variables_are_read() -> None:
             "CONVSTREAM_RECORDING_SINK_LOG": "/tmp/uploads.log",
             "CONVSTREAM_FAULT_KILL_AT": "after_upload:3",
             "CONVSTREAM_DEDUPE_TTL_DAYS": "0.5",
+            "CONVSTREAM_MAX_OPEN_EVENTS": "1000",
         }
     )
     assert (settings.batch_partitions, settings.session_timeout_seconds) == (16, 10)
@@ -121,6 +122,7 @@ def test_worker_variables_are_read() -> None:
     assert settings.recording_sink_log == Path("/tmp/uploads.log")
     assert settings.fault_kill_at == "after_upload:3"
     assert settings.dedupe_ttl_days == 0.5
+    assert settings.max_open_events == 1000
 
 
 @pytest.mark.parametrize(

@@ -416,3 +416,39 @@ def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
 def metric(h: Harness, name: str, **labels: str) -> float:
     value = h.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def test_reading_pauses_while_max_open_events_are_unanswered() -> None:
+    settings = dataclasses.replace(SETTINGS, max_open_events=2, batch_window_seconds=60)
+
+    async def scenario() -> None:
+        h = Harness(settings)
+        h.publish_gate = asyncio.Event()  # results cannot be delivered yet
+        h.send(click(1), click(2), click(3))  # a full batch: 3 open events
+        assert h.pipeline.open_events == 3
+        waiting = asyncio.create_task(h.pipeline.wait_for_room())
+        for _ in range(20):  # every chance to return too early, without a timer
+            await asyncio.sleep(0)
+        assert not waiting.done(), "3 open events >= 2: the batch agent must wait"
+        h.publish_gate.set()
+        await asyncio.wait_for(waiting, 5)
+        assert h.pipeline.open_events == 0
+        assert "ack 2" in h.log
+
+    run(scenario())
+
+
+def test_revoked_partitions_release_their_open_events() -> None:
+    settings = dataclasses.replace(SETTINGS, max_open_events=2, batch_window_seconds=60)
+
+    async def scenario() -> None:
+        h = Harness(settings)
+        h.send(click(1), click(2), partition=5)  # buffered: below the batch size
+        assert h.pipeline.open_events == 2
+        h.pipeline.forget({5})
+        assert h.pipeline.open_events == 0
+        await asyncio.wait_for(h.pipeline.wait_for_room(), 1)
+        await h.pipeline.drain()  # the late ack of the revoked chunk must not count twice
+        assert h.pipeline.open_events == 0
+
+    run(scenario())
