@@ -177,18 +177,25 @@ class DedupeGate:
         self._table = table
         self._ttl = ttl_seconds
         self._clock = clock
-        self._in_flight: dict[str, KeyRecord] = {}
+        # key -> (its in-flight record, whether the table held the key when admitted)
+        self._in_flight: dict[str, tuple[KeyRecord, bool]] = {}
         self._count: int | None = None
 
     def admit(self, key: str, source: SourcePosition, partition: int) -> Verdict:
         """Decide for one arriving event; an admitted key becomes ``in_flight``."""
         now = self._clock()
-        record = self._in_flight.get(key)
-        if record is None:
-            record = _decode_or_none(self._table.get(key))
+        flying = self._in_flight.get(key)
+        if flying is not None:
+            record: KeyRecord | None = flying[0]
+            stored = flying[1]
+        else:
+            # ``in`` first: most keys are new, and a miss through ``get`` costs an exception
+            # inside Faust's table on every event.
+            stored = key in self._table
+            record = _decode_or_none(self._table[key]) if stored else None
         verdict = decide(record, source, now, self._ttl)
         if verdict.admitted:
-            self._in_flight[key] = KeyRecord("in_flight", source, now, partition)
+            self._in_flight[key] = (KeyRecord("in_flight", source, now, partition), stored)
         return verdict
 
     def settle(self, key: str, status: KeyStatus, source: SourcePosition, partition: int) -> None:
@@ -199,20 +206,23 @@ class DedupeGate:
         """
         flying = self._in_flight.get(key)
         if flying is not None:
-            if flying.source != source:
+            if flying[0].source != source:
                 return
             del self._in_flight[key]
-        stored = self._table.get(key)
-        record = _decode_or_none(stored)
-        if record is not None and record.source != source and flying is None:
-            return
+            existed = flying[1]  # known since admit: no table read on the hot path
+        else:
+            stored = self._table.get(key)
+            record = _decode_or_none(stored)
+            if record is not None and record.source != source:
+                return
+            existed = stored is not None
         self._table[key] = KeyRecord(status, source, self._clock(), partition).encode()
-        if stored is None and self._count is not None:
+        if not existed and self._count is not None:
             self._count += 1
 
     def forget(self, partitions: set[int]) -> None:
         """Drop in-flight keys of revoked partitions (their events are read again)."""
-        for key, record in list(self._in_flight.items()):
+        for key, (record, _) in list(self._in_flight.items()):
             if record.partition in partitions:
                 del self._in_flight[key]
 

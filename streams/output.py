@@ -15,8 +15,10 @@ because a settlement is only sent after the results it settles were acknowledged
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,22 +43,29 @@ class Record:
 
 
 class _Group:
-    """Counts the delivery reports of one ``send_all`` call; runs on the poll thread."""
+    """Counts the delivery reports of one ``send_all`` call; runs on the poll thread.
 
-    __slots__ = ("_error", "_future", "_loop", "_remaining")
+    A complete group goes to ``completed``; the poll thread wakes the event loop once per
+    ``poll()`` for all of them, not once per group (each wake-up is a self-pipe write).
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+    __slots__ = ("_completed", "_error", "_future", "_loop", "_remaining")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, count: int, completed: deque[_Group]
+    ) -> None:
         self._loop = loop
         self._future: asyncio.Future[None] = loop.create_future()
         self._remaining = count
         self._error: KafkaError | None = None
+        self._completed = completed
 
     def on_delivery(self, error: KafkaError | None, _message: Any) -> None:
         if error is not None and self._error is None:
             self._error = error
         self._remaining -= 1
         if self._remaining == 0:
-            self._loop.call_soon_threadsafe(self._resolve)
+            self._completed.append(self)
 
     def _resolve(self) -> None:
         if self._future.done():
@@ -83,6 +92,7 @@ class OutputProducer:
             }
         )
         self._stop = threading.Event()
+        self._completed: deque[_Group] = deque()  # appended and drained thread-safely
         self._thread = threading.Thread(
             target=self._serve_reports, name="convstream-producer", daemon=True
         )
@@ -96,7 +106,7 @@ class OutputProducer:
         """
         if not records:
             return
-        group = _Group(asyncio.get_running_loop(), len(records))
+        group = _Group(asyncio.get_running_loop(), len(records), self._completed)
         produce = self._producer.produce
         for record in records:
             while True:
@@ -121,7 +131,24 @@ class OutputProducer:
             _log.error("output producer closed with undelivered records=%d", left)
         self._stop.set()
         self._thread.join(timeout)
+        self._wake_completed()
 
     def _serve_reports(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(POLL_SECONDS)
+            self._wake_completed()
+
+    def _wake_completed(self) -> None:
+        """Resolve the complete groups' futures, one loop wake-up per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Group]] = {}
+        while self._completed:
+            group = self._completed.popleft()
+            by_loop.setdefault(group._loop, []).append(group)
+        for loop, groups in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                loop.call_soon_threadsafe(_resolve_all, groups)
+
+
+def _resolve_all(groups: list[_Group]) -> None:
+    for group in groups:
+        group._resolve()
