@@ -35,7 +35,8 @@ row convstream can check) and nothing is sent; the events get ``validated``.
 
 Status tracking: each uploaded file's id is polled every ``poll_interval`` seconds until
 PROCESSED or LINKAGE_FAILURE; then one ``upload_status`` record goes to ``on_status``
-(the worker publishes it on the results topic) and the metrics are updated. Tracking is
+(the worker publishes it on the results topic) and the metrics are updated. An upload that
+stays unfinished for ``max_tracking_seconds`` (2 days) is logged and dropped. Tracking is
 in memory: uploads still pending at shutdown are logged and not followed after a restart
 (their events' results were published already; the status record is informational).
 """
@@ -108,6 +109,7 @@ class _Tracked:
     counter: str
     upload_id: str
     batch_id: str
+    since: float
 
 
 class YandexMetricaSink:
@@ -125,6 +127,7 @@ class YandexMetricaSink:
         dry_run: bool = False,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         poll_interval: float = 60.0,
+        max_tracking_seconds: float = 2 * 86_400.0,
         request_timeout: float = 300.0,
         max_concurrency: int = MAX_CONCURRENCY,
         backoff_base: float = 1.0,
@@ -139,6 +142,7 @@ class YandexMetricaSink:
         self._dry_run = dry_run
         self._max_file_bytes = max_file_bytes
         self._poll_interval = poll_interval
+        self._max_tracking = max_tracking_seconds
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._max_concurrency = max_concurrency
         self._backoff_base = backoff_base
@@ -250,7 +254,9 @@ class YandexMetricaSink:
         if upload_id is None:
             _log.warning("yandex upload answered without an uploading id counter=%s", counter)
             return EventOutcome("uploaded")
-        self._tracked[(counter, str(upload_id))] = _Tracked(counter, str(upload_id), batch.batch_id)
+        self._tracked[(counter, str(upload_id))] = _Tracked(
+            counter, str(upload_id), batch.batch_id, self._clock()
+        )
         self._metrics.yandex_uploads_tracked.set(len(self._tracked))
         return EventOutcome("uploaded", upload_id=str(upload_id))
 
@@ -370,6 +376,15 @@ class YandexMetricaSink:
         uploading = document.get("uploading") or {}
         status = str(uploading.get("status", ""))
         if status not in FINAL_STATUSES:
+            if self._clock() - tracked.since > self._max_tracking:
+                _log.warning(
+                    "yandex upload_id=%s counter=%s still %s after %.0fs: no longer followed",
+                    tracked.upload_id,
+                    tracked.counter,
+                    status or "unknown",
+                    self._max_tracking,
+                )
+                self._tracked.pop((tracked.counter, tracked.upload_id), None)
             return
         record = status_record(
             tracked.counter, tracked.upload_id, tracked.batch_id, uploading, self._clock()

@@ -73,6 +73,7 @@ class FakeYandex:
         self.delay = delay
         self.uploads: list[Upload] = []
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
+        self.status_failures = 0  # the next N status requests answer 500
         self.in_flight = 0
         self.max_in_flight = 0
         self._failures: list[_Failure] = []
@@ -234,6 +235,9 @@ class FakeYandex:
     async def _status(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"OAuth {self.token}":
             return self._error(request, 403, "Invalid oauth_token")
+        if self.status_failures > 0:
+            self.status_failures -= 1
+            return self._error(request, 500, "status backend unavailable")
         wanted = int(request.match_info["upload_id"])
         upload = next((u for u in self.uploads if u.id == wanted), None)
         if upload is None or upload.counter != request.match_info["counter"]:

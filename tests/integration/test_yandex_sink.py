@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -67,6 +67,14 @@ async def sink(server: FakeYandex, metrics: Metrics) -> AsyncIterator[YandexMetr
     await made.setup()
     yield made
     await made.aclose()
+
+
+async def eventually(condition: Callable[[], bool], within: float = 10) -> None:
+    """Poll ``condition`` until true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not met within {within}s"
+        await asyncio.sleep(0.02)
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -380,3 +388,72 @@ async def test_never_more_than_three_requests_at_once(metrics: Metrics) -> None:
     assert all(o.status == "uploaded" for outcomes in results for o in outcomes)
     assert len(server.uploads) >= 9  # several files per batch, so there was something to limit
     assert server.max_in_flight == 3
+
+
+async def test_poller_outlives_status_errors_and_a_failing_publisher(metrics: Metrics) -> None:
+    published: list[dict[str, Any]] = []
+    calls = 0
+
+    async def flaky_publish(record: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("results topic unavailable")
+        published.append(record)
+
+    with FakeYandex(TOKEN, polls_before_final=0) as server:
+        server.status_failures = 2
+        sink = YandexMetricaSink(
+            TOKEN, server.url, metrics=metrics, poll_interval=0.02, on_status=flaky_publish
+        )
+        await sink.setup()
+        try:
+            [outcome] = await sink.write(batch([event(1)]))
+            await eventually(lambda: sink.tracked_uploads == 0)
+        finally:
+            await sink.aclose()
+        answered = [status for method, _, status in server.requests if method == "GET"]
+    assert answered[:2] == [500, 500]
+    assert calls == 2  # failed once, published on the next poll
+    assert [r["upload_id"] for r in published] == [outcome.upload_id]
+    assert sample(metrics, "convstream_yandex_uploads_total", status="PROCESSED") == 1
+
+
+async def test_an_upload_never_finishing_is_dropped_after_the_tracking_limit(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [time.time()]
+    received: list[dict[str, Any]] = []
+
+    async def publish(record: dict[str, Any]) -> None:
+        received.append(record)
+
+    with FakeYandex(TOKEN, polls_before_final=10_000) as server:
+        sink = YandexMetricaSink(
+            TOKEN,
+            server.url,
+            metrics=metrics,
+            poll_interval=0.02,
+            max_tracking_seconds=3600,
+            on_status=publish,
+            clock=lambda: now[0],
+        )
+        await sink.setup()
+        try:
+            await sink.write(batch([event(1)]))
+            await sink.poll_once()
+            assert sink.tracked_uploads == 1  # still UPLOADED, within the limit
+            now[0] += 3601
+            await eventually(lambda: sink.tracked_uploads == 0)
+        finally:
+            await sink.aclose()
+    assert sink.tracked_uploads == 0
+    assert received == []
+    assert "no longer followed" in caplog.text
+
+
+async def test_retry_after_as_an_http_date(sink: YandexMetricaSink, server: FakeYandex) -> None:
+    server.fail_next(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")  # in the past
+    with pytest.raises(RetryableSinkError) as raised:
+        await sink.write(batch([event(1)]))
+    assert raised.value.retry_after == 0.0
