@@ -213,9 +213,11 @@ class YandexMetricaSink:
                     outcomes[index] = EventOutcome("validated")
             return _complete(outcomes)
         parts = len(plan.files)
-        results = await asyncio.gather(
-            *(self._upload(batch, file, n + 1, parts) for n, file in enumerate(plan.files))
+        answers = await asyncio.gather(
+            *(self._upload(batch, file, n + 1, parts) for n, file in enumerate(plan.files)),
+            return_exceptions=True,
         )
+        results = [self._unexpected(a) if isinstance(a, BaseException) else a for a in answers]
         for file, outcome in zip(plan.files, results, strict=True):
             for index in file.rows:
                 outcomes[index] = outcome
@@ -227,6 +229,19 @@ class YandexMetricaSink:
                 max(o.retry_after or 0.0 for o in results),
             )
         return _complete(outcomes)
+
+    def _unexpected(self, exc: BaseException) -> EventOutcome:
+        """A file whose upload raised something unforeseen: retried alone, so the other
+        files' outcomes (possibly already uploaded) are kept, never sent twice."""
+        if not isinstance(exc, Exception):
+            raise exc  # cancellation and the like end the write
+        _log.error("yandex upload raised error=%s", type(exc).__name__)
+        return EventOutcome(
+            "retryable",
+            "SINK_ERROR",
+            f"the upload raised {type(exc).__name__}",
+            retry_after=self._retry_after(None, 1),
+        )
 
     async def _upload(
         self, batch: AccountBatch, file: CsvFile, part: int, parts: int

@@ -457,3 +457,24 @@ async def test_retry_after_as_an_http_date(sink: YandexMetricaSink, server: Fake
     with pytest.raises(RetryableSinkError) as raised:
         await sink.write(batch([event(1)]))
     assert raised.value.retry_after == 0.0
+
+
+class _FirstFileExplodes(YandexMetricaSink):
+    async def _upload(self, batch: AccountBatch, file: Any, part: int, parts: int) -> EventOutcome:
+        if part == 1:
+            raise ValueError("unforeseen")
+        return await super()._upload(batch, file, part, parts)
+
+
+async def test_an_unexpected_error_in_one_file_keeps_the_other_files_outcomes(
+    server: FakeYandex,
+) -> None:
+    sink = _FirstFileExplodes(TOKEN, server.url, max_file_bytes=150)
+    try:
+        outcomes = await sink.write(batch([event(n) for n in range(4)]))
+    finally:
+        await sink.aclose()
+    assert [(o.status, o.code) for o in outcomes[:2]] == [("retryable", "SINK_ERROR")] * 2
+    assert [o.status for o in outcomes[2:]] == ["uploaded"] * 2
+    [upload] = server.uploads
+    assert [r["ClientId"] for r in upload.rows] == ["1700000000000002", "1700000000000003"]
