@@ -215,6 +215,9 @@ class FakeYandex:
             return self._error(request, 400, "column Target is required")
         if "DateTime" not in header:
             return self._error(request, 400, "column DateTime is required")
+        problem = _row_problem(header, lines, upload_type)
+        if problem:
+            return self._error(request, 400, problem)
         counter = request.match_info["counter"]
         with self._lock:
             upload_id = self._next_id
@@ -262,3 +265,31 @@ class FakeYandex:
             "user_not_found_quantity": not_found if finished else 0,
             "linked_quantity": lines - not_found if finished else 0,
         }
+
+
+def _row_problem(header: list[str], lines: list[list[str]], upload_type: str) -> str | None:
+    """What Metrica would refuse in the rows: the checks the sink must never trip."""
+    now = time.time()
+    for number, line in enumerate(lines, start=2):
+        if len(line) != len(header):
+            return f"line {number}: {len(line)} fields, header has {len(header)}"
+        row = dict(zip(header, line, strict=True))
+        if not row[next(c for c in header if c in ID_TYPES)]:
+            return f"line {number}: empty id"
+        when = row["DateTime"]
+        if not when.isdigit() or int(when) > now:
+            return f"line {number}: DateTime must be unix seconds in the past"
+        if upload_type == "BASIC" and not row["Target"]:
+            return f"line {number}: empty Target"
+        price = row.get("Price", "")
+        if price:
+            try:
+                float(price)
+            except ValueError:
+                return f"line {number}: Price must be a dot decimal"
+            if "," in price:
+                return f"line {number}: Price must be a dot decimal"
+        currency = row.get("Currency", "")
+        if currency and not (len(currency) == 3 and currency.isalpha() and currency.isupper()):
+            return f"line {number}: Currency must be an ISO 4217 code"
+    return None
