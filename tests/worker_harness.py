@@ -151,7 +151,11 @@ class WorkerProcess:
     def __enter__(self) -> WorkerProcess:
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None and self.runs:
+            # A failing test shows what the worker said (pytest prints captured stdout).
+            print(f"--- last 80 lines of the worker logs in {self.workdir} ---")
+            print("\n".join(self.log_text().splitlines()[-80:]))
         if self.running:
             assert self.process is not None
             self.process.kill()

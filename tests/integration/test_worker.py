@@ -259,15 +259,17 @@ def test_sigterm_flushes_buffered_batches_and_commits(kafka_bootstrap: str, tmp_
             "30 events buffered",
         )
 
-        def input_lag() -> float:
+        def batch_topic_lag() -> float:
             text = worker.scrape()
             return sum(
-                metric_value(text, "convstream_consumer_lag", topic=topics.input, partition=str(p))
+                metric_value(text, "convstream_consumer_lag", topic=batch_topic, partition=str(p))
                 for p in range(4)
             )
 
-        # Buffered means not acked: the lag counts them until the results are delivered.
-        wait_until(lambda: input_lag() == 30, 15, "a consumer lag of 30 on the input topic")
+        # Stage 1 acks the input once the events are safely on the batch topic; there,
+        # buffered means not acked: the lag counts them until the results are delivered.
+        batch_topic = f"{topics.app_id}-batches"
+        wait_until(lambda: batch_topic_lag() > 0, 15, "a consumer lag on the batch topic")
         assert results.messages == []
         assert worker.stop(signal.SIGTERM) == 0
         results.wait_for(produced)

@@ -1,0 +1,126 @@
+"""The bulk changelog restore: what a cold or stale RocksDB store gets before Faust's own
+recovery, read from a real changelog topic on the embedded broker."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+from worker_harness import Topics, WorkerProcess, metric_value, wait_until
+
+from streams.changelog_restore import restore_changelog
+from streams.local.broker import create_topics
+
+pytestmark = pytest.mark.integration
+
+
+class DictStore:
+    """Applies changelog batches to dicts, like Faust's store: put, delete on tombstone,
+    and the last applied offset per partition."""
+
+    def __init__(self) -> None:
+        self.data: dict[int, dict[bytes, bytes]] = {}
+        self.offsets: dict[int, int] = {}
+        self.batches = 0
+
+    def persisted_offset(self, tp: Any) -> int | None:
+        return self.offsets.get(tp.partition)
+
+    def apply_changelog_batch(self, batch: Any, to_key: Any, to_value: Any) -> None:
+        self.batches += 1
+        for event in batch:
+            message = event.message
+            part = self.data.setdefault(message.partition, {})
+            if message.value is None:
+                part.pop(message.key, None)
+            else:
+                part[message.key] = message.value
+            self.offsets[message.tp.partition] = max(
+                self.offsets.get(message.tp.partition, -1), message.offset
+            )
+
+
+def write_changelog(bootstrap: str, topic: str, records: list[tuple[int, bytes, bytes | None]]):
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for partition, key, value in records:
+        producer.produce(topic, value, key, partition=partition)
+    assert producer.flush(30) == 0
+
+
+def test_restore_applies_puts_and_tombstones_and_resumes_from_the_persisted_offset(
+    kafka_bootstrap: str,
+) -> None:
+    topic = f"restore-{time.time_ns()}"
+    create_topics(kafka_bootstrap, [topic], 2)
+    records = [(n % 2, b"k%d" % n, b"v%d" % n) for n in range(1_000)]
+    records += [(n % 2, b"k%d" % n, None) for n in range(0, 100)]  # tombstones for 100 keys
+    write_changelog(kafka_bootstrap, topic, records)
+
+    store = DictStore()
+    report = restore_changelog(store, kafka_bootstrap, topic, 2)
+
+    assert report.records == 1_100
+    live = {**store.data[0], **store.data[1]}
+    assert len(live) == 900
+    assert b"k5" not in live
+    assert live[b"k500"] == b"v500"
+    assert store.offsets == {0: 549, 1: 549}  # 500 puts + 50 tombstones per partition
+
+    # New records after the restore: a second restore reads only those.
+    write_changelog(kafka_bootstrap, topic, [(1, b"k1", b"again")])
+    again = restore_changelog(store, kafka_bootstrap, topic, 2)
+    assert again.records == 1
+    assert store.data[1][b"k1"] == b"again"
+    assert store.offsets == {0: 549, 1: 550}
+
+
+def test_restore_of_a_topic_that_does_not_exist_yet_is_empty(kafka_bootstrap: str) -> None:
+    store = DictStore()
+    report = restore_changelog(store, kafka_bootstrap, f"absent-{time.time_ns()}", 4)
+    assert report.records == 0
+    assert store.batches == 0
+
+
+def test_cold_rocksdb_worker_starts_with_every_live_key_of_the_changelog(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A worker on an empty data dir: the keys written to the changelog (minus the
+    tombstoned ones) are in its RocksDB table when it reports ready, without Faust
+    replaying them record by record."""
+    topics = Topics(kafka_bootstrap)
+    changelog = f"{topics.app_id}-dedupe-changelog"
+    create_topics(kafka_bootstrap, [changelog], 4)
+    now = time.time()
+    records: list[tuple[int, bytes, bytes | None]] = [
+        (n % 4, orjson.dumps(f"key-{n}"), orjson.dumps(["uploaded", now, n % 4, "t", 0, n]))
+        for n in range(4_000)
+    ]
+    records += [(n % 4, orjson.dumps(f"key-{n}"), None) for n in range(0, 4_000, 10)]
+    write_changelog(kafka_bootstrap, changelog, records)
+
+    worker = WorkerProcess(topics, tmp_path, CONVSTREAM_DEDUPE_STORE="rocksdb")
+    with worker:
+        worker.start()
+        wait_until(
+            lambda: metric_value(worker.scrape(), "convstream_dedupe_keys") == 3_600,
+            60,
+            "3,600 live keys",
+        )
+        assert "4400 records over 4 partitions" in worker.log_text()
+        assert worker.stop(signal.SIGTERM) == 0
+
+        # A restart on the same data dir reads nothing again.
+        worker.start()
+        wait_until(lambda: worker.log_text().count("Worker ready") >= 2, 60, "restart ready")
+        assert "restored" in worker.log_text().split("Worker ready")[1]
+        assert "0 records over 4 partitions" in worker.log_text().split("Worker ready")[1]
+        wait_until(
+            lambda: metric_value(worker.scrape(), "convstream_dedupe_keys") == 3_600,
+            30,
+            "3,600 keys after the restart",
+        )
