@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -90,6 +90,15 @@ class Settings:
     fault_kill_at: str | None = None
     """Fault injection for crash tests: ``point:n`` SIGKILLs the worker at the n-th pass
     of ``point`` (see :mod:`streams.faults`). Never set in production."""
+    yandex_oauth_token: str | None = field(default=None, repr=False)
+    """YANDEX_METRICA_OAUTH_TOKEN; None leaves yandex_metrica unconfigured. Never printed:
+    excluded from ``repr`` and never quoted in an error message."""
+    yandex_api_url: str = "https://api-metrika.yandex.net"
+    yandex_max_file_bytes: int = 1_000_000_000
+    """Largest CSV file per upload; bigger batches are split (Metrica's limit is 1 GB)."""
+    yandex_status_poll_seconds: float = 60.0
+    """How often the status of each Yandex upload is polled until it is final."""
+    yandex_request_timeout_seconds: float = 300.0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -170,6 +179,31 @@ class Settings:
             ),
             recording_sink_log=read.path("CONVSTREAM_RECORDING_SINK_LOG"),
             fault_kill_at=read.text("CONVSTREAM_FAULT_KILL_AT", "", check=_check_fault) or None,
+            yandex_oauth_token=read.secret("YANDEX_METRICA_OAUTH_TOKEN", check=_check_token),
+            yandex_api_url=read.text(
+                "YANDEX_METRICA_API_URL", defaults.yandex_api_url, check=_check_http_url
+            ).rstrip("/"),
+            yandex_max_file_bytes=read.number(
+                "CONVSTREAM_YANDEX_MAX_FILE_BYTES",
+                defaults.yandex_max_file_bytes,
+                int,
+                1024,
+                1_000_000_000,
+            ),
+            yandex_status_poll_seconds=read.number(
+                "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS",
+                defaults.yandex_status_poll_seconds,
+                float,
+                0.01,
+                86_400,
+            ),
+            yandex_request_timeout_seconds=read.number(
+                "CONVSTREAM_YANDEX_TIMEOUT_SECONDS",
+                defaults.yandex_request_timeout_seconds,
+                float,
+                1,
+                3600,
+            ),
         )
 
 
@@ -197,6 +231,19 @@ def _check_fault(value: str) -> str | None:
     point, sep, count = value.rpartition(":")
     if not sep or not point or not (count.isascii() and count.isdigit()):
         return "expected point:n, e.g. after_upload:2"
+    return None
+
+
+def _check_token(value: str) -> str | None:
+    if not all(33 <= ord(char) <= 126 for char in value):
+        return "expected a single word of printable ASCII (the OAuth token, no spaces)"
+    return None
+
+
+def _check_http_url(value: str) -> str | None:
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest.split("/")[0]:
+        return "expected an http:// or https:// URL, e.g. https://api-metrika.yandex.net"
     return None
 
 
@@ -256,6 +303,16 @@ class _Reader:
                 f"{', '.join(allowed)}"
             )
         return chosen
+
+    def secret(self, name: str, check: Callable[[str], str | None]) -> str | None:
+        """Like :meth:`text` without a default, and the error never quotes the value."""
+        value = self._raw(name)
+        if value is None:
+            return None
+        problem = check(value)
+        if problem:
+            raise ConfigError(f"{name} is invalid: {problem}")
+        return value
 
     def path(self, name: str) -> Path | None:
         value = self._raw(name)

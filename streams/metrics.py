@@ -106,6 +106,46 @@ class Metrics:
             "Keys held in this worker's dedupe table.",
             registry=registry,
         )
+        # Yandex Metrica upload tracking (labels: final status, counter id; a counter id
+        # identifies a Metrica tag, not a person).
+        self.yandex_uploads = Counter(
+            "convstream_yandex_uploads_total",
+            "Yandex Metrica uploads that reached a final status (PROCESSED, LINKAGE_FAILURE).",
+            ["status"],
+            registry=registry,
+        )
+        self.yandex_upload_lines = Counter(
+            "convstream_yandex_upload_lines_total",
+            "Rows of finished Yandex uploads, by what Metrica made of them "
+            "(linked, user_not_found, goal_not_found).",
+            ["counter", "result"],
+            registry=registry,
+        )
+        self.yandex_user_not_found_ratio = Gauge(
+            "convstream_yandex_user_not_found_ratio",
+            "Share of rows whose visitor Metrica could not find, in the counter's last "
+            "finished upload.",
+            ["counter"],
+            registry=registry,
+        )
+        self.yandex_goal_not_found_ratio = Gauge(
+            "convstream_yandex_goal_not_found_ratio",
+            "Share of rows whose goal (Target) Metrica could not find, in the counter's last "
+            "finished upload.",
+            ["counter"],
+            registry=registry,
+        )
+        self.yandex_auth_failures = Counter(
+            "convstream_yandex_auth_failures_total",
+            "Yandex requests refused with HTTP 401/403 (token invalid or no access).",
+            ["counter"],
+            registry=registry,
+        )
+        self.yandex_uploads_tracked = Gauge(
+            "convstream_yandex_uploads_tracked",
+            "Yandex uploads whose status is still being polled.",
+            registry=registry,
+        )
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:  # noqa: S104 (scraped)
         """Serve ``/metrics`` on ``port`` (0 picks a free one); returns the bound port."""

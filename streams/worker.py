@@ -8,34 +8,118 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 import faust
+import mode
+import orjson
 
-from streams.app import create_app
+from streams.app import create_app, max_record_bytes
 from streams.changelog_restore import restore_changelog
 from streams.config import DedupeStore, Settings
 from streams.events import warm_up
 from streams.metrics import Metrics
+from streams.output import OutputProducer, Record
 from streams.sinks import RecordingSink, Sink
+from streams.sinks.yandex import StatusCallback, YandexMetricaSink
 
 _log = logging.getLogger(__name__)
 
 
-def build_sinks(settings: Settings) -> dict[str, Sink]:
+def build_sinks(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    on_status: StatusCallback | None = None,
+) -> dict[str, Sink]:
     """One sink per destination that can receive events; the rest get
-    DESTINATION_NOT_CONFIGURED results. Real sinks arrive with their own issues."""
+    DESTINATION_NOT_CONFIGURED results.
+
+    A destination named in CONVSTREAM_RECORDING_SINK keeps the recording sink (demo,
+    tests); otherwise yandex_metrica gets the real sink when YANDEX_METRICA_OAUTH_TOKEN
+    is set. ``on_status`` receives the Yandex upload-status records.
+    """
     sinks: dict[str, Sink] = {}
     for destination in sorted(settings.recording_sink):
         sinks[destination] = RecordingSink(destination, log_path=settings.recording_sink_log)
+    if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
+        sinks["yandex_metrica"] = YandexMetricaSink(
+            settings.yandex_oauth_token,
+            settings.yandex_api_url,
+            metrics=metrics,
+            on_status=on_status,
+            dry_run=settings.dry_run,
+            max_file_bytes=settings.yandex_max_file_bytes,
+            poll_interval=settings.yandex_status_poll_seconds,
+            request_timeout=settings.yandex_request_timeout_seconds,
+        )
     return sinks
+
+
+class StatusPublisher:
+    """Publishes upload-status records on the results topic (keyed by account).
+
+    The librdkafka producer opens on the first record, so a worker whose sinks never
+    report a status never opens it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._output: OutputProducer | None = None
+
+    async def __call__(self, record: dict[str, Any]) -> None:
+        if self._output is None:
+            settings = self._settings
+            self._output = OutputProducer(settings.bootstrap_servers, max_record_bytes(settings))
+        await self._output.send_all(
+            [
+                Record(
+                    self._settings.results_topic,
+                    str(record.get("account", "")).encode(),
+                    orjson.dumps(record),
+                )
+            ]
+        )
+
+    def close(self) -> None:
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+
+
+class SinkLifecycle(mode.Service):
+    """Calls every sink's ``setup()`` before the app starts and ``aclose()`` after it
+    stopped: faust.Worker starts its extra services before the app and stops them after
+    it, so the app's final flush still has open sinks. A SinkConfigError in setup stops
+    the worker before it joins the group."""
+
+    def __init__(self, sinks: Mapping[str, Sink], publisher: StatusPublisher) -> None:
+        super().__init__()
+        self._sinks = sinks
+        self._publisher = publisher
+
+    async def on_start(self) -> None:
+        for sink in self._sinks.values():
+            await sink.setup()
+
+    async def on_stop(self) -> None:
+        for destination, sink in self._sinks.items():
+            try:
+                await sink.aclose()
+            except Exception as exc:  # one sink's close must not keep the others open
+                _log.error(
+                    "sink close failed destination=%s error=%s", destination, type(exc).__name__
+                )
+        self._publisher.close()
 
 
 def run_worker(settings: Settings) -> int:
     """Run the worker in the foreground; returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     warm_up()
-    sinks = build_sinks(settings)
+    metrics = Metrics()
+    publisher = StatusPublisher(settings)
+    sinks = build_sinks(settings, metrics, publisher)
     for destination in ("google_ads", "yandex_metrica"):
         if destination in sinks:
             _log.info("destination=%s sink=%s", destination, type(sinks[destination]).__name__)
@@ -45,7 +129,6 @@ def run_worker(settings: Settings) -> int:
                 "DESTINATION_NOT_CONFIGURED",
                 destination,
             )
-    metrics = Metrics()
     port = metrics.serve(settings.metrics_port)
     print(f"metrics on http://0.0.0.0:{port}/metrics", flush=True)
     app, _pipeline = create_app(settings, sinks, metrics)
@@ -60,7 +143,7 @@ def run_worker(settings: Settings) -> int:
             settings.batch_partitions,
             tp_factory=faust.types.TP,
         )
-    worker = faust.Worker(app, loglevel="INFO", quiet=True)
+    worker = faust.Worker(app, SinkLifecycle(sinks, publisher), loglevel="INFO", quiet=True)
     worker.execute_from_commandline()  # exits the process via sys.exit
     return 0
 

@@ -137,3 +137,55 @@ def test_worker_variables_are_read() -> None:
 def test_invalid_worker_variables_are_refused_by_name(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_yandex_defaults_leave_the_destination_unconfigured() -> None:
+    settings = Settings.from_env({})
+    assert settings.yandex_oauth_token is None
+    assert settings.yandex_api_url == "https://api-metrika.yandex.net"
+    assert settings.yandex_max_file_bytes == 1_000_000_000
+    assert settings.yandex_status_poll_seconds == 60.0
+
+
+def test_yandex_settings_are_read_and_the_token_is_never_shown() -> None:
+    settings = Settings.from_env(
+        {
+            "YANDEX_METRICA_OAUTH_TOKEN": " y0_AgAAAA-secret ",
+            "YANDEX_METRICA_API_URL": "http://127.0.0.1:8080/",
+            "CONVSTREAM_YANDEX_MAX_FILE_BYTES": "4096",
+            "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS": "0.5",
+            "CONVSTREAM_YANDEX_TIMEOUT_SECONDS": "30",
+        }
+    )
+    assert settings.yandex_oauth_token == "y0_AgAAAA-secret"
+    assert settings.yandex_api_url == "http://127.0.0.1:8080"
+    assert settings.yandex_max_file_bytes == 4096
+    assert settings.yandex_status_poll_seconds == 0.5
+    assert settings.yandex_request_timeout_seconds == 30
+    assert "secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("YANDEX_METRICA_API_URL", "api-metrika.yandex.net", "http:// or https://"),
+        ("YANDEX_METRICA_API_URL", "ftp://host", "http:// or https://"),
+        ("CONVSTREAM_YANDEX_MAX_FILE_BYTES", "2000000000", "from 1024 to 1e+09"),
+        ("CONVSTREAM_YANDEX_MAX_FILE_BYTES", "big", "an integer"),
+        ("CONVSTREAM_YANDEX_STATUS_POLL_SECONDS", "0", "a number from 0.01"),
+        ("CONVSTREAM_YANDEX_TIMEOUT_SECONDS", "-1", "a number from 1"),
+    ],
+)
+def test_invalid_yandex_settings_name_the_variable(name: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({name: value})
+    assert str(raised.value).startswith(f"{name}=")
+    assert expected in str(raised.value)
+
+
+def test_an_invalid_token_is_reported_without_its_value() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"YANDEX_METRICA_OAUTH_TOKEN": "two words-secret"})
+    message = str(raised.value)
+    assert message.startswith("YANDEX_METRICA_OAUTH_TOKEN is invalid")
+    assert "secret" not in message

@@ -1,0 +1,295 @@
+"""A local Yandex Metrica Management API (offline conversions) for tests and the benchmark.
+
+Runs an aiohttp server on 127.0.0.1 in a thread with its own event loop, so the same
+fake serves a sink in the test's loop and a `convstream worker` subprocess. It checks
+what the real API checks and the sink relies on (OAuth header, multipart ``file`` field,
+``type`` / ``client_id_type`` against the CSV header), records every upload, answers
+with the documented JSON and walks each upload through a scripted status progression.
+
+Failures on demand: :meth:`FakeYandex.fail_for` (e.g. 429 for N seconds),
+:meth:`FakeYandex.fail_next` (the next N uploads get a status and message), a wrong
+token (403), and ``delay`` to make concurrency observable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+ID_TYPES = {
+    "ClientId": "CLIENT_ID",
+    "UserId": "USER_ID",
+    "Yclid": "YCLID",
+    "PurchaseId": "PURCHASE_ID",
+}
+
+
+@dataclass
+class Upload:
+    """One accepted upload, as the server parsed it."""
+
+    id: int
+    counter: str
+    params: dict[str, str]
+    header: list[str]
+    rows: list[dict[str, str]]
+    raw: bytes
+    statuses: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Failure:
+    status: int
+    message: str
+    retry_after: str | None
+    times: int | None = None  # None: until ``until``
+    until: float = 0.0
+
+
+class FakeYandex:
+    """The fake API; use as a context manager (starts and stops the server thread)."""
+
+    def __init__(
+        self,
+        token: str = "test-token",
+        *,
+        final_status: str = "PROCESSED",
+        polls_before_final: int = 1,
+        user_not_found: int = 0,
+        delay: float = 0.0,
+    ) -> None:
+        self.token = token
+        self.final_status = final_status
+        self.final_status_for: dict[str, str] = {}
+        self.polls_before_final = polls_before_final
+        self.user_not_found = user_not_found
+        self.delay = delay
+        self.uploads: list[Upload] = []
+        self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
+        self.status_failures = 0  # the next N status requests answer 500
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._failures: list[_Failure] = []
+        self._next_id = 1000
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # --- control (from the test's thread) -------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        times: int = 1,
+        message: str = "scripted failure",
+        retry_after: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._failures.append(_Failure(status, message, retry_after, times=times))
+
+    def fail_for(self, status: int, seconds: float, retry_after: str | None = None) -> None:
+        with self._lock:
+            self._failures.append(
+                _Failure(status, "Too many requests", retry_after, until=time.monotonic() + seconds)
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rows(self) -> list[dict[str, str]]:
+        return [row for upload in self.uploads for row in upload.rows]
+
+    def __enter__(self) -> FakeYandex:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    # --- server (in its own thread) -------------------------------------------------------
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=64 << 20)
+        base = "/management/v1/counter/{counter}/offline_conversions"
+        app.router.add_post(base + "/upload", self._upload)
+        app.router.add_get(base + "/uploading/{upload_id}", self._status)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _answer(
+        self, request: web.Request, status: int, document: dict[str, Any], **headers: str
+    ) -> web.Response:
+        self.requests.append((request.method, request.path, status))
+        return web.json_response(document, status=status, headers=headers or None)
+
+    def _error(
+        self, request: web.Request, status: int, message: str, **headers: str
+    ) -> web.Response:
+        error_type = {400: "invalid_parameter", 401: "invalid_token", 403: "access_denied"}.get(
+            status, "backend_error"
+        )
+        document = {
+            "errors": [{"error_type": error_type, "message": message}],
+            "code": status,
+            "message": message,
+        }
+        return self._answer(request, status, document, **headers)
+
+    def _scripted_failure(self) -> _Failure | None:
+        now = time.monotonic()
+        with self._lock:
+            for failure in list(self._failures):
+                if failure.times is not None:
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        self._failures.remove(failure)
+                    return failure
+                if now < failure.until:
+                    return failure
+                self._failures.remove(failure)
+        return None
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return await self._handle_upload(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle_upload(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization")
+        if auth is None:
+            return self._error(request, 401, "Authorization header is missing")
+        if auth != f"OAuth {self.token}":
+            return self._error(request, 403, "Invalid oauth_token")
+        failure = self._scripted_failure()
+        if failure is not None:
+            headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
+            return self._error(request, failure.status, failure.message, **headers)
+        reader = await request.multipart()
+        part = await reader.next()
+        if part is None or getattr(part, "name", None) != "file":
+            return self._error(request, 400, "multipart field 'file' is required")
+        raw = bytes(await part.read())  # type: ignore[union-attr]
+        try:
+            table = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
+        except UnicodeDecodeError:
+            return self._error(request, 400, "file is not UTF-8")
+        if len(table) < 2:
+            return self._error(request, 400, "file has no rows")
+        header, lines = table[0], table[1:]
+        params = dict(request.query)
+        id_columns = [c for c in header if c in ID_TYPES]
+        if len(id_columns) != 1:
+            return self._error(request, 400, f"exactly one id column expected, got {id_columns}")
+        if params.get("client_id_type") != ID_TYPES[id_columns[0]]:
+            return self._error(request, 400, "client_id_type does not match the file")
+        upload_type = params.get("type")
+        if upload_type not in ("BASIC", "CALLS"):
+            return self._error(request, 400, f"unknown type {upload_type}")
+        if upload_type == "BASIC" and "Target" not in header:
+            return self._error(request, 400, "column Target is required")
+        if "DateTime" not in header:
+            return self._error(request, 400, "column DateTime is required")
+        problem = _row_problem(header, lines, upload_type)
+        if problem:
+            return self._error(request, 400, problem)
+        counter = request.match_info["counter"]
+        with self._lock:
+            upload_id = self._next_id
+            self._next_id += 1
+        final = self.final_status_for.get(counter, self.final_status)
+        upload = Upload(
+            id=upload_id,
+            counter=counter,
+            params=params,
+            header=header,
+            rows=[dict(zip(header, line, strict=True)) for line in lines],
+            raw=raw,
+            statuses=["UPLOADED"] * self.polls_before_final + [final],
+        )
+        self.uploads.append(upload)
+        return self._answer(request, 200, {"uploading": self._uploading(upload, "PREPARED")})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"OAuth {self.token}":
+            return self._error(request, 403, "Invalid oauth_token")
+        if self.status_failures > 0:
+            self.status_failures -= 1
+            return self._error(request, 500, "status backend unavailable")
+        wanted = int(request.match_info["upload_id"])
+        upload = next((u for u in self.uploads if u.id == wanted), None)
+        if upload is None or upload.counter != request.match_info["counter"]:
+            return self._error(request, 404, "uploading not found")
+        status = upload.statuses.pop(0) if len(upload.statuses) > 1 else upload.statuses[0]
+        return self._answer(request, 200, {"uploading": self._uploading(upload, status)})
+
+    def _uploading(self, upload: Upload, status: str) -> dict[str, Any]:
+        lines = len(upload.rows)
+        finished = status in ("PROCESSED", "LINKAGE_FAILURE")
+        not_found = lines if status == "LINKAGE_FAILURE" else min(lines, self.user_not_found)
+        return {
+            "id": upload.id,
+            "create_time": "2026-11-23T10:00:00+03:00",
+            "source_quantity": lines,
+            "line_quantity": lines,
+            "comment": upload.params.get("comment", ""),
+            "type": upload.params.get("type"),
+            "client_id_type": upload.params.get("client_id_type"),
+            "status": status,
+            "goal_not_found_quantity": 0,
+            "user_not_found_quantity": not_found if finished else 0,
+            "linked_quantity": lines - not_found if finished else 0,
+        }
+
+
+def _row_problem(header: list[str], lines: list[list[str]], upload_type: str) -> str | None:
+    """What Metrica would refuse in the rows: the checks the sink must never trip."""
+    now = time.time()
+    for number, line in enumerate(lines, start=2):
+        if len(line) != len(header):
+            return f"line {number}: {len(line)} fields, header has {len(header)}"
+        row = dict(zip(header, line, strict=True))
+        if not row[next(c for c in header if c in ID_TYPES)]:
+            return f"line {number}: empty id"
+        when = row["DateTime"]
+        if not when.isdigit() or int(when) > now:
+            return f"line {number}: DateTime must be unix seconds in the past"
+        if upload_type == "BASIC" and not row["Target"]:
+            return f"line {number}: empty Target"
+        price = row.get("Price", "")
+        if price:
+            try:
+                float(price)
+            except ValueError:
+                return f"line {number}: Price must be a dot decimal"
+            if "," in price:
+                return f"line {number}: Price must be a dot decimal"
+        currency = row.get("Currency", "")
+        if currency and not (len(currency) == 3 and currency.isalpha() and currency.isupper()):
+            return f"line {number}: Currency must be an ISO 4217 code"
+    return None

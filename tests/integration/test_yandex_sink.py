@@ -1,0 +1,480 @@
+"""YandexMetricaSink over real HTTP against the local fake Metrica (no Kafka needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from event_factory import encode, yandex
+from fakes.yandex_server import FakeYandex
+
+from streams.event_model import Event
+from streams.events import parse_event
+from streams.local.broker import free_port
+from streams.metrics import Metrics
+from streams.sinks import AccountBatch, BatchKey, EventOutcome, RetryableSinkError, SourcePosition
+from streams.sinks.yandex import YandexMetricaSink
+
+TOKEN = "test-token-s3cr3t"
+
+
+def event(n: int, **extra: Any) -> Event:
+    parsed = parse_event(encode(yandex(n, **extra)))
+    assert isinstance(parsed, Event), parsed
+    return parsed
+
+
+def with_id(n: int, id_field: str, value: str, **extra: Any) -> Event:
+    fields = yandex(n, **extra)
+    del fields["client_id"]
+    fields[id_field] = value
+    parsed = parse_event(encode(fields))
+    assert isinstance(parsed, Event), parsed
+    return parsed
+
+
+def batch(events: list[Event], batch_id: str = "b-1", attempt: int = 1) -> AccountBatch:
+    return AccountBatch(
+        batch_id=batch_id,
+        key=BatchKey.of(events[0]),
+        events=tuple(events),
+        sources=tuple(SourcePosition("in", 0, n) for n in range(len(events))),
+        dedupe_keys=tuple(f"k{n}" for n in range(len(events))),
+        attempt=attempt,
+    )
+
+
+@pytest.fixture
+def server() -> Iterator[FakeYandex]:
+    with FakeYandex(TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def sink(server: FakeYandex, metrics: Metrics) -> AsyncIterator[YandexMetricaSink]:
+    made = YandexMetricaSink(
+        TOKEN, server.url, metrics=metrics, poll_interval=0.05, backoff_base=0.01
+    )
+    await made.setup()
+    yield made
+    await made.aclose()
+
+
+async def eventually(condition: Callable[[], bool], within: float = 10) -> None:
+    """Poll ``condition`` until true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not met within {within}s"
+        await asyncio.sleep(0.02)
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def write_until_done(
+    sink: YandexMetricaSink,
+    events: list[Event],
+    within: float = 10,
+    first: list[EventOutcome] | None = None,
+) -> list[EventOutcome]:
+    """What the pipeline does: retry retryable events (only those) until none is left.
+
+    ``first``: outcomes of a write already made, so only its retryable events go again.
+    """
+    final: dict[int, EventOutcome] = dict(enumerate(first or []))
+    todo = [i for i in range(len(events)) if i not in final or final[i].status == "retryable"]
+    deadline = time.monotonic() + within
+    attempt = 0
+    waits: list[float] = []
+    while todo:
+        attempt += 1
+        assert time.monotonic() < deadline, f"still retrying after {within}s"
+        try:
+            outcomes = await sink.write(batch([events[i] for i in todo], attempt=attempt))
+        except RetryableSinkError as exc:
+            waits.append(exc.retry_after)
+            await asyncio.sleep(min(exc.retry_after, 0.05))
+            continue
+        retry = []
+        for index, outcome in zip(todo, outcomes, strict=True):
+            final[index] = outcome
+            if outcome.status == "retryable":
+                retry.append(index)
+        todo = retry
+    assert all(wait > 0 for wait in waits), waits
+    return [final[i] for i in range(len(events))]
+
+
+async def test_one_upload_per_counter_with_query_csv_and_upload_id(
+    sink: YandexMetricaSink, server: FakeYandex
+) -> None:
+    first = [event(1), event(2, price=10)]
+    second = [event(3, counter="555")]
+    got_first = await sink.write(batch(first, "b-1"))
+    got_second = await sink.write(batch(second, "b-2"))
+
+    assert [u.counter for u in server.uploads] == ["44147844", "555"]
+    upload = server.uploads[0]
+    assert upload.params["type"] == "BASIC"
+    assert upload.params["client_id_type"] == "CLIENT_ID"
+    assert upload.params["comment"] == "convstream batch b-1 part 1/1"
+    assert upload.header == ["ClientId", "Target", "DateTime", "Price", "Currency"]
+    assert upload.rows == [
+        {
+            "ClientId": "1700000000000001",
+            "Target": "purchase",
+            "DateTime": "1795179780",
+            "Price": "99.5",
+            "Currency": "RUB",
+        },
+        {
+            "ClientId": "1700000000000002",
+            "Target": "purchase",
+            "DateTime": "1795179780",
+            "Price": "10",
+            "Currency": "RUB",
+        },
+    ]
+    assert [o.status for o in got_first] == ["uploaded", "uploaded"]
+    assert {o.upload_id for o in got_first} == {str(upload.id)}
+    assert got_second[0].upload_id == str(server.uploads[1].id) != got_first[0].upload_id
+
+
+async def test_mixed_id_types_go_to_separate_files(
+    sink: YandexMetricaSink, server: FakeYandex
+) -> None:
+    events = [event(1), with_id(2, "yclid", "987"), event(3), with_id(4, "user_id", "u-4")]
+    outcomes = await sink.write(batch(events))
+    by_type = {u.params["client_id_type"]: u for u in server.uploads}
+    assert set(by_type) == {"CLIENT_ID", "YCLID", "USER_ID"}
+    assert [r["ClientId"] for r in by_type["CLIENT_ID"].rows] == [
+        "1700000000000001",
+        "1700000000000003",
+    ]
+    assert by_type["YCLID"].header[0] == "Yclid"
+    assert outcomes[0].upload_id == outcomes[2].upload_id == str(by_type["CLIENT_ID"].id)
+    assert outcomes[1].upload_id == str(by_type["YCLID"].id)
+    assert outcomes[3].upload_id == str(by_type["USER_ID"].id)
+
+
+async def test_calls_upload_as_type_calls(sink: YandexMetricaSink, server: FakeYandex) -> None:
+    call = parse_event(
+        encode(
+            {
+                "destination": "yandex_metrica",
+                "type": "call",
+                "counter_id": "44147844",
+                "yclid": "777",
+                "date_time": 1763600000,
+                "phone_number": "+7 495 739-70-00",
+                "talk_duration": 60,
+                "call_missed": 0,
+            }
+        )
+    )
+    assert isinstance(call, Event)
+    [outcome] = await sink.write(batch([call]))
+    assert outcome.status == "uploaded"
+    [upload] = server.uploads
+    assert (upload.params["type"], upload.params["client_id_type"]) == ("CALLS", "YCLID")
+    assert upload.rows == [
+        {
+            "Yclid": "777",
+            "DateTime": "1763600000",
+            "PhoneNumber": "+74957397000",
+            "TalkDuration": "60",
+            "CallMissed": "0",
+        }
+    ]
+
+
+async def test_rate_limit_then_success_loses_nothing(
+    sink: YandexMetricaSink, server: FakeYandex
+) -> None:
+    server.fail_for(429, seconds=0.5, retry_after="0.1")
+    with pytest.raises(RetryableSinkError) as raised:
+        await sink.write(batch([event(1)]))
+    assert raised.value.code == "YANDEX_RATE_LIMITED"
+    assert raised.value.retry_after == pytest.approx(0.1)
+    assert server.uploads == []
+
+    events = [event(n) for n in range(5)]
+    outcomes = await write_until_done(sink, events)
+    assert [o.status for o in outcomes] == ["uploaded"] * 5
+    assert sorted(r["ClientId"] for r in server.rows()) == sorted(
+        e.body["client_id"] for e in events
+    )
+
+
+@pytest.mark.parametrize("status", [420, 500, 503])
+async def test_server_errors_are_retryable_with_jittered_backoff(
+    sink: YandexMetricaSink, server: FakeYandex, status: int
+) -> None:
+    server.fail_next(status, times=1, message="backend busy")
+    with pytest.raises(RetryableSinkError) as raised:
+        await sink.write(batch([event(1)], attempt=3))
+    assert "backend busy" in raised.value.message
+    assert 0.02 <= raised.value.retry_after <= 0.04  # base 0.01 * 2**2, jittered in [c/2, c]
+    [outcome] = await sink.write(batch([event(1)]))
+    assert outcome.status == "uploaded"
+    assert len(server.uploads) == 1
+
+
+async def test_a_failing_file_retries_alone_and_no_row_is_sent_twice(
+    server: FakeYandex, metrics: Metrics
+) -> None:
+    sink = YandexMetricaSink(
+        TOKEN, server.url, metrics=metrics, max_file_bytes=150, backoff_base=0.01
+    )
+    try:
+        events = [event(n) for n in range(6)]
+        server.fail_next(500, times=1)
+        outcomes = await sink.write(batch(events))
+        statuses = [o.status for o in outcomes]
+        assert "retryable" in statuses, statuses
+        assert "uploaded" in statuses, statuses
+        assert len(server.uploads) >= 1
+        final = await write_until_done(sink, events, first=outcomes)
+        assert [o.status for o in final] == ["uploaded"] * 6
+        sent = [r["ClientId"] for r in server.rows()]
+        assert sorted(sent) == sorted(e.body["client_id"] for e in events)  # each exactly once
+    finally:
+        await sink.aclose()
+
+
+async def test_connection_refused_is_retryable() -> None:
+    sink = YandexMetricaSink(TOKEN, f"http://127.0.0.1:{free_port()}", backoff_base=0.01)
+    try:
+        with pytest.raises(RetryableSinkError) as raised:
+            await sink.write(batch([event(1)]))
+        assert raised.value.code == "YANDEX_UNAVAILABLE"
+        assert raised.value.retry_after > 0
+    finally:
+        await sink.aclose()
+
+
+async def test_bad_request_rejects_every_event_of_the_file_with_yandex_message(
+    sink: YandexMetricaSink, server: FakeYandex
+) -> None:
+    server.fail_next(400, message="Goal 'purchase' not found in counter")
+    outcomes = await sink.write(batch([event(1), event(2)]))
+    assert [(o.status, o.code) for o in outcomes] == [("rejected", "YANDEX_BAD_REQUEST")] * 2
+    assert all(o.message == "Goal 'purchase' not found in counter" for o in outcomes)
+    assert server.uploads == []
+
+
+async def test_auth_failure_rejects_logs_once_and_never_shows_the_token(
+    server: FakeYandex, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "wrong-token-abc123"
+    sink = YandexMetricaSink(wrong, server.url, metrics=metrics)
+    try:
+        with caplog.at_level(logging.INFO):
+            first = await sink.write(batch([event(1), event(2)]))
+            second = await sink.write(batch([event(3)]))
+    finally:
+        await sink.aclose()
+    for outcome in [*first, *second]:
+        assert (outcome.status, outcome.code) == ("rejected", "YANDEX_AUTH_FAILED")
+        assert "44147844" in (outcome.message or "")
+        assert wrong not in (outcome.message or "")
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "counter=44147844" in errors[0].getMessage()
+    assert wrong not in caplog.text
+    assert wrong not in repr(sink)
+    assert sample(metrics, "convstream_yandex_auth_failures_total", counter="44147844") == 2
+    assert [status for _, _, status in server.requests] == [403, 403]
+
+
+async def test_event_in_the_future_is_rejected_and_not_sent(
+    sink: YandexMetricaSink, server: FakeYandex
+) -> None:
+    future = int(time.time()) + 3600
+    outcomes = await sink.write(batch([event(1), event(2, date_time=future)]))
+    assert outcomes[0].status == "uploaded"
+    assert (outcomes[1].status, outcomes[1].code) == ("rejected", "YANDEX_DATETIME_IN_FUTURE")
+    assert [r["ClientId"] for r in server.rows()] == ["1700000000000001"]
+
+
+async def test_dry_run_builds_but_sends_nothing(server: FakeYandex) -> None:
+    sink = YandexMetricaSink(TOKEN, server.url, dry_run=True)
+    try:
+        outcomes = await sink.write(batch([event(1), event(2)]))
+    finally:
+        await sink.aclose()
+    assert [o.status for o in outcomes] == ["validated", "validated"]
+    assert server.requests == []
+
+
+async def _statuses(
+    server: FakeYandex, metrics: Metrics, events: list[Event]
+) -> list[dict[str, Any]]:
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sink = YandexMetricaSink(
+        TOKEN, server.url, metrics=metrics, poll_interval=0.05, on_status=received.put
+    )
+    await sink.setup()
+    try:
+        outcomes = await sink.write(batch(events, "b-status"))
+        assert outcomes[0].status == "uploaded"
+        assert sink.tracked_uploads == 1
+        record = await asyncio.wait_for(received.get(), 10)
+        assert sink.tracked_uploads == 0
+        assert record["upload_id"] == outcomes[0].upload_id
+        return [record]
+    finally:
+        await sink.aclose()
+
+
+async def test_status_polled_until_processed(metrics: Metrics) -> None:
+    with FakeYandex(TOKEN, polls_before_final=2, user_not_found=1) as server:
+        [record] = await _statuses(server, metrics, [event(1), event(2), event(3), event(4)])
+        polls = [path for method, path, _ in server.requests if method == "GET"]
+    assert len(polls) == 3  # UPLOADED, UPLOADED, PROCESSED
+    assert record == {
+        "type": "upload_status",
+        "destination": "yandex_metrica",
+        "account": "44147844",
+        "upload_id": str(server.uploads[0].id),
+        "status": "PROCESSED",
+        "line_quantity": 4,
+        "linked_quantity": 3,
+        "user_not_found_quantity": 1,
+        "goal_not_found_quantity": 0,
+        "batch_id": "b-status",
+        "completed_at": record["completed_at"],
+    }
+    assert record["completed_at"].endswith("Z")
+    assert sample(metrics, "convstream_yandex_uploads_total", status="PROCESSED") == 1
+    assert sample(metrics, "convstream_yandex_user_not_found_ratio", counter="44147844") == 0.25
+    assert (
+        sample(metrics, "convstream_yandex_upload_lines_total", counter="44147844", result="linked")
+        == 3
+    )
+
+
+async def test_status_polled_until_linkage_failure(metrics: Metrics) -> None:
+    with FakeYandex(TOKEN, final_status="LINKAGE_FAILURE") as server:
+        [record] = await _statuses(server, metrics, [event(1), event(2)])
+    assert record["status"] == "LINKAGE_FAILURE"
+    assert (record["linked_quantity"], record["user_not_found_quantity"]) == (0, 2)
+    assert sample(metrics, "convstream_yandex_uploads_total", status="LINKAGE_FAILURE") == 1
+    assert sample(metrics, "convstream_yandex_uploads_total", status="PROCESSED") == 0
+    assert sample(metrics, "convstream_yandex_user_not_found_ratio", counter="44147844") == 1.0
+
+
+async def test_never_more_than_three_requests_at_once(metrics: Metrics) -> None:
+    with FakeYandex(TOKEN, delay=0.1) as server:
+        sink = YandexMetricaSink(TOKEN, server.url, metrics=metrics, max_file_bytes=150)
+        try:
+            batches = [
+                batch([event(n) for n in range(start, start + 6)], f"b-{start}")
+                for start in (0, 10, 20)
+            ]
+            results = await asyncio.gather(*(sink.write(b) for b in batches))
+        finally:
+            await sink.aclose()
+    assert all(o.status == "uploaded" for outcomes in results for o in outcomes)
+    assert len(server.uploads) >= 9  # several files per batch, so there was something to limit
+    assert server.max_in_flight == 3
+
+
+async def test_poller_outlives_status_errors_and_a_failing_publisher(metrics: Metrics) -> None:
+    published: list[dict[str, Any]] = []
+    calls = 0
+
+    async def flaky_publish(record: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("results topic unavailable")
+        published.append(record)
+
+    with FakeYandex(TOKEN, polls_before_final=0) as server:
+        server.status_failures = 2
+        sink = YandexMetricaSink(
+            TOKEN, server.url, metrics=metrics, poll_interval=0.02, on_status=flaky_publish
+        )
+        await sink.setup()
+        try:
+            [outcome] = await sink.write(batch([event(1)]))
+            await eventually(lambda: sink.tracked_uploads == 0)
+        finally:
+            await sink.aclose()
+        answered = [status for method, _, status in server.requests if method == "GET"]
+    assert answered[:2] == [500, 500]
+    assert calls == 2  # failed once, published on the next poll
+    assert [r["upload_id"] for r in published] == [outcome.upload_id]
+    assert sample(metrics, "convstream_yandex_uploads_total", status="PROCESSED") == 1
+
+
+async def test_an_upload_never_finishing_is_dropped_after_the_tracking_limit(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [time.time()]
+    received: list[dict[str, Any]] = []
+
+    async def publish(record: dict[str, Any]) -> None:
+        received.append(record)
+
+    with FakeYandex(TOKEN, polls_before_final=10_000) as server:
+        sink = YandexMetricaSink(
+            TOKEN,
+            server.url,
+            metrics=metrics,
+            poll_interval=0.02,
+            max_tracking_seconds=3600,
+            on_status=publish,
+            clock=lambda: now[0],
+        )
+        await sink.setup()
+        try:
+            await sink.write(batch([event(1)]))
+            await sink.poll_once()
+            assert sink.tracked_uploads == 1  # still UPLOADED, within the limit
+            now[0] += 3601
+            await eventually(lambda: sink.tracked_uploads == 0)
+        finally:
+            await sink.aclose()
+    assert sink.tracked_uploads == 0
+    assert received == []
+    assert "no longer followed" in caplog.text
+
+
+async def test_retry_after_as_an_http_date(sink: YandexMetricaSink, server: FakeYandex) -> None:
+    server.fail_next(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")  # in the past
+    with pytest.raises(RetryableSinkError) as raised:
+        await sink.write(batch([event(1)]))
+    assert raised.value.retry_after == 0.0
+
+
+class _FirstFileExplodes(YandexMetricaSink):
+    async def _upload(self, batch: AccountBatch, file: Any, part: int, parts: int) -> EventOutcome:
+        if part == 1:
+            raise ValueError("unforeseen")
+        return await super()._upload(batch, file, part, parts)
+
+
+async def test_an_unexpected_error_in_one_file_keeps_the_other_files_outcomes(
+    server: FakeYandex,
+) -> None:
+    sink = _FirstFileExplodes(TOKEN, server.url, max_file_bytes=150)
+    try:
+        outcomes = await sink.write(batch([event(n) for n in range(4)]))
+    finally:
+        await sink.aclose()
+    assert [(o.status, o.code) for o in outcomes[:2]] == [("retryable", "SINK_ERROR")] * 2
+    assert [o.status for o in outcomes[2:]] == ["uploaded"] * 2
+    [upload] = server.uploads
+    assert [r["ClientId"] for r in upload.rows] == ["1700000000000002", "1700000000000003"]

@@ -1,0 +1,72 @@
+"""`convstream worker` with the real Yandex sink against the local fake Metrica, through
+the embedded broker: results, the uploaded CSV and the upload-status record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from event_factory import click, encode, yandex
+from fakes.yandex_server import FakeYandex
+from worker_harness import TopicReader, Topics, WorkerProcess, metric_value, produce, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_worker_uploads_to_yandex_and_publishes_the_upload_status(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topics = Topics(kafka_bootstrap)
+    events = [yandex(n) for n in range(1, 4)]
+    sent = produce(
+        kafka_bootstrap, topics.input, [*(encode(e) for e in events), encode(click(1))], b"k"
+    )
+    with (
+        FakeYandex("test-token", polls_before_final=1) as server,
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="google_ads",
+            YANDEX_METRICA_OAUTH_TOKEN="test-token",
+            YANDEX_METRICA_API_URL=server.url,
+            CONVSTREAM_YANDEX_STATUS_POLL_SECONDS="0.2",
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        worker.start()
+        results.wait_for(sent + 1, timeout=60)  # one result per message + one upload status
+        values = results.values()
+        wait_until(
+            lambda: (
+                metric_value(worker.scrape(), "convstream_yandex_uploads_total", status="PROCESSED")
+                == 1
+            ),
+            10,
+            "the finished upload is counted",
+        )
+        assert worker.running, worker.log_text()[-3000:]
+        assert worker.stop() == 0
+
+    by_event = {v["event_id"]: v for v in values if "event_id" in v}
+    statuses = [v for v in values if v.get("type") == "upload_status"]
+    assert len(values) == sent + 1
+    [upload] = server.uploads
+    assert upload.counter == "44147844"
+    assert (upload.params["type"], upload.params["client_id_type"]) == ("BASIC", "CLIENT_ID")
+    assert sorted(row["ClientId"] for row in upload.rows) == sorted(e["client_id"] for e in events)
+    assert upload.raw.startswith(b"ClientId,Target,DateTime,Price,Currency\n")
+    for event in events:
+        result = by_event[event["event_id"]]
+        assert result["status"] == "uploaded", result
+        assert result["upload_id"] == str(upload.id)
+    assert by_event["click-1"]["status"] == "uploaded"  # google_ads: the recording sink
+    [status] = statuses
+    assert status["upload_id"] == str(upload.id)
+    assert status["status"] == "PROCESSED"
+    assert (status["account"], status["line_quantity"], status["linked_quantity"]) == (
+        "44147844",
+        3,
+        3,
+    )
+    assert status["batch_id"] == by_event["ym-1"]["batch_id"]
+    assert "test-token" not in worker.log_text()
