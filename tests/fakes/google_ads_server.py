@@ -349,3 +349,18 @@ def _handler(fn: Any, request_type: Any, response_type: Any) -> grpc.RpcMethodHa
 
 def _auth_error(code: str) -> Any:
     return ads_error(code)
+
+
+def worker_env(fake: FakeGoogleAds, tokens: FakeTokenEndpoint, roots: Path) -> dict[str, str]:
+    """The environment that points `convstream worker`'s real Google Ads sink at the fakes."""
+    return {
+        "GOOGLE_ADS_DEVELOPER_TOKEN": "dev-token",
+        "GOOGLE_ADS_CLIENT_ID": "client-id",
+        "GOOGLE_ADS_CLIENT_SECRET": "client-secret",
+        "GOOGLE_ADS_REFRESH_TOKEN": "refresh-token-1",
+        "GOOGLE_ADS_ENDPOINT": fake.endpoint,
+        "GOOGLE_ADS_TOKEN_URI": tokens.url,
+        "GOOGLE_ADS_LOGIN_CUSTOMER_ID": "111-222-3333",
+        "GOOGLE_ADS_JOB_ID": "5",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(roots),
+    }

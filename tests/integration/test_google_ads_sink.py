@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.google_ads_server import FakeGoogleAds, FakeTokenEndpoint, tls_certificate
+from fakes.google_ads_server import FakeGoogleAds, FakeTokenEndpoint
 from google_ads_events import CUSTOMER, adjustment, call, click, event_of
 
 from streams.config import GoogleAdsSettings
@@ -30,26 +29,6 @@ from streams.sinks.google_ads import GoogleAdsSink
 
 # SHA-256 of the normalized "test@gmail.com", Google's published example.
 TEST_GMAIL_SHA256 = "87924606b4131a8aceeeae8868531fbb9712aaa07a5d3a756b26ce0f5d6ca674"
-
-
-@pytest.fixture(scope="session")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    """One certificate per session: gRPC reads GRPC_DEFAULT_SSL_ROOTS_FILE_PATH once."""
-    cert, key, path = tls_certificate(tmp_path_factory.mktemp("tls"))
-    os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(path)
-    return cert, key
-
-
-@pytest.fixture
-def tokens() -> Iterator[FakeTokenEndpoint]:
-    with FakeTokenEndpoint() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def fake(tls: tuple[bytes, bytes], tokens: FakeTokenEndpoint) -> Iterator[FakeGoogleAds]:
-    with FakeGoogleAds(tls[0], tls[1], tokens) as server:
-        yield server
 
 
 def settings_for(fake: FakeGoogleAds, tokens: FakeTokenEndpoint, **extra: Any) -> GoogleAdsSettings:
