@@ -283,11 +283,13 @@ class GoogleAdsSink:
             )
             return _Sent(outcomes, failure if whole else None)
         pb = type(response).pb(response) if hasattr(type(response), "pb") else response
-        return _Sent(
-            response_outcomes(
-                pb, request.rows_field, rows, self._version, validate_only=self._dry_run
-            )
+        outcomes = response_outcomes(
+            pb, request.rows_field, rows, self._version, validate_only=self._dry_run
         )
+        refused = sum(1 for o in outcomes if o.code == AUTH_FAILED)
+        if refused:
+            self._report_auth_failure(f"{refused} rows refused by authorization errors")
+        return _Sent(outcomes)
 
     async def _call(self, request: BuiltRequest) -> Any:
         service_name, method_name = _SERVICES[request.kind]
@@ -340,6 +342,12 @@ class GoogleAdsSink:
         return None
 
     def _auth_outcomes(self, rows: int, reason: str) -> list[EventOutcome]:
+        self._report_auth_failure(reason)
+        message = f"Google Ads refused the credentials ({reason})"
+        return [EventOutcome("rejected", AUTH_FAILED, message)] * rows
+
+    def _report_auth_failure(self, reason: str) -> None:
+        """The loud part of an auth failure: a metric and an ERROR line without secrets."""
         self._count_auth_failure()
         _log.error(
             "destination=google_ads credentials refused reason=%s: events are rejected with "
@@ -347,8 +355,6 @@ class GoogleAdsSink:
             reason,
             AUTH_FAILED,
         )
-        message = f"Google Ads refused the credentials ({reason})"
-        return [EventOutcome("rejected", AUTH_FAILED, message)] * rows
 
     def _count_auth_failure(self) -> None:
         if self._metrics is not None:

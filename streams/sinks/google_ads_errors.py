@@ -205,8 +205,10 @@ def outcome_for(errors: Sequence[ApiError]) -> EventOutcome:
         return EventOutcome("duplicate", chosen.code, message)
     if klass is ErrorClass.DELAYED_RETRY:
         return EventOutcome("retryable", chosen.code, message, retry_after=DELAYED_RETRY_SECONDS)
-    if klass in (ErrorClass.RETRY, ErrorClass.SPLIT):
+    if klass is ErrorClass.RETRY:
         return EventOutcome("retryable", chosen.code, message, retry_after=chosen.retry_delay)
+    # REJECT, and SPLIT that reaches a row: the sink splits requests down to one row, so a
+    # row that is still "too many" can never be sent.
     return EventOutcome("rejected", chosen.code, message)
 
 

@@ -91,6 +91,7 @@ class FakeTokenEndpoint:
         self.invalid_grant = False
         self.requests = 0
         self.refresh_tokens: list[str] = []
+        self.grant_types: list[str] = []
         self._valid: set[str] = set()
         self._lock = threading.Lock()
         endpoint = self
@@ -121,6 +122,7 @@ class FakeTokenEndpoint:
         with self._lock:
             self.requests += 1
             self.refresh_tokens.extend(form.get("refresh_token", []))
+            self.grant_types.extend(form.get("grant_type", []))
             if self.invalid_grant:
                 return 400, {
                     "error": "invalid_grant",
@@ -167,6 +169,8 @@ class Script:
     resource_exhausted: int = 0
     """The next N calls answer RESOURCE_EXHAUSTED with a QuotaError and retry delay."""
     retry_delay_seconds: int = 1
+    permission_denied: bool = False
+    """Every call answers PERMISSION_DENIED / USER_PERMISSION_DENIED."""
     max_rows: int = 2000
     """More rows than this: INVALID_ARGUMENT / TOO_MANY_CONVERSIONS_IN_REQUEST."""
 
@@ -243,6 +247,11 @@ class FakeGoogleAds:
             detail = failure(_auth_error("OAUTH_TOKEN_EXPIRED"))
             context.set_trailing_metadata(((FAILURE_KEY, detail.SerializeToString()),))
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication")
+        if script.permission_denied:
+            self._note(f"{method}:PERMISSION_DENIED")
+            detail = failure(ads_error("USER_PERMISSION_DENIED"))
+            context.set_trailing_metadata(((FAILURE_KEY, detail.SerializeToString()),))
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "The caller does not have permission")
         if not metadata.get("developer-token"):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "developer token missing")
         with self._lock:
@@ -349,6 +358,33 @@ def _handler(fn: Any, request_type: Any, response_type: Any) -> grpc.RpcMethodHa
 
 def _auth_error(code: str) -> Any:
     return ads_error(code)
+
+
+def service_account_key(directory: Path, token_uri: str) -> Path:
+    """A service-account JSON key file (fresh RSA key) whose token_uri is ``token_uri``."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    path = directory / "service-account.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "convstream-test",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "uploader@convstream-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": token_uri,
+            }
+        )
+    )
+    return path
 
 
 def worker_env(fake: FakeGoogleAds, tokens: FakeTokenEndpoint, roots: Path) -> dict[str, str]:

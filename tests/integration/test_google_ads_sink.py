@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.google_ads_server import FakeGoogleAds, FakeTokenEndpoint
+from fakes.google_ads_server import FakeGoogleAds, FakeTokenEndpoint, service_account_key
 from google_ads_events import CUSTOMER, adjustment, call, click, event_of
 
 from streams.config import GoogleAdsSettings
@@ -337,3 +337,36 @@ async def test_incomplete_configuration_fails_setup_naming_the_variable(
     sink = GoogleAdsSink(settings_for(fake, tokens, **extra))
     with pytest.raises(SinkConfigError, match=variable):
         await sink.setup()
+
+
+async def test_permission_denied_is_an_auth_failure_without_refresh(
+    sink: GoogleAdsSink, fake: FakeGoogleAds, tokens: FakeTokenEndpoint
+) -> None:
+    fake.script.permission_denied = True
+    outcomes = await sink.write(batch_of([click(0), click(1)]))
+    assert [(o.status, o.code) for o in outcomes] == [("rejected", "GOOGLE_ADS_AUTH_FAILED")] * 2
+    assert "USER_PERMISSION_DENIED" in (outcomes[0].message or "")
+    assert tokens.requests == 1  # no refresh: a new token cannot grant a permission
+    assert fake.rejected_calls == ["UploadClickConversions:PERMISSION_DENIED"]
+
+
+async def test_service_account_key_file_with_a_private_token_uri(
+    fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tmp_path: Path
+) -> None:
+    key_file = service_account_key(tmp_path, "https://oauth2.googleapis.com/token")
+    settings = settings_for(
+        fake,
+        tokens,
+        client_id=None,
+        client_secret=None,
+        refresh_token=None,
+        json_key_file_path=key_file,
+    )
+    sink = GoogleAdsSink(settings)
+    await sink.setup()  # GOOGLE_ADS_TOKEN_URI wins over the key file's token_uri
+    try:
+        outcomes = await sink.write(batch_of([call(5)]))
+    finally:
+        await sink.aclose()
+    assert [o.status for o in outcomes] == ["uploaded"]
+    assert tokens.grant_types == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]

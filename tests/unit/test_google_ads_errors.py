@@ -256,3 +256,9 @@ def test_token_refresh_failures_inside_grpc() -> None:
 def test_a_foreign_exception_is_rejected_not_retried() -> None:
     result = classify_exception(ValueError(), V, "conversions")
     assert (result.error_class, result.code) == (ErrorClass.REJECT, "GOOGLE_ADS_CLIENT_ERROR")
+
+
+def test_a_row_that_is_still_too_many_is_rejected_not_retried() -> None:
+    response = click_response(1, failed={0: ads_error("TOO_MANY_CONVERSIONS_IN_REQUEST", 0)})
+    (result,) = outcomes(response, 1)
+    assert (result.status, result.code) == ("rejected", "TOO_MANY_CONVERSIONS_IN_REQUEST")
