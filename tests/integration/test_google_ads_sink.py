@@ -27,7 +27,8 @@ from streams.sinks import (
 )
 from streams.sinks.google_ads import GoogleAdsSink
 
-# SHA-256 of the normalized "test@gmail.com", Google's published example.
+# SHA-256 of "test@gmail.com" (Google's normalization of " Te.St@Gmail.com "), computed
+# independently: printf %s test@gmail.com | sha256sum
 TEST_GMAIL_SHA256 = "87924606b4131a8aceeeae8868531fbb9712aaa07a5d3a756b26ce0f5d6ca674"
 
 

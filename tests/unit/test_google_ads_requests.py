@@ -15,9 +15,10 @@ from streams.sinks.google_ads_requests import (
 )
 
 V = "v26"
-# Google's published example: SHA-256 of the normalized address "test@gmail.com".
+# SHA-256 of "test@gmail.com" (Google's normalization of " Te.St@Gmail.com "), computed
+# independently: printf %s test@gmail.com | sha256sum
 TEST_GMAIL_SHA256 = "87924606b4131a8aceeeae8868531fbb9712aaa07a5d3a756b26ce0f5d6ca674"
-# SHA-256 of "+16505550100" (E.164), the form Google hashes phone numbers in.
+# SHA-256 of "+16505550100" (E.164, the form Google hashes): printf %s +16505550100 | sha256sum
 PHONE_SHA256 = "1967dd8f4b44678ba10eaff05f8ceabcc7268d481f2a637b3dc75d85f3199244"
 
 
