@@ -46,6 +46,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import pkgutil
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -163,9 +165,7 @@ class GoogleAdsSink:
         )
 
     def _resolve_version(self) -> str:
-        from google.ads.googleads import client as client_module
-
-        shipped: list[str] = list(client_module._VALID_API_VERSIONS)
+        shipped = shipped_api_versions()
         version = self._config.api_version or shipped[0]
         if version not in shipped:
             raise SinkConfigError(
@@ -366,6 +366,22 @@ class GoogleAdsSink:
         for service in services.values():
             with contextlib.suppress(Exception):  # shutting down; nothing left to do
                 await service.transport.close()
+
+
+def shipped_api_versions() -> list[str]:
+    """The API versions the installed google-ads ships (``v26``, ``v25`` ...), newest first.
+
+    Read from the package's sub-packages rather than the client's private version list, so
+    a library upgrade cannot break start-up by renaming it.
+    """
+    import google.ads.googleads as package
+
+    names = {
+        module.name
+        for module in pkgutil.iter_modules(package.__path__)
+        if module.ispkg and re.fullmatch(r"v[0-9]+", module.name)
+    }
+    return sorted(names, key=lambda name: int(name[1:]), reverse=True)
 
 
 def _oauth_error(exc: Exception) -> str:

@@ -89,6 +89,8 @@ class FakeTokenEndpoint:
 
     def __init__(self) -> None:
         self.invalid_grant = False
+        self.issue_stale = False
+        """Issue tokens the API refuses (an account whose access was withdrawn)."""
         self.requests = 0
         self.refresh_tokens: list[str] = []
         self.grant_types: list[str] = []
@@ -129,7 +131,8 @@ class FakeTokenEndpoint:
                     "error_description": "Token has been expired or revoked.",
                 }
             token = f"access-{self.requests}"
-            self._valid.add(token)
+            if not self.issue_stale:
+                self._valid.add(token)
             return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
 
     def is_valid(self, token: str) -> bool:

@@ -25,7 +25,7 @@ from streams.sinks import (
     SinkConfigError,
     SourcePosition,
 )
-from streams.sinks.google_ads import GoogleAdsSink
+from streams.sinks.google_ads import GoogleAdsSink, shipped_api_versions
 
 # SHA-256 of "test@gmail.com" (Google's normalization of " Te.St@Gmail.com "), computed
 # independently: printf %s test@gmail.com | sha256sum
@@ -371,3 +371,21 @@ async def test_service_account_key_file_with_a_private_token_uri(
         await sink.aclose()
     assert [o.status for o in outcomes] == ["uploaded"]
     assert tokens.grant_types == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+
+
+async def test_unauthenticated_after_a_fresh_token_is_an_auth_failure(
+    sink: GoogleAdsSink, fake: FakeGoogleAds, tokens: FakeTokenEndpoint
+) -> None:
+    tokens.issue_stale = True
+    tokens.expire_all()
+    outcomes = await sink.write(batch_of([adjustment(0)]))
+    assert [(o.status, o.code) for o in outcomes] == [("rejected", "GOOGLE_ADS_AUTH_FAILED")]
+    assert tokens.requests == 2  # setup, then exactly one forced refresh
+    assert fake.rejected_calls == ["UploadConversionAdjustments:UNAUTHENTICATED"] * 2
+    assert fake.requests_of("UploadConversionAdjustments") == []
+
+
+def test_the_default_version_is_the_newest_shipped() -> None:
+    versions = shipped_api_versions()
+    assert versions[0] == "v26"
+    assert {"v23", "v24", "v25", "v26"} <= set(versions)
