@@ -169,6 +169,8 @@ class Script:
     """Row key (gclid, caller_id or order_id) -> error code for that row."""
     unavailable_until: float = 0.0
     """time.monotonic() until which every call answers UNAVAILABLE."""
+    unavailable_calls: int = 0
+    """The next N calls answer UNAVAILABLE (an outage that does not depend on timing)."""
     resource_exhausted: int = 0
     """The next N calls answer RESOURCE_EXHAUSTED with a QuotaError and retry delay."""
     retry_delay_seconds: int = 1
@@ -241,7 +243,11 @@ class FakeGoogleAds:
         """Checks every call goes through before it is recorded: token, outage, quota."""
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         script = self.script
-        if time.monotonic() < script.unavailable_until:
+        with self._lock:
+            down = script.unavailable_calls > 0
+            if down:
+                script.unavailable_calls -= 1
+        if down or time.monotonic() < script.unavailable_until:
             self._note(f"{method}:UNAVAILABLE")
             context.abort(grpc.StatusCode.UNAVAILABLE, "the service is currently unavailable")
         token = metadata.get("authorization", "").removeprefix("Bearer ")

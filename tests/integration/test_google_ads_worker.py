@@ -1,5 +1,6 @@
 """`convstream worker` end to end with the real Google Ads sink: Kafka in, the real
-GoogleAdsClient over TLS to the fake API (OAuth through the fake token endpoint), results out."""
+GoogleAdsClient over TLS to the fake API (OAuth through the fake token endpoint), results out.
+The first upload meets an UNAVAILABLE: the real pipeline retries it and nothing is lost."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def test_worker_uploads_click_call_and_adjustment_through_the_real_sink(
 ) -> None:
     topics = Topics(kafka_bootstrap)
     fake.script.row_failures["Cj0KCQiA-test-gclid-2"] = "CLICK_CONVERSION_ALREADY_EXISTS"
+    fake.script.unavailable_calls = 1  # the first upload meets an outage: the pipeline retries
     events = [click(1), click(2), call(3), adjustment(4)]
     produced = produce(kafka_bootstrap, topics.input, (encode(e) for e in events), b"k")
     env = worker_env(fake, tokens, tls.roots_file)
@@ -74,3 +76,8 @@ def test_worker_uploads_click_call_and_adjustment_through_the_real_sink(
             )
 
         wait_until(requests_counted, 30, "upload requests metric for google_ads")
+        assert len([c for c in fake.rejected_calls if c.endswith(":UNAVAILABLE")]) == 1
+        retries = metric_value(
+            worker.scrape(), "convstream_upload_retries_total", destination="google_ads"
+        )
+        assert retries >= 1
