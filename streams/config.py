@@ -9,6 +9,7 @@ a typo fails the start-up instead of an upload hours later.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -52,6 +53,37 @@ class NormalizeOptions:
     email_dots: GmailDots = GmailDots.GMAIL_ONLY
 
 
+#: job_id is an int32 on the wire; Google accepts [0, 2^31).
+_MAX_JOB_ID = 2**31 - 1
+_GOOGLE_ADS_VERSION = re.compile(r"v[0-9]{1,3}")
+
+
+@dataclass(frozen=True, slots=True)
+class GoogleAdsSettings:
+    """Google Ads credentials and switches: the google-ads library's own ``GOOGLE_ADS_*``
+    variables plus ``GOOGLE_ADS_TOKEN_URI``, ``GOOGLE_ADS_API_VERSION`` and
+    ``GOOGLE_ADS_JOB_ID``. Present only when ``GOOGLE_ADS_DEVELOPER_TOKEN`` is set.
+
+    Secrets are kept out of ``repr`` so a logged Settings never leaks them. Whether the
+    credentials are complete (an OAuth refresh-token trio or a service-account key file) is
+    checked by the sink's ``setup()``, which names the missing variable.
+    """
+
+    developer_token: str = field(repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    json_key_file_path: Path | None = None
+    impersonated_email: str | None = None
+    login_customer_id: str | None = None
+    endpoint: str | None = None
+    token_uri: str | None = None
+    api_version: str | None = None
+    """None: the newest version the installed google-ads ships."""
+    job_id: int | None = None
+    request_timeout_seconds: float = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The worker's and the CLI's configuration (contract names in DESIGN.md)."""
@@ -87,6 +119,8 @@ class Settings:
     recording_sink: frozenset[str] = frozenset()
     """Destinations served by the in-process recording sink (demo and tests)."""
     recording_sink_log: Path | None = None
+    google_ads: GoogleAdsSettings | None = None
+    """Google Ads credentials; None when GOOGLE_ADS_DEVELOPER_TOKEN is not set."""
     fault_kill_at: str | None = None
     """Fault injection for crash tests: ``point:n`` SIGKILLs the worker at the n-th pass
     of ``point`` (see :mod:`streams.faults`). Never set in production."""
@@ -204,7 +238,59 @@ class Settings:
                 1,
                 3600,
             ),
+            google_ads=_google_ads(read),
         )
+
+
+def _google_ads(read: _Reader) -> GoogleAdsSettings | None:
+    """The Google Ads block, or None without a developer token (the destination is then
+    not configured and its events get DESTINATION_NOT_CONFIGURED)."""
+    developer_token = read.text("GOOGLE_ADS_DEVELOPER_TOKEN", "")
+    if not developer_token:
+        return None
+    login = read.text("GOOGLE_ADS_LOGIN_CUSTOMER_ID", "", check=_check_customer_id)
+    job_id = read.text("GOOGLE_ADS_JOB_ID", "", check=_check_job_id)
+    return GoogleAdsSettings(
+        developer_token=developer_token,
+        client_id=read.text("GOOGLE_ADS_CLIENT_ID", "") or None,
+        client_secret=read.text("GOOGLE_ADS_CLIENT_SECRET", "") or None,
+        refresh_token=read.text("GOOGLE_ADS_REFRESH_TOKEN", "") or None,
+        json_key_file_path=read.path("GOOGLE_ADS_JSON_KEY_FILE_PATH"),
+        impersonated_email=read.text("GOOGLE_ADS_IMPERSONATED_EMAIL", "") or None,
+        login_customer_id=login.replace("-", "") or None,
+        endpoint=read.text("GOOGLE_ADS_ENDPOINT", "") or None,
+        token_uri=read.text("GOOGLE_ADS_TOKEN_URI", "", check=_check_url) or None,
+        api_version=read.text("GOOGLE_ADS_API_VERSION", "", check=_check_api_version) or None,
+        job_id=int(job_id) if job_id else None,
+        request_timeout_seconds=read.number(
+            "GOOGLE_ADS_REQUEST_TIMEOUT_SECONDS", 120.0, float, 1, 3600
+        ),
+    )
+
+
+def _check_customer_id(value: str) -> str | None:
+    digits = value.replace("-", "")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) != 10:
+        return "expected a 10-digit Google Ads customer id, dashes allowed (123-456-7890)"
+    return None
+
+
+def _check_job_id(value: str) -> str | None:
+    if not (value.isascii() and value.isdigit()) or int(value) > _MAX_JOB_ID:
+        return f"expected an integer from 0 to {_MAX_JOB_ID}"
+    return None
+
+
+def _check_url(value: str) -> str | None:
+    if not value.startswith(("https://", "http://")):
+        return "expected an http(s):// URL of an OAuth 2.0 token endpoint"
+    return None
+
+
+def _check_api_version(value: str) -> str | None:
+    if not _GOOGLE_ADS_VERSION.fullmatch(value):
+        return "expected a Google Ads API version such as v26"
+    return None
 
 
 def bootstrap_servers(broker_url: str) -> str:

@@ -101,6 +101,13 @@ class Metrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.auth_failures = Counter(
+            "convstream_auth_failures_total",
+            "Destination credentials refused (revoked refresh token, permission denied): "
+            "the batch is rejected, not retried.",
+            ["destination"],
+            registry=registry,
+        )
         self.dedupe_keys = Gauge(
             "convstream_dedupe_keys",
             "Keys held in this worker's dedupe table.",

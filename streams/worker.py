@@ -21,7 +21,7 @@ from streams.config import DedupeStore, Settings
 from streams.events import warm_up
 from streams.metrics import Metrics
 from streams.output import OutputProducer, Record
-from streams.sinks import RecordingSink, Sink
+from streams.sinks import RecordingSink, Sink, SinkConfigError
 from streams.sinks.yandex import StatusCallback, YandexMetricaSink
 
 _log = logging.getLogger(__name__)
@@ -36,12 +36,19 @@ def build_sinks(
     DESTINATION_NOT_CONFIGURED results.
 
     A destination named in CONVSTREAM_RECORDING_SINK keeps the recording sink (demo,
-    tests); otherwise yandex_metrica gets the real sink when YANDEX_METRICA_OAUTH_TOKEN
-    is set. ``on_status`` receives the Yandex upload-status records.
+    tests); otherwise google_ads gets the real sink when GOOGLE_ADS_DEVELOPER_TOKEN is
+    set, and yandex_metrica when YANDEX_METRICA_OAUTH_TOKEN is set. ``on_status`` receives
+    the Yandex upload-status records.
     """
     sinks: dict[str, Sink] = {}
     for destination in sorted(settings.recording_sink):
         sinks[destination] = RecordingSink(destination, log_path=settings.recording_sink_log)
+    if "google_ads" not in sinks and settings.google_ads is not None:
+        from streams.sinks.google_ads import GoogleAdsSink  # google-ads imports take ~1 s
+
+        sinks["google_ads"] = GoogleAdsSink(
+            settings.google_ads, dry_run=settings.dry_run, metrics=metrics
+        )
     if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
         sinks["yandex_metrica"] = YandexMetricaSink(
             settings.yandex_oauth_token,
@@ -97,10 +104,14 @@ class SinkLifecycle(mode.Service):
         super().__init__()
         self._sinks = sinks
         self._publisher = publisher
+        self.config_error: SinkConfigError | None = None
 
     async def on_start(self) -> None:
-        for sink in self._sinks.values():
-            await sink.setup()
+        try:
+            await setup_sinks(self._sinks)
+        except SinkConfigError as exc:
+            self.config_error = exc  # run_worker turns it into exit code 2
+            raise
 
     async def on_stop(self) -> None:
         for destination, sink in self._sinks.items():
@@ -111,6 +122,12 @@ class SinkLifecycle(mode.Service):
                     "sink close failed destination=%s error=%s", destination, type(exc).__name__
                 )
         self._publisher.close()
+
+
+async def setup_sinks(sinks: Mapping[str, Sink]) -> None:
+    """Call every sink's ``setup()``; a SinkConfigError names the variable to fix."""
+    for sink in sinks.values():
+        await sink.setup()
 
 
 def run_worker(settings: Settings) -> int:
@@ -143,8 +160,17 @@ def run_worker(settings: Settings) -> int:
             settings.batch_partitions,
             tp_factory=faust.types.TP,
         )
-    worker = faust.Worker(app, SinkLifecycle(sinks, publisher), loglevel="INFO", quiet=True)
-    worker.execute_from_commandline()  # exits the process via sys.exit
+    lifecycle = SinkLifecycle(sinks, publisher)
+    worker = faust.Worker(app, lifecycle, loglevel="INFO", quiet=True)
+    try:
+        worker.execute_from_commandline()  # exits the process via sys.exit
+    except SystemExit:
+        if lifecycle.config_error is None:
+            raise
+        message = lifecycle.config_error.message
+        _log.error("sink configuration error: %s", message)
+        print(f"convstream worker: {message}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

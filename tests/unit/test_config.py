@@ -189,3 +189,57 @@ def test_an_invalid_token_is_reported_without_its_value() -> None:
     message = str(raised.value)
     assert message.startswith("YANDEX_METRICA_OAUTH_TOKEN is invalid")
     assert "secret" not in message
+
+
+def test_google_ads_is_off_without_a_developer_token() -> None:
+    assert Settings.from_env({"GOOGLE_ADS_CLIENT_ID": "x"}).google_ads is None
+
+
+def test_google_ads_variables_are_read_and_secrets_stay_out_of_repr() -> None:
+    settings = Settings.from_env(
+        {
+            "GOOGLE_ADS_DEVELOPER_TOKEN": "dev-token-secret",
+            "GOOGLE_ADS_CLIENT_ID": "client.apps.googleusercontent.com",
+            "GOOGLE_ADS_CLIENT_SECRET": "client-secret-value",
+            "GOOGLE_ADS_REFRESH_TOKEN": "refresh-token-value",
+            "GOOGLE_ADS_LOGIN_CUSTOMER_ID": "111-222-3333",
+            "GOOGLE_ADS_ENDPOINT": "localhost:8443",
+            "GOOGLE_ADS_TOKEN_URI": "http://127.0.0.1:9/token",
+            "GOOGLE_ADS_API_VERSION": "v25",
+            "GOOGLE_ADS_JOB_ID": "2147483647",
+            "GOOGLE_ADS_JSON_KEY_FILE_PATH": "/etc/key.json",
+        }
+    )
+    google = settings.google_ads
+    assert google is not None
+    assert google.developer_token == "dev-token-secret"
+    assert (google.client_id, google.client_secret, google.refresh_token) == (
+        "client.apps.googleusercontent.com",
+        "client-secret-value",
+        "refresh-token-value",
+    )
+    assert (google.login_customer_id, google.endpoint) == ("1112223333", "localhost:8443")
+    assert (google.token_uri, google.api_version, google.job_id) == (
+        "http://127.0.0.1:9/token",
+        "v25",
+        2**31 - 1,
+    )
+    assert google.json_key_file_path == Path("/etc/key.json")
+    text = repr(settings)
+    for secret in ("dev-token-secret", "client-secret-value", "refresh-token-value"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GOOGLE_ADS_JOB_ID", "2147483648"),
+        ("GOOGLE_ADS_JOB_ID", "-1"),
+        ("GOOGLE_ADS_LOGIN_CUSTOMER_ID", "12345"),
+        ("GOOGLE_ADS_API_VERSION", "26"),
+        ("GOOGLE_ADS_TOKEN_URI", "localhost/token"),
+    ],
+)
+def test_invalid_google_ads_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t", name: value})

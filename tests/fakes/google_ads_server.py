@@ -1,0 +1,420 @@
+"""A local Google Ads API over TLS and a local OAuth token endpoint, for tests with real parts.
+
+The real ``GoogleAdsClient`` talks to :class:`FakeGoogleAds` through
+``GOOGLE_ADS_ENDPOINT=localhost:<port>``; it trusts the self-signed certificate through gRPC's
+``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` (read once per process, so one certificate serves the
+whole test session: :func:`tls_certificate`). The server speaks the library's own protos
+(``Request.deserialize`` / ``Response.serialize``) for the three upload RPCs and can be
+scripted: per-row failures, UNAVAILABLE for a while, RESOURCE_EXHAUSTED with a retry delay,
+a row limit (``TOO_MANY_CONVERSIONS_IN_REQUEST``), and stale access tokens
+(UNAUTHENTICATED) issued by :class:`FakeTokenEndpoint`, which can also answer
+``invalid_grant``.
+
+Both run in threads of their own, so they keep answering while a test's event loop waits.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import threading
+import time
+import urllib.parse
+from concurrent import futures
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from google.ads.googleads.v26.services.types import (
+    conversion_adjustment_upload_service as adjust_types,
+)
+from google.ads.googleads.v26.services.types import conversion_upload_service as upload_types
+from google_ads_protos import V, ads_error, failure, partial_failure_status
+
+FAILURE_KEY = f"google.ads.googleads.{V}.errors.googleadsfailure-bin"
+_UPLOAD_SERVICE = f"google.ads.googleads.{V}.services.ConversionUploadService"
+_ADJUST_SERVICE = f"google.ads.googleads.{V}.services.ConversionAdjustmentUploadService"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A self-signed certificate, its key, and the roots file a client trusts it through."""
+
+    cert: bytes
+    key: bytes
+    roots_file: Path
+
+
+def tls_certificate(directory: Path) -> tuple[bytes, bytes, Path]:
+    """A self-signed certificate for localhost / 127.0.0.1 / ::1: (cert PEM, key PEM, cert path)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path = directory / "fake-google-ads.pem"
+    path.write_bytes(cert_pem)
+    return cert_pem, key_pem, path
+
+
+class FakeTokenEndpoint:
+    """``POST /token`` (refresh_token grant) -> ``{"access_token", "expires_in"}``.
+
+    ``invalid_grant = True`` answers 400 ``invalid_grant`` like Google does for a revoked
+    refresh token; :meth:`expire_all` makes every issued token stale for :class:`FakeGoogleAds`.
+    """
+
+    def __init__(self) -> None:
+        self.invalid_grant = False
+        self.issue_stale = False
+        """Issue tokens the API refuses (an account whose access was withdrawn)."""
+        self.requests = 0
+        self.refresh_tokens: list[str] = []
+        self.grant_types: list[str] = []
+        self._valid: set[str] = set()
+        self._lock = threading.Lock()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                status, body = endpoint._answer(form)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}/token"
+
+    def _answer(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests += 1
+            self.refresh_tokens.extend(form.get("refresh_token", []))
+            self.grant_types.extend(form.get("grant_type", []))
+            if self.invalid_grant:
+                return 400, {
+                    "error": "invalid_grant",
+                    "error_description": "Token has been expired or revoked.",
+                }
+            token = f"access-{self.requests}"
+            if not self.issue_stale:
+                self._valid.add(token)
+            return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
+
+    def is_valid(self, token: str) -> bool:
+        with self._lock:
+            return token in self._valid
+
+    def expire_all(self) -> None:
+        with self._lock:
+            self._valid.clear()
+
+    def __enter__(self) -> FakeTokenEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class Recorded:
+    """One request the fake received: RPC name, raw protobuf request, metadata."""
+
+    method: str
+    request: Any
+    metadata: dict[str, str]
+
+
+@dataclass
+class Script:
+    """What the fake answers; tests change it between (or during) writes."""
+
+    row_failures: dict[str, str] = field(default_factory=dict)
+    """Row key (gclid, caller_id or order_id) -> error code for that row."""
+    unavailable_until: float = 0.0
+    """time.monotonic() until which every call answers UNAVAILABLE."""
+    unavailable_calls: int = 0
+    """The next N calls answer UNAVAILABLE (an outage that does not depend on timing)."""
+    resource_exhausted: int = 0
+    """The next N calls answer RESOURCE_EXHAUSTED with a QuotaError and retry delay."""
+    retry_delay_seconds: int = 1
+    permission_denied: bool = False
+    """Every call answers PERMISSION_DENIED / USER_PERMISSION_DENIED."""
+    max_rows: int = 2000
+    """More rows than this: INVALID_ARGUMENT / TOO_MANY_CONVERSIONS_IN_REQUEST."""
+
+
+class FakeGoogleAds:
+    """The three upload RPCs over TLS; records every request, answers as :attr:`script` says."""
+
+    def __init__(self, cert_pem: bytes, key_pem: bytes, tokens: FakeTokenEndpoint) -> None:
+        self.script = Script()
+        self.received: list[Recorded] = []
+        self.rejected_calls: list[str] = []
+        self._tokens = tokens
+        self._lock = threading.Lock()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self._server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    _UPLOAD_SERVICE,
+                    {
+                        "UploadClickConversions": _handler(
+                            self._click,
+                            upload_types.UploadClickConversionsRequest,
+                            upload_types.UploadClickConversionsResponse,
+                        ),
+                        "UploadCallConversions": _handler(
+                            self._call,
+                            upload_types.UploadCallConversionsRequest,
+                            upload_types.UploadCallConversionsResponse,
+                        ),
+                    },
+                ),
+                grpc.method_handlers_generic_handler(
+                    _ADJUST_SERVICE,
+                    {
+                        "UploadConversionAdjustments": _handler(
+                            self._adjust,
+                            adjust_types.UploadConversionAdjustmentsRequest,
+                            adjust_types.UploadConversionAdjustmentsResponse,
+                        ),
+                    },
+                ),
+            )
+        )
+        credentials = grpc.ssl_server_credentials([(key_pem, cert_pem)])
+        self.port = self._server.add_secure_port("localhost:0", credentials)
+
+    @property
+    def endpoint(self) -> str:
+        return f"localhost:{self.port}"
+
+    def __enter__(self) -> FakeGoogleAds:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop(grace=None)
+
+    def requests_of(self, method: str) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.received if r.method == method]
+
+    # --- the RPCs -----------------------------------------------------------------------
+
+    def _gate(self, method: str, context: grpc.ServicerContext) -> dict[str, str]:
+        """Checks every call goes through before it is recorded: token, outage, quota."""
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        script = self.script
+        with self._lock:
+            down = script.unavailable_calls > 0
+            if down:
+                script.unavailable_calls -= 1
+        if down or time.monotonic() < script.unavailable_until:
+            self._note(f"{method}:UNAVAILABLE")
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the service is currently unavailable")
+        token = metadata.get("authorization", "").removeprefix("Bearer ")
+        if not self._tokens.is_valid(token):
+            self._note(f"{method}:UNAUTHENTICATED")
+            detail = failure(_auth_error("OAUTH_TOKEN_EXPIRED"))
+            context.set_trailing_metadata(((FAILURE_KEY, detail.SerializeToString()),))
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication")
+        if script.permission_denied:
+            self._note(f"{method}:PERMISSION_DENIED")
+            detail = failure(ads_error("USER_PERMISSION_DENIED"))
+            context.set_trailing_metadata(((FAILURE_KEY, detail.SerializeToString()),))
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "The caller does not have permission")
+        if not metadata.get("developer-token"):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "developer token missing")
+        with self._lock:
+            exhausted = script.resource_exhausted > 0
+            if exhausted:
+                script.resource_exhausted -= 1
+        if exhausted:
+            self._note(f"{method}:RESOURCE_EXHAUSTED")
+            detail = failure(
+                ads_error("RESOURCE_EXHAUSTED", retry_seconds=script.retry_delay_seconds)
+            )
+            context.set_trailing_metadata(((FAILURE_KEY, detail.SerializeToString()),))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "quota exhausted")
+        return metadata
+
+    def _note(self, what: str) -> None:
+        with self._lock:
+            self.rejected_calls.append(what)
+
+    def _record(self, method: str, request: Any, metadata: dict[str, str]) -> None:
+        with self._lock:
+            self.received.append(Recorded(method, request, metadata))
+
+    def _too_many(self, rows: int, field_name: str, context: grpc.ServicerContext) -> None:
+        if rows > self.script.max_rows:
+            code = (
+                "TOO_MANY_ADJUSTMENTS_IN_REQUEST"
+                if field_name == "conversion_adjustments"
+                else "TOO_MANY_CONVERSIONS_IN_REQUEST"
+            )
+            self._note(f"{code}:{rows}")
+            detail = failure(ads_error(code, field=field_name))
+            context.set_trailing_metadata(((FAILURE_KEY, detail.SerializeToString()),))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many rows in the request")
+
+    def _click(self, request: Any, context: grpc.ServicerContext) -> Any:
+        metadata = self._gate("UploadClickConversions", context)
+        pb = type(request).pb(request)
+        self._too_many(len(pb.conversions), "conversions", context)
+        self._record("UploadClickConversions", pb, metadata)
+        response = upload_types.UploadClickConversionsResponse.pb()(job_id=pb.job_id or 4242)
+        errors = []
+        for index, row in enumerate(pb.conversions):
+            result = response.results.add()
+            code = self.script.row_failures.get(row.gclid or row.order_id)
+            if code:
+                errors.append(ads_error(code, index))
+            elif not pb.validate_only:
+                result.gclid = row.gclid
+                result.conversion_action = row.conversion_action
+                result.conversion_date_time = row.conversion_date_time
+        if pb.validate_only:
+            del response.results[:]
+        if errors:
+            response.partial_failure_error.CopyFrom(partial_failure_status(*errors))
+        return upload_types.UploadClickConversionsResponse.wrap(response)
+
+    def _call(self, request: Any, context: grpc.ServicerContext) -> Any:
+        metadata = self._gate("UploadCallConversions", context)
+        pb = type(request).pb(request)
+        self._too_many(len(pb.conversions), "conversions", context)
+        self._record("UploadCallConversions", pb, metadata)
+        response = upload_types.UploadCallConversionsResponse.pb()()
+        errors = []
+        for index, row in enumerate(pb.conversions):
+            result = response.results.add()
+            code = self.script.row_failures.get(row.caller_id)
+            if code:
+                errors.append(ads_error(code, index))
+            elif not pb.validate_only:
+                result.caller_id = row.caller_id
+                result.conversion_action = row.conversion_action
+        if errors:
+            response.partial_failure_error.CopyFrom(partial_failure_status(*errors))
+        return upload_types.UploadCallConversionsResponse.wrap(response)
+
+    def _adjust(self, request: Any, context: grpc.ServicerContext) -> Any:
+        metadata = self._gate("UploadConversionAdjustments", context)
+        pb = type(request).pb(request)
+        self._too_many(len(pb.conversion_adjustments), "conversion_adjustments", context)
+        self._record("UploadConversionAdjustments", pb, metadata)
+        response = adjust_types.UploadConversionAdjustmentsResponse.pb()(job_id=pb.job_id or 4343)
+        errors = []
+        for index, row in enumerate(pb.conversion_adjustments):
+            result = response.results.add()
+            code = self.script.row_failures.get(row.order_id or row.gclid_date_time_pair.gclid)
+            if code:
+                errors.append(ads_error(code, index, field="conversion_adjustments"))
+            elif not pb.validate_only:
+                result.order_id = row.order_id
+                result.adjustment_type = row.adjustment_type
+        if errors:
+            response.partial_failure_error.CopyFrom(partial_failure_status(*errors))
+        return adjust_types.UploadConversionAdjustmentsResponse.wrap(response)
+
+
+def _handler(fn: Any, request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        fn,
+        request_deserializer=request_type.deserialize,
+        response_serializer=response_type.serialize,
+    )
+
+
+def _auth_error(code: str) -> Any:
+    return ads_error(code)
+
+
+def service_account_key(directory: Path, token_uri: str) -> Path:
+    """A service-account JSON key file (fresh RSA key) whose token_uri is ``token_uri``."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    path = directory / "service-account.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "convstream-test",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "uploader@convstream-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": token_uri,
+            }
+        )
+    )
+    return path
+
+
+def worker_env(fake: FakeGoogleAds, tokens: FakeTokenEndpoint, roots: Path) -> dict[str, str]:
+    """The environment that points `convstream worker`'s real Google Ads sink at the fakes."""
+    return {
+        "GOOGLE_ADS_DEVELOPER_TOKEN": "dev-token",
+        "GOOGLE_ADS_CLIENT_ID": "client-id",
+        "GOOGLE_ADS_CLIENT_SECRET": "client-secret",
+        "GOOGLE_ADS_REFRESH_TOKEN": "refresh-token-1",
+        "GOOGLE_ADS_ENDPOINT": fake.endpoint,
+        "GOOGLE_ADS_TOKEN_URI": tokens.url,
+        "GOOGLE_ADS_LOGIN_CUSTOMER_ID": "111-222-3333",
+        "GOOGLE_ADS_JOB_ID": "5",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(roots),
+    }

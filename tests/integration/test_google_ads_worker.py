@@ -1,0 +1,102 @@
+"""`convstream worker` end to end with the real Google Ads sink: Kafka in, the real
+GoogleAdsClient over TLS to the fake API (OAuth through the fake token endpoint), results out.
+The first upload meets an UNAVAILABLE: the real pipeline retries it and nothing is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from event_factory import click, encode
+from fakes.google_ads_server import FakeGoogleAds, FakeTokenEndpoint, Tls, worker_env
+from google_ads_events import adjustment, call
+from worker_harness import TopicReader, Topics, WorkerProcess, metric_value, produce, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_worker_uploads_click_call_and_adjustment_through_the_real_sink(
+    kafka_bootstrap: str, tmp_path: Path, fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls
+) -> None:
+    topics = Topics(kafka_bootstrap)
+    fake.script.row_failures["Cj0KCQiA-test-gclid-2"] = "CLICK_CONVERSION_ALREADY_EXISTS"
+    fake.script.unavailable_calls = 1  # the first upload meets an outage: the pipeline retries
+    events = [click(1), click(2), call(3), adjustment(4)]
+    produced = produce(kafka_bootstrap, topics.input, (encode(e) for e in events), b"k")
+    env = worker_env(fake, tokens, tls.roots_file)
+    with (
+        WorkerProcess(
+            topics, tmp_path, CONVSTREAM_RECORDING_SINK="yandex_metrica", **env
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        worker.start()
+        results.wait_for(produced, timeout=90)
+        assert worker.running, worker.log_text()[-3000:]
+        by_id = {v["event_id"]: v for v in (orjson.loads(m.value()) for m in results.messages)}
+        assert {k: v["status"] for k, v in by_id.items()} == {
+            "click-1": "uploaded",
+            "click-2": "duplicate",
+            "call-3": "uploaded",
+            "adj-4": "uploaded",
+        }
+        assert by_id["click-1"]["job_id"] == 5
+        assert by_id["adj-4"]["job_id"] == 5
+        assert by_id["click-2"]["error"] is None  # Google already had it: not a failure
+
+        clicks = fake.requests_of("UploadClickConversions")
+        assert sorted(c.gclid for r in clicks for c in r.request.conversions) == [
+            "Cj0KCQiA-test-gclid-1",
+            "Cj0KCQiA-test-gclid-2",
+        ]
+        assert all(r.request.partial_failure and r.request.job_id == 5 for r in clicks)
+        assert all(r.metadata["login-customer-id"] == "1112223333" for r in clicks)
+        (calls,) = fake.requests_of("UploadCallConversions")
+        assert [c.caller_id for c in calls.request.conversions] == ["+16505550003"]
+        (adjustments,) = fake.requests_of("UploadConversionAdjustments")
+        assert [a.order_id for a in adjustments.request.conversion_adjustments] == ["ORD-4"]
+        assert tokens.requests >= 1
+        assert worker.uploads() == []  # google_ads did not go to the recording sink
+
+        def requests_counted() -> bool:
+            text = worker.scrape()
+            return (
+                metric_value(
+                    text, "convstream_upload_requests_total", destination="google_ads", outcome="ok"
+                )
+                + metric_value(
+                    text,
+                    "convstream_upload_requests_total",
+                    destination="google_ads",
+                    outcome="partial",
+                )
+                >= 3
+            )
+
+        wait_until(requests_counted, 30, "upload requests metric for google_ads")
+        assert len([c for c in fake.rejected_calls if c.endswith(":UNAVAILABLE")]) == 1
+        retries = metric_value(
+            worker.scrape(), "convstream_upload_retries_total", destination="google_ads"
+        )
+        assert retries >= 1
+
+
+def test_incomplete_google_ads_credentials_stop_the_worker_naming_the_variable(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A developer token without OAuth credentials: exit code 2 before joining the group,
+    and the log names the variables to set, never a value."""
+    topics = Topics(kafka_bootstrap)
+    with WorkerProcess(
+        topics,
+        tmp_path,
+        CONVSTREAM_RECORDING_SINK="yandex_metrica",
+        GOOGLE_ADS_DEVELOPER_TOKEN="dev-token-secret",
+    ) as worker:
+        worker.start()
+        assert worker.wait_exit(60) == 2
+        log = worker.log_text()
+        assert "GOOGLE_ADS_REFRESH_TOKEN" in log
+        assert "dev-token-secret" not in log
+        assert "Worker ready" not in log
