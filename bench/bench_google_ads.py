@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the fakes live with the tests
+sys.path.insert(0, str(ROOT / "tests"))  # the test event builders
 
-from fakes.google_ads_server import FakeGoogleAds, FakeTokenEndpoint, tls_certificate  # noqa: E402
 from google_ads_events import click, event_of  # noqa: E402
 
 from streams.config import GoogleAdsSettings  # noqa: E402
 from streams.event_model import Event  # noqa: E402
+from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, tls_certificate  # noqa: E402
 from streams.sinks import AccountBatch, BatchKey, SourcePosition  # noqa: E402
 from streams.sinks.google_ads import GoogleAdsSink  # noqa: E402
 from streams.sinks.google_ads_requests import RequestOptions, build_requests  # noqa: E402

@@ -4,7 +4,7 @@
    ``--batch`` offline conversions (ClientId, Target, DateTime, Price, Currency). Rows/s.
 2. End to end through the sink: ``YandexMetricaSink.write`` of ``--batches`` batches
    (``--parallel`` at a time, as the pipeline flushes several accounts at once) to the
-   local fake Metrica (tests/fakes/yandex_server.py) running in a *separate process*, so
+   local fake Metrica (streams/local/sandbox/yandex.py) running in a *separate process*, so
    the server's multipart and CSV parsing does not share the sink's GIL. Events/s from the
    first write to the last outcome; every upload goes through the 3-requests-per-token
    semaphore, as in production.
@@ -106,7 +106,7 @@ async def bench_sink(url: str, events: list[Event], batch: int, parallel: int) -
 def serve() -> None:
     """``--serve``: run the fake Metrica, print its URL, stop when stdin closes."""
     sys.path.insert(0, str(TESTS))
-    from fakes.yandex_server import FakeYandex
+    from streams.local.sandbox.yandex import FakeYandex
 
     with FakeYandex(TOKEN) as server:
         print(server.url, flush=True)

@@ -19,11 +19,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
+from faust.streams import current_event
 
 from streams.acks import OffsetGate
 from streams.committed import CommittedOffsets
 from streams.config import DedupeStore, Settings
 from streams.dedupe import DedupeGate
+from streams.dedupe_table import LibrdkafkaChangelogTable
 from streams.faults import FaultPlan
 from streams.ingest import CHUNK_MAX_BYTES, Ingest
 from streams.metrics import Metrics
@@ -39,7 +41,6 @@ SHUTDOWN_DRAIN_SECONDS = 60.0
 COMMIT_CATCH_UP_ROUNDS = 1000
 COMMIT_CATCH_UP_SECONDS = 1.0
 REPLAY_COUNT_HEADER = "convstream.replay_count"
-CHANGELOG_BUFFER_MESSAGES = 20_000
 
 
 class ConvstreamApp(faust.App):
@@ -138,15 +139,38 @@ def create_app(
     async def settle(key: str, partition: int, value: bytes) -> None:
         await output.send_all([Record(batch_topic_name, key.encode(), value, partition)])
 
-    # Table writes queue their changelog records in Faust's producer buffer; past
-    # ``max_messages`` Faust stops the stream and drains it one awaited message at a time
-    # (100 by default: a stall every 100 settled events). A background task drains it
-    # anyway; the bound only needs to stop runaway memory.
-    app.producer.buffer.max_messages = CHANGELOG_BUFFER_MESSAGES
-    gate = DedupeGate(table, settings.dedupe_ttl_days * 86_400.0, time.time)
+    def current_partition() -> int:
+        event = current_event()
+        assert event is not None, "dedupe table written outside stream iteration"
+        return int(event.message.partition)
+
+    # The gate writes Faust's store directly; the changelog goes through librdkafka.
+    dedupe_table = LibrdkafkaChangelogTable(table, current_partition)
+
+    # Its own producer, batched by CONVSTREAM_PRODUCER_BATCH_BYTES: on the embedded tansu
+    # broker, Faust's recovery reads a changelog correctly only when every record is its
+    # own batch (1 in tests; see KAFKA-NOTES.md); the results keep librdkafka's batching.
+    changelog_output = OutputProducer(
+        settings.bootstrap_servers,
+        max_record_bytes(settings),
+        **{"batch.size": settings.producer_batch_bytes},
+    )
+    app.close_hooks.append(changelog_output.close)
+
+    async def flush_table() -> None:
+        await changelog_output.send_all(dedupe_table.take_pending())
+
+    gate = DedupeGate(dedupe_table, settings.dedupe_ttl_days * 86_400.0, time.time)
     ingest = Ingest(settings, frozenset(sinks), publish, forward, metrics)
     pipeline = BatchPipeline(
-        settings, sinks, gate, publish, settle, metrics, FaultPlan(settings.fault_kill_at)
+        settings,
+        sinks,
+        gate,
+        publish,
+        settle,
+        metrics,
+        FaultPlan(settings.fault_kill_at),
+        table_flush=flush_table,
     )
     app.flush_hooks += [ingest.flush, pipeline.flush_now]
     app.drain_hooks += [ingest.drain, pipeline.drain]

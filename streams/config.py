@@ -114,8 +114,9 @@ class Settings:
     reading, so a backlog waits in Kafka rather than in memory. Batches fill to
     ``batch_max_size`` only while accounts x batch size fits; beyond, they flush by window."""
     producer_batch_bytes: int = 16384
-    """aiokafka max batch size. 1 makes every record its own batch: needed on the embedded
-    tansu broker when a test checks table recovery (see KAFKA-NOTES.md)."""
+    """Producer batch size of the dedupe changelog (and Faust's own producer). 1 makes every
+    record its own batch: needed on the embedded tansu broker when a test checks table
+    recovery (see KAFKA-NOTES.md)."""
     recording_sink: frozenset[str] = frozenset()
     """Destinations served by the in-process recording sink (demo and tests)."""
     recording_sink_log: Path | None = None

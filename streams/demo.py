@@ -1,11 +1,13 @@
 """``convstream demo``: the whole pipeline on the embedded broker, in one command.
 
-It starts the tansu broker on a free loopback port, creates the topics, starts
-``convstream worker`` against it (recording sinks: uploads are written to a local file,
-no Google Ads or Yandex API is called), sends the bundled sample (valid events,
-duplicates, invalid ones), waits until every message has its result, stops the worker
-gracefully and prints what happened: results by status, dead letters with their reasons,
-the uploads per account batch and a few metrics. Nothing leaves this machine.
+It starts the tansu broker on a free loopback port, the sandbox Google Ads API (gRPC over
+TLS with a self-signed certificate, plus an OAuth token endpoint) and the sandbox Yandex
+Metrica API (HTTP) on 127.0.0.1, creates the topics, and starts ``convstream worker``
+with the *real* sinks pointed at the sandboxes. It sends the bundled sample (clicks,
+calls, adjustments, Yandex conversions and calls, duplicates, invalid events), waits until
+every message has its result, stops the worker gracefully and prints what happened:
+results by destination and status, dead letters with their reasons, what each sandbox
+received, and a few metrics. Nothing leaves this machine.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ from rich.table import Table
 from streams.config import Settings
 from streams.jsonl import iter_lines
 from streams.local.broker import EmbeddedBroker, create_topics, free_port
+from streams.local.sandbox.google_ads import (
+    FakeGoogleAds,
+    FakeTokenEndpoint,
+    tls_certificate,
+    worker_env,
+)
+from streams.local.sandbox.yandex import FakeYandex
 from streams.producer import send_jsonl
 from streams.validate_file import validate_lines
 
@@ -61,7 +70,10 @@ class DemoRun:
     sent: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[Message] = field(default_factory=list)
-    uploads: list[str] = field(default_factory=list)
+    google_requests: int = 0
+    google_rows: int = 0
+    yandex_files: int = 0
+    yandex_rows: int = 0
     metrics: str = ""
     worker_exit: int | None = None
 
@@ -71,9 +83,10 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
     console = console or Console()
     console.print(
         Panel(
-            "convstream demo: an embedded Kafka-protocol broker on 127.0.0.1 with in-memory "
-            "storage and `convstream worker` with recording sinks.\nNothing leaves this "
-            "machine: no Google Ads or Yandex Metrica API is called.",
+            "convstream demo: an embedded Kafka-protocol broker, a sandbox Google Ads API "
+            "(gRPC over TLS, OAuth) and a sandbox Yandex Metrica API, all on 127.0.0.1, and "
+            "`convstream worker` with its real sinks pointed at them.\nNothing leaves this "
+            "machine: no request reaches Google or Yandex.",
             title="sandbox",
             style="yellow",
         )
@@ -86,11 +99,21 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
         "(checked offline first, exactly as the worker will)"
     )
     run = DemoRun()
-    with tempfile.TemporaryDirectory(prefix="convstream-demo-") as workdir, EmbeddedBroker() as b:
+    with (
+        tempfile.TemporaryDirectory(prefix="convstream-demo-") as workdir,
+        EmbeddedBroker() as b,
+        _sandboxes(Path(workdir)) as (google, tokens, yandex, sandbox_env),
+    ):
         console.print(f"broker: [bold]{b.url}[/]")
+        console.print(
+            f"sandbox Google Ads API: [bold]{google.endpoint}[/] (TLS), token endpoint "
+            f"{tokens.url}; sandbox Yandex Metrica API: [bold]{yandex.url}[/]"
+        )
+        # One outage on the first Google upload: the worker retries it, nothing is lost.
+        google.script.unavailable_calls = 1
         topics = [settings.input_topic, settings.results_topic, settings.dlq_topic]
         create_topics(b.address, topics)
-        with _worker(b.url, settings, Path(workdir)) as worker:
+        with _worker(b.url, settings, Path(workdir), sandbox_env) as worker:
             console.print(f"worker: pid {worker.process.pid}, metrics {worker.metrics_url}")
             run.sent = send_jsonl(path, b.address, settings.input_topic).delivered
             console.print(f"sent {run.sent} messages to [bold]{settings.input_topic}[/]")
@@ -103,14 +126,11 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
             if len(run.results) < run.sent:
                 console.print(worker.log_tail())
         run.dead_letters = _read(b.address, settings.dlq_topic, _rejected(run.results), None)
-        uploads_log = Path(workdir) / "uploads.log"
-        if uploads_log.exists():
-            run.uploads = uploads_log.read_text().splitlines()
+        run.google_requests = len(google.received)
+        run.google_rows = sum(_rows(r.request) for r in google.received)
+        run.yandex_files = len(yandex.uploads)
+        run.yandex_rows = len(yandex.rows())
     _print_report(console, settings, run)
-    console.print(
-        "\n[bold]Not yet built:[/] the real Google Ads and Yandex Metrica sinks (this demo's "
-        "uploads go to the recording sink), `convstream replay`, and the Helm chart."
-    )
     console.print(f"done in {time.monotonic() - started:.1f} s")
     complete = run.sent == report.events and len(run.results) == run.sent
     return 0 if complete and run.worker_exit == 0 else 1
@@ -150,17 +170,47 @@ class _WorkerProcess:
 
 
 @contextmanager
-def _worker(broker_url: str, settings: Settings, workdir: Path) -> Iterator[_WorkerProcess]:
+def _sandboxes(
+    workdir: Path,
+) -> Iterator[tuple[FakeGoogleAds, FakeTokenEndpoint, FakeYandex, dict[str, str]]]:
+    """Both sandbox APIs, and the worker environment that points the real sinks at them."""
+    cert, key, roots = tls_certificate(workdir)
+    with (
+        FakeTokenEndpoint() as tokens,
+        FakeGoogleAds(cert, key, tokens) as google,
+        FakeYandex() as yandex,
+    ):
+        env = {
+            **worker_env(google, tokens, roots),
+            "YANDEX_METRICA_OAUTH_TOKEN": yandex.token,
+            "YANDEX_METRICA_API_URL": yandex.url,
+            "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS": "0.5",
+        }
+        yield google, tokens, yandex, env
+
+
+def _rows(request: Any) -> int:
+    """Conversions or adjustments in one recorded Google Ads request."""
+    rows = getattr(request, "conversions", None)
+    if rows is None:
+        rows = request.conversion_adjustments
+    return len(rows)
+
+
+@contextmanager
+def _worker(
+    broker_url: str, settings: Settings, workdir: Path, sandbox_env: dict[str, str]
+) -> Iterator[_WorkerProcess]:
     port = free_port()
     env = {
         **os.environ,
+        **sandbox_env,
         "CONVSTREAM_BROKER": broker_url,
         "CONVSTREAM_APP_ID": f"convstream-demo-{uuid.uuid4().hex[:8]}",
         "CONVSTREAM_INPUT_TOPIC": settings.input_topic,
         "CONVSTREAM_RESULTS_TOPIC": settings.results_topic,
         "CONVSTREAM_DLQ_TOPIC": settings.dlq_topic,
-        "CONVSTREAM_RECORDING_SINK": "google_ads,yandex_metrica",
-        "CONVSTREAM_RECORDING_SINK_LOG": str(workdir / "uploads.log"),
+        "CONVSTREAM_RECORDING_SINK": "",
         "CONVSTREAM_DATA_DIR": str(workdir / "data"),
         "CONVSTREAM_DEDUPE_STORE": "memory",
         "CONVSTREAM_METRICS_PORT": str(port),
@@ -253,10 +303,11 @@ def _print_report(console: Console, settings: Settings, run: DemoRun) -> None:
         )
     console.print(letters)
 
-    batches = Counter(line.split()[0] for line in run.uploads)
     console.print(
-        f"uploads (recording sink): {len(run.uploads)} conversions in {len(batches)} "
-        "per-account batches; duplicates were answered without an upload"
+        f"sandbox Google Ads received {run.google_rows} conversions and adjustments in "
+        f"{run.google_requests} requests (one answered UNAVAILABLE and was retried); "
+        f"sandbox Yandex Metrica received {run.yandex_rows} rows in {run.yandex_files} CSV "
+        "files. Duplicates were answered without an upload."
     )
     totals: Counter[str] = Counter()
     for line in run.metrics.splitlines():

@@ -84,6 +84,9 @@ class OutputProducer:
             {
                 "bootstrap.servers": bootstrap_servers,
                 "acks": "all",
+                # Per-partition order and no duplicates on retries: a settled key's
+                # changelog records must be read back in the order they were written.
+                "enable.idempotence": True,
                 "linger.ms": 5,
                 "message.max.bytes": max_record_bytes,
                 "partitioner": "murmur2_random",  # same partition for a key as Java clients

@@ -137,8 +137,10 @@ class BatchPipeline:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         backoff_base: float = _BACKOFF_BASE,
+        table_flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
+        self._table_flush = table_flush
         self._sinks = sinks
         self._gate = gate
         self._publish = publish
@@ -167,14 +169,14 @@ class BatchPipeline:
         if is_settlement(value):
             self._apply_settlement(value, partition)
             self._metrics.dedupe_keys.set(len(self._gate))
-            ack()
+            self._ack_after_table_writes(ack)
             return
         if value.startswith(SWEEP_REQUEST):
             swept = self._gate.sweep(partition)
             if swept:
                 _log.info("dedupe sweep partition=%d expired_keys=%d", partition, swept)
             self._metrics.dedupe_keys.set(len(self._gate))
-            ack()
+            self._ack_after_table_writes(ack)
             return
         try:
             items = orjson.loads(value)["events"]
@@ -464,6 +466,21 @@ class BatchPipeline:
         for (destination, code, stage), count in rejected.items():
             metrics.conversions_rejected.labels(destination, code).inc(count)
             metrics.dead_letters.labels(destination, stage).inc(count)
+
+    def _ack_after_table_writes(self, ack: Ack) -> None:
+        """Ack a settlement or sweep record once the table's changelog records of its
+        writes are acknowledged by the broker: committing past it earlier could lose a
+        settled key on a crash, and a lost key lets a later duplicate be uploaded."""
+        if self._table_flush is None:
+            ack()
+            return
+        flush = self._table_flush
+
+        async def flush_then_ack() -> None:
+            await flush()
+            ack()
+
+        self._spawn(flush_then_ack())
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -103,6 +103,11 @@ class WorkerProcess:
             )
         return self
 
+    def run_log(self, run: int) -> str:
+        """What the ``run``-th start (1-based) of the worker logged."""
+        path = self.workdir / f"worker-{run}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def log_text(self) -> str:
         return "\n".join(
             (self.workdir / f"worker-{run}.log").read_text(errors="replace")

@@ -20,4 +20,8 @@ def test_demo_runs_and_summarizes_the_sample() -> None:
     for code in ("INVALID_JSON", "INVALID_EVENT"):
         assert code in out, f"a dead letter with {code} is shown"
     assert "worker stopped with SIGTERM, exit code 0" in out
-    assert "Not yet built" in out
+    # The real sinks talked to the sandbox APIs, one Google outage included.
+    assert "sandbox Google Ads received" in out
+    assert "sandbox Yandex Metrica received" in out
+    assert "google_ads/call_conversion" in out
+    assert "yandex_metrica/call" in out

@@ -6,7 +6,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from fakes.google_ads_server import FakeGoogleAds, FakeTokenEndpoint, Tls, tls_certificate
+
+from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, Tls, tls_certificate
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.google_ads_server import FakeGoogleAds, FakeTokenEndpoint, service_account_key
 from google_ads_events import CUSTOMER, adjustment, call, click, event_of
 
 from streams.config import GoogleAdsSettings
+from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, service_account_key
 from streams.metrics import Metrics
 from streams.pipeline import backoff
 from streams.sinks import (

@@ -9,9 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 from event_factory import click, encode
-from fakes.google_ads_server import FakeGoogleAds, FakeTokenEndpoint, Tls, worker_env
 from google_ads_events import adjustment, call
 from worker_harness import TopicReader, Topics, WorkerProcess, metric_value, produce, wait_until
+
+from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, Tls, worker_env
 
 pytestmark = pytest.mark.integration
 

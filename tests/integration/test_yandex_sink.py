@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from event_factory import encode, yandex
-from fakes.yandex_server import FakeYandex
 
 from streams.event_model import Event
 from streams.events import parse_event
 from streams.local.broker import free_port
+from streams.local.sandbox.yandex import FakeYandex
 from streams.metrics import Metrics
 from streams.sinks import AccountBatch, BatchKey, EventOutcome, RetryableSinkError, SourcePosition
 from streams.sinks.yandex import YandexMetricaSink

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from event_factory import click, encode, yandex
-from fakes.yandex_server import FakeYandex
 from worker_harness import TopicReader, Topics, WorkerProcess, metric_value, produce, wait_until
+
+from streams.local.sandbox.yandex import FakeYandex
 
 pytestmark = pytest.mark.integration
 

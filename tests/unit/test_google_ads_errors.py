@@ -8,8 +8,14 @@ from typing import Any
 import grpc
 import pytest
 from google.ads.googleads.errors import GoogleAdsException
-from google_ads_protos import V, adjustment_response, ads_error, click_response, failure
 
+from streams.local.sandbox.google_ads_protos import (
+    V,
+    adjustment_response,
+    ads_error,
+    click_response,
+    failure,
+)
 from streams.sinks.google_ads_errors import (
     AUTH_FAILED,
     CLASSIFICATION,

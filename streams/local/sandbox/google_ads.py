@@ -36,7 +36,8 @@ from google.ads.googleads.v26.services.types import (
     conversion_adjustment_upload_service as adjust_types,
 )
 from google.ads.googleads.v26.services.types import conversion_upload_service as upload_types
-from google_ads_protos import V, ads_error, failure, partial_failure_status
+
+from streams.local.sandbox.google_ads_protos import V, ads_error, failure, partial_failure_status
 
 FAILURE_KEY = f"google.ads.googleads.{V}.errors.googleadsfailure-bin"
 _UPLOAD_SERVICE = f"google.ads.googleads.{V}.services.ConversionUploadService"
