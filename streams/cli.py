@@ -167,7 +167,12 @@ def _run_send(args: argparse.Namespace, settings: Settings) -> int:
 def _run_broker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.local.broker import run_broker
 
-    topics = [settings.input_topic, settings.results_topic, settings.dlq_topic]
+    topics = [
+        settings.input_topic,
+        settings.results_topic,
+        settings.dlq_topic,
+        settings.upload_status_topic,
+    ]
     return run_broker(args.host, args.port, topics if args.create_topics else [])
 
 

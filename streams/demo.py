@@ -88,7 +88,12 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
     run = DemoRun()
     with tempfile.TemporaryDirectory(prefix="convstream-demo-") as workdir, EmbeddedBroker() as b:
         console.print(f"broker: [bold]{b.url}[/]")
-        topics = [settings.input_topic, settings.results_topic, settings.dlq_topic]
+        topics = [
+            settings.input_topic,
+            settings.results_topic,
+            settings.dlq_topic,
+            settings.upload_status_topic,
+        ]
         create_topics(b.address, topics)
         with _worker(b.url, settings, Path(workdir)) as worker:
             console.print(f"worker: pid {worker.process.pid}, metrics {worker.metrics_url}")
@@ -159,6 +164,7 @@ def _worker(broker_url: str, settings: Settings, workdir: Path) -> Iterator[_Wor
         "CONVSTREAM_INPUT_TOPIC": settings.input_topic,
         "CONVSTREAM_RESULTS_TOPIC": settings.results_topic,
         "CONVSTREAM_DLQ_TOPIC": settings.dlq_topic,
+        "CONVSTREAM_UPLOAD_STATUS_TOPIC": settings.upload_status_topic,
         "CONVSTREAM_RECORDING_SINK": "google_ads,yandex_metrica",
         "CONVSTREAM_RECORDING_SINK_LOG": str(workdir / "uploads.log"),
         "CONVSTREAM_DATA_DIR": str(workdir / "data"),

@@ -35,7 +35,8 @@ row convstream can check) and nothing is sent; the events get ``validated``.
 
 Status tracking: each uploaded file's id is polled every ``poll_interval`` seconds until
 PROCESSED or LINKAGE_FAILURE; then one ``upload_status`` record goes to ``on_status``
-(the worker publishes it on the results topic) and the metrics are updated. An upload that
+(the worker publishes it on CONVSTREAM_UPLOAD_STATUS_TOPIC, not on the results topic,
+which carries one record per input message) and the metrics are updated. An upload that
 stays unfinished for ``max_tracking_seconds`` (2 days) is logged and dropped. Tracking is
 in memory: uploads still pending at shutdown are logged and not followed after a restart
 (their events' results were published already; the status record is informational).
@@ -439,7 +440,8 @@ class YandexMetricaSink:
 def status_record(
     counter: str, upload_id: str, batch_id: str, uploading: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
-    """The ``upload_status`` record published on the results topic for a finished upload."""
+    """The ``upload_status`` record for a finished upload (the worker publishes it on
+    CONVSTREAM_UPLOAD_STATUS_TOPIC; schemas/upload_status.schema.json describes it)."""
 
     def count(name: str) -> int:
         value = uploading.get(name)
