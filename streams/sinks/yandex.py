@@ -19,7 +19,9 @@ Error classes, mapped in one place (:meth:`YandexMetricaSink._check`), per file:
     400 (and other 4xx)      every row ``rejected``: YANDEX_BAD_REQUEST (or YANDEX_HTTP_<n>),
                              with Metrica's own errors[].message
     401 / 403                every row ``rejected``: YANDEX_AUTH_FAILED; logged once per
-                             counter at ERROR, counted in convstream_yandex_auth_failures_total.
+                             counter at ERROR, counted in convstream_auth_failures_total
+                             {destination="yandex_metrica"} (shared with Google Ads) and
+                             convstream_yandex_auth_failures_total{counter}.
                              Dead letters, not a retry storm: a token does not fix itself.
     420 / 429 / 5xx,         retryable with backoff and jitter (Retry-After wins when sent):
     timeouts, connection     RetryableSinkError when every file of the batch failed so,
@@ -318,6 +320,9 @@ class YandexMetricaSink:
                 self._retry_after(reply.retry_after, attempt),
             )
         if status in (401, 403):
+            # The per-destination counter is the one alert rules and dashboards share with
+            # Google Ads; the per-counter one says which counter's access is missing.
+            self._metrics.auth_failures.labels(DESTINATION).inc()
             self._metrics.yandex_auth_failures.labels(counter).inc()
             if counter not in self._auth_logged:
                 self._auth_logged.add(counter)
