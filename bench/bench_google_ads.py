@@ -230,6 +230,8 @@ class PipelineRun:
     requests: int
     requests_by_customer: dict[str, int]
     rows_per_request: list[int]
+    rows_by_customer: dict[str, list[int]]
+    """Rows of each request, per customer, in the order the fake received them."""
 
 
 def _iso_seconds(text: str) -> float:
@@ -282,7 +284,15 @@ def pipeline_run(
         requests=len(requests),
         requests_by_customer=dict(Counter(r.request.customer_id for r in requests)),
         rows_per_request=[len(r.request.conversions) for r in requests],
+        rows_by_customer=_rows_by_customer(requests),
     )
+
+
+def _rows_by_customer(requests: list[Any]) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = {}
+    for recorded in requests:
+        rows.setdefault(recorded.request.customer_id, []).append(len(recorded.request.conversions))
+    return rows
 
 
 def report_pipeline(run: PipelineRun, counts: dict[str, int]) -> None:
@@ -295,6 +305,15 @@ def report_pipeline(run: PipelineRun, counts: dict[str, int]) -> None:
         f"({run.seconds_wall:.1f} s, start-up and group join included)"
     )
     print(f"    statuses: {run.statuses}")
+    largest = sorted(counts, key=counts.__getitem__, reverse=True)[:3]
+    print(
+        "    largest customers, rows -> requests (rows each): "
+        + "; ".join(
+            f"{counts[a]} -> {len(run.rows_by_customer.get(a, []))} "
+            f"({'+'.join(map(str, run.rows_by_customer.get(a, [])))})"
+            for a in largest
+        )
+    )
     per_10k = run.requests * 10_000 / run.conversions
     verdict = "the minimum" if run.requests == minimum else f"{run.requests - minimum} above"
     print(
