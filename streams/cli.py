@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Consume CONVSTREAM_INPUT_TOPIC, dedupe, micro-batch per account, upload, and "
             "publish one result per message to CONVSTREAM_RESULTS_TOPIC (dead letters to "
-            "CONVSTREAM_DLQ_TOPIC). Metrics on :CONVSTREAM_METRICS_PORT/metrics. All settings "
+            "CONVSTREAM_DLQ_TOPIC, Yandex upload statuses to CONVSTREAM_UPLOAD_STATUS_TOPIC). "
+            "Metrics on :CONVSTREAM_METRICS_PORT/metrics. All settings "
             "come from the environment (see README). SIGTERM or Ctrl-C stops it gracefully."
         ),
     )
