@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Consume CONVSTREAM_INPUT_TOPIC, dedupe, micro-batch per account, upload, and "
             "publish one result per message to CONVSTREAM_RESULTS_TOPIC (dead letters to "
-            "CONVSTREAM_DLQ_TOPIC). Metrics on :CONVSTREAM_METRICS_PORT/metrics. All settings "
+            "CONVSTREAM_DLQ_TOPIC, Yandex upload statuses to CONVSTREAM_UPLOAD_STATUS_TOPIC). "
+            "Metrics on :CONVSTREAM_METRICS_PORT/metrics. All settings "
             "come from the environment (see README). SIGTERM or Ctrl-C stops it gracefully."
         ),
     )
@@ -167,7 +168,12 @@ def _run_send(args: argparse.Namespace, settings: Settings) -> int:
 def _run_broker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.local.broker import run_broker
 
-    topics = [settings.input_topic, settings.results_topic, settings.dlq_topic]
+    topics = [
+        settings.input_topic,
+        settings.results_topic,
+        settings.dlq_topic,
+        settings.upload_status_topic,
+    ]
     return run_broker(args.host, args.port, topics if args.create_topics else [])
 
 

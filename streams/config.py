@@ -93,6 +93,9 @@ class Settings:
     input_topic: str = "conversions"
     results_topic: str = "conversions.results"
     dlq_topic: str = "conversions.dlq"
+    upload_status_topic: str = "conversions.upload_status"
+    """Yandex upload-status records: kept off the results topic, which carries exactly one
+    record per input message (DESIGN.md) and is counted that way by its consumers."""
     batch_max_size: int = 2000
     batch_window_seconds: float = 10.0
     dedupe_ttl_days: float = 90.0
@@ -149,12 +152,17 @@ class Settings:
         env = os.environ if env is None else env
         read = _Reader(env)
         defaults = cls()
-        return cls(
+        settings = cls(
             broker=read.text("CONVSTREAM_BROKER", defaults.broker, check=_check_broker),
             app_id=read.text("CONVSTREAM_APP_ID", defaults.app_id),
-            input_topic=read.text("CONVSTREAM_INPUT_TOPIC", defaults.input_topic),
-            results_topic=read.text("CONVSTREAM_RESULTS_TOPIC", defaults.results_topic),
-            dlq_topic=read.text("CONVSTREAM_DLQ_TOPIC", defaults.dlq_topic),
+            input_topic=read.text("CONVSTREAM_INPUT_TOPIC", defaults.input_topic, _check_topic),
+            results_topic=read.text(
+                "CONVSTREAM_RESULTS_TOPIC", defaults.results_topic, _check_topic
+            ),
+            dlq_topic=read.text("CONVSTREAM_DLQ_TOPIC", defaults.dlq_topic, _check_topic),
+            upload_status_topic=read.text(
+                "CONVSTREAM_UPLOAD_STATUS_TOPIC", defaults.upload_status_topic, _check_topic
+            ),
             batch_max_size=read.number(
                 "CONVSTREAM_BATCH_MAX_SIZE", defaults.batch_max_size, int, 1, 1_000_000
             ),
@@ -241,6 +249,8 @@ class Settings:
             ),
             google_ads=_google_ads(read),
         )
+        _check_distinct_topics(settings)
+        return settings
 
 
 def _google_ads(read: _Reader) -> GoogleAdsSettings | None:
@@ -267,6 +277,36 @@ def _google_ads(read: _Reader) -> GoogleAdsSettings | None:
             "GOOGLE_ADS_REQUEST_TIMEOUT_SECONDS", 120.0, float, 1, 3600
         ),
     )
+
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _check_topic(value: str) -> str | None:
+    """Kafka's own rule for topic names, checked at start-up instead of at the first
+    produce, where it would fail a batch mid-stream."""
+    if not _TOPIC_NAME.fullmatch(value) or value in (".", ".."):
+        return "expected a Kafka topic name: 1-249 characters from a-z A-Z 0-9 . _ -"
+    return None
+
+
+def _check_distinct_topics(settings: Settings) -> None:
+    """Each output topic has its own consumers and record shape: sharing one would, e.g.,
+    put upload-status records among the one-result-per-message results."""
+    named = {
+        "CONVSTREAM_INPUT_TOPIC": settings.input_topic,
+        "CONVSTREAM_RESULTS_TOPIC": settings.results_topic,
+        "CONVSTREAM_DLQ_TOPIC": settings.dlq_topic,
+        "CONVSTREAM_UPLOAD_STATUS_TOPIC": settings.upload_status_topic,
+    }
+    seen: dict[str, str] = {}
+    for name, topic in named.items():
+        if topic in seen:
+            raise ConfigError(
+                f"{name}={topic!r} is invalid: {seen[topic]} names the same topic; "
+                "every topic setting needs a topic of its own"
+            )
+        seen[topic] = name
 
 
 def _check_customer_id(value: str) -> str | None:

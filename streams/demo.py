@@ -111,7 +111,12 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
         )
         # One outage on the first Google upload: the worker retries it, nothing is lost.
         google.script.unavailable_calls = 1
-        topics = [settings.input_topic, settings.results_topic, settings.dlq_topic]
+        topics = [
+            settings.input_topic,
+            settings.results_topic,
+            settings.dlq_topic,
+            settings.upload_status_topic,
+        ]
         create_topics(b.address, topics)
         with _worker(b.url, settings, Path(workdir), sandbox_env) as worker:
             console.print(f"worker: pid {worker.process.pid}, metrics {worker.metrics_url}")
@@ -210,6 +215,7 @@ def _worker(
         "CONVSTREAM_INPUT_TOPIC": settings.input_topic,
         "CONVSTREAM_RESULTS_TOPIC": settings.results_topic,
         "CONVSTREAM_DLQ_TOPIC": settings.dlq_topic,
+        "CONVSTREAM_UPLOAD_STATUS_TOPIC": settings.upload_status_topic,
         "CONVSTREAM_RECORDING_SINK": "",
         "CONVSTREAM_DATA_DIR": str(workdir / "data"),
         "CONVSTREAM_DEDUPE_STORE": "memory",

@@ -64,7 +64,10 @@ def build_sinks(
 
 
 class StatusPublisher:
-    """Publishes upload-status records on the results topic (keyed by account).
+    """Publishes upload-status records on CONVSTREAM_UPLOAD_STATUS_TOPIC, keyed by
+    account (the Yandex counter id), so one counter's statuses stay in order on one
+    partition. Not on the results topic: that one carries exactly one record per input
+    message, and its consumers count on it.
 
     The librdkafka producer opens on the first record, so a worker whose sinks never
     report a status never opens it.
@@ -81,7 +84,7 @@ class StatusPublisher:
         await self._output.send_all(
             [
                 Record(
-                    self._settings.results_topic,
+                    self._settings.upload_status_topic,
                     str(record.get("account", "")).encode(),
                     orjson.dumps(record),
                 )

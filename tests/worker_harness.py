@@ -33,7 +33,11 @@ class Topics:
     partitions: int = 4
 
     def __post_init__(self) -> None:
-        create_topics(self.bootstrap, [self.input, self.results, self.dlq], self.partitions)
+        create_topics(
+            self.bootstrap,
+            [self.input, self.results, self.dlq, self.upload_status],
+            self.partitions,
+        )
 
     @property
     def input(self) -> str:
@@ -47,6 +51,10 @@ class Topics:
     def dlq(self) -> str:
         return f"{self.app_id}.dlq"
 
+    @property
+    def upload_status(self) -> str:
+        return f"{self.app_id}.upload_status"
+
     def env(self) -> dict[str, str]:
         return {
             "CONVSTREAM_BROKER": f"kafka://{self.bootstrap}",
@@ -54,6 +62,7 @@ class Topics:
             "CONVSTREAM_INPUT_TOPIC": self.input,
             "CONVSTREAM_RESULTS_TOPIC": self.results,
             "CONVSTREAM_DLQ_TOPIC": self.dlq,
+            "CONVSTREAM_UPLOAD_STATUS_TOPIC": self.upload_status,
         }
 
 

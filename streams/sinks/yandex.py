@@ -19,7 +19,9 @@ Error classes, mapped in one place (:meth:`YandexMetricaSink._check`), per file:
     400 (and other 4xx)      every row ``rejected``: YANDEX_BAD_REQUEST (or YANDEX_HTTP_<n>),
                              with Metrica's own errors[].message
     401 / 403                every row ``rejected``: YANDEX_AUTH_FAILED; logged once per
-                             counter at ERROR, counted in convstream_yandex_auth_failures_total.
+                             counter at ERROR, counted in convstream_auth_failures_total
+                             {destination="yandex_metrica"} (shared with Google Ads) and
+                             convstream_yandex_auth_failures_total{counter}.
                              Dead letters, not a retry storm: a token does not fix itself.
     420 / 429 / 5xx,         retryable with backoff and jitter (Retry-After wins when sent):
     timeouts, connection     RetryableSinkError when every file of the batch failed so,
@@ -35,7 +37,8 @@ row convstream can check) and nothing is sent; the events get ``validated``.
 
 Status tracking: each uploaded file's id is polled every ``poll_interval`` seconds until
 PROCESSED or LINKAGE_FAILURE; then one ``upload_status`` record goes to ``on_status``
-(the worker publishes it on the results topic) and the metrics are updated. An upload that
+(the worker publishes it on CONVSTREAM_UPLOAD_STATUS_TOPIC, not on the results topic,
+which carries one record per input message) and the metrics are updated. An upload that
 stays unfinished for ``max_tracking_seconds`` (2 days) is logged and dropped. Tracking is
 in memory: uploads still pending at shutdown are logged and not followed after a restart
 (their events' results were published already; the status record is informational).
@@ -317,6 +320,9 @@ class YandexMetricaSink:
                 self._retry_after(reply.retry_after, attempt),
             )
         if status in (401, 403):
+            # The per-destination counter is the one alert rules and dashboards share with
+            # Google Ads; the per-counter one says which counter's access is missing.
+            self._metrics.auth_failures.labels(DESTINATION).inc()
             self._metrics.yandex_auth_failures.labels(counter).inc()
             if counter not in self._auth_logged:
                 self._auth_logged.add(counter)
@@ -439,7 +445,8 @@ class YandexMetricaSink:
 def status_record(
     counter: str, upload_id: str, batch_id: str, uploading: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
-    """The ``upload_status`` record published on the results topic for a finished upload."""
+    """The ``upload_status`` record for a finished upload (the worker publishes it on
+    CONVSTREAM_UPLOAD_STATUS_TOPIC; schemas/upload_status.schema.json describes it)."""
 
     def count(name: str) -> int:
         value = uploading.get(name)

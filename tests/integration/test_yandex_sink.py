@@ -294,6 +294,9 @@ async def test_auth_failure_rejects_logs_once_and_never_shows_the_token(
     assert wrong not in caplog.text
     assert wrong not in repr(sink)
     assert sample(metrics, "convstream_yandex_auth_failures_total", counter="44147844") == 2
+    # the destination-wide counter Google Ads increments too, one per refused request
+    assert sample(metrics, "convstream_auth_failures_total", destination="yandex_metrica") == 2
+    assert sample(metrics, "convstream_auth_failures_total", destination="google_ads") == 0
     assert [status for _, _, status in server.requests] == [403, 403]
 
 

@@ -1,14 +1,18 @@
 """`convstream worker` with the real Yandex sink against the local fake Metrica, through
-the embedded broker: results, the uploaded CSV and the upload-status record."""
+the embedded broker: results (exactly one per input message), the uploaded CSV and the
+upload-status record on its own topic, valid against schemas/upload_status.schema.json."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
+import jsonschema
 import pytest
 from event_factory import click, encode, yandex
 from worker_harness import TopicReader, Topics, WorkerProcess, metric_value, produce, wait_until
 
+from streams.events import schema_document
 from streams.local.sandbox.yandex import FakeYandex
 
 pytestmark = pytest.mark.integration
@@ -33,10 +37,11 @@ def test_worker_uploads_to_yandex_and_publishes_the_upload_status(
             CONVSTREAM_YANDEX_STATUS_POLL_SECONDS="0.2",
         ) as worker,
         TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.upload_status) as status_topic,
     ):
         worker.start()
-        results.wait_for(sent + 1, timeout=60)  # one result per message + one upload status
-        values = results.values()
+        results.wait_for(sent, timeout=60)
+        status_topic.wait_for(1, timeout=30)
         wait_until(
             lambda: (
                 metric_value(worker.scrape(), "convstream_yandex_uploads_total", status="PROCESSED")
@@ -47,10 +52,18 @@ def test_worker_uploads_to_yandex_and_publishes_the_upload_status(
         )
         assert worker.running, worker.log_text()[-3000:]
         assert worker.stop() == 0
+        results.poll(1.0)  # anything published late (at shutdown) would show up here
+        values = results.values()
+        statuses = status_topic.values()
+        status_keys = [m.key() for m in status_topic.messages]
 
-    by_event = {v["event_id"]: v for v in values if "event_id" in v}
-    statuses = [v for v in values if v.get("type") == "upload_status"]
-    assert len(values) == sent + 1
+    # The results topic: exactly one record per input message, and nothing else.
+    assert len(values) == sent
+    assert Counter(v["event_id"] for v in values) == Counter(
+        [*(e["event_id"] for e in events), "click-1"]
+    )
+    assert all(v["type"] != "upload_status" for v in values)
+    by_event = {v["event_id"]: v for v in values}
     [upload] = server.uploads
     assert upload.counter == "44147844"
     assert (upload.params["type"], upload.params["client_id_type"]) == ("BASIC", "CLIENT_ID")
@@ -62,6 +75,8 @@ def test_worker_uploads_to_yandex_and_publishes_the_upload_status(
         assert result["upload_id"] == str(upload.id)
     assert by_event["click-1"]["status"] == "uploaded"  # google_ads: the recording sink
     [status] = statuses
+    jsonschema.Draft202012Validator(schema_document("upload_status")).validate(status)
+    assert status_keys == [b"44147844"]  # keyed by counter id
     assert status["upload_id"] == str(upload.id)
     assert status["status"] == "PROCESSED"
     assert (status["account"], status["line_quantity"], status["linked_quantity"]) == (

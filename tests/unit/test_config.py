@@ -18,6 +18,7 @@ def test_defaults_match_the_contract() -> None:
         "conversions.results",
         "conversions.dlq",
     )
+    assert settings.upload_status_topic == "conversions.upload_status"
     assert (settings.batch_max_size, settings.batch_window_seconds) == (2000, 10.0)
     assert (settings.dedupe_ttl_days, settings.retry_max_seconds) == (90, 3600.0)
     assert (settings.metrics_port, settings.dry_run) == (9108, False)
@@ -33,6 +34,7 @@ def test_every_variable_is_read() -> None:
             "CONVSTREAM_INPUT_TOPIC": "in",
             "CONVSTREAM_RESULTS_TOPIC": "out",
             "CONVSTREAM_DLQ_TOPIC": "dlq",
+            "CONVSTREAM_UPLOAD_STATUS_TOPIC": "status",
             "CONVSTREAM_BATCH_MAX_SIZE": "500",
             "CONVSTREAM_BATCH_WINDOW_SECONDS": "2.5",
             "CONVSTREAM_DEDUPE_TTL_DAYS": "30",
@@ -47,7 +49,7 @@ def test_every_variable_is_read() -> None:
     )
     assert settings.bootstrap_servers == "a:1,b:2"
     assert (settings.app_id, settings.input_topic, settings.results_topic) == ("app", "in", "out")
-    assert settings.dlq_topic == "dlq"
+    assert (settings.dlq_topic, settings.upload_status_topic) == ("dlq", "status")
     assert (settings.batch_max_size, settings.batch_window_seconds) == (500, 2.5)
     assert (settings.dedupe_ttl_days, settings.retry_max_seconds, settings.metrics_port) == (
         30,
@@ -72,6 +74,12 @@ def test_every_variable_is_read() -> None:
         ("CONVSTREAM_EMAIL_DOTS", "some", "expected one of off, gmail-only, all-domains"),
         ("CONVSTREAM_DEFAULT_PHONE_REGION", "XX", "two-letter ISO 3166 region"),
         ("CONVSTREAM_BROKER", "kafka://nohost", "expected kafka://host:port"),
+        ("CONVSTREAM_UPLOAD_STATUS_TOPIC", "up status", "expected a Kafka topic name"),
+        ("CONVSTREAM_UPLOAD_STATUS_TOPIC", "..", "expected a Kafka topic name"),
+        ("CONVSTREAM_UPLOAD_STATUS_TOPIC", "s" * 250, "expected a Kafka topic name"),
+        ("CONVSTREAM_RESULTS_TOPIC", "résultats", "expected a Kafka topic name"),
+        ("CONVSTREAM_DLQ_TOPIC", "dlq/x", "expected a Kafka topic name"),
+        ("CONVSTREAM_INPUT_TOPIC", "in:put", "expected a Kafka topic name"),
     ],
 )
 def test_invalid_values_name_the_variable_and_the_range(
@@ -81,6 +89,17 @@ def test_invalid_values_name_the_variable_and_the_range(
         Settings.from_env({name: value})
     assert name in str(caught.value)
     assert expected in str(caught.value)
+
+
+def test_the_upload_status_topic_must_not_be_another_topic() -> None:
+    """Status records on the results topic would break one-result-per-message counting."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CONVSTREAM_UPLOAD_STATUS_TOPIC": "conversions.results"})
+    message = str(caught.value)
+    assert "CONVSTREAM_UPLOAD_STATUS_TOPIC='conversions.results'" in message
+    assert "CONVSTREAM_RESULTS_TOPIC names the same topic" in message
+    with pytest.raises(ConfigError, match="CONVSTREAM_DLQ_TOPIC names the same topic"):
+        Settings.from_env({"CONVSTREAM_DLQ_TOPIC": "x", "CONVSTREAM_UPLOAD_STATUS_TOPIC": "x"})
 
 
 def test_blank_values_mean_default() -> None:

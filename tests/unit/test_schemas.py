@@ -19,10 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.events import EVENT_TYPES, schema_document
+from streams.sinks.yandex import status_record
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 EVENT_SCHEMAS = [f"{d}.{t}" for d, types in EVENT_TYPES.items() for t in types]
+RECORD_SCHEMAS = {
+    "result": "the results topic: one record per input message",
+    "upload_status": "the upload-status topic: one record per finished Yandex upload",
+}
+"""Schemas of what the worker publishes, one per output topic that carries JSON values."""
 
 DEAD_LETTER_HEADERS = {
     "convstream.error.stage",
@@ -76,9 +82,12 @@ def test_every_schema_is_valid_2020_12(path: Path) -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
 
 
-def test_one_schema_per_event_type_and_the_package_ships_the_repo_files() -> None:
+def test_one_schema_per_event_type_and_per_output_record_and_the_package_ships_them() -> None:
+    """Every schema file is either an input event type or a published record kind: a new
+    file needs an entry in EVENT_TYPES or RECORD_SCHEMAS, and each entry needs its file."""
     on_disk = {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")}
-    assert on_disk == {*EVENT_SCHEMAS, "result"}
+    assert not set(EVENT_SCHEMAS) & set(RECORD_SCHEMAS)
+    assert on_disk == {*EVENT_SCHEMAS, *RECORD_SCHEMAS}
     for name in on_disk:
         assert schema_document(name) == json.loads((SCHEMAS / f"{name}.schema.json").read_text())
 
@@ -86,7 +95,7 @@ def test_one_schema_per_event_type_and_the_package_ships_the_repo_files() -> Non
 def test_shared_definitions_are_identical_in_every_file() -> None:
     """Schemas are standalone files for producers; their shared $defs must not drift."""
     seen: dict[str, tuple[str, Any]] = {}
-    for name in EVENT_SCHEMAS:
+    for name in [*EVENT_SCHEMAS, *RECORD_SCHEMAS]:
         for key, definition in schema_document(name).get("$defs", {}).items():
             if key in seen:
                 assert definition == seen[key][1], f"$defs.{key} differs: {name} vs {seen[key][0]}"
@@ -137,6 +146,26 @@ def test_result_schema_accepts_a_result_and_ties_error_to_status() -> None:
     assert not validator.is_valid(rejected | {"status": "uploaded"}), "uploaded carries no error"
     assert not validator.is_valid(GOOD_RESULT | {"status": "lost"})
     assert not validator.is_valid(GOOD_RESULT | {"received_at": "2026-11-22T10:00:00+02:00"})
+
+
+def test_upload_status_schema_matches_what_the_yandex_sink_publishes() -> None:
+    uploading = {
+        "id": 1000,
+        "status": "LINKAGE_FAILURE",
+        "line_quantity": 4,
+        "linked_quantity": 1,
+        "user_not_found_quantity": 2,
+        "goal_not_found_quantity": 1,
+    }
+    record = status_record("44147844", "1000", "b-1", uploading, 1_763_892_000.25)
+    assert set(schema_document("upload_status")["properties"]) == set(record)
+    validator = reference_validator("upload_status")
+    validator.validate(record)
+    assert fast_accepts("upload_status", record)
+    assert not validator.is_valid(record | {"status": "PENDING"}), "only final statuses"
+    assert not validator.is_valid(record | {"type": "click_conversion"})
+    assert not validator.is_valid(record | {"event_id": "x"}), "not a per-message result"
+    assert not reference_validator("result").is_valid(record), "and not a result either"
 
 
 def example_documents() -> list[tuple[str, str, dict[str, Any]]]:
