@@ -74,6 +74,7 @@ class DemoRun:
     google_rows: int = 0
     yandex_files: int = 0
     yandex_rows: int = 0
+    upload_statuses: list[dict[str, Any]] = field(default_factory=list)
     metrics: str = ""
     worker_exit: int | None = None
 
@@ -125,6 +126,12 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
             run.results = [
                 orjson.loads(m.value() or b"null")
                 for m in _read(b.address, settings.results_topic, run.sent, worker)
+            ]
+            # Yandex processes a file after accepting it: the worker polls each upload
+            # until it is final and publishes one status record per file.
+            run.upload_statuses = [
+                orjson.loads(m.value() or b"null")
+                for m in _read(b.address, settings.upload_status_topic, len(yandex.uploads), worker)
             ]
             run.metrics = worker.scrape()
             run.worker_exit = worker.stop()
@@ -314,6 +321,13 @@ def _print_report(console: Console, settings: Settings, run: DemoRun) -> None:
         f"{run.google_requests} requests (one answered UNAVAILABLE and was retried); "
         f"sandbox Yandex Metrica received {run.yandex_rows} rows in {run.yandex_files} CSV "
         "files. Duplicates were answered without an upload."
+    )
+    final = Counter(str(s.get("status")) for s in run.upload_statuses)
+    linked = sum(int(s.get("linked_quantity") or 0) for s in run.upload_statuses)
+    console.print(
+        f"Yandex upload statuses on {settings.upload_status_topic}: "
+        + (", ".join(f"{n} {status}" for status, n in sorted(final.items())) or "none")
+        + f" ({linked} rows linked to visits)"
     )
     totals: Counter[str] = Counter()
     for line in run.metrics.splitlines():

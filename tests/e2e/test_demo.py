@@ -25,3 +25,4 @@ def test_demo_runs_and_summarizes_the_sample() -> None:
     assert "sandbox Yandex Metrica received" in out
     assert "google_ads/call_conversion" in out
     assert "yandex_metrica/call" in out
+    assert "Yandex upload statuses on conversions.upload_status: 6 PROCESSED" in out
