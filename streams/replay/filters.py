@@ -37,7 +37,9 @@ REPLAY_COUNT_HEADER: Final = "convstream.replay_count"
 STAGES: Final = ("parse", "validate", "upload")
 _OWN_PREFIX: Final = "convstream."
 
-Headers = Sequence[tuple[str, bytes | None]]
+HeaderValue = str | bytes | None
+Headers = Sequence[tuple[str, HeaderValue]]
+"""Kafka headers as confluent-kafka gives and takes them."""
 
 
 class FilterError(ValueError):
@@ -143,10 +145,13 @@ class ReplayFilter:
 
 def decode_headers(headers: Headers | None) -> dict[str, str]:
     """Kafka headers as text (the contract's headers are UTF-8; the last one of a name wins)."""
-    return {
-        name: "" if value is None else value.decode("utf-8", "replace")
-        for name, value in headers or ()
-    }
+    return {name: _text(value) for name, value in headers or ()}
+
+
+def _text(value: HeaderValue) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def replay_count(headers: Mapping[str, str]) -> int:
@@ -167,7 +172,7 @@ def destination_of(value: bytes | None) -> str | None:
     return destination if isinstance(destination, str) else None
 
 
-def replay_headers(headers: Headers | None) -> list[tuple[str, bytes]]:
+def replay_headers(headers: Headers | None) -> list[tuple[str, HeaderValue]]:
     """The headers of the replayed input message: ``convstream.replay_count`` + 1.
 
     The other ``convstream.*`` headers describe the earlier failure and its position on
@@ -176,7 +181,7 @@ def replay_headers(headers: Headers | None) -> list[tuple[str, bytes]]:
     (tracing, say) are not ours to judge and are kept as they are.
     """
     count = replay_count(decode_headers(headers))
-    kept = [
+    kept: list[tuple[str, HeaderValue]] = [
         (name, value)
         for name, value in headers or ()
         if not name.startswith(_OWN_PREFIX) and value is not None
