@@ -167,10 +167,10 @@ def print_summary(console: Console, options: ReplayOptions, report: ReplayReport
     if report.dry_run:
         console.print("dry run: nothing produced, no offsets committed")
     else:
-        positions = ", ".join(f"{p}:{o}" for p, o in sorted(report.committed.items()))
+        positions = ", ".join(f"partition {p} at {o}" for p, o in sorted(report.committed.items()))
         console.print(
-            "committed (skipped records count as handled and are committed too): "
-            + (positions or "nothing new")
+            "committed (skipped records are handled too): " + (positions or "nothing new"),
+            highlight=False,
         )
     if report.limit_reached:
         console.print(f"stopped at --limit {options.limit}")
