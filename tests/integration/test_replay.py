@@ -164,6 +164,27 @@ def test_time_window_limit_and_another_topic(mixed_dlq: tuple[Topics, list]) -> 
     assert limited.limit_reached
 
 
+def test_dead_letters_written_during_a_run_wait_for_the_next_run(kafka_bootstrap: str) -> None:
+    topics = Topics(kafka_bootstrap)
+    headers = dead_letter_headers(NOT_CONFIGURED, "upload")
+    # One key: one partition, whose end is fixed when its first record is read.
+    produce_dead_letters(
+        kafka_bootstrap, topics.dlq, [(b"k", google(n), headers) for n in range(20)]
+    )
+    late = [(b"k", google(n), headers) for n in range(20, 30)]
+    appended: list[int] = []
+
+    def append_once(_: int) -> None:
+        if not appended:
+            appended.append(1)
+            produce_dead_letters(kafka_bootstrap, topics.dlq, late)
+
+    options = ReplayOptions(topics.bootstrap, topics.dlq, topics.input, f"{topics.app_id}-r")
+    first = Replay(options, on_handled=append_once).run()
+    assert first.total("replayed") == 20
+    assert Replay(options).run().total("replayed") == 10
+
+
 def test_the_cli_dry_run_prints_counts_per_code(mixed_dlq: tuple[Topics, list]) -> None:
     topics, _ = mixed_dlq
     done = subprocess.run(
@@ -262,7 +283,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_continues_without_repeats(
         assert "interrupted" in err
         assert "total" in out
         committed_first = sum(committed(topics.bootstrap, group, topics.dlq).values())
-        reader.poll(0.5)
+        reader.wait_for(committed_first, timeout=10)
         assert committed_first == len(reader.messages), "all acknowledged records committed"
 
         second = _run_replay(topics)
