@@ -88,9 +88,10 @@ def run_replay(options: ReplayOptions, *, progress: bool = True) -> int:
             replay = Replay(options, should_stop=flag)
             failure = _run(replay)
     report = replay.report
-    if isinstance(failure, MissingTopicError):
+    if failure is not None and not report.by_code:
+        # Nothing was read (no broker, no topic): a summary of zeros would only hide this.
         print(f"convstream replay: {failure}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(failure, MissingTopicError) else 1
     out = Console()
     if not out.is_terminal:
         out = Console(width=PIPE_WIDTH)  # whole lines in logs and pipes, not 80 columns

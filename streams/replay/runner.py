@@ -361,8 +361,8 @@ class Replay:
             if error is None:
                 counts.replayed += 1
             else:
-                window.refuse(partition, offset, f"partition {partition} offset {offset}: "
-                              f"{error.str()}")  # fmt: skip
+                reason = f"partition {partition} offset {offset}: {error.str()}"
+                window.refuse(partition, offset, reason)
 
         while True:
             try:

@@ -49,3 +49,12 @@ def test_a_missing_dead_letter_topic_exits_2(kafka_bootstrap: str, unique_topic:
     )
     assert done.returncode == 2, done.stderr
     assert f"dead-letter topic {unique_topic}-missing does not exist" in done.stderr
+
+
+def test_an_unreachable_broker_exits_1_without_a_summary() -> None:
+    done = run_cli(
+        "replay", "--timeout", "1", env={"CONVSTREAM_BROKER": "kafka://127.0.0.1:1"}, timeout=30
+    )
+    assert done.returncode == 1
+    assert "convstream replay: Kafka error:" in done.stderr
+    assert done.stdout == ""
