@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Filters combine with AND; a repeated filter matches any of its values."
         ),
         epilog=(
-            "Exit status: 0 done, 1 the broker refused a record, 2 usage error or missing "
-            "topic, 130 interrupted (Ctrl-C / SIGTERM; acknowledged records are committed)."
+            "Exit status: 0 done, 1 the broker was unreachable or refused a record, 2 usage "
+            "error or missing topic, 130 interrupted (Ctrl-C / SIGTERM; acknowledged records "
+            "are committed)."
         ),
     )
     replay.add_argument(

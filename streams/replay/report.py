@@ -5,10 +5,10 @@ it. Output names event ids, error codes, partitions, offsets and counts, never a
 dead letter's value is an event, hashed or not).
 
 Exit status: 0 the run reached the end of the dead letters as they were at start (or
-``--limit``); 1 the broker refused or did not acknowledge a record (what was acknowledged
-is committed); 2 usage error or missing topic; 130 stopped by Ctrl-C / SIGTERM after
-committing what was acknowledged (not 0, so a script can tell the run did not finish:
-rerun the same command to continue).
+``--limit``); 1 the broker was unreachable, or refused or did not acknowledge a record
+(what was acknowledged is committed); 2 usage error or missing topic; 130 stopped by
+Ctrl-C / SIGTERM after committing what was acknowledged (not 0, so a script can tell the
+run did not finish: rerun the same command to continue).
 """
 
 from __future__ import annotations
