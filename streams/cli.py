@@ -117,6 +117,83 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(handler=_run_worker)
 
+    replay = commands.add_parser(
+        "replay",
+        help="replay dead letters back to the input topic",
+        description=(
+            "Read CONVSTREAM_DLQ_TOPIC with its own consumer group and produce the selected "
+            "dead letters to the input topic, key and value unchanged, with "
+            "convstream.replay_count + 1. Stops at the end of the dead letters as they were at "
+            "start. Resumable: offsets are committed only after the broker acknowledged the "
+            "copies, so rerunning the same command continues where the last run stopped. "
+            "Filters combine with AND; a repeated filter matches any of its values."
+        ),
+        epilog=(
+            "Exit status: 0 done, 1 the broker was unreachable or refused a record, 2 usage "
+            "error or missing topic, 130 interrupted (Ctrl-C / SIGTERM; acknowledged records "
+            "are committed)."
+        ),
+    )
+    replay.add_argument(
+        "--error-code",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="only dead letters with this convstream.error.code (repeatable)",
+    )
+    replay.add_argument(
+        "--stage",
+        action="append",
+        default=[],
+        choices=["parse", "validate", "upload"],
+        help="only dead letters that failed at this stage (repeatable)",
+    )
+    replay.add_argument(
+        "--destination",
+        action="append",
+        default=[],
+        choices=["google_ads", "yandex_metrica"],
+        help="only events for this destination (read from the event; repeatable)",
+    )
+    replay.add_argument(
+        "--since", metavar="TIME", help="only dead letters that failed at or after TIME (ISO 8601)"
+    )
+    replay.add_argument(
+        "--until", metavar="TIME", help="only dead letters that failed before TIME (ISO 8601)"
+    )
+    replay.add_argument(
+        "--max-replays",
+        type=_positive_int,
+        metavar="N",
+        help="skip (and report) dead letters already replayed N times or more",
+    )
+    replay.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="stop after replaying N records"
+    )
+    replay.add_argument(
+        "--rate", type=_positive_float, metavar="EVENTS_PER_S", help="produce at most this fast"
+    )
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list and count what would be replayed; produce nothing, commit nothing",
+    )
+    replay.add_argument(
+        "--to", metavar="TOPIC", help="topic to replay to (default: CONVSTREAM_INPUT_TOPIC)"
+    )
+    replay.add_argument(
+        "--group",
+        help="consumer group that remembers progress (default: <CONVSTREAM_APP_ID>-replay)",
+    )
+    replay.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        help="seconds to wait for the broker's acknowledgements (default 30)",
+    )
+    replay.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    replay.set_defaults(handler=_run_replay)
+
     demo = commands.add_parser(
         "demo",
         help="run the demo: embedded broker, bundled sample events, a summary",
@@ -181,6 +258,57 @@ def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.worker import run_worker
 
     return run_worker(settings)
+
+
+def _run_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.replay.filters import FilterError, ReplayFilter
+    from streams.replay.report import run_replay
+    from streams.replay.runner import ReplayOptions
+
+    try:
+        selection = ReplayFilter.from_args(
+            error_codes=args.error_code,
+            stages=args.stage,
+            destinations=args.destination,
+            since=args.since,
+            until=args.until,
+            max_replays=args.max_replays,
+        )
+    except FilterError as exc:
+        print(f"convstream replay: {exc}", file=sys.stderr)
+        return 2
+    options = ReplayOptions(
+        bootstrap=settings.bootstrap_servers,
+        dlq_topic=settings.dlq_topic,
+        target_topic=args.to or settings.input_topic,
+        group=args.group or f"{settings.app_id}-replay",
+        selection=selection,
+        limit=args.limit,
+        rate=args.rate,
+        dry_run=args.dry_run,
+        timeout=args.timeout,
+    )
+    return run_replay(options, progress=not args.no_progress)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
 
 
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,42 @@
+"""A replayed message that fails again dead-letters with the replay count it came in with,
+so ``convstream replay --max-replays`` can stop a loop across replays."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.app import _replay_count
+from streams.outcomes import ErrorInfo, Received, Resolution, output_records
+from streams.sinks import SourcePosition
+
+
+@pytest.mark.parametrize(
+    ("headers", "count"),
+    [
+        (None, 0),
+        ([], 0),
+        ([("convstream.replay_count", b"3")], 3),
+        ({"convstream.replay_count": b"2"}, 2),
+        ([("other", b"9"), ("convstream.replay_count", b"x")], 0),
+    ],
+)
+def test_the_worker_reads_the_replay_count_header(headers: object, count: int) -> None:
+    assert _replay_count(headers) == count
+
+
+def test_a_dead_letter_carries_the_input_replay_count() -> None:
+    received = Received(
+        SourcePosition("in", 0, 5),
+        b"k",
+        1.0,
+        2.0,
+        replay_count=_replay_count([("convstream.replay_count", b"4")]),
+    )
+    resolution = Resolution(
+        received=received,
+        status="rejected",
+        error=ErrorInfo("upload", "X", "m", retryable=False),
+        dead_letter_value=b"{}",
+    )
+    _, dead_letter = output_records(resolution, 3.0)
+    assert dict(dead_letter.headers)["convstream.replay_count"] == b"4"
