@@ -325,3 +325,17 @@ def test_config_map_carries_the_settings(full: Manifests) -> None:
     assert config["GOOGLE_ADS_LOGIN_CUSTOMER_ID"] == "123-456-7890"
     assert config["GOOGLE_ADS_API_VERSION"] == "v26"
     assert all(isinstance(value, str) for value in config.values())
+
+
+def _notes(values: dict[str, Any]) -> str:
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return rendered["convstream/templates/NOTES.txt"]
+
+
+def test_notes_warn_about_idle_replicas() -> None:
+    assert "sit idle" not in _notes({"replicaCount": 8})
+    warning = "replicaCount=9 is above CONVSTREAM_BATCH_PARTITIONS=8: 1 pod(s)"
+    assert warning in _notes({"replicaCount": 9})
+    partitions = {"replicaCount": 9, "config": {"CONVSTREAM_BATCH_PARTITIONS": "12"}}
+    assert "sit idle" not in _notes(partitions)
