@@ -157,6 +157,7 @@ def test_worker_probes_metrics_and_state_lives_on_a_volume(default: Manifests) -
     assert worker["resources"]["requests"]
     assert worker["resources"]["limits"]["memory"]
     assert pod["terminationGracePeriodSeconds"] >= 60, "time for the final flush"
+    assert statefulset["spec"]["minReadySeconds"] == 30
     # CONVSTREAM_DATA_DIR is a mounted PVC (persistence on by default).
     data_dir = config["CONVSTREAM_DATA_DIR"]
     [data_mount] = [m for m in worker["volumeMounts"] if m["mountPath"] == data_dir]
@@ -192,29 +193,41 @@ def test_credentials_are_only_secret_references(full: Manifests) -> None:
     for config in full["ConfigMap"]:
         for name in config["data"]:
             assert not SECRET_LIKE.search(name), name
-    for kind, pod, container in containers(full):
-        env = {e["name"]: e for e in container["env"]}
-        for name, entry in env.items():
-            if SECRET_LIKE.search(name):
-                assert "value" not in entry, (kind, name)
-                assert "secretKeyRef" in entry["valueFrom"], (kind, name)
-        refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
-        assert refs["GOOGLE_ADS_DEVELOPER_TOKEN"] == {
-            "name": "google-ads-credentials",
-            "key": "dev-token-key",
-        }
-        assert refs["YANDEX_METRICA_OAUTH_TOKEN"] == {
-            "name": "yandex-credentials",
-            "key": "token-key",
-        }
-        # Service-account key file instead of the OAuth trio.
-        assert "GOOGLE_ADS_REFRESH_TOKEN" not in env
-        key_path = env["GOOGLE_ADS_JSON_KEY_FILE_PATH"]["value"]
-        assert key_path == "/var/run/secrets/convstream/google-ads/sa.json"
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        assert volumes["google-ads-key"]["secret"]["secretName"] == "google-ads-credentials"
-        mounts = {m["name"]: m for m in container["volumeMounts"]}
-        assert mounts["google-ads-key"]["readOnly"] is True
+    for kind, _pod, container in containers(full):
+        for entry in container["env"]:
+            if SECRET_LIKE.search(entry["name"]):
+                assert "value" not in entry, (kind, entry["name"])
+                assert "secretKeyRef" in entry["valueFrom"], (kind, entry["name"])
+    pod = one(full, "StatefulSet")["spec"]["template"]["spec"]
+    [worker] = pod["containers"]
+    env = {e["name"]: e for e in worker["env"]}
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
+    assert refs == {
+        "GOOGLE_ADS_DEVELOPER_TOKEN": {"name": "google-ads-credentials", "key": "dev-token-key"},
+        "YANDEX_METRICA_OAUTH_TOKEN": {"name": "yandex-credentials", "key": "token-key"},
+    }
+    # The service-account key file instead of the OAuth trio, mounted read-only.
+    key_path = env["GOOGLE_ADS_JSON_KEY_FILE_PATH"]["value"]
+    assert key_path == "/var/run/secrets/convstream/google-ads/sa.json"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["google-ads-key"]["secret"]["secretName"] == "google-ads-credentials"
+    assert volumes["google-ads-key"]["secret"]["items"] == [{"key": "sa.json", "path": "sa.json"}]
+    mounts = {m["name"]: m for m in worker["volumeMounts"]}
+    assert mounts["google-ads-key"]["readOnly"] is True
+    assert mounts["google-ads-key"]["mountPath"] == "/var/run/secrets/convstream/google-ads"
+    assert env["CONVSTREAM_DEFAULT_PHONE_REGION"] == {
+        "name": "CONVSTREAM_DEFAULT_PHONE_REGION",
+        "value": "DE",
+    }
+
+
+def test_replay_job_gets_no_destination_credentials(full: Manifests) -> None:
+    """Replay moves records between topics: least privilege, no API credentials."""
+    pod = one(full, "Job")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    names = {e["name"] for e in container["env"]}
+    assert names == {"HOME", "CONVSTREAM_DEFAULT_PHONE_REGION"}
+    assert all("secret" not in volume for volume in pod["volumes"])
 
 
 def test_oauth_credentials_are_read_from_the_secret() -> None:

@@ -51,8 +51,9 @@ app.kubernetes.io/part-of: convstream
 {{- end }}
 
 {{/*
-Environment shared by the worker and the replay Job: the ConfigMap, the credentials as
-secretKeyRef (never values), extraEnv.
+The worker's environment: the ConfigMap (envFrom), the credentials as secretKeyRef (never
+values), extraEnv. The replay Job gets the ConfigMap and extraEnv only: it moves records
+between topics and needs no destination credentials.
 */}}
 {{- define "convstream.envFrom" -}}
 - configMapRef:
@@ -102,6 +103,10 @@ secretKeyRef (never values), extraEnv.
       name: {{ $y.existingSecret }}
       key: {{ $y.key }}
 {{- end }}
+{{- include "convstream.extraEnv" . }}
+{{- end }}
+
+{{- define "convstream.extraEnv" -}}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
