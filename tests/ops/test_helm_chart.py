@@ -14,7 +14,9 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-from ops_files import CHART, DASHBOARD, FULL_VALUES, RULES
+from ops_files import CHART, DASHBOARD, FULL_VALUES, ROOT, RULES
+
+from streams.config import Settings
 
 pytestmark = pytest.mark.ops
 
@@ -333,7 +335,11 @@ def test_replay_job_with_defaults_has_only_the_dry_run_flag() -> None:
 def test_config_map_carries_the_settings(full: Manifests) -> None:
     config = next(c for c in full["ConfigMap"] if "CONVSTREAM_BROKER" in c["data"])["data"]
     assert config["CONVSTREAM_BROKER"] == "kafka://kafka-0.kafka:9092;kafka://kafka-1.kafka:9092"
-    assert config["CONVSTREAM_BATCH_WINDOW_SECONDS"] == "5"
+    # Numbers in values are written as the worker parses them (never 1e+09).
+    assert config["CONVSTREAM_BATCH_WINDOW_SECONDS"] == "0.5"
+    assert config["CONVSTREAM_YANDEX_MAX_FILE_BYTES"] == "1000000000"
+    assert config["CONVSTREAM_DEDUPE_TTL_DAYS"] == "30"
+    assert config["CONVSTREAM_DRY_RUN"] == "true"
     assert config["CONVSTREAM_DATA_DIR"] == "/var/lib/convstream"
     assert config["GOOGLE_ADS_LOGIN_CUSTOMER_ID"] == "123-456-7890"
     assert config["GOOGLE_ADS_API_VERSION"] == "v26"
@@ -352,3 +358,28 @@ def test_notes_warn_about_idle_replicas() -> None:
     assert warning in _notes({"replicaCount": 9})
     partitions = {"replicaCount": 9, "config": {"CONVSTREAM_BATCH_PARTITIONS": "12"}}
     assert "sit idle" not in _notes(partitions)
+
+
+def _known_variables() -> set[str]:
+    """Every variable name streams/config.py reads."""
+    source = (ROOT / "streams" / "config.py").read_text()
+    return set(re.findall(r'"((?:CONVSTREAM|GOOGLE_ADS|YANDEX_METRICA)_[A-Z0-9_]+)"', source))
+
+
+@pytest.mark.parametrize("values_name", ["default", "full"])
+def test_worker_environment_is_accepted_by_the_settings(values_name: str, request: Any) -> None:
+    """The ConfigMap plus the pod's env, secrets filled with placeholders, is a valid
+    configuration for the worker, and names only variables the worker reads."""
+    manifests: Manifests = request.getfixturevalue(values_name)
+    config = next(c for c in manifests["ConfigMap"] if "CONVSTREAM_BROKER" in c["data"])["data"]
+    [worker] = one(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    env = dict(config)
+    for entry in worker["env"]:
+        env[entry["name"]] = entry.get("value", "placeholder-secret")
+    unknown = {name for name in env if name != "HOME"} - _known_variables()
+    assert not unknown, f"variables the worker does not read: {sorted(unknown)}"
+    settings = Settings.from_env(env)
+    assert settings.metrics_port == 9108
+    assert str(settings.data_dir) == "/var/lib/convstream"
+    assert (settings.google_ads is not None) == (values_name == "full")
+    assert (settings.yandex_oauth_token is not None) == (values_name == "full")
