@@ -92,3 +92,12 @@ def test_panels_cover_the_operations_view() -> None:
         "convstream_yandex_auth_failures_total",
     ):
         assert needle in exprs, needle
+
+
+def test_metric_name_extraction() -> None:
+    expr = (
+        'histogram_quantile(0.99, sum by (le, destination) (rate(a_bucket{x="y{z}"}[5m])))'
+        " / on (job) group_left (pod) b_total offset 5m"
+        ' and absent(up{job="convstream"}) or vector(1) > bool 1e3 unless c:recorded'
+    )
+    assert metric_names(expr) == {"a_bucket", "b_total", "up", "c:recorded"}
