@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench clean
+.PHONY: demo test lint typecheck unit integration ops bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration tests/e2e
+
+# The chart, dashboard, alert rules and Dockerfile. The rule tests need promtool
+# (Debian/Ubuntu: `sudo apt-get install prometheus`; macOS: `brew install prometheus`);
+# without it they fail, they are never skipped.
+ops: $(STAMP)
+	$(BIN)/pytest -m ops tests/ops
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py

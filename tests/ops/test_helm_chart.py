@@ -1,0 +1,385 @@
+"""The Helm chart (helm/convstream): lints, renders for the default values and for
+values-full.yaml (everything on), every manifest is valid for the pinned Kubernetes version,
+and the things operations rely on hold: non-root read-only pods, probes on /metrics, state
+on a volume, credentials only as Secret references."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from ops_files import CHART, DASHBOARD, FULL_VALUES, ROOT, RULES
+
+from streams.config import Settings
+
+pytestmark = pytest.mark.ops
+
+#: The Kubernetes version manifests are validated against (and `helm lint` assumes).
+KUBERNETES_VERSION = "1.31.0"
+#: Prometheus Operator CRDs: not in the Kubernetes schemas; their structure is checked here.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+RELEASE = "ads"
+NAMESPACE = "conversions"
+SECRET_LIKE = re.compile(r"TOKEN|SECRET|PASSWORD|KEY(?!_FILE_PATH)", re.IGNORECASE)
+
+Manifests = dict[str, list[dict[str, Any]]]
+
+
+def _full_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(FULL_VALUES.read_text())
+    return values
+
+
+def render(values: dict[str, Any] | None = None) -> Manifests:
+    """Rendered manifests by kind (empty templates dropped)."""
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values or {})
+        rendered = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    by_kind: Manifests = {}
+    for path, text in rendered.items():
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        for document in yaml.safe_load_all(text):
+            if document:
+                by_kind.setdefault(document["kind"], []).append(document)
+    return by_kind
+
+
+@pytest.fixture(scope="module")
+def default() -> Manifests:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def full() -> Manifests:
+    return render(_full_values())
+
+
+def one(manifests: Manifests, kind: str) -> dict[str, Any]:
+    [found] = manifests[kind]
+    return found
+
+
+def containers(manifests: Manifests) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(kind, pod spec, container) for every workload container."""
+    for kind in ("StatefulSet", "Job"):
+        for workload in manifests.get(kind, []):
+            spec = workload["spec"]["template"]["spec"]
+            for container in spec["containers"]:
+                yield kind, spec, container
+
+
+@pytest.mark.parametrize("values_name", ["default", "full"])
+def test_lint_is_clean(values_name: str) -> None:
+    values = _full_values() if values_name == "full" else None
+    report = helm.lint(
+        CHART, values, strict=True, kube_version=f"v{KUBERNETES_VERSION}", namespace=NAMESPACE
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not report["errors"], report
+    assert not problems, report
+
+
+@pytest.mark.parametrize("values_name", ["default", "full"])
+def test_every_manifest_is_valid_kubernetes(values_name: str, request: Any) -> None:
+    manifests: Manifests = request.getfixturevalue(values_name)
+    for kind, documents in manifests.items():
+        for document in documents:
+            if kind in CRD_KINDS:
+                continue
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_default_render_has_the_worker_parts_only(default: Manifests) -> None:
+    assert sorted(default) == [
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+        "StatefulSet",
+    ]
+    assert "Job" not in default, "the replay Job is off by default"
+    dashboards = [c for c in default["ConfigMap"] if "convstream.json" in c["data"]]
+    assert len(dashboards) == 1
+
+
+def test_full_render_has_every_part(full: Manifests) -> None:
+    for kind in (
+        "ConfigMap",
+        "Job",
+        "PodDisruptionBudget",
+        "PrometheusRule",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+        "StatefulSet",
+    ):
+        assert kind in full, kind
+
+
+@pytest.mark.parametrize("values_name", ["default", "full"])
+def test_pods_run_non_root_on_a_read_only_root(values_name: str, request: Any) -> None:
+    manifests: Manifests = request.getfixturevalue(values_name)
+    seen = 0
+    for kind, pod, container in containers(manifests):
+        seen += 1
+        assert pod["securityContext"]["runAsNonRoot"] is True, kind
+        assert pod["securityContext"]["runAsUser"] == 10001, kind
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, kind
+        assert context["allowPrivilegeEscalation"] is False, kind
+        assert context["capabilities"]["drop"] == ["ALL"], kind
+        assert context["runAsNonRoot"] is True, kind
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]], "writable /tmp on an emptyDir"
+        assert pod.get("automountServiceAccountToken") is False, kind
+    assert seen == (2 if values_name == "full" else 1)
+
+
+def test_worker_probes_metrics_and_state_lives_on_a_volume(default: Manifests) -> None:
+    statefulset = one(default, "StatefulSet")
+    pod = statefulset["spec"]["template"]["spec"]
+    [worker] = pod["containers"]
+    config = next(c for c in default["ConfigMap"] if "CONVSTREAM_BROKER" in c["data"])["data"]
+    port = int(config["CONVSTREAM_METRICS_PORT"])
+    assert port == 9108
+    [metrics_port] = worker["ports"]
+    assert metrics_port == {"name": "metrics", "containerPort": port, "protocol": "TCP"}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert worker[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    assert worker["args"] == ["worker"]
+    assert worker["envFrom"] == [{"configMapRef": {"name": "ads-convstream"}}]
+    assert worker["resources"]["requests"]
+    assert worker["resources"]["limits"]["memory"]
+    assert pod["terminationGracePeriodSeconds"] >= 60, "time for the final flush"
+    assert statefulset["spec"]["minReadySeconds"] == 30
+    # CONVSTREAM_DATA_DIR is a mounted PVC (persistence on by default).
+    data_dir = config["CONVSTREAM_DATA_DIR"]
+    [data_mount] = [m for m in worker["volumeMounts"] if m["mountPath"] == data_dir]
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == data_mount["name"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+
+
+def test_without_persistence_the_data_dir_is_an_empty_dir() -> None:
+    manifests = render({"persistence": {"enabled": False}})
+    statefulset = one(manifests, "StatefulSet")
+    assert "volumeClaimTemplates" not in statefulset["spec"]
+    pod = statefulset["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {}}
+
+
+def test_selectors_match_the_pods(full: Manifests) -> None:
+    statefulset = one(full, "StatefulSet")
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    selectors = [statefulset["spec"]["selector"]["matchLabels"]]
+    selectors.append(one(full, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"])
+    selectors += [service["spec"]["selector"] for service in full["Service"]]
+    for selector in selectors:
+        assert selector.items() <= pod_labels.items(), selector
+    services = {s["metadata"]["name"]: s for s in full["Service"]}
+    assert services["ads-convstream-headless"]["spec"]["clusterIP"] == "None"
+    assert statefulset["spec"]["serviceName"] == "ads-convstream-headless"
+
+
+def test_credentials_are_only_secret_references(full: Manifests) -> None:
+    assert "Secret" not in full, "the chart never creates a Secret"
+    for config in full["ConfigMap"]:
+        for name in config["data"]:
+            assert not SECRET_LIKE.search(name), name
+    for kind, _pod, container in containers(full):
+        for entry in container["env"]:
+            if SECRET_LIKE.search(entry["name"]):
+                assert "value" not in entry, (kind, entry["name"])
+                assert "secretKeyRef" in entry["valueFrom"], (kind, entry["name"])
+    pod = one(full, "StatefulSet")["spec"]["template"]["spec"]
+    [worker] = pod["containers"]
+    env = {e["name"]: e for e in worker["env"]}
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
+    assert refs == {
+        "GOOGLE_ADS_DEVELOPER_TOKEN": {"name": "google-ads-credentials", "key": "dev-token-key"},
+        "YANDEX_METRICA_OAUTH_TOKEN": {"name": "yandex-credentials", "key": "token-key"},
+    }
+    # The service-account key file instead of the OAuth trio, mounted read-only.
+    key_path = env["GOOGLE_ADS_JSON_KEY_FILE_PATH"]["value"]
+    assert key_path == "/var/run/secrets/convstream/google-ads/sa.json"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["google-ads-key"]["secret"]["secretName"] == "google-ads-credentials"
+    assert volumes["google-ads-key"]["secret"]["items"] == [{"key": "sa.json", "path": "sa.json"}]
+    mounts = {m["name"]: m for m in worker["volumeMounts"]}
+    assert mounts["google-ads-key"]["readOnly"] is True
+    assert mounts["google-ads-key"]["mountPath"] == "/var/run/secrets/convstream/google-ads"
+    assert env["CONVSTREAM_DEFAULT_PHONE_REGION"] == {
+        "name": "CONVSTREAM_DEFAULT_PHONE_REGION",
+        "value": "DE",
+    }
+
+
+def test_replay_job_gets_no_destination_credentials(full: Manifests) -> None:
+    """Replay moves records between topics: least privilege, no API credentials."""
+    pod = one(full, "Job")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    names = {e["name"] for e in container["env"]}
+    assert names == {"HOME", "CONVSTREAM_DEFAULT_PHONE_REGION"}
+    assert all("secret" not in volume for volume in pod["volumes"])
+
+
+def test_oauth_credentials_are_read_from_the_secret() -> None:
+    manifests = render({"googleAds": {"enabled": True, "existingSecret": "gads"}})
+    [worker] = one(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in worker["env"] if "valueFrom" in e}
+    assert refs == {
+        "GOOGLE_ADS_DEVELOPER_TOKEN": {"name": "gads", "key": "developer-token"},
+        "GOOGLE_ADS_CLIENT_ID": {"name": "gads", "key": "client-id"},
+        "GOOGLE_ADS_CLIENT_SECRET": {"name": "gads", "key": "client-secret"},
+        "GOOGLE_ADS_REFRESH_TOKEN": {"name": "gads", "key": "refresh-token"},
+    }
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"googleAds": {"enabled": True}},
+        {"yandexMetrica": {"enabled": True}},
+        {"config": {"YANDEX_METRICA_OAUTH_TOKEN": "inline"}},
+        {"replicaCount": -1},
+        {"unknownKey": 1},
+        {"replay": {"stage": "somewhere"}},
+    ],
+)
+def test_schema_rejects_bad_values(values: dict[str, Any]) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+
+
+def test_service_monitor_scrapes_the_metrics_service(full: Manifests) -> None:
+    monitor = one(full, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    spec = monitor["spec"]
+    services = [
+        s
+        for s in full["Service"]
+        if s["metadata"]["labels"].items() >= spec["selector"]["matchLabels"].items()
+    ]
+    [service] = services
+    assert service["metadata"]["name"] == "ads-convstream-metrics"
+    [endpoint] = spec["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    # The rules select job="convstream": the job label comes from the Service's name label.
+    assert service["metadata"]["labels"][spec["jobLabel"]] == "convstream"
+    assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_prometheus_rule_is_the_rules_file(full: Manifests) -> None:
+    rule = one(full, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"] == yaml.safe_load(RULES.read_text())
+    for group in rule["spec"]["groups"]:
+        assert group["name"]
+        assert group["rules"]
+        for entry in group["rules"]:
+            assert set(entry) <= {"alert", "record", "expr", "for", "labels", "annotations"}
+            assert entry["expr"]
+
+
+def test_dashboard_config_map_holds_the_dashboard(full: Manifests) -> None:
+    [config] = [c for c in full["ConfigMap"] if "convstream.json" in c.get("data", {})]
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config["metadata"]["annotations"] == {"grafana_folder": "Ads"}
+    assert json.loads(config["data"]["convstream.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_replay_job_passes_the_filters(full: Manifests) -> None:
+    job = one(full, "Job")
+    assert job["metadata"]["name"] == "ads-convstream-replay-1"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    [container] = pod["containers"]
+    assert (
+        container["image"]
+        == one(full, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    assert container["image"].endswith("@sha256:" + "0123456789abcdef" * 4)
+    assert container["args"] == [
+        "replay",
+        "--error-code=GOOGLE_ADS_AUTH_FAILED",
+        "--error-code=YANDEX_AUTH_FAILED",
+        "--stage=upload",
+        "--destination=google_ads",
+        "--since=2026-11-20T00:00:00Z",
+        "--until=2026-11-21T00:00:00Z",
+        "--limit=1000000",
+        "--rate=50",
+        "--max-replays=3",
+        "--to=conversions",
+        "--dry-run",
+    ]
+
+
+def test_replay_job_with_defaults_has_only_the_dry_run_flag() -> None:
+    job = one(render({"replay": {"enabled": True}}), "Job")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["replay", "--dry-run"]
+
+
+def test_config_map_carries_the_settings(full: Manifests) -> None:
+    config = next(c for c in full["ConfigMap"] if "CONVSTREAM_BROKER" in c["data"])["data"]
+    assert config["CONVSTREAM_BROKER"] == "kafka://kafka-0.kafka:9092;kafka://kafka-1.kafka:9092"
+    # Numbers in values are written as the worker parses them (never 1e+09).
+    assert config["CONVSTREAM_BATCH_WINDOW_SECONDS"] == "0.5"
+    assert config["CONVSTREAM_YANDEX_MAX_FILE_BYTES"] == "1000000000"
+    assert config["CONVSTREAM_DEDUPE_TTL_DAYS"] == "30"
+    assert config["CONVSTREAM_DRY_RUN"] == "true"
+    assert config["CONVSTREAM_DATA_DIR"] == "/var/lib/convstream"
+    assert config["GOOGLE_ADS_LOGIN_CUSTOMER_ID"] == "123-456-7890"
+    assert config["GOOGLE_ADS_API_VERSION"] == "v26"
+    assert all(isinstance(value, str) for value in config.values())
+
+
+def _notes(values: dict[str, Any]) -> str:
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return rendered["convstream/templates/NOTES.txt"]
+
+
+def test_notes_warn_about_idle_replicas() -> None:
+    assert "sit idle" not in _notes({"replicaCount": 8})
+    warning = "replicaCount=9 is above CONVSTREAM_BATCH_PARTITIONS=8: 1 pod(s)"
+    assert warning in _notes({"replicaCount": 9})
+    partitions = {"replicaCount": 9, "config": {"CONVSTREAM_BATCH_PARTITIONS": "12"}}
+    assert "sit idle" not in _notes(partitions)
+
+
+def _known_variables() -> set[str]:
+    """Every variable name streams/config.py reads."""
+    source = (ROOT / "streams" / "config.py").read_text()
+    return set(re.findall(r'"((?:CONVSTREAM|GOOGLE_ADS|YANDEX_METRICA)_[A-Z0-9_]+)"', source))
+
+
+@pytest.mark.parametrize("values_name", ["default", "full"])
+def test_worker_environment_is_accepted_by_the_settings(values_name: str, request: Any) -> None:
+    """The ConfigMap plus the pod's env, secrets filled with placeholders, is a valid
+    configuration for the worker, and names only variables the worker reads."""
+    manifests: Manifests = request.getfixturevalue(values_name)
+    config = next(c for c in manifests["ConfigMap"] if "CONVSTREAM_BROKER" in c["data"])["data"]
+    [worker] = one(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    env = dict(config)
+    for entry in worker["env"]:
+        env[entry["name"]] = entry.get("value", "placeholder-secret")
+    unknown = {name for name in env if name != "HOME"} - _known_variables()
+    assert not unknown, f"variables the worker does not read: {sorted(unknown)}"
+    settings = Settings.from_env(env)
+    assert settings.metrics_port == 9108
+    assert str(settings.data_dir) == "/var/lib/convstream"
+    assert (settings.google_ads is not None) == (values_name == "full")
+    assert (settings.yandex_oauth_token is not None) == (values_name == "full")
