@@ -13,6 +13,7 @@ buffered batch is flushed, so that wait ends in seconds, not a batch window late
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -222,6 +223,10 @@ def create_app(
         # Faust waited for every open message to be acked before this signal.
         for offsets in gates.values():
             offsets.forget(revoked)
+        for tp in revoked:
+            if tp.topic in gates:  # the new owner reports this partition's lag from now on
+                with contextlib.suppress(KeyError):
+                    metrics.consumer_lag.remove(tp.topic, str(tp.partition))
         pipeline.forget({tp.partition for tp in revoked if tp.topic == batch_topic_name})
 
     committed = CommittedOffsets(settings.bootstrap_servers, settings.app_id)
