@@ -232,7 +232,7 @@ def _not_configured(event: Event, received: Received) -> Resolution:
             DESTINATION_NOT_CONFIGURED,
             f"no credentials are configured for {event.destination}; "
             "set them and replay this dead letter",
-            retryable=False,
+            retryable=True,  # nothing is wrong with the event itself
         ),
         dead_letter_value=orjson.dumps(event.body),
     )

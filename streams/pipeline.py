@@ -507,7 +507,9 @@ def _event_from(key: BatchKey, item: list[Any]) -> Event:
 
 
 def backoff(attempt: int, retry_after: float | None, base: float = _BACKOFF_BASE) -> float:
-    """Exponential backoff with full jitter, never shorter than the server asked for."""
+    """Exponential backoff with jitter (between half and all of the ceiling, so retries of
+    many accounts spread out but never come back too soon), never shorter than the server
+    asked for."""
     ceiling = min(_BACKOFF_CAP, base * 2 ** (attempt - 1))
     jittered = random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not crypto)
     return max(jittered, retry_after or 0.0)
@@ -529,7 +531,9 @@ def _resolution(
         )
     elif outcome.status == "rejected":
         status = "rejected"
-        error = ErrorInfo("upload", outcome.code or "REJECTED", outcome.message or "", False)
+        error = ErrorInfo(
+            "upload", outcome.code or "REJECTED", outcome.message or "", outcome.retryable
+        )
     elif outcome.status == "uploaded" and dry_run:
         status = "validated"
     else:

@@ -99,6 +99,8 @@ class EventOutcome:
 
     ``code``/``message`` explain anything but an upload; ``message`` never quotes PII.
     ``upload_id`` is Yandex's upload id or Google's job id when the destination gave one.
+    ``retryable`` on a rejection: the event itself is fine and a replay can succeed once
+    an operator fixed the cause (refused credentials); it goes into the dead letter.
     """
 
     status: OutcomeStatus
@@ -106,6 +108,7 @@ class EventOutcome:
     message: str | None = None
     upload_id: str | None = None
     retry_after: float | None = None
+    retryable: bool = False
 
     @property
     def is_failure(self) -> bool:

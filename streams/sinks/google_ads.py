@@ -344,7 +344,7 @@ class GoogleAdsSink:
     def _auth_outcomes(self, rows: int, reason: str) -> list[EventOutcome]:
         self._report_auth_failure(reason)
         message = f"Google Ads refused the credentials ({reason})"
-        return [EventOutcome("rejected", AUTH_FAILED, message)] * rows
+        return [EventOutcome("rejected", AUTH_FAILED, message, retryable=True)] * rows
 
     def _report_auth_failure(self, reason: str) -> None:
         """The loud part of an auth failure: a metric and an ERROR line without secrets."""

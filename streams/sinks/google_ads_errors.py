@@ -200,7 +200,7 @@ def outcome_for(errors: Sequence[ApiError]) -> EventOutcome:
         message = f"{message} (also: {others})"
     klass = chosen.error_class
     if klass is ErrorClass.AUTH:
-        return EventOutcome("rejected", AUTH_FAILED, f"{chosen.code}: {message}")
+        return EventOutcome("rejected", AUTH_FAILED, f"{chosen.code}: {message}", retryable=True)
     if klass is ErrorClass.DUPLICATE:
         return EventOutcome("duplicate", chosen.code, message)
     if klass is ErrorClass.DELAYED_RETRY:
@@ -271,7 +271,9 @@ def request_outcomes(failure: RequestFailure, row_count: int) -> list[EventOutco
     klass = failure.error_class
     if klass is ErrorClass.AUTH:
         return [
-            EventOutcome("rejected", AUTH_FAILED, f"{failure.code}: {failure.message}")
+            EventOutcome(
+                "rejected", AUTH_FAILED, f"{failure.code}: {failure.message}", retryable=True
+            )
         ] * row_count
     if klass is ErrorClass.REJECT:
         return [EventOutcome("rejected", failure.code, failure.message)] * row_count

@@ -265,7 +265,9 @@ class YandexMetricaSink:
         except RetryableSinkError as exc:
             return EventOutcome("retryable", exc.code, exc.message, retry_after=exc.retry_after)
         except YandexRejectedError as exc:
-            return EventOutcome("rejected", exc.code, exc.message)
+            # A refused token is fixed by an operator, and the same rows then go through.
+            replayable = isinstance(exc, YandexAuthError)
+            return EventOutcome("rejected", exc.code, exc.message, retryable=replayable)
         self._auth_logged.discard(counter)
         uploading = document.get("uploading") or {}
         upload_id = uploading.get("id")

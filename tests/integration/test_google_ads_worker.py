@@ -4,13 +4,24 @@ The first upload meets an UNAVAILABLE: the real pipeline retries it and nothing 
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import orjson
 import pytest
 from event_factory import click, encode
 from google_ads_events import adjustment, call
-from worker_harness import TopicReader, Topics, WorkerProcess, metric_value, produce, wait_until
+from worker_harness import (
+    CONVSTREAM,
+    TopicReader,
+    Topics,
+    WorkerProcess,
+    headers_of,
+    metric_value,
+    produce,
+    wait_until,
+)
 
 from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, Tls, worker_env
 
@@ -101,3 +112,54 @@ def test_incomplete_google_ads_credentials_stop_the_worker_naming_the_variable(
         assert "GOOGLE_ADS_REFRESH_TOKEN" in log
         assert "dev-token-secret" not in log
         assert "Worker ready" not in log
+
+
+def test_refused_credentials_dead_letter_then_replay_after_the_fix_uploads_once(
+    kafka_bootstrap: str, tmp_path: Path, fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls
+) -> None:
+    """The operator loop: Google refuses the account (PERMISSION_DENIED), the conversion is
+    rejected as replayable and dead-lettered; access is fixed on the API side, `convstream
+    replay` puts the dead letter back, and the conversion is uploaded exactly once."""
+    topics = Topics(kafka_bootstrap)
+    fake.script.permission_denied = True
+    produce(kafka_bootstrap, topics.input, [encode(click(7))], b"k")
+    with (
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="yandex_metrica",
+            **worker_env(fake, tokens, tls.roots_file),
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.dlq) as dead_letters,
+    ):
+        worker.start()
+        [first] = [orjson.loads(m.value()) for m in results.wait_for(1, timeout=90)]
+        assert first["status"] == "rejected"
+        assert first["error"]["code"] == "GOOGLE_ADS_AUTH_FAILED"
+        assert first["error"]["retryable"] is True
+        [letter] = dead_letters.wait_for(1)
+        assert headers_of(letter)["convstream.error.retryable"] == "true"
+        assert fake.requests_of("UploadClickConversions") == []
+
+        fake.script.permission_denied = False  # access granted again
+        done = subprocess.run(
+            [CONVSTREAM, "replay", "--no-progress", "--error-code", "GOOGLE_ADS_AUTH_FAILED"],
+            env={**os.environ, **topics.env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        results.wait_for(2, timeout=60)
+        second = orjson.loads(results.messages[1].value())
+        assert (second["event_id"], second["status"]) == ("click-7", "uploaded")
+        gclids = [
+            c.gclid
+            for r in fake.requests_of("UploadClickConversions")
+            for c in r.request.conversions
+        ]
+        assert gclids == [click(7)["gclid"]]
+        dead_letters.poll(1.0)
+        assert len(dead_letters.messages) == 1  # the replay's attempt left no new dead letter
+        assert worker.stop() == 0
