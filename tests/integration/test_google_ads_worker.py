@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -162,4 +163,37 @@ def test_refused_credentials_dead_letter_then_replay_after_the_fix_uploads_once(
         assert gclids == [click(7)["gclid"]]
         dead_letters.poll(1.0)
         assert len(dead_letters.messages) == 1  # the replay's attempt left no new dead letter
+        assert worker.stop() == 0
+
+
+def test_a_30_second_outage_loses_nothing_and_uploads_each_conversion_once(
+    kafka_bootstrap: str, tmp_path: Path, fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls
+) -> None:
+    """The API answers UNAVAILABLE to every call for 30 s: the worker backs off and retries
+    (other work keeps its place), and once it is back every conversion is uploaded once."""
+    topics = Topics(kafka_bootstrap)
+    events = [click(n) for n in range(20)]
+    produced = produce(kafka_bootstrap, topics.input, (encode(e) for e in events), b"k")
+    with (
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="yandex_metrica",
+            **worker_env(fake, tokens, tls.roots_file),
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        outage_ends = time.monotonic() + 30.0
+        fake.script.unavailable_until = outage_ends
+        worker.start()
+        results.wait_for(produced, timeout=150)
+        assert time.monotonic() >= outage_ends  # nothing got through during the outage
+        assert {orjson.loads(m.value())["status"] for m in results.messages} == {"uploaded"}
+        assert len(results.messages) == produced
+        uploads = fake.requests_of("UploadClickConversions")
+        gclids = sorted(c.gclid for r in uploads for c in r.request.conversions)
+        assert gclids == sorted(e["gclid"] for e in events)  # each one exactly once
+        assert fake.rejected_calls.count("UploadClickConversions:UNAVAILABLE") >= 3
+        text = worker.scrape()
+        assert metric_value(text, "convstream_upload_retries_total", destination="google_ads") >= 3
         assert worker.stop() == 0
