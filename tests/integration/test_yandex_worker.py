@@ -10,7 +10,15 @@ from pathlib import Path
 import jsonschema
 import pytest
 from event_factory import click, encode, yandex
-from worker_harness import TopicReader, Topics, WorkerProcess, metric_value, produce, wait_until
+from worker_harness import (
+    TopicReader,
+    Topics,
+    WorkerProcess,
+    headers_of,
+    metric_value,
+    produce,
+    wait_until,
+)
 
 from streams.events import schema_document
 from streams.local.sandbox.yandex import FakeYandex
@@ -86,3 +94,42 @@ def test_worker_uploads_to_yandex_and_publishes_the_upload_status(
     )
     assert status["batch_id"] == by_event["ym-1"]["batch_id"]
     assert "test-token" not in worker.log_text()
+
+
+def test_a_refused_file_dead_letters_each_of_its_events_with_yandex_message(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Metrica answers 400 for the file: every event in it gets a rejected result and a
+    dead letter carrying Metrica's own message; the worker keeps going."""
+    topics = Topics(kafka_bootstrap)
+    events = [yandex(n) for n in range(1, 4)]
+    sent = produce(kafka_bootstrap, topics.input, [encode(e) for e in events], b"k")
+    with (
+        FakeYandex("test-token") as server,
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="google_ads",
+            YANDEX_METRICA_OAUTH_TOKEN="test-token",
+            YANDEX_METRICA_API_URL=server.url,
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.dlq) as dead_letters,
+    ):
+        server.fail_next(400, message="Wrong column name: Targett")
+        worker.start()
+        results.wait_for(sent, timeout=60)
+        dead_letters.wait_for(sent, timeout=30)
+        assert worker.running
+        assert worker.stop() == 0
+    assert {(r["status"], r["error"]["code"]) for r in results.values()} == {
+        ("rejected", "YANDEX_BAD_REQUEST")
+    }
+    assert all("Wrong column name: Targett" in r["error"]["message"] for r in results.values())
+    letters = [headers_of(m) for m in dead_letters.messages]
+    assert sorted(h["convstream.event_id"] for h in letters) == sorted(
+        e["event_id"] for e in events
+    )
+    assert {h["convstream.error.code"] for h in letters} == {"YANDEX_BAD_REQUEST"}
+    assert {h["convstream.error.retryable"] for h in letters} == {"false"}
+    assert server.uploads == []
