@@ -24,7 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.kafka_read import data_messages
 
 _log = logging.getLogger(__name__)
 
@@ -161,18 +163,7 @@ def _read(
     pending = set(partitions)
     batch: list[tuple[int, int, bytes | None, bytes | None]] = []
     while pending:
-        messages: list[Message] = consumer.consume(10_000, timeout=1.0)
-        for message in messages:
-            partition = message.partition()
-            assert partition is not None
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(partition)
-                    continue
-                raise KafkaException(error)
-            offset = message.offset()
-            assert offset is not None
+        for partition, offset, message in data_messages(consumer.consume(10_000, 1.0), pending):
             batch.append((partition, offset, message.key(), message.value()))
         if len(batch) >= WRITE_BATCH_RECORDS or (batch and not pending):
             yield batch

@@ -38,8 +38,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from streams.kafka_read import data_messages
 from streams.replay.filters import (
     CODE_HEADER,
     EVENT_ID_HEADER,
@@ -273,19 +274,9 @@ class Replay:
         pending = set(starts)
         ends: dict[int, int] = {}
         while pending and not self._should_stop():
-            for message in consumer.consume(500, timeout=0.2):
-                partition = message.partition()
-                assert partition is not None
-                if partition not in pending:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(partition)
-                        continue
-                    raise KafkaException(error)
-                offset = message.offset()
-                assert offset is not None
+            for partition, offset, message in data_messages(
+                consumer.consume(500, timeout=0.2), pending
+            ):
                 end = ends.get(partition)
                 if end is None:
                     end = ends[partition] = self._end(consumer, partition, offset)
