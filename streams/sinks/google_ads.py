@@ -78,6 +78,12 @@ from streams.sinks.google_ads_requests import (
 
 _log = logging.getLogger(__name__)
 
+# The library's logging interceptor logs requests and responses (click ids, hashed user
+# data) from WARNING down, and on asyncio it does so in a task whose failure on any gRPC
+# error surfaces as "Task exception was never retrieved" with a traceback. This sink logs
+# every failed request itself, without payloads; the library logs only its errors.
+_LIBRARY_LOGGER: Final = "google.ads.googleads.client"
+
 DESTINATION: Final = "google_ads"
 _GOOGLE_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
 _SCOPES: Final = ["https://www.googleapis.com/auth/adwords"]
@@ -118,6 +124,7 @@ class GoogleAdsSink:
         self._services: dict[str, Any] = {}
         self._services_loop: asyncio.AbstractEventLoop | None = None
         self._refresh_lock: asyncio.Lock | None = None
+        logging.getLogger(_LIBRARY_LOGGER).setLevel(logging.ERROR)
 
     @property
     def version(self) -> str:

@@ -197,3 +197,6 @@ def test_a_30_second_outage_loses_nothing_and_uploads_each_conversion_once(
         text = worker.scrape()
         assert metric_value(text, "convstream_upload_retries_total", destination="google_ads") >= 3
         assert worker.stop() == 0
+        log = worker.log_text()
+        assert "request failed customer=" in log  # the sink says so once per failed request
+        assert "Task exception was never retrieved" not in log  # and the library stays quiet
