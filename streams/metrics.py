@@ -8,7 +8,9 @@ topics and partitions only.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streams.http_endpoints import Readiness, serve
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 900, 3600)
 _DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -20,6 +22,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry = registry or CollectorRegistry()
+        self.readiness = Readiness()
         self.events_received = Counter(
             "convstream_events_received_total",
             "Input messages read, by destination and type (unknown when unparseable).",
@@ -155,6 +158,7 @@ class Metrics:
         )
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:  # noqa: S104 (scraped)
-        """Serve ``/metrics`` on ``port`` (0 picks a free one); returns the bound port."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        """Serve ``/metrics``, ``/ready`` and ``/healthz`` on ``port`` (0 picks a free
+        one); returns the bound port. ``self.readiness`` drives ``/ready``."""
+        server = serve(self.registry, self.readiness, port, addr)
         return int(server.server_port)

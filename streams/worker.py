@@ -19,6 +19,7 @@ from streams.app import create_app, max_record_bytes
 from streams.changelog_restore import restore_changelog
 from streams.config import DedupeStore, Settings
 from streams.events import warm_up
+from streams.http_endpoints import Readiness
 from streams.metrics import Metrics
 from streams.output import OutputProducer, Record
 from streams.sinks import RecordingSink, Sink, SinkConfigError
@@ -127,6 +128,23 @@ class SinkLifecycle(mode.Service):
         self._publisher.close()
 
 
+class ConvstreamWorker(faust.Worker):
+    """faust.Worker that drives ``/ready``: ready once start-up finished (partitions
+    assigned, dedupe table recovered), not ready from the moment shutdown begins."""
+
+    def __init__(self, app: faust.App, *services: Any, readiness: Readiness, **kw: Any) -> None:
+        super().__init__(app, *services, **kw)
+        self._readiness = readiness
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        self._readiness.set(True)
+
+    async def on_stop(self) -> None:
+        self._readiness.set(False)
+        await super().on_stop()
+
+
 async def setup_sinks(sinks: Mapping[str, Sink]) -> None:
     """Call every sink's ``setup()``; a SinkConfigError names the variable to fix."""
     for sink in sinks.values():
@@ -164,7 +182,9 @@ def run_worker(settings: Settings) -> int:
             tp_factory=faust.types.TP,
         )
     lifecycle = SinkLifecycle(sinks, publisher)
-    worker = faust.Worker(app, lifecycle, loglevel="INFO", quiet=True)
+    worker = ConvstreamWorker(
+        app, lifecycle, readiness=metrics.readiness, loglevel="INFO", quiet=True
+    )
     try:
         worker.execute_from_commandline()  # exits the process via sys.exit
     except SystemExit:

@@ -156,6 +156,17 @@ class WorkerProcess:
                     raise
                 time.sleep(0.05)
 
+    def http_status(self, path: str) -> int | None:
+        """The status code of GET ``path`` on the metrics port; None while nothing listens."""
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+        except urllib.error.URLError:
+            return None
+
     def uploads(self) -> list[str]:
         """Dedupe keys the recording sink uploaded, across every run (one per line)."""
         if not self.uploads_log.exists():

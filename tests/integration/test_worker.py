@@ -336,3 +336,24 @@ def test_expired_dedupe_keys_are_tombstoned_and_stay_gone_after_recovery(
             )
         assert metric_value(worker.scrape(), "convstream_dedupe_keys") == 1
         assert worker.stop() == 0
+
+
+def test_ready_only_once_start_up_finished(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """/ready says 503 while the worker restores and joins, 200 once Faust finished
+    start-up; /healthz is 200 throughout (the Helm chart's probes)."""
+    topics = Topics(kafka_bootstrap)
+    with WorkerProcess(topics, tmp_path) as worker:
+        worker.start()
+        seen: list[int] = []
+
+        def ready() -> bool:
+            status = worker.http_status("/ready")
+            if status is not None:
+                seen.append(status)
+            return status == 200
+
+        wait_until(ready, 60, "/ready answers 200")
+        assert "Worker ready" in worker.log_text()
+        assert seen[0] == 503, "the HTTP port is up before the worker is ready"
+        assert worker.http_status("/healthz") == 200
+        assert worker.stop() == 0

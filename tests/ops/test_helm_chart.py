@@ -152,8 +152,8 @@ def test_worker_probes_metrics_and_state_lives_on_a_volume(default: Manifests) -
     assert port == 9108
     [metrics_port] = worker["ports"]
     assert metrics_port == {"name": "metrics", "containerPort": port, "protocol": "TCP"}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert worker[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
     assert worker["args"] == ["worker"]
     assert worker["envFrom"] == [{"configMapRef": {"name": "ads-convstream"}}]
     assert worker["resources"]["requests"]
