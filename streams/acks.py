@@ -82,12 +82,35 @@ class OffsetGate:
         return lambda: self._done(tp, offset)
 
     def start(self, tp: Hashable, offset: int) -> None:
-        """Begin ``tp`` at ``offset`` (its committed offset), dropping any earlier state.
+        """Begin ``tp`` at ``offset`` (its committed offset).
 
         Called on assignment. Without it the first delivered offset is taken as the
-        start, which is wrong when Faust first replays stale messages.
+        start, which is wrong when Faust first replays stale messages. The committed
+        offset is fetched off the event loop, so messages may have been opened before it
+        arrives: those at or above it keep their place (dropping them would lose their
+        acks, stall the partition's commits and make shutdown wait for them forever);
+        those below it were finished by an earlier owner and are acked at once.
         """
-        self._partitions[tp] = _Partition(next_release=offset)
+        old = self._partitions.get(tp)
+        part = self._partitions[tp] = _Partition(next_release=offset)
+        if old is None:
+            return
+        for opened in old.offsets:
+            acks = old.acks[opened]
+            if opened < offset:
+                for ack in acks:
+                    ack()
+                continue
+            part.offsets.append(opened)
+            part.acks[opened] = acks
+            if opened in old.done:
+                part.done.add(opened)
+        part.skipped = {o for o in old.skipped if o >= offset}
+        if old.sought_hole is not None and old.sought_hole >= offset:
+            part.sought_hole = old.sought_hole
+        if part.offsets and part.offsets[0] > offset and part.sought_hole is None:
+            self._on_hole(tp, part, offset, part.offsets[0])  # read what came before
+        self._release(part)
 
     def forget(self, tps: set[Hashable] | None = None) -> None:
         """Drop state for revoked partitions (all when ``tps`` is None)."""

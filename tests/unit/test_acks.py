@@ -125,6 +125,38 @@ def test_start_then_a_later_first_delivery_seeks_back_to_the_committed_offset() 
     assert consumer.seeks == [(TP, 40)]
 
 
+def test_messages_opened_before_start_keep_their_acks() -> None:
+    """The committed offset arrives after the first deliveries (it is fetched off the event
+    loop): the open messages must still be acked when done, or the partition's commits
+    stall and shutdown waits for them forever (seen as a 60 s SIGTERM hang)."""
+    consumer = Consumer()
+    gate = OffsetGate(consumer.seek)
+    first = _open(gate, consumer, 0)
+    second = _open(gate, consumer, 1)
+    second()
+    gate.start(TP, 0)
+    assert consumer.acked == []
+    first()
+    assert consumer.acked == [0, 1]
+    assert gate.released(TP) == 2
+    assert consumer.seeks == []
+
+
+def test_start_acks_what_was_opened_below_the_committed_offset() -> None:
+    consumer = Consumer()
+    gate = OffsetGate(consumer.seek)
+    stale = _open(gate, consumer, 38)
+    current = _open(gate, consumer, 40)
+    gate.start(TP, 39)
+    assert consumer.acked == [38], "finished by an earlier owner: acked at once"
+    assert consumer.seeks == [(TP, 39)], "39 was never delivered: read it again"
+    stale()  # a late done for the stale one changes nothing
+    current()
+    assert consumer.acked == [38]
+    _open(gate, consumer, 39)()
+    assert consumer.acked == [38, 39, 40]
+
+
 def test_acks_of_a_revoked_partition_no_longer_count() -> None:
     consumer = Consumer()
     gate = OffsetGate(consumer.seek)
