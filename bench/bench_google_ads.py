@@ -44,10 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test event builders
 
 import orjson  # noqa: E402
+from event_factory import click  # noqa: E402
 from google.ads.googleads.v26.services.types import (  # noqa: E402
     conversion_upload_service as upload_types,
 )
-from google_ads_events import click, event_of  # noqa: E402
+from google_ads_events import event_of  # noqa: E402
 from worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until  # noqa: E402
 
 from streams.config import GoogleAdsSettings  # noqa: E402

@@ -159,6 +159,9 @@ def create_app(
     app.close_hooks.append(changelog_output.close)
 
     async def flush_table() -> None:
+        # Takes every write so far, so a later settlement's flush may find nothing left
+        # and finish first; its ack still waits, because acks are released in offset
+        # order behind the earlier settlement whose flush carries its records.
         await changelog_output.send_all(dedupe_table.take_pending())
 
     gate = DedupeGate(dedupe_table, settings.dedupe_ttl_days * 86_400.0, time.time)

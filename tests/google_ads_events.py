@@ -13,21 +13,6 @@ from streams.events import parse_event
 CUSTOMER = "1234567890"
 
 
-def click(n: int, account: str = CUSTOMER, **extra: Any) -> dict[str, Any]:
-    return {
-        "event_id": f"click-{n}",
-        "destination": "google_ads",
-        "type": "click_conversion",
-        "customer_id": account,
-        "conversion_action_id": "987654321",
-        "gclid": f"Cj0KCQiA-test-gclid-{n}",
-        "conversion_date_time": "2026-11-20 14:03:00+01:00",
-        "conversion_value": 10.5,
-        "currency_code": "EUR",
-        **extra,
-    }
-
-
 def call(n: int, account: str = CUSTOMER, **extra: Any) -> dict[str, Any]:
     return {
         "event_id": f"call-{n}",

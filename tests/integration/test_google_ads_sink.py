@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google_ads_events import CUSTOMER, adjustment, call, click, event_of
+from event_factory import click
+from google_ads_events import CUSTOMER, adjustment, call, event_of
 
 from streams.config import GoogleAdsSettings
 from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, service_account_key

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from google_ads_events import adjustment, call, click, event_of
+from event_factory import click
+from google_ads_events import adjustment, call, event_of
 
 from streams.sinks.google_ads_requests import (
     RequestOptions,
