@@ -102,10 +102,10 @@ def restore_changelog(
     )
     records = 0
     try:
-        ends = _ranges(consumer, store, topic, partitions, tp_factory, timeout)
-        if ends:
-            consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in ends.items()])
-            for batch in _read(consumer, set(ends)):
+        starts = _starts(consumer, store, topic, partitions, tp_factory, timeout)
+        if starts:
+            consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
+            for batch in _read(consumer, set(starts)):
                 store.apply_changelog_batch(
                     [_ChangelogEvent(tp_factory(topic, p), o, k, v) for p, o, k, v in batch],
                     None,
@@ -125,19 +125,20 @@ def restore_changelog(
     return report
 
 
-def _ranges(
+def _starts(
     consumer: Consumer,
     store: ChangelogStore,
     topic: str,
     partitions: int,
     tp_factory: Any,
     timeout: float,
-) -> dict[int, tuple[int, int]]:
-    """Per partition with something to read: (first offset to read, end offset)."""
+) -> dict[int, int]:
+    """Per partition with something to read, the first offset to read. The high watermark
+    only decides whether there is anything; the read itself ends at EOF (see ``_read``)."""
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None or metadata.error is not None:
         return {}
-    ranges = {}
+    starts = {}
     for partition in range(partitions):
         if partition not in metadata.partitions:
             continue
@@ -148,8 +149,8 @@ def _ranges(
         # Faust re-reads its persisted offset itself; start after it.
         start = max(low, persisted + 1 if persisted is not None else low)
         if start < high:
-            ranges[partition] = (start, high)
-    return ranges
+            starts[partition] = start
+    return starts
 
 
 def _read(
