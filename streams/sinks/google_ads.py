@@ -24,30 +24,13 @@ What happens to errors (the table is :data:`streams.sinks.google_ads_errors.CLAS
   the events dead-letter for a replay once the credentials are fixed, instead of hammering
   the token endpoint.
 
-Why the credentials are built here and not by ``GoogleAdsClient.load_from_env``: the library
-has no setting for the OAuth token endpoint, and ``GOOGLE_ADS_TOKEN_URI`` must be able to
-point at a private one; the same variables are read (through :class:`streams.config.Settings`)
-and the result is handed to ``GoogleAdsClient(credentials=...)``.
-
-Why no ``login_customer_id`` on the client: the library's metadata interceptor would add it
-to every call, and a batch may need another one (``login_customer_id`` in the event). Each
-call passes its own ``login-customer-id`` metadata instead, so one client and one channel
-per service serve every account.
-
-The services are google-ads' native asyncio clients (``get_service(..., is_async=True)``,
-gRPC ``aio``). They are created lazily on the first write, inside the worker's event loop,
-because a ``grpc.aio`` channel belongs to the loop that created it and ``setup()`` runs in
-a different one.
+How the sink authenticates and talks gRPC (token endpoint, per-call login customer id,
+async services per loop): :mod:`streams.sinks.google_ads_client`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-import pkgutil
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -60,6 +43,7 @@ from streams.sinks import (
     RetryableSinkError,
     SinkConfigError,
 )
+from streams.sinks.google_ads_client import GoogleAdsConnection
 from streams.sinks.google_ads_errors import (
     AUTH_FAILED,
     ErrorClass,
@@ -72,21 +56,13 @@ from streams.sinks.google_ads_requests import (
     BuiltRequest,
     RequestOptions,
     build_requests,
-    proto_types,
     split_request,
 )
 
 _log = logging.getLogger(__name__)
 
-# The library's logging interceptor logs requests and responses (click ids, hashed user
-# data) from WARNING down, and on asyncio it does so in a task whose failure on any gRPC
-# error surfaces as "Task exception was never retrieved" with a traceback. This sink logs
-# every failed request itself, without payloads; the library logs only its errors.
-_LIBRARY_LOGGER: Final = "google.ads.googleads.client"
 
 DESTINATION: Final = "google_ads"
-_GOOGLE_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
-_SCOPES: Final = ["https://www.googleapis.com/auth/adwords"]
 _SERVICES: Final = {
     "click": ("ConversionUploadService", "upload_click_conversions"),
     "call": ("ConversionUploadService", "upload_call_conversions"),
@@ -118,17 +94,16 @@ class GoogleAdsSink:
         self._dry_run = dry_run
         self._metrics = metrics
         self._options = RequestOptions(validate_only=dry_run, job_id=config.job_id)
-        self._version = ""
-        self._credentials: Any = None
-        self._client: Any = None
-        self._services: dict[str, Any] = {}
-        self._services_loop: asyncio.AbstractEventLoop | None = None
-        self._refresh_lock: asyncio.Lock | None = None
-        logging.getLogger(_LIBRARY_LOGGER).setLevel(logging.ERROR)
+        self._connection = GoogleAdsConnection(config)
 
     @property
     def version(self) -> str:
-        return self._version
+        return self._connection.version
+
+    @property
+    def connection(self) -> GoogleAdsConnection:
+        """The authenticated connection (shared with name resolution and diagnostics)."""
+        return self._connection
 
     async def setup(self) -> None:
         """Check the configuration and fetch a first access token.
@@ -138,104 +113,24 @@ class GoogleAdsSink:
         refuses the credentials. An unreachable token endpoint only logs a warning: that is
         an outage, not a configuration error, and the first write will try again.
         """
-        self._version = self._resolve_version()
-        self._credentials = self._build_credentials()
-        from google.auth import exceptions as auth_exceptions
-
         try:
-            await asyncio.to_thread(self._refresh_blocking)
-        except auth_exceptions.RefreshError as exc:
-            self._count_auth_failure()
-            variable = (
-                "GOOGLE_ADS_REFRESH_TOKEN"
-                if self._config.refresh_token
-                else "GOOGLE_ADS_JSON_KEY_FILE_PATH"
-            )
-            raise SinkConfigError(
-                AUTH_FAILED, f"{variable}: the token endpoint refused the credentials"
-            ) from exc
-        except auth_exceptions.TransportError:
-            _log.warning("destination=google_ads token endpoint unreachable at start-up")
-        from google.ads.googleads.client import GoogleAdsClient
-
-        self._client = GoogleAdsClient(
-            credentials=self._credentials,
-            developer_token=self._config.developer_token,
-            endpoint=self._config.endpoint,
-            version=self._version,
-        )
+            await self._connection.open()
+        except SinkConfigError as exc:
+            if exc.code == AUTH_FAILED:
+                self._count_auth_failure()
+            raise
         _log.info(
             "destination=google_ads api_version=%s endpoint=%s dry_run=%s",
-            self._version,
+            self._connection.version,
             self._config.endpoint or "default",
             self._dry_run,
         )
 
-    def _resolve_version(self) -> str:
-        shipped = shipped_api_versions()
-        version = self._config.api_version or shipped[0]
-        if version not in shipped:
-            raise SinkConfigError(
-                "CONFIGURATION",
-                f"GOOGLE_ADS_API_VERSION={version!r} is not shipped by the installed google-ads;"
-                f" expected one of {', '.join(shipped)}",
-            )
-        proto_types(version)
-        return version
-
-    def _build_credentials(self) -> Any:
-        config = self._config
-        oauth = {
-            "GOOGLE_ADS_CLIENT_ID": config.client_id,
-            "GOOGLE_ADS_CLIENT_SECRET": config.client_secret,
-            "GOOGLE_ADS_REFRESH_TOKEN": config.refresh_token,
-        }
-        given = [name for name, value in oauth.items() if value]
-        if given and len(given) < len(oauth):
-            missing = ", ".join(name for name, value in oauth.items() if not value)
-            raise SinkConfigError("CONFIGURATION", f"{missing} not set (OAuth needs all three)")
-        if given:
-            from google.oauth2.credentials import Credentials
-
-            return Credentials(  # type: ignore[no-untyped-call]
-                None,
-                refresh_token=config.refresh_token,
-                client_id=config.client_id,
-                client_secret=config.client_secret,
-                token_uri=config.token_uri or _GOOGLE_TOKEN_URI,
-            )
-        if config.json_key_file_path is not None:
-            from google.oauth2 import service_account
-
-            try:
-                info = json.loads(config.json_key_file_path.read_text(encoding="utf-8"))
-                if config.token_uri:
-                    info["token_uri"] = config.token_uri
-                return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-                    info, scopes=_SCOPES, subject=config.impersonated_email
-                )
-            except (OSError, ValueError, KeyError) as exc:
-                raise SinkConfigError(
-                    "CONFIGURATION",
-                    f"GOOGLE_ADS_JSON_KEY_FILE_PATH: not a readable service-account key "
-                    f"({type(exc).__name__})",
-                ) from exc
-        raise SinkConfigError(
-            "CONFIGURATION",
-            "Google Ads credentials not set: GOOGLE_ADS_CLIENT_ID, GOOGLE_ADS_CLIENT_SECRET and "
-            "GOOGLE_ADS_REFRESH_TOKEN, or GOOGLE_ADS_JSON_KEY_FILE_PATH",
-        )
-
-    def _refresh_blocking(self) -> None:
-        from google.auth.transport.requests import Request
-
-        self._credentials.refresh(Request())
-
     async def write(self, batch: AccountBatch) -> Sequence[EventOutcome]:
         """Upload one batch; one outcome per event, in order (see the module docstring)."""
-        if self._client is None:
+        if not self._connection.is_open:
             raise SinkConfigError("CONFIGURATION", "GoogleAdsSink.write before setup()")
-        built = build_requests(batch.events, self._version, self._options)
+        built = build_requests(batch.events, self._connection.version, self._options)
         outcomes: list[EventOutcome | None] = [None] * len(batch.events)
         for rejection in built.rejections:
             outcomes[rejection.position] = EventOutcome(
@@ -257,16 +152,16 @@ class GoogleAdsSink:
 
     async def _send(self, request: BuiltRequest, *, refreshed: bool = False) -> _Sent:
         rows = len(request.positions)
-        auth_problem = await self._ensure_token(force=False)
+        auth_problem = await self._connection.ensure_token(force=False)
         if auth_problem is not None:
             return _Sent(self._auth_outcomes(rows, auth_problem))
         try:
             response = await self._call(request)
         except Exception as exc:  # classified below; never escapes as a foreign type
-            failure = classify_exception(exc, self._version, request.rows_field)
+            failure = classify_exception(exc, self._connection.version, request.rows_field)
             if failure.status == "UNAUTHENTICATED" and not refreshed:
                 _log.info("destination=google_ads access token refused; refreshing once")
-                auth_problem = await self._ensure_token(force=True)
+                auth_problem = await self._connection.ensure_token(force=True)
                 if auth_problem is not None:
                     return _Sent(self._auth_outcomes(rows, auth_problem))
                 return await self._send(request, refreshed=True)
@@ -291,7 +186,7 @@ class GoogleAdsSink:
             return _Sent(outcomes, failure if whole else None)
         pb = type(response).pb(response) if hasattr(type(response), "pb") else response
         outcomes = response_outcomes(
-            pb, request.rows_field, rows, self._version, validate_only=self._dry_run
+            pb, request.rows_field, rows, self._connection.version, validate_only=self._dry_run
         )
         refused = sum(1 for o in outcomes if o.code == AUTH_FAILED)
         if refused:
@@ -300,53 +195,12 @@ class GoogleAdsSink:
 
     async def _call(self, request: BuiltRequest) -> Any:
         service_name, method_name = _SERVICES[request.kind]
-        method = getattr(self._service(service_name), method_name)
-        login = request.login_customer_id or self._config.login_customer_id
-        metadata = (("login-customer-id", login),) if login else ()
+        method = getattr(self._connection.service(service_name), method_name)
         return await method(
             request=request.request,
-            metadata=metadata,
+            metadata=self._connection.metadata(request.login_customer_id),
             timeout=self._config.request_timeout_seconds,
         )
-
-    def _service(self, name: str) -> Any:
-        """The async service client for the running loop, created once per loop."""
-        loop = asyncio.get_running_loop()
-        if self._services_loop is not loop:
-            self._services = {}
-            self._services_loop = loop
-            self._refresh_lock = asyncio.Lock()
-        service = self._services.get(name)
-        if service is None:
-            service = self._client.get_service(name, version=self._version, is_async=True)
-            self._services[name] = service
-        return service
-
-    async def _ensure_token(self, *, force: bool) -> str | None:
-        """Refresh the access token when it is missing or expired (or ``force``), off the
-        event loop. Returns why the credentials were refused, or None when all is well.
-
-        A network failure of the token endpoint returns None: the call then fails with a
-        transient gRPC error and is retried like any other outage.
-        """
-        from google.auth import exceptions as auth_exceptions
-
-        if not force and self._credentials.valid:
-            return None
-        if self._refresh_lock is None or self._services_loop is not asyncio.get_running_loop():
-            self._service(_SERVICES["click"][0])
-        assert self._refresh_lock is not None
-        token_before = self._credentials.token
-        async with self._refresh_lock:
-            if self._credentials.token != token_before and self._credentials.valid:
-                return None  # another request refreshed it meanwhile
-            try:
-                await asyncio.to_thread(self._refresh_blocking)
-            except auth_exceptions.RefreshError as exc:
-                return _oauth_error(exc)
-            except auth_exceptions.TransportError:
-                _log.warning("destination=google_ads token endpoint unreachable")
-        return None
 
     def _auth_outcomes(self, rows: int, reason: str) -> list[EventOutcome]:
         self._report_auth_failure(reason)
@@ -369,33 +223,4 @@ class GoogleAdsSink:
 
     async def aclose(self) -> None:
         """Close the gRPC channels (called once, at shutdown)."""
-        services, self._services = self._services, {}
-        for service in services.values():
-            with contextlib.suppress(Exception):  # shutting down; nothing left to do
-                await service.transport.close()
-
-
-def shipped_api_versions() -> list[str]:
-    """The API versions the installed google-ads ships (``v26``, ``v25`` ...), newest first.
-
-    Read from the package's sub-packages rather than the client's private version list, so
-    a library upgrade cannot break start-up by renaming it.
-    """
-    import google.ads.googleads as package
-
-    names = {
-        module.name
-        for module in pkgutil.iter_modules(package.__path__)
-        if module.ispkg and re.fullmatch(r"v[0-9]+", module.name)
-    }
-    return sorted(names, key=lambda name: int(name[1:]), reverse=True)
-
-
-def _oauth_error(exc: Exception) -> str:
-    """The OAuth error name from a RefreshError (``invalid_grant`` ...), never its full
-    text: that can quote request details."""
-    text = str(exc)
-    for marker in ("invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"):
-        if marker in text:
-            return f"token endpoint answered {marker}"
-    return "token refresh refused"
+        await self._connection.aclose()

@@ -26,7 +26,8 @@ from streams.sinks import (
     SinkConfigError,
     SourcePosition,
 )
-from streams.sinks.google_ads import GoogleAdsSink, shipped_api_versions
+from streams.sinks.google_ads import GoogleAdsSink
+from streams.sinks.google_ads_client import shipped_api_versions
 
 # SHA-256 of "test@gmail.com" (Google's normalization of " Te.St@Gmail.com "), computed
 # independently: printf %s test@gmail.com | sha256sum

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -36,12 +37,16 @@ from google.ads.googleads.v26.services.types import (
     conversion_adjustment_upload_service as adjust_types,
 )
 from google.ads.googleads.v26.services.types import conversion_upload_service as upload_types
+from google.ads.googleads.v26.services.types import google_ads_service as search_types
 
 from streams.local.sandbox.google_ads_protos import V, ads_error, failure, partial_failure_status
 
 FAILURE_KEY = f"google.ads.googleads.{V}.errors.googleadsfailure-bin"
 _UPLOAD_SERVICE = f"google.ads.googleads.{V}.services.ConversionUploadService"
 _ADJUST_SERVICE = f"google.ads.googleads.{V}.services.ConversionAdjustmentUploadService"
+_SEARCH_SERVICE = f"google.ads.googleads.{V}.services.GoogleAdsService"
+#: Google refuses uploads to a conversion action younger than this (TOO_RECENT_CONVERSION_ACTION).
+ACTION_MIN_AGE_SECONDS = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -188,10 +193,47 @@ class Script:
     """Every call answers PERMISSION_DENIED / USER_PERMISSION_DENIED."""
     max_rows: int = 2000
     """More rows than this: INVALID_ARGUMENT / TOO_MANY_CONVERSIONS_IN_REQUEST."""
+    customers: dict[str, FakeCustomer] = field(default_factory=dict)
+    """Accounts GoogleAdsService.Search can read. Uploads to a customer listed here are
+    checked against its conversion actions (unknown: NO_CONVERSION_ACTION_FOUND; younger
+    than six hours: TOO_RECENT_CONVERSION_ACTION); other customers take any action."""
+
+
+@dataclass
+class FakeConversionAction:
+    """A conversion action of a :class:`FakeCustomer`."""
+
+    id: int
+    name: str
+    type: str = "UPLOAD_CLICKS"
+    status: str = "ENABLED"
+    created_at: float = 0.0
+    """time.time() of its creation; 0 is long ago."""
+
+
+@dataclass
+class FakeCustomer:
+    """What ``SELECT ... FROM customer`` (and the other resources) answer for one account."""
+
+    customer_id: str
+    descriptive_name: str = "Fake customer"
+    auto_tagging_enabled: bool = True
+    accepted_customer_data_terms: bool = True
+    enhanced_conversions_for_leads: bool = True
+    conversion_customer: str | None = None
+    """Customer id that owns conversion tracking (cross-account); None: the customer itself."""
+    login_customer_ids: frozenset[str] | None = None
+    """Login customer ids (managers) allowed to read it; None: any, or none."""
+    actions: list[FakeConversionAction] = field(default_factory=list)
+    client_summaries: list[Any] = field(default_factory=list)
+    """Raw ``OfflineConversionUploadClientSummary`` messages."""
+    action_summaries: list[Any] = field(default_factory=list)
+    """Raw ``OfflineConversionUploadConversionActionSummary`` messages."""
 
 
 class FakeGoogleAds:
-    """The three upload RPCs over TLS; records every request, answers as :attr:`script` says."""
+    """The three upload RPCs and GoogleAdsService Search / SearchStream over TLS; records
+    every request, answers as :attr:`script` says."""
 
     def __init__(self, cert_pem: bytes, key_pem: bytes, tokens: FakeTokenEndpoint) -> None:
         self.script = Script()
@@ -214,6 +256,21 @@ class FakeGoogleAds:
                             self._call,
                             upload_types.UploadCallConversionsRequest,
                             upload_types.UploadCallConversionsResponse,
+                        ),
+                    },
+                ),
+                grpc.method_handlers_generic_handler(
+                    _SEARCH_SERVICE,
+                    {
+                        "Search": _handler(
+                            self._search,
+                            search_types.SearchGoogleAdsRequest,
+                            search_types.SearchGoogleAdsResponse,
+                        ),
+                        "SearchStream": grpc.unary_stream_rpc_method_handler(
+                            self._search_stream,
+                            request_deserializer=search_types.SearchGoogleAdsStreamRequest.deserialize,
+                            response_serializer=search_types.SearchGoogleAdsStreamResponse.serialize,
                         ),
                     },
                 ),
@@ -316,6 +373,7 @@ class FakeGoogleAds:
         for index, row in enumerate(pb.conversions):
             result = response.results.add()
             code = self.script.row_failures.get(row.gclid or row.order_id)
+            code = code or self._action_problem(pb.customer_id, row.conversion_action, "click")
             if code:
                 errors.append(ads_error(code, index))
             elif not pb.validate_only:
@@ -338,6 +396,7 @@ class FakeGoogleAds:
         for index, row in enumerate(pb.conversions):
             result = response.results.add()
             code = self.script.row_failures.get(row.caller_id)
+            code = code or self._action_problem(pb.customer_id, row.conversion_action, "call")
             if code:
                 errors.append(ads_error(code, index))
             elif not pb.validate_only:
@@ -365,6 +424,161 @@ class FakeGoogleAds:
         if errors:
             response.partial_failure_error.CopyFrom(partial_failure_status(*errors))
         return adjust_types.UploadConversionAdjustmentsResponse.wrap(response)
+
+    def _action_problem(self, customer_id: str, action_name: str, kind: str) -> str | None:
+        customer = self.script.customers.get(customer_id)
+        if customer is None:
+            return None
+        for action in customer.actions:
+            if action_name == f"customers/{customer_id}/conversionActions/{action.id}":
+                if action.status != "ENABLED":
+                    return "NO_CONVERSION_ACTION_FOUND"
+                if action.type != ("UPLOAD_CALLS" if kind == "call" else "UPLOAD_CLICKS"):
+                    return "INVALID_CONVERSION_ACTION_TYPE"
+                if time.time() - action.created_at < ACTION_MIN_AGE_SECONDS:
+                    return "TOO_RECENT_CONVERSION_ACTION"
+                return None
+        return "NO_CONVERSION_ACTION_FOUND"
+
+    # --- GoogleAdsService.Search / SearchStream (GAQL) ----------------------------------
+
+    def _search(self, request: Any, context: grpc.ServicerContext) -> Any:
+        rows = self._query("Search", request, context)
+        pb = search_types.SearchGoogleAdsResponse.pb()(total_results_count=len(rows))
+        pb.results.extend(rows)
+        return search_types.SearchGoogleAdsResponse.wrap(pb)
+
+    def _search_stream(self, request: Any, context: grpc.ServicerContext) -> Any:
+        rows = self._query("SearchStream", request, context)
+        pb = search_types.SearchGoogleAdsStreamResponse.pb()()
+        pb.results.extend(rows)
+        yield search_types.SearchGoogleAdsStreamResponse.wrap(pb)
+
+    def _query(self, method: str, request: Any, context: grpc.ServicerContext) -> list[Any]:
+        metadata = self._gate(method, context)
+        pb = type(request).pb(request)
+        self._record(method, pb, metadata)
+        customer = self.script.customers.get(pb.customer_id)
+        login = metadata.get("login-customer-id")
+        allowed = customer is not None and (
+            customer.login_customer_ids is None or login in customer.login_customer_ids
+        )
+        if customer is None or not allowed:
+            self._note(f"{method}:PERMISSION_DENIED:{pb.customer_id}")
+            detail = failure(ads_error("USER_PERMISSION_DENIED"))
+            context.set_trailing_metadata(((FAILURE_KEY, detail.SerializeToString()),))
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "User doesn't have permission to access customer. Note: If you're accessing a "
+                "client customer, the manager's customer id must be set in the "
+                "'login-customer-id' header.",
+            )
+        assert customer is not None
+        resource, conditions = parse_gaql(pb.query)
+        rows = resource_rows(customer, resource)
+        if rows is None:
+            detail = failure(ads_error("BAD_RESOURCE_TYPE_IN_FROM_CLAUSE", message=resource))
+            context.set_trailing_metadata(((FAILURE_KEY, detail.SerializeToString()),))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported resource {resource}")
+        assert rows is not None
+        return [row for row in rows if all(matches(row, *c) for c in conditions)]
+
+
+_FROM = re.compile(
+    r"\bFROM\s+(\w+)(?:\s+WHERE\s+(.+?))?(?:\s+ORDER BY.*|\s+LIMIT.*)?$", re.I | re.S
+)
+_CONDITION = re.compile(r"^\s*([\w.]+)\s*(!=|=)\s*'?([^']*?)'?\s*$")
+
+
+def parse_gaql(query: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """(resource, [(field path, operator, literal)]) of a GAQL query; the fake understands
+    ``FROM`` and ``WHERE`` conditions ``field = value`` / ``field != value`` joined by AND."""
+    found = _FROM.search(query.strip())
+    if found is None:
+        raise ValueError(f"no FROM clause in {query!r}")
+    conditions = []
+    for text in re.split(r"\s+AND\s+", found.group(2) or "", flags=re.I):
+        if text.strip():
+            condition = _CONDITION.match(text)
+            if condition is None:
+                raise ValueError(f"the fake does not understand the condition {text!r}")
+            conditions.append((condition.group(1), condition.group(2), condition.group(3)))
+    return found.group(1), conditions
+
+
+def matches(row: Any, path: str, operator: str, literal: str) -> bool:
+    """Whether a GoogleAdsRow's field (enums by name) satisfies one WHERE condition."""
+    message = row
+    *parents, name = path.split(".")
+    for part in parents:
+        message = getattr(message, part)
+    if name not in message.DESCRIPTOR.fields_by_name:
+        name += "_"  # the generated protos rename fields like ``type`` to ``type_``
+    value = getattr(message, name)
+    enum = message.DESCRIPTOR.fields_by_name[name].enum_type
+    text = enum.values_by_number[value].name if enum is not None else str(value)
+    return (text == literal) if operator == "=" else (text != literal)
+
+
+def resource_rows(customer: FakeCustomer, resource: str) -> list[Any] | None:
+    """Every row of ``resource`` for one customer (None: a resource the fake does not serve)."""
+    row_type = search_types.GoogleAdsRow.pb()
+    if resource == "customer":
+        row = row_type()
+        row.customer.resource_name = f"customers/{customer.customer_id}"
+        row.customer.id = int(customer.customer_id)
+        row.customer.descriptive_name = customer.descriptive_name
+        row.customer.auto_tagging_enabled = customer.auto_tagging_enabled
+        setting = row.customer.conversion_tracking_setting
+        setting.accepted_customer_data_terms = customer.accepted_customer_data_terms
+        owner = customer.conversion_customer or customer.customer_id
+        setting.google_ads_conversion_customer = f"customers/{owner}"
+        setting.conversion_tracking_status = _enum_number(
+            setting,
+            "conversion_tracking_status",
+            "CONVERSION_TRACKING_MANAGED_BY_SELF"
+            if owner == customer.customer_id
+            else "CONVERSION_TRACKING_MANAGED_BY_ANOTHER_MANAGER",
+        )
+        setting.effective_enablement_setting = _enum_number(
+            setting,
+            "effective_enablement_setting",
+            "ON" if customer.enhanced_conversions_for_leads else "OFF",
+        )
+        return [row]
+    if resource == "conversion_action":
+        rows = []
+        for action in customer.actions:
+            row = row_type()
+            message = row.conversion_action
+            message.resource_name = (
+                f"customers/{customer.customer_id}/conversionActions/{action.id}"
+            )
+            message.id = action.id
+            message.name = action.name
+            message.status = _enum_number(message, "status", action.status)
+            message.type_ = _enum_number(message, "type_", action.type)
+            rows.append(row)
+        return rows
+    if resource == "offline_conversion_upload_client_summary":
+        rows = []
+        for summary in customer.client_summaries:
+            row = row_type()
+            row.offline_conversion_upload_client_summary.CopyFrom(summary)
+            rows.append(row)
+        return rows
+    if resource == "offline_conversion_upload_conversion_action_summary":
+        rows = []
+        for summary in customer.action_summaries:
+            row = row_type()
+            row.offline_conversion_upload_conversion_action_summary.CopyFrom(summary)
+            rows.append(row)
+        return rows
+    return None
+
+
+def _enum_number(message: Any, field_name: str, name: str) -> int:
+    return int(message.DESCRIPTOR.fields_by_name[field_name].enum_type.values_by_name[name].number)
 
 
 def _handler(fn: Any, request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:

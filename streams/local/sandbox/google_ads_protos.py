@@ -26,6 +26,8 @@ FAMILY = {
     "TOO_RECENT_CONVERSION_ACTION": "conversion_upload_error",
     "TOO_MANY_CONVERSIONS_IN_REQUEST": "conversion_upload_error",
     "NO_CONVERSION_ACTION_FOUND": "conversion_upload_error",
+    "INVALID_CONVERSION_ACTION_TYPE": "conversion_upload_error",
+    "BAD_RESOURCE_TYPE_IN_FROM_CLAUSE": "query_error",
     "UNPARSEABLE_GCLID": "conversion_upload_error",
     "CONVERSION_ALREADY_RETRACTED": "conversion_adjustment_upload_error",
     "RESTATEMENT_ALREADY_EXISTS": "conversion_adjustment_upload_error",
