@@ -65,22 +65,29 @@ def normalize_event(
 # --- Google Ads -------------------------------------------------------------------------------
 
 
+#: The three ways to name a Google Ads conversion action; an event gives exactly one.
+ACTION_FIELDS = ("conversion_action_id", "conversion_action", "conversion_action_name")
+
+
 def _google_common(body: dict[str, Any]) -> tuple[str, str]:
     """Customer and conversion action, shared by the three Google event types."""
     customer_id = _digits(body["customer_id"])
     body["customer_id"] = customer_id
     if "login_customer_id" in body:
         body["login_customer_id"] = _digits(body["login_customer_id"])
-    has_id = "conversion_action_id" in body
-    has_name = "conversion_action" in body
-    if has_id and has_name:
+    given = [field for field in ACTION_FIELDS if field in body]
+    if len(given) > 1:
         raise InvalidFieldError(
-            "$.conversion_action",
-            "conversion_action_id and conversion_action are both set; give one",
+            f"$.{given[1]}", f"{' and '.join(given)} are set; give exactly one of them"
         )
-    if has_id:
+    if not given:
+        raise InvalidFieldError(
+            "$.conversion_action_id",
+            "conversion_action_id, conversion_action or conversion_action_name is required",
+        )
+    if given[0] == "conversion_action_id":
         action = body["conversion_action_id"] = str(body["conversion_action_id"])
-    elif has_name:
+    elif given[0] == "conversion_action":
         _, owner, _, action = body["conversion_action"].split("/")
         if owner != customer_id:
             raise InvalidFieldError(
@@ -88,9 +95,10 @@ def _google_common(body: dict[str, Any]) -> tuple[str, str]:
                 f"conversion_action belongs to customer {owner}, not to customer_id {customer_id}",
             )
     else:
-        raise InvalidFieldError(
-            "$.conversion_action_id", "conversion_action_id or conversion_action is required"
-        )
+        # Resolved to an id by the sink (per customer, cached). The dedupe key keeps the
+        # name: it is what the producer sent, and the same event re-sent must match.
+        name = body["conversion_action_name"] = body["conversion_action_name"].strip()
+        action = f"name:{name}"
     for variable in body.get("custom_variables", ()):
         variable["conversion_custom_variable_id"] = str(variable["conversion_custom_variable_id"])
     return customer_id, action
