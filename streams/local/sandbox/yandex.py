@@ -18,8 +18,9 @@ so the doctor's 401 and 403 can both be produced: a token the fake does not know
 outside the counter's ``access`` gets 403 ``access_denied``; an unknown counter gets 404
 ``not_found``. (Real Metrica often answers 403 for a bad token too.) The upload failures
 above do not apply to these reads; ``management_failure`` (optionally for only the next
-``management_failure_times`` reads) makes them answer that status, ``management_delay``
-holds each one so the doctor's concurrency limit is observable (``management_max_in_flight``).
+``management_failure_times`` reads) makes them answer that status with
+``management_failure_message``, and ``management_delay`` holds each one so the doctor's
+concurrency limit is observable (``management_max_in_flight``).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class FakeYandex:
         self.counters: dict[str, FakeCounter] = {}
         self.management_failure: int | None = None  # every management read answers this
         self.management_failure_times: int | None = None  # None: until unset; N: next N reads
+        self.management_failure_message = "scripted failure"
         self.management_delay = 0.0
         self.management_in_flight = 0
         self.management_max_in_flight = 0
@@ -350,7 +352,7 @@ class FakeYandex:
     def _handle_management(self, request: web.Request, document: _Document) -> web.Response:
         failure = self._management_failure()
         if failure is not None:
-            return self._error(request, failure, "scripted failure")
+            return self._error(request, failure, self.management_failure_message)
         auth = request.headers.get("Authorization", "")
         if not auth:
             return self._error(request, 401, "Authorization header is missing")
