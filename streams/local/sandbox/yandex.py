@@ -9,6 +9,18 @@ with the documented JSON and walks each upload through a scripted status progres
 Failures on demand: :meth:`FakeYandex.fail_for` (e.g. 429 for N seconds),
 :meth:`FakeYandex.fail_next` (the next N uploads get a status and message), a wrong
 token (403), and ``delay`` to make concurrency observable.
+
+The two management reads ``convstream doctor`` makes, ``GET /management/v1/counter/{id}``
+and ``.../{id}/goals``, answer from :attr:`FakeYandex.counters` (a test scripts them with
+:class:`FakeCounter` and :class:`FakeGoal`). Their token rules are finer than the upload's,
+so the doctor's 401 and 403 can both be produced: a token the fake does not know at all
+(neither ``token`` nor in any counter's ``access``) gets 401 ``invalid_token``; a known token
+outside the counter's ``access`` gets 403 ``access_denied``; an unknown counter gets 404
+``not_found``. (Real Metrica often answers 403 for a bad token too.) The upload failures
+above do not apply to these reads; ``management_failure`` (optionally for only the next
+``management_failure_times`` reads) makes them answer that status with
+``management_failure_message``, and ``management_delay`` holds each one so the doctor's
+concurrency limit is observable (``management_max_in_flight``).
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import csv
 import io
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +55,33 @@ class Upload:
     rows: list[dict[str, str]]
     raw: bytes
     statuses: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FakeGoal:
+    """One goal of a counter, as ``GET .../counter/{id}/goals`` lists it."""
+
+    id: int
+    name: str
+    type: str = "action"
+    """``action`` is a JavaScript-event goal; others: ``url``, ``number``, ``step``, ..."""
+    conditions: tuple[str, ...] = ()
+    """The conditions' ``url`` values; for an ``action`` goal, its identifiers."""
+
+
+@dataclass
+class FakeCounter:
+    """One counter the management reads know."""
+
+    name: str
+    goals: list[FakeGoal] = field(default_factory=list)
+    site: str = "example.com"
+    access: frozenset[str] | None = None
+    """Tokens whose user may read the counter; None: any token the fake knows."""
+
+
+_Document = Callable[[str, FakeCounter], dict[str, Any]]
+"""What a management read answers for a counter it found and the token may read."""
 
 
 @dataclass
@@ -77,6 +117,13 @@ class FakeYandex:
         self.in_flight = 0
         self.max_in_flight = 0
         self._failures: list[_Failure] = []
+        self.counters: dict[str, FakeCounter] = {}
+        self.management_failure: int | None = None  # every management read answers this
+        self.management_failure_times: int | None = None  # None: until unset; N: next N reads
+        self.management_failure_message = "scripted failure"
+        self.management_delay = 0.0
+        self.management_in_flight = 0
+        self.management_max_in_flight = 0
         self._next_id = 1000
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -127,6 +174,8 @@ class FakeYandex:
         base = "/management/v1/counter/{counter}/offline_conversions"
         app.router.add_post(base + "/upload", self._upload)
         app.router.add_get(base + "/uploading/{upload_id}", self._status)
+        app.router.add_get("/management/v1/counter/{counter}", self._counter)
+        app.router.add_get("/management/v1/counter/{counter}/goals", self._goals)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -144,11 +193,18 @@ class FakeYandex:
         return web.json_response(document, status=status, headers=headers or None)
 
     def _error(
-        self, request: web.Request, status: int, message: str, **headers: str
+        self,
+        request: web.Request,
+        status: int,
+        message: str,
+        error_type: str | None = None,
+        **headers: str,
     ) -> web.Response:
-        error_type = {400: "invalid_parameter", 401: "invalid_token", 403: "access_denied"}.get(
-            status, "backend_error"
-        )
+        error_type = error_type or {
+            400: "invalid_parameter",
+            401: "invalid_token",
+            403: "access_denied",
+        }.get(status, "backend_error")
         document = {
             "errors": [{"error_type": error_type, "message": message}],
             "code": status,
@@ -247,6 +303,81 @@ class FakeYandex:
             return self._error(request, 404, "uploading not found")
         status = upload.statuses.pop(0) if len(upload.statuses) > 1 else upload.statuses[0]
         return self._answer(request, 200, {"uploading": self._uploading(upload, status)})
+
+    # --- management reads (convstream doctor) ----------------------------------------------
+
+    async def _counter(self, request: web.Request) -> web.Response:
+        return await self._management(request, self._counter_document)
+
+    async def _goals(self, request: web.Request) -> web.Response:
+        return await self._management(request, self._goals_document)
+
+    def _counter_document(self, counter_id: str, counter: FakeCounter) -> dict[str, Any]:
+        number = int(counter_id) if counter_id.isdigit() else counter_id
+        return {
+            "counter": {
+                "id": number,
+                "name": counter.name,
+                "site": counter.site,
+                "status": "Active",
+            }
+        }
+
+    def _goals_document(self, _: str, counter: FakeCounter) -> dict[str, Any]:
+        return {
+            "goals": [
+                {
+                    "id": goal.id,
+                    "name": goal.name,
+                    "type": goal.type,
+                    "is_retargeting": 0,
+                    "conditions": [{"type": "exact", "url": url} for url in goal.conditions],
+                }
+                for goal in counter.goals
+            ]
+        }
+
+    async def _management(self, request: web.Request, document: _Document) -> web.Response:
+        self.management_in_flight += 1
+        self.management_max_in_flight = max(
+            self.management_max_in_flight, self.management_in_flight
+        )
+        try:
+            if self.management_delay:
+                await asyncio.sleep(self.management_delay)
+            return self._handle_management(request, document)
+        finally:
+            self.management_in_flight -= 1
+
+    def _handle_management(self, request: web.Request, document: _Document) -> web.Response:
+        failure = self._management_failure()
+        if failure is not None:
+            return self._error(request, failure, self.management_failure_message)
+        auth = request.headers.get("Authorization", "")
+        if not auth:
+            return self._error(request, 401, "Authorization header is missing")
+        token = auth.removeprefix("OAuth ")
+        known = {self.token}.union(*(c.access or () for c in self.counters.values()))
+        if not auth.startswith("OAuth ") or token not in known:
+            return self._error(request, 401, "Invalid oauth_token")
+        counter_id = request.match_info["counter"]
+        counter = self.counters.get(counter_id)
+        if counter is None:
+            return self._error(request, 404, f"Counter {counter_id} not found", "not_found")
+        if counter.access is not None and token not in counter.access:
+            return self._error(request, 403, "Access is denied")
+        return self._answer(request, 200, document(counter_id, counter))
+
+    def _management_failure(self) -> int | None:
+        with self._lock:
+            status = self.management_failure
+            if status is None or self.management_failure_times is None:
+                return status
+            self.management_failure_times -= 1
+            if self.management_failure_times <= 0:
+                self.management_failure = None
+                self.management_failure_times = None
+            return status
 
     def _uploading(self, upload: Upload, status: str) -> dict[str, Any]:
         lines = len(upload.rows)
