@@ -81,7 +81,11 @@ class GoogleAdsSettings:
     api_version: str | None = None
     """None: the newest version the installed google-ads ships."""
     job_id: int | None = None
+    """None: one stable id per worker per UTC day (see ``daily_job_id``)."""
     request_timeout_seconds: float = 120.0
+    action_name_ttl_seconds: float = 3600.0
+    """How long a customer's conversion action names stay cached
+    (``CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +279,9 @@ def _google_ads(read: _Reader) -> GoogleAdsSettings | None:
         job_id=int(job_id) if job_id else None,
         request_timeout_seconds=read.number(
             "GOOGLE_ADS_REQUEST_TIMEOUT_SECONDS", 120.0, float, 1, 3600
+        ),
+        action_name_ttl_seconds=read.number(
+            "CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS", 3600.0, float, 1, 86400 * 7
         ),
     )
 

@@ -30,7 +30,9 @@ async services per loop): :mod:`streams.sinks.google_ads_client`.
 
 from __future__ import annotations
 
+import datetime
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -43,6 +45,7 @@ from streams.sinks import (
     RetryableSinkError,
     SinkConfigError,
 )
+from streams.sinks.google_ads_actions import ConversionActionResolver, NameProblem
 from streams.sinks.google_ads_client import GoogleAdsConnection
 from streams.sinks.google_ads_errors import (
     AUTH_FAILED,
@@ -52,10 +55,12 @@ from streams.sinks.google_ads_errors import (
     request_outcomes,
     response_outcomes,
 )
+from streams.sinks.google_ads_queries import GoogleAdsSearch, QueryError
 from streams.sinks.google_ads_requests import (
     BuiltRequest,
     RequestOptions,
     build_requests,
+    daily_job_id,
     split_request,
 )
 
@@ -89,12 +94,23 @@ class GoogleAdsSink:
         *,
         dry_run: bool = False,
         metrics: Metrics | None = None,
+        worker_name: str | None = None,
     ) -> None:
+        """``worker_name`` (default: the host name, stable per pod in the StatefulSet)
+        seeds the default daily ``job_id``."""
         self._config = config
         self._dry_run = dry_run
         self._metrics = metrics
-        self._options = RequestOptions(validate_only=dry_run, job_id=config.job_id)
         self._connection = GoogleAdsConnection(config)
+        self._search = GoogleAdsSearch(
+            self._connection, timeout_seconds=config.request_timeout_seconds
+        )
+        self._resolver = ConversionActionResolver(
+            self._search, ttl_seconds=config.action_name_ttl_seconds
+        )
+        self._worker_name = worker_name or socket.gethostname()
+        self._options = RequestOptions(validate_only=dry_run, job_id=config.job_id)
+        self._options_day: datetime.date | None = None
 
     @property
     def version(self) -> str:
@@ -104,6 +120,22 @@ class GoogleAdsSink:
     def connection(self) -> GoogleAdsConnection:
         """The authenticated connection (shared with name resolution and diagnostics)."""
         return self._connection
+
+    @property
+    def resolver(self) -> ConversionActionResolver:
+        return self._resolver
+
+    def options(self) -> RequestOptions:
+        """Request switches for now: ``GOOGLE_ADS_JOB_ID`` if set, else the worker's job id
+        of the current UTC day (:func:`daily_job_id`)."""
+        if self._config.job_id is not None:
+            return self._options
+        today = datetime.datetime.now(datetime.UTC).date()
+        if today != self._options_day:
+            job_id = daily_job_id(self._worker_name, today)
+            self._options = RequestOptions(validate_only=self._dry_run, job_id=job_id)
+            self._options_day = today
+        return self._options
 
     async def setup(self) -> None:
         """Check the configuration and fetch a first access token.
@@ -130,11 +162,12 @@ class GoogleAdsSink:
         """Upload one batch; one outcome per event, in order (see the module docstring)."""
         if not self._connection.is_open:
             raise SinkConfigError("CONFIGURATION", "GoogleAdsSink.write before setup()")
-        built = build_requests(batch.events, self._connection.version, self._options)
+        actions, settled = await self._resolve_names(batch)
+        built = build_requests(batch.events, self._connection.version, self.options(), actions)
         outcomes: list[EventOutcome | None] = [None] * len(batch.events)
         for rejection in built.rejections:
-            outcomes[rejection.position] = EventOutcome(
-                "rejected", rejection.code, rejection.message
+            outcomes[rejection.position] = settled.get(rejection.position) or EventOutcome(
+                "rejected", rejection.code, rejection.message, retryable=rejection.retryable
             )
         transient: list[RequestFailure] = []
         for request in built.requests:
@@ -149,6 +182,60 @@ class GoogleAdsSink:
             raise RetryableSinkError(first.code, first.message, max(delays) if delays else 1.0)
         assert all(o is not None for o in outcomes)
         return outcomes  # type: ignore[return-value]
+
+    async def _resolve_names(
+        self, batch: AccountBatch
+    ) -> tuple[dict[str, str], dict[int, EventOutcome]]:
+        """Resource names of the batch's ``conversion_action_name`` events, and the final
+        outcomes of the events whose name did not resolve (by batch position).
+
+        Raises :class:`RetryableSinkError` when the lookup failed transiently and every
+        event of the batch needed it: the pipeline retries the batch with backoff.
+        """
+        positions: dict[str, list[int]] = {}
+        login = None
+        for position, event in enumerate(batch.events):
+            name = event.body.get("conversion_action_name")
+            if name is not None:
+                positions.setdefault(name, []).append(position)
+                login = login or event.body.get("login_customer_id")
+        if not positions:
+            return {}, {}
+        try:
+            answers = await self._resolver.resolve(batch.key.account, login, positions)
+        except QueryError as exc:
+            failure = exc.failure
+            named = sum(len(p) for p in positions.values())
+            retry = failure.error_class in (ErrorClass.RETRY, ErrorClass.DELAYED_RETRY)
+            _log.warning(
+                "destination=google_ads conversion action lookup failed customer=%s status=%s "
+                "code=%s events=%d",
+                batch.key.account,
+                failure.status,
+                failure.code,
+                named,
+            )
+            message = f"conversion action names could not be looked up: {failure.message}"
+            if retry and named == len(batch.events):
+                raise RetryableSinkError(failure.code, message, failure.retry_after or 1.0) from exc
+            if failure.error_class is ErrorClass.AUTH:
+                outcome = self._auth_outcomes(1, f"{failure.status} {failure.code}")[0]
+            elif retry:
+                outcome = EventOutcome(
+                    "retryable", failure.code, message, retry_after=failure.retry_after
+                )
+            else:
+                outcome = EventOutcome("rejected", failure.code, message, retryable=True)
+            return {}, {p: outcome for group in positions.values() for p in group}
+        actions: dict[str, str] = {}
+        settled: dict[int, EventOutcome] = {}
+        for name, answer in answers.items():
+            if isinstance(answer, NameProblem):
+                outcome = EventOutcome("rejected", answer.code, answer.message, retryable=True)
+                settled.update((p, outcome) for p in positions[name])
+            else:
+                actions[name] = answer
+        return actions, settled
 
     async def _send(self, request: BuiltRequest, *, refreshed: bool = False) -> _Sent:
         rows = len(request.positions)

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import hashlib
 import importlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from types import SimpleNamespace
@@ -59,7 +61,8 @@ class RequestOptions:
     """Request-level switches, the same for every request of a sink.
 
     ``validate_only`` comes from ``CONVSTREAM_DRY_RUN``; ``job_id`` from
-    ``GOOGLE_ADS_JOB_ID`` (click and adjustment requests only: call requests have no job id).
+    ``GOOGLE_ADS_JOB_ID``, else :func:`daily_job_id` (click and adjustment requests only:
+    call requests have no job id).
     """
 
     validate_only: bool = False
@@ -68,6 +71,17 @@ class RequestOptions:
     def __post_init__(self) -> None:
         if self.job_id is not None and not 0 <= self.job_id <= MAX_JOB_ID:
             raise ValueError(f"job_id must be in [0, 2^31), got {self.job_id}")
+
+
+def daily_job_id(worker: str, day: datetime.date) -> int:
+    """The default ``job_id``: stable for one worker over one UTC day, in [0, 2^31).
+
+    Google's offline data diagnostics report per job (``job_summaries``), so one id per
+    worker per day lets an operator tell which worker's uploads of which day failed,
+    without a new job per request (thousands a day, each summarised separately).
+    """
+    digest = hashlib.sha256(f"{worker}|{day.isoformat()}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & MAX_JOB_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +112,14 @@ class BuildRejection:
     position: int
     code: str
     message: str
+    retryable: bool = False
+    """True when replaying the dead letter can succeed once something outside the event
+    is fixed (an unresolved conversion action name)."""
+
+
+#: Build rejection of an event whose ``conversion_action_name`` was not resolved; the sink
+#: replaces it with the resolver's own answer (not found, ambiguous, lookup failed).
+ACTION_NAME_UNRESOLVED: Final = "CONVERSION_ACTION_NAME_UNRESOLVED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +176,17 @@ def proto_types(version: str) -> SimpleNamespace:
 
 
 def build_requests(
-    events: Sequence[Event], version: str, options: RequestOptions = RequestOptions()
+    events: Sequence[Event],
+    version: str,
+    options: RequestOptions = RequestOptions(),
+    actions: Mapping[str, str] | None = None,
 ) -> BuiltBatch:
     """Build every request one batch needs, at most 2000 rows each.
 
     ``events`` share a type and a customer id (one :class:`~streams.sinks.BatchKey`); mixed
-    types raise ``ValueError`` because that is a caller bug, not bad input.
+    types raise ``ValueError`` because that is a caller bug, not bad input. ``actions``
+    maps the ``conversion_action_name`` of events to resource names (resolved by the sink);
+    an event whose name is not in it is rejected with ``ACTION_NAME_UNRESOLVED``.
     """
     t = proto_types(version)
     if not events:
@@ -174,8 +201,17 @@ def build_requests(
     groups: dict[tuple[str, str | None], tuple[list[Any], list[int]]] = {}
     rejections: list[BuildRejection] = []
     for position, event in enumerate(events):
+        body = event.body
+        name = body.get("conversion_action_name")
+        if name is not None:
+            resource = (actions or {}).get(name)
+            if resource is None:
+                message = f"conversion action {name!r} was not resolved"
+                rejections.append(BuildRejection(position, ACTION_NAME_UNRESOLVED, message))
+                continue
+            body = {**body, "conversion_action": resource}
         try:
-            row = build_row(t, event.body)
+            row = build_row(t, body)
         except _RowError as exc:
             rejections.append(BuildRejection(position, exc.code, exc.message))
             continue

@@ -4,6 +4,7 @@ OAuth refresh) against the local fake API and token endpoint. No Kafka needed.""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -28,10 +29,17 @@ from streams.sinks import (
 )
 from streams.sinks.google_ads import GoogleAdsSink
 from streams.sinks.google_ads_client import shipped_api_versions
+from streams.sinks.google_ads_requests import daily_job_id
 
 # SHA-256 of "test@gmail.com" (Google's normalization of " Te.St@Gmail.com "), computed
 # independently: printf %s test@gmail.com | sha256sum
 TEST_GMAIL_SHA256 = "87924606b4131a8aceeeae8868531fbb9712aaa07a5d3a756b26ce0f5d6ca674"
+WORKER = "convstream-0"
+
+
+def todays_job_id() -> str:
+    """The default job id the fixture's sink sends (and the fake echoes) today."""
+    return str(daily_job_id(WORKER, datetime.datetime.now(datetime.UTC).date()))
 
 
 def settings_for(fake: FakeGoogleAds, tokens: FakeTokenEndpoint, **extra: Any) -> GoogleAdsSettings:
@@ -52,7 +60,7 @@ def settings_for(fake: FakeGoogleAds, tokens: FakeTokenEndpoint, **extra: Any) -
 
 @pytest.fixture
 async def sink(fake: FakeGoogleAds, tokens: FakeTokenEndpoint) -> AsyncIterator[GoogleAdsSink]:
-    google = GoogleAdsSink(settings_for(fake, tokens), metrics=Metrics())
+    google = GoogleAdsSink(settings_for(fake, tokens), metrics=Metrics(), worker_name=WORKER)
     await google.setup()
     yield google
     await google.aclose()
@@ -116,7 +124,7 @@ async def test_click_upload_maps_rows_and_sends_the_right_request(
         click(2),
     ]
     outcomes = await sink.write(batch_of(documents))
-    assert [(o.status, o.upload_id) for o in outcomes] == [("uploaded", "4242")] * 3
+    assert [(o.status, o.upload_id) for o in outcomes] == [("uploaded", todays_job_id())] * 3
     requests = fake.requests_of("UploadClickConversions")
     assert len(requests) == 2  # one per login customer id
     default, other = requests
@@ -223,7 +231,7 @@ async def test_expired_token_is_refreshed_once(
     sink: GoogleAdsSink, fake: FakeGoogleAds, tokens: FakeTokenEndpoint
 ) -> None:
     assert tokens.requests == 1  # setup() fetched the first token
-    assert await sink.write(batch_of([click(0)])) == [EventOutcome("uploaded", upload_id="4242")]
+    assert await sink.write(batch_of([click(0)])) == [EventOutcome("uploaded", upload_id=todays_job_id())]
     tokens.expire_all()
     outcomes = await sink.write(batch_of([click(1)]))
     assert [o.status for o in outcomes] == ["uploaded"]
