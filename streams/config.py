@@ -129,6 +129,10 @@ class Settings:
     recording_sink_log: Path | None = None
     google_ads: GoogleAdsSettings | None = None
     """Google Ads credentials; None when GOOGLE_ADS_DEVELOPER_TOKEN is not set."""
+    google_diagnostics_interval_seconds: float = 3600.0
+    """How often the offline data diagnostics of every Google Ads customer the worker
+    uploaded to are polled (exported as convstream_google_diagnostics_*); 0 disables.
+    Google refreshes them a few times a day, so polling more than once a minute is refused."""
     fault_kill_at: str | None = None
     """Fault injection for crash tests: ``point:n`` SIGKILLs the worker at the n-th pass
     of ``point`` (see :mod:`streams.faults`). Never set in production."""
@@ -252,6 +256,9 @@ class Settings:
                 3600,
             ),
             google_ads=_google_ads(read),
+            google_diagnostics_interval_seconds=_google_diagnostics_interval(
+                read, defaults.google_diagnostics_interval_seconds
+            ),
         )
         _check_distinct_topics(settings)
         return settings
@@ -284,6 +291,22 @@ def _google_ads(read: _Reader) -> GoogleAdsSettings | None:
             "CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS", 3600.0, float, 1, 86400 * 7
         ),
     )
+
+
+_GOOGLE_DIAGNOSTICS_INTERVAL = "CONVSTREAM_GOOGLE_DIAGNOSTICS_INTERVAL_SECONDS"
+_MIN_GOOGLE_DIAGNOSTICS_INTERVAL = 60.0
+
+
+def _google_diagnostics_interval(read: _Reader, default: float) -> float:
+    """0 (off) or at least a minute: each poll is two searches per customer, and the
+    summaries change a few times a day at most."""
+    seconds = read.number(_GOOGLE_DIAGNOSTICS_INTERVAL, default, float, 0, 7 * 86_400)
+    if 0 < seconds < _MIN_GOOGLE_DIAGNOSTICS_INTERVAL:
+        raise ConfigError(
+            f"{_GOOGLE_DIAGNOSTICS_INTERVAL}={seconds:g} is invalid: expected 0 (off) or a "
+            f"number from {_MIN_GOOGLE_DIAGNOSTICS_INTERVAL:g} to {7 * 86_400:g}"
+        )
+    return seconds
 
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")

@@ -20,6 +20,8 @@ REQUIRED = {
     "ConvstreamAuthFailure",
     "ConvstreamYandexAuthFailure",
     "ConvstreamUploadErrorRatioHigh",
+    "ConvstreamGoogleDiagnosticsLowSuccessRate",
+    "ConvstreamGoogleDiagnosticsPollFailing",
 }
 
 

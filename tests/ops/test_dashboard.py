@@ -90,6 +90,10 @@ def test_panels_cover_the_operations_view() -> None:
         "convstream_yandex_goal_not_found_ratio",
         "convstream_auth_failures_total",
         "convstream_yandex_auth_failures_total",
+        "convstream_google_diagnostics_daily_success_rate",  # Google offline diagnostics
+        "convstream_google_diagnostics_events",
+        "convstream_google_diagnostics_alert_percentage",
+        "convstream_google_diagnostics_poll_errors_total",
     ):
         assert needle in exprs, needle
 

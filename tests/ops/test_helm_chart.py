@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-from ops_files import CHART, DASHBOARD, FULL_VALUES, ROOT, RULES
+from ops_files import CHART, DASHBOARD, FULL_VALUES, ROOT, RULES, promtool
 
 from streams.config import Settings
 
@@ -292,6 +294,41 @@ def test_prometheus_rule_is_the_rules_file(full: Manifests) -> None:
             assert entry["expr"]
 
 
+def test_google_diagnostics_threshold_comes_from_the_values(tmp_path: Path) -> None:
+    """The default renders the rules file as promtool tests it; another threshold changes
+    that one comparison only, and the result is still valid for promtool."""
+    comparison = 'convstream_google_diagnostics_daily_success_rate{job="convstream"}) < '
+    default = one(render({"metrics": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
+    assert default["spec"] == yaml.safe_load(RULES.read_text())
+    values = {
+        "metrics": {"prometheusRule": {"enabled": True}},
+        "alerts": {"googleDiagnosticsSuccessRateThreshold": 0.75},
+    }
+    spec = one(render(values), "PrometheusRule")["spec"]
+    exprs = {r["alert"]: r["expr"] for g in spec["groups"] for r in g["rules"]}
+    assert comparison + "0.75" in exprs["ConvstreamGoogleDiagnosticsLowSuccessRate"]
+    assert "< 0.9" not in exprs["ConvstreamGoogleDiagnosticsLowSuccessRate"]
+    expected = yaml.safe_load(RULES.read_text())
+    for group in expected["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == "ConvstreamGoogleDiagnosticsLowSuccessRate":
+                rule["expr"] = rule["expr"].replace(comparison + "0.9", comparison + "0.75")
+    assert spec == expected
+    path = tmp_path / "rendered-rules.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("threshold", [0, 1.5, "0.9"])
+def test_schema_rejects_bad_google_diagnostics_thresholds(threshold: object) -> None:
+    values = {"alerts": {"googleDiagnosticsSuccessRateThreshold": threshold}}
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+
+
 def test_dashboard_config_map_holds_the_dashboard(full: Manifests) -> None:
     [config] = [c for c in full["ConfigMap"] if "convstream.json" in c.get("data", {})]
     assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -340,6 +377,7 @@ def test_config_map_carries_the_settings(full: Manifests) -> None:
     assert config["CONVSTREAM_YANDEX_MAX_FILE_BYTES"] == "1000000000"
     assert config["CONVSTREAM_DEDUPE_TTL_DAYS"] == "30"
     assert config["CONVSTREAM_DRY_RUN"] == "true"
+    assert config["CONVSTREAM_GOOGLE_DIAGNOSTICS_INTERVAL_SECONDS"] == "3600"
     assert config["CONVSTREAM_DATA_DIR"] == "/var/lib/convstream"
     assert config["GOOGLE_ADS_LOGIN_CUSTOMER_ID"] == "123-456-7890"
     assert config["GOOGLE_ADS_API_VERSION"] == "v26"

@@ -262,3 +262,18 @@ def test_google_ads_variables_are_read_and_secrets_stay_out_of_repr() -> None:
 def test_invalid_google_ads_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t", name: value})
+
+
+def test_google_diagnostics_interval_defaults_to_an_hour_and_zero_disables() -> None:
+    name = "CONVSTREAM_GOOGLE_DIAGNOSTICS_INTERVAL_SECONDS"
+    assert Settings.from_env({}).google_diagnostics_interval_seconds == 3600.0
+    assert Settings.from_env({name: "900"}).google_diagnostics_interval_seconds == 900.0
+    assert Settings.from_env({name: "0"}).google_diagnostics_interval_seconds == 0.0
+    assert Settings.from_env({name: " "}).google_diagnostics_interval_seconds == 3600.0
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "30", "0.5", "1e9"])
+def test_invalid_google_diagnostics_intervals_name_the_variable(value: str) -> None:
+    name = "CONVSTREAM_GOOGLE_DIAGNOSTICS_INTERVAL_SECONDS"
+    with pytest.raises(ConfigError, match=f"{name}=.*0 \\(off\\)|{name}=.*from 0 to"):
+        Settings.from_env({name: value})

@@ -17,6 +17,7 @@ CORE = [
     "streams.ingest",
     "streams.pipeline",
     "streams.sinks",
+    "streams.sinks.google_ads_diagnostics",
 ]
 
 
