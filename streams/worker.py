@@ -7,6 +7,7 @@ published and their offsets committed before the process exits.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Mapping
 from typing import Any, cast
@@ -48,7 +49,11 @@ def build_sinks(
         from streams.sinks.google_ads import GoogleAdsSink  # google-ads imports take ~1 s
 
         sinks["google_ads"] = GoogleAdsSink(
-            settings.google_ads, dry_run=settings.dry_run, metrics=metrics
+            settings.google_ads,
+            dry_run=settings.dry_run,
+            metrics=metrics,
+            worker_name=f"{settings.app_id}/{socket.gethostname()}",
+            diagnostics_interval=settings.google_diagnostics_interval_seconds,
         )
     if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
         sinks["yandex_metrica"] = YandexMetricaSink(

@@ -47,6 +47,7 @@ from streams.sinks import (
 )
 from streams.sinks.google_ads_actions import ConversionActionResolver, NameProblem
 from streams.sinks.google_ads_client import GoogleAdsConnection
+from streams.sinks.google_ads_diagnostics import DiagnosticsPoller
 from streams.sinks.google_ads_errors import (
     AUTH_FAILED,
     ErrorClass,
@@ -95,9 +96,14 @@ class GoogleAdsSink:
         dry_run: bool = False,
         metrics: Metrics | None = None,
         worker_name: str | None = None,
+        diagnostics_interval: float = 0.0,
+        diagnostics_first_poll: float = 60.0,
     ) -> None:
         """``worker_name`` (default: the host name, stable per pod in the StatefulSet)
-        seeds the default daily ``job_id``."""
+        seeds the default daily ``job_id``. ``diagnostics_interval`` > 0 polls Google's
+        offline data diagnostics of the customers this sink uploaded to (first after
+        ``diagnostics_first_poll`` seconds, so a restart does not leave an hour-long gap);
+        not in a dry run, whose validate-only requests Google does not summarise."""
         self._config = config
         self._dry_run = dry_run
         self._metrics = metrics
@@ -111,6 +117,14 @@ class GoogleAdsSink:
         self._worker_name = worker_name or socket.gethostname()
         self._options = RequestOptions(validate_only=dry_run, job_id=config.job_id)
         self._options_day: datetime.date | None = None
+        self._diagnostics: DiagnosticsPoller | None = None
+        if metrics is not None and diagnostics_interval > 0 and not dry_run:
+            self._diagnostics = DiagnosticsPoller(
+                self._search,
+                metrics,
+                interval_seconds=diagnostics_interval,
+                first_poll_after=min(diagnostics_first_poll, diagnostics_interval),
+            )
 
     @property
     def version(self) -> str:
@@ -124,6 +138,10 @@ class GoogleAdsSink:
     @property
     def resolver(self) -> ConversionActionResolver:
         return self._resolver
+
+    @property
+    def diagnostics(self) -> DiagnosticsPoller | None:
+        return self._diagnostics
 
     def options(self) -> RequestOptions:
         """Request switches for now: ``GOOGLE_ADS_JOB_ID`` if set, else the worker's job id
@@ -162,6 +180,8 @@ class GoogleAdsSink:
         """Upload one batch; one outcome per event, in order (see the module docstring)."""
         if not self._connection.is_open:
             raise SinkConfigError("CONFIGURATION", "GoogleAdsSink.write before setup()")
+        if self._diagnostics is not None:
+            self._diagnostics.start()  # here, not in setup(): it must run in this loop
         actions, settled = await self._resolve_names(batch)
         built = build_requests(batch.events, self._connection.version, self.options(), actions)
         outcomes: list[EventOutcome | None] = [None] * len(batch.events)
@@ -271,6 +291,8 @@ class GoogleAdsSink:
                 failure.code,
             )
             return _Sent(outcomes, failure if whole else None)
+        if self._diagnostics is not None:
+            self._diagnostics.note_upload(request.customer_id, request.login_customer_id)
         pb = type(response).pb(response) if hasattr(type(response), "pb") else response
         outcomes = response_outcomes(
             pb, request.rows_field, rows, self._connection.version, validate_only=self._dry_run
@@ -309,5 +331,7 @@ class GoogleAdsSink:
             self._metrics.auth_failures.labels(DESTINATION).inc()
 
     async def aclose(self) -> None:
-        """Close the gRPC channels (called once, at shutdown)."""
+        """Stop the diagnostics poller and close the gRPC channels (once, at shutdown)."""
+        if self._diagnostics is not None:
+            await self._diagnostics.stop()
         await self._connection.aclose()

@@ -231,7 +231,9 @@ async def test_expired_token_is_refreshed_once(
     sink: GoogleAdsSink, fake: FakeGoogleAds, tokens: FakeTokenEndpoint
 ) -> None:
     assert tokens.requests == 1  # setup() fetched the first token
-    assert await sink.write(batch_of([click(0)])) == [EventOutcome("uploaded", upload_id=todays_job_id())]
+    assert await sink.write(batch_of([click(0)])) == [
+        EventOutcome("uploaded", upload_id=todays_job_id())
+    ]
     tokens.expire_all()
     outcomes = await sink.write(batch_of([click(1)]))
     assert [o.status for o in outcomes] == ["uploaded"]

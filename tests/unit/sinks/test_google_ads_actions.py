@@ -72,7 +72,8 @@ async def test_an_unknown_name_is_a_specific_problem_not_an_exception() -> None:
     answer = (await resolver.resolve(CUSTOMER, None, ["Purchse"]))["Purchse"]
     assert isinstance(answer, NameProblem)
     assert answer.code == ACTION_NOT_FOUND
-    assert "'Purchse'" in answer.message and CUSTOMER in answer.message
+    assert "'Purchse'" in answer.message
+    assert CUSTOMER in answer.message
 
 
 async def test_a_miss_reads_again_at_most_once_per_miss_interval() -> None:
@@ -115,7 +116,8 @@ async def test_two_live_actions_with_one_name_are_ambiguous() -> None:
 
     resolver = ConversionActionResolver(same_name, clock=Clock())
     answer = (await resolver.resolve(CUSTOMER, None, ["Purchase"]))["Purchase"]
-    assert isinstance(answer, NameProblem) and answer.code == ACTION_NAME_AMBIGUOUS
+    assert isinstance(answer, NameProblem)
+    assert answer.code == ACTION_NAME_AMBIGUOUS
 
 
 async def test_customers_are_cached_separately() -> None:
