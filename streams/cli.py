@@ -194,6 +194,76 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     replay.set_defaults(handler=_run_replay)
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check accounts before the first upload (preflight) and show Google's diagnostics",
+        description=(
+            "Check every configured account and print a table with a fix for each failure. "
+            "Google Ads: credentials (token refresh), the customer reachable with its login "
+            "customer id, customer data terms, enhanced conversions for leads, cross-account "
+            "conversion tracking, auto-tagging, and every named conversion action (exists, "
+            "ENABLED, UPLOAD_CLICKS / UPLOAD_CALLS, older than 6 hours). Yandex Metrica: the "
+            "token can read the counter, every target is a goal of it. Accounts come from the "
+            "accounts file (TOML; see README) and the options below. Nothing is changed or "
+            "uploaded."
+        ),
+        epilog="Exit status: 0 if no check failed, 1 if any did, 2 on usage errors.",
+    )
+    doctor.add_argument(
+        "--accounts",
+        type=Path,
+        metavar="FILE.toml",
+        help="accounts file (default: CONVSTREAM_ACCOUNTS_FILE)",
+    )
+    doctor.add_argument(
+        "--google-customer-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a Google Ads customer to check (repeatable; dashes allowed)",
+    )
+    doctor.add_argument(
+        "--login-customer-id",
+        metavar="ID",
+        help="manager account for the --google-customer-id customers "
+        "(default: GOOGLE_ADS_LOGIN_CUSTOMER_ID)",
+    )
+    doctor.add_argument(
+        "--click-conversion-action",
+        action="append",
+        default=[],
+        metavar="ID_OR_NAME",
+        help="a click conversion action the --google-customer-id customers use (repeatable)",
+    )
+    doctor.add_argument(
+        "--call-conversion-action",
+        action="append",
+        default=[],
+        metavar="ID_OR_NAME",
+        help="a call conversion action the --google-customer-id customers use (repeatable)",
+    )
+    doctor.add_argument(
+        "--yandex-counter-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a Yandex Metrica counter to check (repeatable)",
+    )
+    doctor.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="GOAL",
+        help="a goal identifier the --yandex-counter-id counters use (repeatable)",
+    )
+    doctor.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also show Google's offline data diagnostics of each Google Ads customer",
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    doctor.set_defaults(handler=_run_doctor)
+
     demo = commands.add_parser(
         "demo",
         help="run the demo: embedded broker, bundled sample events, a summary",
@@ -309,6 +379,23 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
     return value
+
+
+def _run_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.doctor.run import DoctorRequest, run_doctor
+
+    request = DoctorRequest(
+        accounts_file=args.accounts,
+        google_customer_ids=tuple(args.google_customer_id),
+        login_customer_id=args.login_customer_id,
+        click_actions=tuple(args.click_conversion_action),
+        call_actions=tuple(args.call_conversion_action),
+        yandex_counter_ids=tuple(args.yandex_counter_id),
+        targets=tuple(args.target),
+        diagnostics=args.diagnostics,
+        json=args.json,
+    )
+    return run_doctor(settings, request)
 
 
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:

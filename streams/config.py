@@ -127,6 +127,9 @@ class Settings:
     recording_sink: frozenset[str] = frozenset()
     """Destinations served by the in-process recording sink (demo and tests)."""
     recording_sink_log: Path | None = None
+    accounts_file: Path | None = None
+    """CONVSTREAM_ACCOUNTS_FILE: the accounts ``convstream doctor`` checks (TOML, see
+    :mod:`streams.doctor.accounts`). The worker does not need it: accounts come with events."""
     google_ads: GoogleAdsSettings | None = None
     """Google Ads credentials; None when GOOGLE_ADS_DEVELOPER_TOKEN is not set."""
     google_diagnostics_interval_seconds: float = 3600.0
@@ -229,6 +232,7 @@ class Settings:
                 "CONVSTREAM_RECORDING_SINK", ("google_ads", "yandex_metrica")
             ),
             recording_sink_log=read.path("CONVSTREAM_RECORDING_SINK_LOG"),
+            accounts_file=read.path("CONVSTREAM_ACCOUNTS_FILE"),
             fault_kill_at=read.text("CONVSTREAM_FAULT_KILL_AT", "", check=_check_fault) or None,
             yandex_oauth_token=read.secret("YANDEX_METRICA_OAUTH_TOKEN", check=_check_token),
             yandex_api_url=read.text(

@@ -344,6 +344,24 @@ def diagnostics_rows(diagnostics: CustomerDiagnostics) -> list[DiagnosticsRow]:
 # --- the poller ----------------------------------------------------------------------------
 
 
+async def fetch_diagnostics(
+    search: SearchFn,
+    customer_id: str,
+    login: str | None,
+    clock: Callable[[], float] = time.time,
+) -> CustomerDiagnostics:
+    """Both summaries of one customer (the poller's and ``convstream doctor``'s read);
+    raises what the search raises."""
+    client_rows = await search(customer_id, CLIENT_SUMMARY_QUERY, login)
+    action_rows = await search(customer_id, ACTION_SUMMARY_QUERY, login)
+    return CustomerDiagnostics(
+        customer_id=customer_id,
+        clients=tuple(parse_client_summary(row) for row in client_rows),
+        actions=tuple(parse_action_summary(row) for row in action_rows),
+        polled_at=clock(),
+    )
+
+
 class DiagnosticsPoller:
     """Polls the diagnostics of every customer the worker uploaded to and publishes them
     to ``metrics.google_diagnostics`` (the latest successful poll per customer).
@@ -390,14 +408,7 @@ class DiagnosticsPoller:
 
     async def poll_customer(self, customer_id: str, login: str | None) -> CustomerDiagnostics:
         """Both summaries of one customer; raises what the search raises."""
-        client_rows = await self._search(customer_id, CLIENT_SUMMARY_QUERY, login)
-        action_rows = await self._search(customer_id, ACTION_SUMMARY_QUERY, login)
-        return CustomerDiagnostics(
-            customer_id=customer_id,
-            clients=tuple(parse_client_summary(row) for row in client_rows),
-            actions=tuple(parse_action_summary(row) for row in action_rows),
-            polled_at=self._clock(),
-        )
+        return await fetch_diagnostics(self._search, customer_id, login, self._clock)
 
     async def poll_once(self) -> dict[str, CustomerDiagnostics]:
         """Poll every noted customer once; returns the ones that succeeded."""
@@ -407,11 +418,12 @@ class DiagnosticsPoller:
                 diagnostics = await self.poll_customer(customer_id, login)
             except Exception as exc:  # one customer must not stop the others
                 self._metrics.google_diagnostics_poll_errors.labels(customer_id).inc()
-                # The type only: a Google error message may quote request data.
+                # The type and Google's error code only: a message may quote request data.
                 _log.warning(
-                    "google ads diagnostics poll failed customer_id=%s error=%s",
+                    "google ads diagnostics poll failed customer_id=%s error=%s code=%s",
                     customer_id,
                     type(exc).__name__,
+                    getattr(exc, "code", "-"),
                 )
                 continue
             self._metrics.google_diagnostics.update(diagnostics)
