@@ -223,33 +223,30 @@ def _settings_checks(account: GoogleAccount, settings: CustomerSettings) -> list
         if account.user_identifiers
         else "needed only if events carry user identifiers"
     )
-    checks = []
-    if settings.accepted_customer_data_terms:
-        checks.append(_check(customer, "customer_data_terms", CheckStatus.OK, "accepted"))
-    else:
-        checks.append(
-            _check(
-                customer,
-                "customer_data_terms",
-                needed,
-                f"customer data terms not accepted ({why}): Google drops user identifiers",
-                "accept the customer data terms in Google Ads (Goals > Settings > Customer "
-                "data terms); under cross-account tracking, on the manager account",
-            )
-        )
-    if settings.enhanced_conversions_for_leads:
-        checks.append(_check(customer, "enhanced_conversions_for_leads", CheckStatus.OK, "enabled"))
-    else:
-        checks.append(
-            _check(
-                customer,
-                "enhanced_conversions_for_leads",
-                needed,
-                f"enhanced conversions for leads are off ({why})",
-                "turn on enhanced conversions for leads in Google Ads (Goals > Settings > "
-                "Enhanced conversions for leads) and accept its terms",
-            )
-        )
+    lead_settings = (
+        (
+            "customer_data_terms",
+            settings.accepted_customer_data_terms,
+            "accepted",
+            f"customer data terms not accepted ({why}): Google drops user identifiers",
+            "accept the customer data terms in Google Ads (Goals > Settings > Customer "
+            "data terms); under cross-account tracking, on the manager account",
+        ),
+        (
+            "enhanced_conversions_for_leads",
+            settings.enhanced_conversions_for_leads,
+            "enabled",
+            f"enhanced conversions for leads are off ({why})",
+            "turn on enhanced conversions for leads in Google Ads (Goals > Settings > "
+            "Enhanced conversions for leads) and accept its terms",
+        ),
+    )
+    checks = [
+        _check(customer, name, CheckStatus.OK, good)
+        if on
+        else _check(customer, name, needed, bad, fix)
+        for name, on, good, bad, fix in lead_settings
+    ]
     owner = settings.conversion_customer
     if owner and owner != customer:
         checks.append(

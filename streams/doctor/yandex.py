@@ -34,6 +34,7 @@ import aiohttp
 import orjson
 
 from streams.doctor.checks import Check, CheckStatus
+from streams.sinks.yandex import error_messages
 
 _log = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ class _Reader:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
             document = None
-        message = "" if status == 200 else self._scrub(_error_message(document))
+        message = "" if status == 200 else self._scrub("; ".join(error_messages(document)))
         _log.debug("yandex doctor read path=%s status=%d", path, status)
         return _Answer(status, document, message)
 
@@ -390,17 +391,3 @@ def match_target(target: str, goals: Sequence[Goal], *, counter_id: str) -> Chec
         f"create a JavaScript event goal with identifier '{target}' in Metrica "
         "(Settings > Goals) or fix the target",
     )
-
-
-def _error_message(document: Any) -> str:
-    """Metrica's ``errors[].message`` (or top-level ``message``) of an error answer."""
-    if not isinstance(document, dict):
-        return ""
-    messages = [
-        str(error.get("message"))
-        for error in document.get("errors") or []
-        if isinstance(error, dict) and error.get("message")
-    ]
-    if not messages and document.get("message"):
-        messages = [str(document["message"])]
-    return "; ".join(dict.fromkeys(messages))

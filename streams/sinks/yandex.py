@@ -470,13 +470,19 @@ def status_record(
 
 
 def _error_message(body: bytes) -> str:
-    """Metrica's ``errors[].message`` (or top-level ``message``), bounded in length."""
+    """Metrica's error messages of an answer body, bounded in length."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return ""
+    return "; ".join(error_messages(document))[:MESSAGE_LIMIT]
+
+
+def error_messages(document: Any) -> list[str]:
+    """Metrica's ``errors[].message`` (or top-level ``message``) of a decoded error answer,
+    each once, in order (shared with ``convstream doctor``)."""
     if not isinstance(document, dict):
-        return ""
+        return []
     messages = [
         str(error.get("message"))
         for error in document.get("errors") or []
@@ -484,7 +490,7 @@ def _error_message(body: bytes) -> str:
     ]
     if not messages and document.get("message"):
         messages = [str(document["message"])]
-    return "; ".join(messages)[:MESSAGE_LIMIT]
+    return list(dict.fromkeys(messages))
 
 
 def _complete(outcomes: list[EventOutcome | None]) -> list[EventOutcome]:

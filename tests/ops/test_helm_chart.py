@@ -1,13 +1,14 @@
 """The Helm chart (helm/convstream): lints, renders for the default values and for
 values-full.yaml (everything on), every manifest is valid for the pinned Kubernetes version,
 and the things operations rely on hold: non-root read-only pods, probes on /metrics, state
-on a volume, credentials only as Secret references."""
+on a volume, credentials only as Secret references, the `helm test` doctor Pod."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import yaml
 from ops_files import CHART, DASHBOARD, FULL_VALUES, ROOT, RULES, promtool
 
 from streams.config import Settings
+from streams.doctor.accounts import load_accounts
 
 pytestmark = pytest.mark.ops
 
@@ -69,10 +71,10 @@ def one(manifests: Manifests, kind: str) -> dict[str, Any]:
 
 
 def containers(manifests: Manifests) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(kind, pod spec, container) for every workload container."""
-    for kind in ("StatefulSet", "Job"):
+    """(kind, pod spec, container) for every workload container (test Pods included)."""
+    for kind in ("StatefulSet", "Job", "Pod"):
         for workload in manifests.get(kind, []):
-            spec = workload["spec"]["template"]["spec"]
+            spec = workload["spec"] if kind == "Pod" else workload["spec"]["template"]["spec"]
             for container in spec["containers"]:
                 yield kind, spec, container
 
@@ -107,14 +109,21 @@ def test_default_render_has_the_worker_parts_only(default: Manifests) -> None:
         "StatefulSet",
     ]
     assert "Job" not in default, "the replay Job is off by default"
+    assert "Pod" not in default, "no doctor test Pod without doctor.accounts"
     dashboards = [c for c in default["ConfigMap"] if "convstream.json" in c["data"]]
     assert len(dashboards) == 1
+    names = {c["metadata"]["name"] for c in default["ConfigMap"]}
+    assert "ads-convstream-accounts" not in names
+    [worker] = one(default, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    assert "CONVSTREAM_ACCOUNTS_FILE" not in {e["name"] for e in worker["env"]}
+    assert all(m["name"] != "accounts" for m in worker["volumeMounts"])
 
 
 def test_full_render_has_every_part(full: Manifests) -> None:
     for kind in (
         "ConfigMap",
         "Job",
+        "Pod",
         "PodDisruptionBudget",
         "PrometheusRule",
         "Service",
@@ -142,7 +151,7 @@ def test_pods_run_non_root_on_a_read_only_root(values_name: str, request: Any) -
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert "emptyDir" in volumes[mounts["/tmp"]], "writable /tmp on an emptyDir"
         assert pod.get("automountServiceAccountToken") is False, kind
-    assert seen == (2 if values_name == "full" else 1)
+    assert seen == (3 if values_name == "full" else 1)
 
 
 def test_worker_probes_metrics_and_state_lives_on_a_volume(default: Manifests) -> None:
@@ -421,3 +430,142 @@ def test_worker_environment_is_accepted_by_the_settings(values_name: str, reques
     assert str(settings.data_dir) == "/var/lib/convstream"
     assert (settings.google_ads is not None) == (values_name == "full")
     assert (settings.yandex_oauth_token is not None) == (values_name == "full")
+    accounts_file = Path("/etc/convstream/accounts.toml") if values_name == "full" else None
+    assert settings.accounts_file == accounts_file
+
+
+ACCOUNTS = """\
+[[google_ads]]
+customer_id = "123-456-7890"
+click_conversion_actions = ["Offline purchase"]
+"""
+
+
+def _doctor_pod(manifests: Manifests) -> dict[str, Any]:
+    pod = one(manifests, "Pod")
+    assert pod["metadata"]["name"] == "ads-convstream-doctor"
+    return pod
+
+
+def test_doctor_is_a_helm_test_pod(full: Manifests) -> None:
+    """`helm test` runs the preflight once, with the worker's image, settings, credentials and
+    security context; the Pod stays (its log is the report) until the next test run."""
+    pod = _doctor_pod(full)
+    assert pod["metadata"]["annotations"] == {
+        "helm.sh/hook": "test",
+        "helm.sh/hook-delete-policy": "before-hook-creation",
+    }
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "doctor"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    [doctor] = spec["containers"]
+    assert doctor["args"] == [
+        "doctor",
+        "--accounts",
+        "/etc/convstream/accounts.toml",
+        "--diagnostics",
+    ]
+    worker_pod = one(full, "StatefulSet")["spec"]["template"]["spec"]
+    [worker] = worker_pod["containers"]
+    assert doctor["image"] == worker["image"]
+    assert doctor["envFrom"] == worker["envFrom"] == [{"configMapRef": {"name": "ads-convstream"}}]
+    worker_env = [e for e in worker["env"] if e["name"] != "CONVSTREAM_ACCOUNTS_FILE"]
+    assert doctor["env"] == worker_env, "the worker's settings and Secret references"
+    assert doctor["securityContext"] == worker["securityContext"]
+    for key in ("securityContext", "serviceAccountName", "imagePullSecrets"):
+        assert spec[key] == worker_pod[key], key
+    assert doctor["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    mounts = {m["name"]: m for m in doctor["volumeMounts"]}
+    assert mounts["accounts"] == {
+        "name": "accounts",
+        "mountPath": "/etc/convstream",
+        "readOnly": True,
+    }
+    assert mounts["google-ads-key"] == {
+        "name": "google-ads-key",
+        "mountPath": "/var/run/secrets/convstream/google-ads",
+        "readOnly": True,
+    }
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["accounts"]["configMap"]["name"] == "ads-convstream-accounts"
+    assert volumes["google-ads-key"] == next(
+        v for v in worker_pod["volumes"] if v["name"] == "google-ads-key"
+    )
+
+
+def test_accounts_config_map_holds_the_values_file(full: Manifests, tmp_path: Path) -> None:
+    """The mounted accounts.toml is doctor.accounts, and the doctor's own parser reads it."""
+    [config] = [c for c in full["ConfigMap"] if c["metadata"]["name"] == "ads-convstream-accounts"]
+    assert set(config["data"]) == {"accounts.toml"}
+    text = config["data"]["accounts.toml"]
+    assert tomllib.loads(text) == tomllib.loads(_full_values()["doctor"]["accounts"])
+    path = tmp_path / "accounts.toml"
+    path.write_text(text)
+    accounts = load_accounts(path)
+    [google] = accounts.google_ads
+    assert google.customer_id == "1234567890"
+    assert google.login_customer_id == "1112223333"
+    assert google.click_actions == ("987654321", "Offline purchase")
+    [yandex] = accounts.yandex_metrica
+    assert yandex.counter_id == "44147844"
+
+
+def test_worker_pods_get_the_accounts_file(full: Manifests) -> None:
+    """`kubectl exec ... -- convstream doctor` finds the accounts without flags."""
+    pod = one(full, "StatefulSet")["spec"]["template"]["spec"]
+    [worker] = pod["containers"]
+    env = {e["name"]: e for e in worker["env"]}
+    assert env["CONVSTREAM_ACCOUNTS_FILE"] == {
+        "name": "CONVSTREAM_ACCOUNTS_FILE",
+        "value": "/etc/convstream/accounts.toml",
+    }
+    mounts = {m["name"]: m for m in worker["volumeMounts"]}
+    assert mounts["accounts"] == {
+        "name": "accounts",
+        "mountPath": "/etc/convstream",
+        "readOnly": True,
+    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["accounts"]["configMap"]["name"] == "ads-convstream-accounts"
+
+
+def test_doctor_with_only_accounts_set() -> None:
+    """The minimal values: no --diagnostics, the default resources, no key-file volume; the
+    manifests are valid Kubernetes."""
+    manifests = render({"doctor": {"accounts": ACCOUNTS}})
+    [doctor] = _doctor_pod(manifests)["spec"]["containers"]
+    assert doctor["args"] == ["doctor", "--accounts", "/etc/convstream/accounts.toml"]
+    assert doctor["resources"]["limits"]["memory"] == "512Mi"
+    assert {m["name"] for m in doctor["volumeMounts"]} == {"tmp", "accounts"}
+    assert {e["name"] for e in doctor["env"]} == {"HOME"}
+    [config] = [c for c in manifests["ConfigMap"] if "accounts.toml" in c["data"]]
+    assert config["data"]["accounts.toml"] == ACCOUNTS
+    for documents in manifests.values():
+        for document in documents:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_values_yaml_example_accounts_are_valid(tmp_path: Path) -> None:
+    """The commented example of doctor.accounts in values.yaml, uncommented, is a valid
+    accounts file."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    start = lines.index("  # accounts: |") + 1
+    end = lines.index('  accounts: ""')
+    example = "\n".join(line.removeprefix("  #").removeprefix("   ") for line in lines[start:end])
+    path = tmp_path / "accounts.toml"
+    path.write_text(example + "\n")
+    accounts = load_accounts(path)
+    assert len(accounts.google_ads) == 1
+    assert len(accounts.yandex_metrica) == 1
+
+
+@pytest.mark.parametrize(
+    "doctor",
+    [{"accounts": 1}, {"accounts": ["x"]}, {"diagnostics": "yes"}, {"accountsFile": "a.toml"}],
+)
+def test_schema_rejects_bad_doctor_values(doctor: dict[str, Any]) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema({"doctor": doctor})

@@ -277,3 +277,24 @@ def test_invalid_google_diagnostics_intervals_name_the_variable(value: str) -> N
     name = "CONVSTREAM_GOOGLE_DIAGNOSTICS_INTERVAL_SECONDS"
     with pytest.raises(ConfigError, match=f"{name}=.*0 \\(off\\)|{name}=.*from 0 to"):
         Settings.from_env({name: value})
+
+
+def test_action_name_ttl_and_accounts_file_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "GOOGLE_ADS_DEVELOPER_TOKEN": "t",
+            "CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS": "600",
+            "CONVSTREAM_ACCOUNTS_FILE": "/etc/convstream/accounts.toml",
+        }
+    )
+    assert settings.google_ads is not None
+    assert settings.google_ads.action_name_ttl_seconds == 600.0
+    assert settings.accounts_file == Path("/etc/convstream/accounts.toml")
+    defaults = Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t"})
+    assert defaults.google_ads is not None
+    assert defaults.google_ads.action_name_ttl_seconds == 3600.0
+    assert defaults.accounts_file is None
+    with pytest.raises(ConfigError, match="CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS"):
+        Settings.from_env(
+            {"GOOGLE_ADS_DEVELOPER_TOKEN": "t", "CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS": "0"}
+        )

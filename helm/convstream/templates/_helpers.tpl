@@ -52,8 +52,9 @@ app.kubernetes.io/part-of: convstream
 
 {{/*
 The worker's environment: the ConfigMap (envFrom), the credentials as secretKeyRef (never
-values), extraEnv. The replay Job gets the ConfigMap and extraEnv only: it moves records
-between topics and needs no destination credentials.
+values), extraEnv. The doctor test Pod gets the same (it reads the destinations' accounts
+with the worker's credentials). The replay Job gets the ConfigMap and extraEnv only: it
+moves records between topics and needs no destination credentials.
 */}}
 {{- define "convstream.envFrom" -}}
 - configMapRef:
@@ -129,6 +130,36 @@ between topics and needs no destination credentials.
 {{- if and .Values.googleAds.enabled .Values.googleAds.jsonKeyFile.enabled }}
 - name: google-ads-key
   mountPath: {{ .Values.googleAds.jsonKeyFile.mountPath }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+The accounts file of `convstream doctor` (doctor.accounts), when set: the ConfigMap
+<fullname>-accounts mounted read-only at /etc/convstream (the whole directory, no subPath,
+so an upgrade's new accounts reach running pods without a restart).
+*/}}
+{{- define "convstream.accountsDir" -}}
+/etc/convstream
+{{- end }}
+
+{{- define "convstream.accountsFile" -}}
+{{ include "convstream.accountsDir" . }}/accounts.toml
+{{- end }}
+
+{{- define "convstream.accountsVolume" -}}
+{{- if .Values.doctor.accounts }}
+- name: accounts
+  configMap:
+    name: {{ include "convstream.fullname" . }}-accounts
+    defaultMode: 0444
+{{- end }}
+{{- end }}
+
+{{- define "convstream.accountsMount" -}}
+{{- if .Values.doctor.accounts }}
+- name: accounts
+  mountPath: {{ include "convstream.accountsDir" . }}
   readOnly: true
 {{- end }}
 {{- end }}

@@ -560,18 +560,15 @@ def resource_rows(customer: FakeCustomer, resource: str) -> list[Any] | None:
             message.type_ = _enum_number(message, "type_", action.type)
             rows.append(row)
         return rows
-    if resource == "offline_conversion_upload_client_summary":
+    summaries = {
+        "offline_conversion_upload_client_summary": customer.client_summaries,
+        "offline_conversion_upload_conversion_action_summary": customer.action_summaries,
+    }
+    if resource in summaries:
         rows = []
-        for summary in customer.client_summaries:
+        for summary in summaries[resource]:
             row = row_type()
-            row.offline_conversion_upload_client_summary.CopyFrom(summary)
-            rows.append(row)
-        return rows
-    if resource == "offline_conversion_upload_conversion_action_summary":
-        rows = []
-        for summary in customer.action_summaries:
-            row = row_type()
-            row.offline_conversion_upload_conversion_action_summary.CopyFrom(summary)
+            getattr(row, resource).CopyFrom(summary)
             rows.append(row)
         return rows
     return None
