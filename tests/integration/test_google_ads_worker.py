@@ -24,7 +24,14 @@ from worker_harness import (
     wait_until,
 )
 
-from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, Tls, worker_env
+from streams.local.sandbox.google_ads import (
+    FakeConversionAction,
+    FakeCustomer,
+    FakeGoogleAds,
+    FakeTokenEndpoint,
+    Tls,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +207,49 @@ def test_a_30_second_outage_loses_nothing_and_uploads_each_conversion_once(
         log = worker.log_text()
         assert "request failed customer=" in log  # the sink says so once per failed request
         assert "Task exception was never retrieved" not in log  # and the library stays quiet
+
+
+def test_events_naming_their_conversion_action_are_uploaded_by_id_or_dead_lettered(
+    kafka_bootstrap: str, tmp_path: Path, fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls
+) -> None:
+    """`conversion_action_name` through Kafka: the worker resolves it with one GAQL read per
+    customer; an unknown name is a retryable rejection with its own code, dead-lettered."""
+    fake.script.customers["1234567890"] = FakeCustomer(
+        "1234567890", actions=[FakeConversionAction(11, "Purchase")]
+    )
+    topics = Topics(kafka_bootstrap)
+    events = []
+    for n, name in enumerate(["Purchase", "Purchase", "Purchse"]):
+        event = click(n, conversion_action_name=name)
+        del event["conversion_action_id"]
+        events.append(event)
+    produced = produce(kafka_bootstrap, topics.input, (encode(e) for e in events), b"k")
+    with (
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="yandex_metrica",
+            **worker_env(fake, tokens, tls.roots_file),
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.dlq) as dead_letters,
+    ):
+        worker.start()
+        results.wait_for(produced, timeout=90)
+        by_id = {v["event_id"]: v for v in (orjson.loads(m.value()) for m in results.messages)}
+        assert {k: v["status"] for k, v in by_id.items()} == {
+            "click-0": "uploaded",
+            "click-1": "uploaded",
+            "click-2": "rejected",
+        }
+        error = by_id["click-2"]["error"]
+        assert (error["code"], error["retryable"]) == ("CONVERSION_ACTION_NOT_FOUND", True)
+        assert "'Purchse'" in error["message"]
+        [letter] = dead_letters.wait_for(1)
+        assert headers_of(letter)["convstream.error.code"] == "CONVERSION_ACTION_NOT_FOUND"
+        uploads = fake.requests_of("UploadClickConversions")
+        assert {c.conversion_action for r in uploads for c in r.request.conversions} == {
+            "customers/1234567890/conversionActions/11"
+        }
+        assert len(fake.requests_of("Search")) <= 2  # one read, plus one for the miss at most
+        assert worker.stop() == 0
