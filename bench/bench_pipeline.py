@@ -13,6 +13,13 @@ It measures, on that same topic:
    an empty data dir, time until its RocksDB table holds them all, and the disk it used.
 
     .venv/bin/python bench/bench_pipeline.py [--events 200000] [--skip-store]
+    .venv/bin/python bench/bench_pipeline.py --profile FILE [--events 120000]
+
+``--profile`` runs only the worker on the backlog under ``py-spy record --gil`` and prints
+where its Python time goes: the functions with the most samples on the stack (inclusive)
+and at the top of it (self), and the share of the big components (Faust's consumer and
+stream machinery, stage 1 parse/validate/normalize, the batch stage, output, metrics).
+FILE keeps the collapsed stacks (flame graph input).
 
 Targets (issue 3): pipeline >= 0.7x the bare Faust agent; p99 latency <= batch window
 + 2 s; 1,000,000 keys under 200 MB of disk, recovered in under 60 s.
@@ -244,6 +251,119 @@ def pipeline_run(bootstrap: str, topics: Topics, count: int, workdir: Path) -> d
     }
 
 
+#: Components of the worker's time, by the module path a stack frame comes from; a sample
+#: counts for the first component (from the top of the stack) it passes through.
+COMPONENTS = (
+    (
+        "stage 1: parse, validate, normalize",
+        (
+            "streams/events.py",
+            "streams/event_rules.py",
+            "streams/normalize.py",
+            "streams/ingest.py",
+            "jsonschema_rs",
+            "phonenumbers",
+        ),
+    ),
+    (
+        "batch stage: dedupe, batching, results",
+        (
+            "streams/pipeline.py",
+            "streams/dedupe",
+            "streams/batching.py",
+            "streams/outcomes.py",
+            "streams/acks.py",
+        ),
+    ),
+    ("output producer (librdkafka)", ("streams/output.py", "confluent_kafka")),
+    ("metrics", ("prometheus_client", "streams/metrics.py")),
+    ("faust / aiokafka consumer and streams", ("faust/", "aiokafka/", "mode/")),
+    ("asyncio", ("asyncio/",)),
+)
+
+
+def profile_run(bootstrap: str, topics: Topics, count: int, workdir: Path, out: Path) -> None:
+    """The worker on a backlog of ``count`` events under py-spy; prints the breakdown."""
+    env = {
+        "CONVSTREAM_BATCH_WINDOW_SECONDS": str(BATCH_WINDOW),
+        "CONVSTREAM_DEDUPE_STORE": "rocksdb",
+        "CONVSTREAM_PRODUCER_BATCH_BYTES": "16384",
+        "CONVSTREAM_RECORDING_SINK_LOG": "",
+        "CONVSTREAM_BATCH_PARTITIONS": "4",
+    }
+    spy = Path(sys.executable).with_name("py-spy")
+    worker = WorkerProcess(topics, workdir, **env)
+    with worker, TopicReader(bootstrap, topics.results) as results:
+        worker.start()
+        assert worker.process is not None
+        recorder = subprocess.Popen(
+            [
+                str(spy),
+                "record",
+                "--pid",
+                str(worker.process.pid),
+                "--gil",
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started = time.monotonic()
+        wait_until(lambda: (results.poll(0.5), len(results.messages) >= count)[1], 900, "results")
+        elapsed = time.monotonic() - started
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(60)
+        worker.stop(signal.SIGTERM)
+    print(
+        f"worker drained {count:,} events in {elapsed:.1f} s ({count / elapsed:,.0f} events/s "
+        "from worker start, under the profiler)"
+    )
+    print_profile(out)
+
+
+def print_profile(collapsed: Path, top: int = 25) -> None:
+    """Inclusive and self sample shares per function, and per component."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    components: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(samples)
+        total += n
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        component = "other"
+        for frame in reversed(frames):
+            found = next(
+                (name for name, paths in COMPONENTS if any(p in frame for p in paths)), None
+            )
+            if found:
+                component = found
+                break
+        components[component] = components.get(component, 0) + n
+    print(f"samples (GIL held): {total:,}")
+    print("by component (innermost known frame wins):")
+    for name, n in sorted(components.items(), key=lambda item: -item[1]):
+        print(f"  {n / total:6.1%}  {name}")
+    print(f"top {top} functions, inclusive:")
+    for frame, n in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {n / total:6.1%}  {frame}")
+    print(f"top {top} functions, self:")
+    for frame, n in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {n / total:6.1%}  {frame}")
+
+
 def store_run(bootstrap: str, workdir: Path, keys: int) -> dict[str, Any]:
     """1M keys straight into the changelog, then a cold worker recovers them."""
     topics = Topics(bootstrap)
@@ -301,6 +421,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--store-keys", type=int, default=1_000_000)
     parser.add_argument("--skip-store", action="store_true")
+    parser.add_argument("--profile", type=Path, metavar="FILE", help="profile the worker only")
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
@@ -310,6 +431,15 @@ def main() -> None:
     mean = sum(map(len, events)) / len(events)
     print(f"events: {len(events):,} ({invalid:,} invalid), mean {mean:.0f} bytes")
     workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    if args.profile is not None:
+        try:
+            with EmbeddedBroker() as broker:
+                topics = Topics(broker.address)
+                produce(broker.address, topics.input, events)
+                profile_run(broker.address, topics, len(events), workdir, args.profile)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     try:
         with EmbeddedBroker() as broker:
             bootstrap = broker.address
