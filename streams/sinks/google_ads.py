@@ -5,9 +5,11 @@ Lifecycle (see :mod:`streams.sinks` for the contract)::
     sink = GoogleAdsSink(settings.google_ads, dry_run=..., metrics=...)   # build_sinks
     await sink.setup()      # credentials complete? API version shipped? one token refresh:
                             # SinkConfigError (naming the variable) stops the worker
-    await sink.write(batch) # build requests (<= 2000 rows), send them one after another,
-                            # map every row's answer to an EventOutcome
-    await sink.aclose()     # closes the gRPC channels
+    await sink.write(batch) # resolve conversion_action_name (google_ads_actions, cached),
+                            # build requests (<= 2000 rows, the day's job_id), send them one
+                            # after another, map every row's answer to an EventOutcome;
+                            # the first write starts the offline-diagnostics poller
+    await sink.aclose()     # stops the poller, closes the gRPC channels
 
 What happens to errors (the table is :data:`streams.sinks.google_ads_errors.CLASSIFICATION`):
 
