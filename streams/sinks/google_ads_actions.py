@@ -4,9 +4,9 @@ Producers often know an action by the name they see in the Google Ads UI, not by
 Events may therefore give ``conversion_action_name``; the Google Ads sink resolves it here
 before building requests. One GAQL read lists a customer's live (not REMOVED) actions and
 serves every name of that customer until the entry is ``ttl_seconds`` old. A name that is
-not in a fresh entry is looked up again at most every ``miss_refresh_seconds``, so an
-action created a minute ago is found without a read per event for a name that will never
-exist.
+not in the entry makes it read again once the entry is ``miss_refresh_seconds`` old, so an
+action created since is found within a minute, without a read per batch for a name that
+will never exist.
 
 A name Google does not know is not an exception: :meth:`ConversionActionResolver.resolve`
 answers it with a :class:`NameProblem`, which the sink turns into a ``rejected`` result
@@ -39,7 +39,6 @@ class NameProblem:
 class _Entry:
     fetched_at: float
     by_name: dict[str, list[str]]
-    last_miss_refresh: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -72,13 +71,9 @@ class ConversionActionResolver:
         if entry is None:
             entry = self._entries[customer_id] = _Entry(fetched_at=-float("inf"), by_name={})
         async with entry.lock:
-            now = self._clock()
-            stale = now - entry.fetched_at >= self._ttl
+            age = self._clock() - entry.fetched_at
             missing = not wanted <= entry.by_name.keys()
-            may_refresh_miss = now - entry.last_miss_refresh >= self._miss_refresh
-            if stale or (missing and may_refresh_miss):
-                if not stale:
-                    entry.last_miss_refresh = now
+            if age >= self._ttl or (missing and age >= self._miss_refresh):
                 await self._fetch(entry, customer_id, login_customer_id)
         return {name: self._answer(entry, customer_id, name) for name in wanted}
 

@@ -15,6 +15,7 @@ from streams.local.sandbox.google_ads import (
     FakeTokenEndpoint,
     parse_gaql,
 )
+from streams.sinks.google_ads_actions import ConversionActionResolver, NameProblem
 from streams.sinks.google_ads_client import GoogleAdsConnection
 from streams.sinks.google_ads_errors import ErrorClass
 from streams.sinks.google_ads_queries import (
@@ -153,3 +154,35 @@ def test_the_fake_parses_the_where_clauses_it_is_sent() -> None:
 def test_older_api_versions_ask_for_the_legacy_leads_field() -> None:
     assert "enhanced_conversions_for_leads_enabled" in customer_query("v25")
     assert "effective_enablement_setting" in customer_query("v26")
+
+
+async def test_name_resolution_hit_miss_and_expiry_over_the_real_transport(
+    fake: FakeGoogleAds, connection: GoogleAdsConnection
+) -> None:
+    """The resolver over GoogleAdsService.Search: a hit costs no read, a miss reads again
+    only once the entry is a minute old, an expired entry sees a renamed action."""
+    customer = script_customer(fake)
+    now = [0.0]
+    resolver = ConversionActionResolver(
+        GoogleAdsSearch(connection), ttl_seconds=600, miss_refresh_seconds=60, clock=lambda: now[0]
+    )
+    purchase = f"customers/{CUSTOMER}/conversionActions/11"
+    assert await resolver.resolve(CUSTOMER, None, ["Purchase"]) == {"Purchase": purchase}
+    assert await resolver.resolve(CUSTOMER, None, ["Purchase", "Call"]) == {
+        "Purchase": purchase,
+        "Call": f"customers/{CUSTOMER}/conversionActions/12",
+    }
+    assert len(fake.requests_of("Search")) == 1  # hit
+    missing = await resolver.resolve(CUSTOMER, None, ["Old"])  # REMOVED: not a live name
+    assert isinstance(missing["Old"], NameProblem)
+    assert missing["Old"].code == "CONVERSION_ACTION_NOT_FOUND"
+    assert len(fake.requests_of("Search")) == 1  # a fresh entry answers the miss
+    now[0] = 60.0
+    await resolver.resolve(CUSTOMER, None, ["Old"])
+    assert len(fake.requests_of("Search")) == 2  # a minute later the miss reads again
+    customer.actions[0].name = "Purchase (offline)"
+    now[0] = 660.0  # expired
+    renamed = await resolver.resolve(CUSTOMER, None, ["Purchase (offline)", "Purchase"])
+    assert renamed["Purchase (offline)"] == purchase
+    assert isinstance(renamed["Purchase"], NameProblem)
+    assert len(fake.requests_of("Search")) == 3
