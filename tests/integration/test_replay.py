@@ -249,9 +249,12 @@ def test_sigkill_mid_run_then_rerun_skips_nothing(many_dead_letters: Topics) -> 
         wait_until(lambda: reader.poll(0.1) or len(reader.messages) >= COUNT // 3, 30, "replay")
         first.kill()
         first.communicate(timeout=10)
-        acked_first = len(reader.messages)
         committed_first = sum(committed(topics.bootstrap, group, topics.dlq).values())
         assert 0 < committed_first < COUNT
+        # Everything committed was produced before: the reader sees at least that much
+        # (it may still have been on its way to the reader when the kill came).
+        reader.wait_for(committed_first, timeout=10)
+        acked_first = len(reader.messages)
 
         second = _run_replay(topics)
         assert second.returncode == 0, second.stderr
