@@ -16,9 +16,14 @@ topic-partition:
   repeat's ack is tied to the first delivery, or given at once if that one is finished);
 * the real acks are released strictly in offset order, so the committed offset can never
   pass an event in progress;
-* a hole (an offset that jumped) triggers ``seek(tp, first_missing)`` once, so the
-  missing messages are read again; if the same hole comes back, it is a real gap in the
-  log (compaction, transaction markers) and is accepted.
+* a hole (an offset that jumped) triggers ``seek(tp, first_missing)``, so the missing
+  messages are read again. If the re-read passes the hole again, that is either a real
+  gap in the log (compaction, transaction markers) or Faust dropping the message once
+  more (issue 596 drops what arrives during table recovery, and the re-read can arrive
+  then too). Without ``check_gap`` the gap is accepted, as before. With it the gate asks
+  the owner to read that offset directly (:meth:`OffsetGate.gap_checked` answers): a
+  message there means "seek again", no message means a real gap. Nothing after the hole
+  is released meanwhile, so the committed offset cannot pass a message never processed.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ _log = logging.getLogger(__name__)
 
 Ack = Callable[[], None]
 Seek = Callable[[Hashable, int], None]
+CheckGap = Callable[[Hashable, int], None]
+"""``check_gap(tp, offset)``: find out whether ``offset`` exists in the log, then call
+:meth:`OffsetGate.gap_checked` (from the gate's own loop)."""
 
 
 @dataclass(slots=True)
@@ -45,16 +53,20 @@ class _Partition:
     skipped: set[int] = field(default_factory=set)
     """Offsets accepted as a real gap in the log: released without a message."""
     sought_hole: int | None = None
+    checking: int | None = None
+    """The hole whose existence the owner is checking (see ``check_gap``)."""
 
 
 class OffsetGate:
     """See the module docstring. One per agent; single-threaded (one event loop)."""
 
-    def __init__(self, seek: Seek | None = None) -> None:
+    def __init__(self, seek: Seek | None = None, check_gap: CheckGap | None = None) -> None:
         self._seek = seek
+        self._check_gap = check_gap
         self._partitions: dict[Hashable, _Partition] = {}
         self.holes_sought = 0
         self.repeats = 0
+        self.gaps_checked = 0
 
     def open(self, tp: Hashable, offset: int, ack: Ack) -> Ack | None:
         """Register a delivered message; returns its done callback, or None to skip it."""
@@ -70,7 +82,7 @@ class OffsetGate:
             part.acks[offset].append(ack)  # acked together with the first delivery
             hole = part.sought_hole
             if hole is not None and offset > hole and hole not in part.acks:
-                self._accept_gap(tp, part, hole)  # re-read past the hole: it is real
+                self._passed_hole(tp, part, hole)
             return None
         highest = part.offsets[-1] if part.offsets else part.next_release - 1
         if offset > highest + 1:
@@ -142,6 +154,36 @@ class OffsetGate:
         part.sought_hole = missing
         self.holes_sought += 1
         self._seek(tp, missing)
+
+    def _passed_hole(self, tp: Hashable, part: _Partition, hole: int) -> None:
+        """A re-read passed ``hole`` without delivering it: a real gap, or dropped again."""
+        if self._check_gap is None:
+            self._accept_gap(tp, part, hole)
+            return
+        if part.checking == hole:
+            return  # asked already; the rest of this re-read changes nothing
+        part.checking = hole
+        self.gaps_checked += 1
+        self._check_gap(tp, hole)
+
+    def gap_checked(self, tp: Hashable, offset: int, exists: bool | None) -> None:
+        """The answer to ``check_gap``: True (a message is there: read it again), False (a
+        real gap: accept it) or None (unknown, e.g. the broker did not answer: read again)."""
+        part = self._partitions.get(tp)
+        if part is None or part.checking != offset:
+            return  # revoked, restarted or already resolved meanwhile
+        part.checking = None
+        if part.sought_hole != offset or offset in part.acks or offset < part.next_release:
+            return  # the re-read brought it after all
+        if exists is False:
+            self._accept_gap(tp, part, offset)
+            return
+        _log.warning(
+            "offset %d of tp=%s exists but was not delivered: reading it again", offset, tp
+        )
+        self.holes_sought += 1
+        if self._seek is not None:
+            self._seek(tp, offset)
 
     def _accept_gap(
         self, tp: Hashable, part: _Partition, hole: int, end: int | None = None

@@ -28,6 +28,7 @@ from streams.config import DedupeStore, Settings
 from streams.dedupe import DedupeGate
 from streams.dedupe_table import LibrdkafkaChangelogTable
 from streams.faults import FaultPlan
+from streams.kafka_read import first_offset_from
 from streams.ingest import CHUNK_MAX_BYTES, Ingest
 from streams.metrics import Metrics
 from streams.outcomes import OutputRecord, Received
@@ -206,8 +207,35 @@ def create_app(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    # One gate per source topic: acks in offset order, repeats skipped, holes re-read.
-    gates = {settings.input_topic: OffsetGate(seek), batch_topic_name: OffsetGate(seek)}
+    def check_gap(tp: Any, offset: int) -> None:
+        """Does ``offset`` exist? Read it directly (off the loop) and tell the gate."""
+
+        async def check() -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                first = await loop.run_in_executor(
+                    None,
+                    first_offset_from,
+                    settings.bootstrap_servers,
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                )
+            except Exception as exc:  # unknown: the gate reads it again, never skips it
+                _log.warning("gap check failed tp=%s error=%s", tp, type(exc).__name__)
+                first = None
+            gates[tp.topic].gap_checked(tp, offset, None if first is None else first == offset)
+
+        task = asyncio.ensure_future(check())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    # One gate per source topic: acks in offset order, repeats skipped, holes re-read,
+    # and a hole accepted only when a direct read of the log shows it is a real gap.
+    gates = {
+        settings.input_topic: OffsetGate(seek, check_gap),
+        batch_topic_name: OffsetGate(seek, check_gap),
+    }
 
     @app.agent(input_topic, concurrency=1)
     async def ingest_agent(stream: Any) -> None:

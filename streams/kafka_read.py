@@ -8,9 +8,10 @@ KAFKA-NOTES.md); the consumer must be created with ``enable.partition.eof``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 
 def data_messages(
@@ -35,3 +36,35 @@ def data_messages(
         offset = message.offset()
         assert offset is not None
         yield partition, offset, message
+
+
+def first_offset_from(
+    bootstrap: str, topic: str, partition: int, offset: int, timeout: float = 10.0
+) -> int | None:
+    """The offset of the first message at or after ``offset`` in one partition: ``offset``
+    itself when that message exists, a higher one when the log has a gap there, None when
+    nothing came within ``timeout`` (or the partition ends there). Blocking; no group."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "convstream-gap-check",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "log.connection.close": False,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                return message.offset()
+            if error.code() == KafkaError._PARTITION_EOF:
+                return None
+        return None
+    finally:
+        consumer.close()

@@ -181,3 +181,62 @@ def test_partitions_are_independent() -> None:
     gate.forget()
     assert gate.released(TP) is None
     assert gate.released(other) is None
+
+
+class Checker:
+    """Records the gap checks the gate asks for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[Hashable, int]] = []
+
+    def __call__(self, tp: Hashable, offset: int) -> None:
+        self.asked.append((tp, offset))
+
+
+def test_a_re_read_that_passes_the_hole_asks_instead_of_accepting() -> None:
+    """Faust can drop the re-read message again (issue 596): a repeat past the hole is
+    not proof of a gap. The gate asks, and releases nothing past the hole meanwhile."""
+    consumer, checker = Consumer(), Checker()
+    gate = OffsetGate(consumer.seek, checker)
+    _open(gate, consumer, 0)()
+    _open(gate, consumer, 2)()
+    assert consumer.seeks == [(TP, 1)]
+    assert gate.open(TP, 2, consumer.ack(202)) is None  # the re-read skipped 1 again
+    assert gate.open(TP, 3, consumer.ack(3)) is not None
+    assert checker.asked == [(TP, 1)]
+    assert gate.open(TP, 2, consumer.ack(222)) is None  # one more repeat: no second check
+    assert checker.asked == [(TP, 1)]
+    assert consumer.acked == [0], "nothing past the hole is released while it is checked"
+    # The message is there: read it again, and this time it comes.
+    gate.gap_checked(TP, 1, True)
+    assert consumer.seeks == [(TP, 1), (TP, 1)]
+    done1 = _open(gate, consumer, 1)
+    done1()
+    assert consumer.acked == [0, 1, 2, 202, 222]
+
+
+def test_a_checked_real_gap_is_accepted() -> None:
+    consumer, checker = Consumer(), Checker()
+    gate = OffsetGate(consumer.seek, checker)
+    _open(gate, consumer, 0)()
+    _open(gate, consumer, 5)()
+    assert gate.open(TP, 5, consumer.ack(505)) is None
+    assert consumer.acked == [0]
+    gate.gap_checked(TP, 1, False)
+    assert consumer.acked == [0, 5, 505]
+    assert len(consumer.seeks) == 1
+
+
+def test_an_unknown_answer_reads_again_and_a_stale_answer_is_ignored() -> None:
+    consumer, checker = Consumer(), Checker()
+    gate = OffsetGate(consumer.seek, checker)
+    _open(gate, consumer, 0)()
+    _open(gate, consumer, 2)()
+    assert gate.open(TP, 2, consumer.ack(202)) is None
+    gate.gap_checked(TP, 1, None)  # the broker did not answer: not a reason to skip
+    assert consumer.seeks == [(TP, 1), (TP, 1)]
+    assert consumer.acked == [0]
+    gate.gap_checked(TP, 1, False)  # an answer nobody waits for any more
+    assert consumer.acked == [0]
+    _open(gate, consumer, 1)()
+    assert consumer.acked == [0, 1, 2, 202]
