@@ -28,8 +28,8 @@ from streams.config import DedupeStore, Settings
 from streams.dedupe import DedupeGate
 from streams.dedupe_table import LibrdkafkaChangelogTable
 from streams.faults import FaultPlan
-from streams.kafka_read import first_offset_from
 from streams.ingest import CHUNK_MAX_BYTES, Ingest
+from streams.kafka_read import first_offset_from
 from streams.metrics import Metrics
 from streams.outcomes import OutputRecord, Received
 from streams.output import OutputProducer, Record
