@@ -50,6 +50,7 @@ from streams.sinks.google_ads_queries import (
     QueryError,
     conversion_actions,
     customer_settings,
+    raw_message,
 )
 from streams.sinks.google_ads_requests import proto_types
 
@@ -407,7 +408,7 @@ async def _probe(
         if any(error.code == TOO_RECENT for error in failure.errors):
             return TOO_RECENT
         return f"{failure.status} {failure.code}"
-    pb = type(response).pb(response) if hasattr(type(response), "pb") else response
+    pb = raw_message(response)
     errors = api_errors(failure_from_status(pb.partial_failure_error, version), "conversions")
     return TOO_RECENT if any(error.code == TOO_RECENT for error in errors) else None
 

@@ -58,7 +58,7 @@ from streams.sinks.google_ads_errors import (
     request_outcomes,
     response_outcomes,
 )
-from streams.sinks.google_ads_queries import GoogleAdsSearch, QueryError
+from streams.sinks.google_ads_queries import GoogleAdsSearch, QueryError, raw_message
 from streams.sinks.google_ads_requests import (
     BuiltRequest,
     RequestOptions,
@@ -295,7 +295,7 @@ class GoogleAdsSink:
             return _Sent(outcomes, failure if whole else None)
         if self._diagnostics is not None:
             self._diagnostics.note_upload(request.customer_id, request.login_customer_id)
-        pb = type(response).pb(response) if hasattr(type(response), "pb") else response
+        pb = raw_message(response)
         outcomes = response_outcomes(
             pb, request.rows_field, rows, self._connection.version, validate_only=self._dry_run
         )

@@ -23,9 +23,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
+
+from streams.sinks.google_ads_queries import SearchFn, enum_name
 
 if TYPE_CHECKING:
     from streams.metrics import Metrics
@@ -68,10 +70,6 @@ SELECT
   offline_conversion_upload_conversion_action_summary.alerts
 FROM offline_conversion_upload_conversion_action_summary
 """.strip()
-
-#: (customer_id, GAQL query, login_customer_id) -> the ``GoogleAdsRow`` protobuf messages
-#: (``GoogleAdsRow.pb()`` instances) of the search. Raises on any failure.
-SearchFn = Callable[[str, str, str | None], Awaitable[Sequence[Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,19 +179,10 @@ class CustomerDiagnostics:
 # --- parsing (raw protobuf -> dataclasses) -------------------------------------------------
 
 
-def _enum_name(message: Any, field: str) -> str:
-    """The enum value's name (``GOOGLE_ADS_API``), read from the descriptor so that values
-    newer than this code still get a name."""
-    descriptor = message.DESCRIPTOR.fields_by_name[field].enum_type
-    number = getattr(message, field)
-    value = descriptor.values_by_number.get(number)
-    return str(value.name) if value is not None else str(number)
-
-
 def _alert(message: Any) -> Alert:
     error = message.error
     which = error.WhichOneof("error_code")
-    name = f"{which}.{_enum_name(error, which)}" if which else "UNSPECIFIED"
+    name = f"{which}.{enum_name(error, which, None)}" if which else "UNSPECIFIED"
     return Alert(error=name, percentage=float(message.error_percentage))
 
 
@@ -223,8 +212,8 @@ def _jobs(messages: Iterable[Any]) -> tuple[JobCounts, ...]:
 
 def _common(summary: Any) -> dict[str, Any]:
     return {
-        "client": _enum_name(summary, "client"),
-        "status": _enum_name(summary, "status"),
+        "client": enum_name(summary, "client", None),
+        "status": enum_name(summary, "status", None),
         "total_event_count": int(summary.total_event_count),
         "successful_event_count": int(summary.successful_event_count),
         "pending_event_count": int(summary.pending_event_count),

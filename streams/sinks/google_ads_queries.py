@@ -82,7 +82,7 @@ class GoogleAdsSearch:
             metadata=self._connection.metadata(login),
             timeout=self._timeout,
         )
-        return [_raw(row) async for row in pager]
+        return [raw_message(row) async for row in pager]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,7 @@ async def customer_settings(
     if hasattr(setting, "enhanced_conversions_for_leads_enabled"):
         ecl = bool(setting.enhanced_conversions_for_leads_enabled)
     else:
-        ecl = _enum_name(setting, "effective_enablement_setting") == "ON"
+        ecl = enum_name(setting, "effective_enablement_setting") == "ON"
     return CustomerSettings(
         customer_id=str(customer.id or customer_id),
         descriptive_name=customer.descriptive_name,
@@ -158,7 +158,7 @@ async def customer_settings(
         accepted_customer_data_terms=bool(setting.accepted_customer_data_terms),
         enhanced_conversions_for_leads=ecl,
         conversion_customer=setting.google_ads_conversion_customer.removeprefix("customers/"),
-        conversion_tracking_status=_enum_name(setting, "conversion_tracking_status"),
+        conversion_tracking_status=enum_name(setting, "conversion_tracking_status"),
     )
 
 
@@ -175,24 +175,28 @@ async def conversion_actions(
             ConversionAction(
                 id=str(action.id),
                 name=action.name,
-                status=_enum_name(action, "status"),
-                type=_enum_name(action, "type_"),  # "type" in GAQL; renamed in the protos
+                status=enum_name(action, "status"),
+                type=enum_name(action, "type_"),  # "type" in GAQL; renamed in the protos
                 resource_name=action.resource_name,
             )
         )
     return actions
 
 
-def _raw(message: Any) -> Any:
+def raw_message(message: Any) -> Any:
     """The protobuf message under a proto-plus wrapper (the client's ``use_proto_plus``
-    decides which one a call returns)."""
+    decides which one a call returns); shared by every reader of the library's answers."""
     wrapper = type(message)
     return wrapper.pb(message) if hasattr(wrapper, "pb") else message
 
 
-def _enum_name(message: Any, field: str) -> str:
-    """The name of an enum field's value in a raw protobuf message (``UNKNOWN`` if new)."""
+def enum_name(message: Any, field: str, unknown: str | None = "UNKNOWN") -> str:
+    """The name of an enum field's value in a raw protobuf message, read from the
+    descriptor so a value newer than this code still gets a name: ``unknown`` when the
+    number is not in it (None: the number itself, as text)."""
     descriptor = message.DESCRIPTOR.fields_by_name[field].enum_type
     number = getattr(message, field)
     value = descriptor.values_by_number.get(number)
-    return value.name if value is not None else "UNKNOWN"
+    if value is not None:
+        return str(value.name)
+    return str(number) if unknown is None else unknown
