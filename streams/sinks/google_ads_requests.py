@@ -112,9 +112,6 @@ class BuildRejection:
     position: int
     code: str
     message: str
-    retryable: bool = False
-    """True when replaying the dead letter can succeed once something outside the event
-    is fixed (an unresolved conversion action name)."""
 
 
 #: Build rejection of an event whose ``conversion_action_name`` was not resolved; the sink
