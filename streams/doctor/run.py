@@ -78,19 +78,15 @@ async def _run_checks(
     settings: Settings, accounts: Accounts, diagnostics: bool
 ) -> tuple[list[Check], dict[str, CustomerDiagnostics]]:
     """Both destinations at once: they share nothing and each waits on its own network."""
-    google_checks: list[Check] = []
-    found: dict[str, CustomerDiagnostics] = {}
 
-    async def google() -> None:
+    async def google() -> tuple[list[Check], dict[str, CustomerDiagnostics]]:
         if not accounts.google_ads:
-            return
+            return [], {}
         from streams.doctor.google_ads import check_google_accounts  # google-ads: ~1 s import
 
-        checks, diagnostics_found = await check_google_accounts(
+        return await check_google_accounts(
             accounts.google_ads, settings.google_ads, diagnostics=diagnostics
         )
-        google_checks.extend(checks)
-        found.update(diagnostics_found)
 
     async def yandex() -> list[Check]:
         if not accounts.yandex_metrica:
@@ -101,5 +97,5 @@ async def _run_checks(
             api_url=settings.yandex_api_url,
         )
 
-    _, yandex_checks = await asyncio.gather(google(), yandex())
+    (google_checks, found), yandex_checks = await asyncio.gather(google(), yandex())
     return [*google_checks, *yandex_checks], found
