@@ -55,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         default=defaults.outage_seconds,
         help="Google UNAVAILABLE and Yandex 429 for this long each (0: none)",
     )
+    for name in ("google", "yandex"):
+        parser.add_argument(
+            f"--{name}-outage-at",
+            type=float,
+            default=None,
+            help=f"share of the input answered when the {name} outage starts (default: random)",
+        )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--batch-window", type=float, default=defaults.batch_window)
     parser.add_argument("--batch-max-size", type=int, default=defaults.batch_max_size)
@@ -78,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         stop_signal=args.stop_signal,
         stop_at=args.stop_at,
         outage_seconds=args.outage_seconds,
+        google_outage_at=args.google_outage_at,
+        yandex_outage_at=args.yandex_outage_at,
         seed=args.seed,
         batch_window=args.batch_window,
         batch_max_size=args.batch_max_size,

@@ -86,6 +86,8 @@ class SoakOptions:
     stop_signal: str = "term"  # how the second worker is stopped: "term" or "kill"
     stop_at: float = 0.4  # share of the input answered when it is stopped
     outage_seconds: float = 60.0
+    google_outage_at: float | None = None  # share answered when it starts (None: random)
+    yandex_outage_at: float | None = None
     seed: int = 1
     batch_window: float = 1.0
     batch_max_size: int = 2000
@@ -422,8 +424,13 @@ class Chaos:
         plan: list[tuple[float, str]] = []
         plan += [(rng.uniform(0.05, 0.9), "kill") for _ in range(options.kills)]
         if options.outage_seconds > 0:
-            plan.append((rng.uniform(0.1, 0.7), "google_outage"))
-            plan.append((rng.uniform(0.1, 0.7), "yandex_outage"))
+            google_at, yandex_at = rng.uniform(0.1, 0.7), rng.uniform(0.1, 0.7)
+            if options.google_outage_at is not None:
+                google_at = options.google_outage_at
+            if options.yandex_outage_at is not None:
+                yandex_at = options.yandex_outage_at
+            plan.append((google_at, "google_outage"))
+            plan.append((yandex_at, "yandex_outage"))
         if options.workers > 1:
             plan.append((options.stop_at, "stop_worker"))
         self.plan = sorted(plan)
@@ -677,7 +684,7 @@ def check(
             "valid messages whose final result is not uploaded/duplicate",
             len(bad_final),
             not bad_final,
-            _sample(bad_final, workload),
+            _final_detail(bad_final, workload, answers, dead, positions),
         )
     )
     add(
@@ -791,6 +798,26 @@ def check(
             "dead letters without a readable source position", dead.unreadable, dead.unreadable == 0
         )
     )
+
+
+def _final_detail(
+    indexes: list[int],
+    workload: Workload,
+    answers: Answers,
+    dead: DeadLetters,
+    positions: list[tuple[int, int] | None],
+) -> str:
+    """Final status and code counts, and the first message's dead letter."""
+    if not indexes:
+        return ""
+    finals: collections.Counter[str] = collections.Counter()
+    for index in indexes:
+        position = positions[index]
+        final = answers.final.get(position) if position is not None else None
+        finals[f"{final[3]} {final[4]}" if final else "none"] += 1
+    first = positions[indexes[0]]
+    letters = dead.by_position.get(first, []) if first is not None else []
+    return f"{dict(finals)}; {_sample(indexes, workload)}; first dead letter: {letters[:1]}"
 
 
 def _sample(
