@@ -52,6 +52,12 @@ class ConvstreamApp(faust.App):
         self.flush_hooks: list[Callable[[], None]] = []
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
         self.close_hooks: list[Callable[[], None]] = []
+        self.home_loop: asyncio.AbstractEventLoop | None = None
+        """The loop the app (its agents, sinks and producers) runs on."""
+
+    async def on_first_start(self) -> None:
+        self.home_loop = asyncio.get_running_loop()
+        await super().on_first_start()
 
     async def commit_all(self) -> None:
         """Commit until nothing more can be committed.
@@ -66,6 +72,22 @@ class ConvstreamApp(faust.App):
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
+        # Faust calls this from the aiokafka consumer thread, which runs an event loop of
+        # its own. The flushes must run on the app's loop: tasks created on the consumer
+        # thread's loop ran the uploads there, where the Yandex sink's aiohttp session
+        # refused them ("Timeout context manager should be used inside a task") and the
+        # batches ended `failed`; and the pipeline is not thread-safe.
+        home = self.home_loop
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if home is None or here is home:
+            self._run_flush_hooks()
+        else:
+            home.call_soon_threadsafe(self._run_flush_hooks)
+
+    def _run_flush_hooks(self) -> None:
         for hook in self.flush_hooks:
             hook()
 
@@ -73,8 +95,7 @@ class ConvstreamApp(faust.App):
         # Faust's own wait for acks is skipped once the consumer is stopping, so wait for
         # every batch and delivery here, while the producer and consumer still run; the
         # commit that follows then covers everything this worker answered.
-        for hook in self.flush_hooks:
-            hook()
+        self._run_flush_hooks()
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(drain() for drain in self.drain_hooks)), SHUTDOWN_DRAIN_SECONDS
