@@ -89,7 +89,8 @@ class SoakOptions:
     google_outage_at: float | None = None  # share answered when it starts (None: random)
     yandex_outage_at: float | None = None
     seed: int = 1
-    batch_window: float = 1.0
+    batch_window: float = 5.0  # 250 Yandex counters x 1 s windows would be 250 uploads/s
+    yandex_status_poll_seconds: float = 30.0
     batch_max_size: int = 2000
     partitions: int = 4
     timeout: float = 3600.0
@@ -466,7 +467,7 @@ def run_soak(options: SoakOptions) -> SoakReport:
             **worker_env(google, tokens, roots),
             "YANDEX_METRICA_OAUTH_TOKEN": YANDEX_TOKEN,
             "YANDEX_METRICA_API_URL": yandex.url,
-            "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS": "5",
+            "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS": str(options.yandex_status_poll_seconds),
             "CONVSTREAM_RECORDING_SINK": "",
             "CONVSTREAM_RECORDING_SINK_LOG": "",
             "CONVSTREAM_BATCH_WINDOW_SECONDS": str(options.batch_window),

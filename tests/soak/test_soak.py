@@ -36,6 +36,8 @@ def test_soak_one_worker_sigkills_outages_poison(tmp_path: Path) -> None:
             outage_seconds=10,
             poison_ratio=0.02,
             big_payloads=1,
+            batch_window=1.0,
+            yandex_status_poll_seconds=2.0,
             rate=600,
             seed=11,
             timeout=240,
@@ -67,6 +69,8 @@ def test_soak_two_workers_one_stopped_the_other_takes_over(
             google_outage_at=0.7,
             yandex_outage_at=0.7,
             big_payloads=1,
+            batch_window=1.0,
+            yandex_status_poll_seconds=2.0,
             rate=400,
             seed=12,
             timeout=240,
@@ -79,6 +83,7 @@ def test_soak_two_workers_one_stopped_the_other_takes_over(
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason=(
         "known bug: a rebalance or shutdown while a batch is retrying a destination outage "
         "cuts the retries short (streams/pipeline.py _write_with_retries, 'retries cut short "
@@ -100,6 +105,8 @@ def test_soak_rebalance_during_a_google_outage_still_uploads_everything(tmp_path
             google_outage_at=0.2,
             yandex_outage_at=0.99,
             big_payloads=0,
+            batch_window=1.0,
+            yandex_status_poll_seconds=2.0,
             rate=400,
             seed=13,
             timeout=240,
@@ -107,4 +114,16 @@ def test_soak_rebalance_during_a_google_outage_still_uploads_everything(tmp_path
             verbose=False,
         )
     )
+    # Only the known bug may fail this test: events dead-lettered 'failed' with the
+    # outage's code because the rebalance cut their retries short. Anything else is a
+    # real failure (not an AssertionError, so xfail does not absorb it).
+    cut_short = {
+        "valid messages whose final result is not uploaded/duplicate",
+        "conversions with no message finally 'uploaded'",
+        "conversions the fakes never accepted",
+        "dead letters of valid messages (the fakes reject nothing)",
+    }
+    unexpected = [i for i in report.invariants if not i.ok and i.name not in cut_short]
+    if unexpected or report.problems:
+        raise RuntimeError(_failed(report))
     assert report.ok, _failed(report)
