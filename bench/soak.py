@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--batch-window", type=float, default=defaults.batch_window)
+    parser.add_argument(
+        "--yandex-status-poll-seconds", type=float, default=defaults.yandex_status_poll_seconds
+    )
     parser.add_argument("--batch-max-size", type=int, default=defaults.batch_max_size)
     parser.add_argument("--partitions", type=int, default=defaults.partitions)
     parser.add_argument("--dedupe-store", choices=("rocksdb", "memory"), default="rocksdb")
@@ -90,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         seed=args.seed,
         batch_window=args.batch_window,
         batch_max_size=args.batch_max_size,
+        yandex_status_poll_seconds=args.yandex_status_poll_seconds,
         partitions=args.partitions,
         timeout=args.timeout,
         rate=args.rate,

@@ -261,6 +261,7 @@ class InputProducer(threading.Thread):
         remaining = self.producer.flush(300)
         if remaining:
             self.errors.append(f"{remaining} messages not delivered within 300 s")
+        del self.producer  # no reconnect attempts after the broker stops
         self.seconds = time.perf_counter() - started
         self.done.set()
 
@@ -489,6 +490,9 @@ def run_soak(options: SoakOptions) -> SoakReport:
         chaos = Chaos(options)
         rss = 0.0
         restarts = 0
+        # (google requests, yandex uploads) recorded when each kill or stop was done: the
+        # fakes' records between two marks were accepted during one "segment" of the run.
+        marks: list[tuple[int, int]] = []
         stopped: set[int] = set()
         exit_codes: list[str] = []
         try:
@@ -523,6 +527,7 @@ def run_soak(options: SoakOptions) -> SoakReport:
                         assert worker.process is not None
                         rss = max(rss, peak_rss_mb(worker.process.pid))
                         worker.stop(signal.SIGKILL)
+                        marks.append((len(google.received), len(yandex.uploads)))
                         worker.start()
                         restarts += 1
                         report.faults.append(
@@ -548,6 +553,7 @@ def run_soak(options: SoakOptions) -> SoakReport:
                         if sig == signal.SIGTERM:
                             wait_ready(worker)
                         code = worker.stop(sig, timeout=120)
+                        marks.append((len(google.received), len(yandex.uploads)))
                         stopped.add(slot)
                         exit_codes.append(f"worker {slot} {sig.name}: {code}")
                         if sig == signal.SIGTERM and code != 0:
@@ -594,16 +600,17 @@ def run_soak(options: SoakOptions) -> SoakReport:
             dlq.close()
         producer.join(60)
         report.problems += producer.errors[:20]
-        google_counts: collections.Counter[str] = collections.Counter(
-            f"g:{row.gclid}"
-            for recorded in google.requests_of("UploadClickConversions")
-            for row in recorded.request.conversions
-        )
-        yandex_counts: collections.Counter[str] = collections.Counter(
-            f"y:{upload.counter}:{row['ClientId']}"
-            for upload in list(yandex.uploads)
-            for row in upload.rows
-        )
+        segments: dict[str, list[int]] = collections.defaultdict(list)
+        for number, recorded in enumerate(list(google.received)):
+            if recorded.method == "UploadClickConversions":
+                segment = sum(1 for g, _ in marks if number >= g)
+                for row in recorded.request.conversions:
+                    segments[f"g:{row.gclid}"].append(segment)
+        for number, upload in enumerate(list(yandex.uploads)):
+            segment = sum(1 for _, y in marks if number >= y)
+            for row in upload.rows:
+                segments[f"y:{upload.counter}:{row['ClientId']}"].append(segment)
+        accepted = collections.Counter({k: len(v) for k, v in segments.items()})
         report.counts = {
             "events": total,
             "valid": workload.count(VALID),
@@ -626,7 +633,7 @@ def run_soak(options: SoakOptions) -> SoakReport:
             "yandex 429 answers": sum(1 for r in yandex.requests if r[2] == 429),
             "exit codes": "; ".join(exit_codes),
         }
-        check(report, workload, producer, answers, dead, google_counts + yandex_counts)
+        check(report, workload, producer, answers, dead, accepted, segments)
     return report
 
 
@@ -637,6 +644,7 @@ def check(
     answers: Answers,
     dead: DeadLetters,
     accepted: collections.Counter[str],
+    segments: dict[str, list[int]],
 ) -> None:
     """Every invariant, counted; see the module docstring."""
     add = report.invariants.append
@@ -746,6 +754,29 @@ def check(
             len(over),
             not over,
             ", ".join(f"{k}x{v}" for k, v in list(over.items())[:5]),
+        )
+    )
+    # Where the repeats come from: a segment is the time between two kills / stops. At
+    # least once allows one more upload per kill that lands between a key's upload and its
+    # settlement; within one segment a key must never be accepted twice.
+    same_segment = [k for k, v in segments.items() if len(v) != len(set(v))]
+    add(
+        Invariant(
+            "conversions accepted twice within one segment (between kills)",
+            len(same_segment),
+            not same_segment,
+            ", ".join(f"{k} {segments[k]}" for k in same_segment[:3]),
+        )
+    )
+    spread = collections.Counter(
+        " -> ".join(str(s) for s in v) for v in segments.values() if len(v) > 2
+    )
+    add(
+        Invariant(
+            "  of those accepted more than twice: one acceptance per segment",
+            sum(1 for v in segments.values() if len(v) > 2 and len(v) == len(set(v))),
+            True,
+            "segments " + ", ".join(f"{k}: {n}" for k, n in spread.most_common(4)),
         )
     )
     strangers = sorted(set(accepted) - identities)
