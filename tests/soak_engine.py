@@ -822,6 +822,16 @@ def check(
             _sample(vague, workload, dead, producer),
         )
     )
+    big = [p for i, p in produced if workload.kinds[i] == BIG]
+    big_letters = [letter for p in big for letter in dead.by_position.get(p, [])[:1]]
+    add(
+        Invariant(
+            "  of those big payloads (consumed, rejected unparsed)",
+            len(big_letters),
+            len(big_letters) == len(big),
+            f"{big_letters[0]}" if big_letters else "",
+        )
+    )
     valid_positions = {p for i, p in produced if workload.kinds[i] in (VALID, DUPLICATE)}
     stray = sum(1 for p in dead.by_position if p in valid_positions)
     add(Invariant("dead letters of valid messages (the fakes reject nothing)", stray, stray == 0))
