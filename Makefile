@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration ops bench clean
+.PHONY: demo test lint typecheck unit integration ops bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+	$(BIN)/pytest -m soak
+
+# The short soak / chaos runs alone (bench/soak.py is the long one).
+soak: $(STAMP)
+	$(BIN)/pytest -m soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

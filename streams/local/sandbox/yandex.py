@@ -112,6 +112,7 @@ class FakeYandex:
         self.user_not_found = user_not_found
         self.delay = delay
         self.uploads: list[Upload] = []
+        self._upload_by_id: dict[int, Upload] = {}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
         self.status_failures = 0  # the next N status requests answer 500
         self.in_flight = 0
@@ -289,6 +290,7 @@ class FakeYandex:
             statuses=["UPLOADED"] * self.polls_before_final + [final],
         )
         self.uploads.append(upload)
+        self._upload_by_id[upload.id] = upload
         return self._answer(request, 200, {"uploading": self._uploading(upload, "PREPARED")})
 
     async def _status(self, request: web.Request) -> web.Response:
@@ -298,7 +300,7 @@ class FakeYandex:
             self.status_failures -= 1
             return self._error(request, 500, "status backend unavailable")
         wanted = int(request.match_info["upload_id"])
-        upload = next((u for u in self.uploads if u.id == wanted), None)
+        upload = self._upload_by_id.get(wanted)  # O(1): soak runs track 100,000s of uploads
         if upload is None or upload.counter != request.match_info["counter"]:
             return self._error(request, 404, "uploading not found")
         status = upload.statuses.pop(0) if len(upload.statuses) > 1 else upload.statuses[0]

@@ -1,0 +1,129 @@
+"""Short forms of the soak / chaos run (``bench/soak.py``): the same engine, small numbers.
+
+Real `convstream worker` processes on an embedded broker of their own, the real google-ads
+client over TLS to FakeGoogleAds and real HTTP to FakeYandex; SIGKILLs, outages, poison
+input (one 5 MiB payload among it), a second worker stopped for good. Every invariant of
+:func:`soak_engine.check` must hold. Not part of the default run: ``pytest -m soak``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from soak_engine import SoakOptions, SoakReport, print_report, run_soak
+
+pytestmark = pytest.mark.soak
+
+
+def _run(options: SoakOptions) -> SoakReport:
+    report = run_soak(options)
+    print_report(report)  # shown by pytest when the test fails
+    return report
+
+
+def _failed(report: SoakReport) -> str:
+    lines = [f"{i.name}: {i.value} {i.detail}" for i in report.invariants if not i.ok]
+    return "\n".join(lines + report.problems)
+
+
+def test_soak_one_worker_sigkills_outages_poison(tmp_path: Path) -> None:
+    report = _run(
+        SoakOptions(
+            events=20_000,
+            accounts=50,
+            kills=2,
+            outage_seconds=10,
+            poison_ratio=0.02,
+            big_payloads=1,
+            batch_window=1.0,
+            yandex_status_poll_seconds=2.0,
+            rate=600,
+            seed=11,
+            timeout=240,
+            workdir=tmp_path,
+            verbose=False,
+        )
+    )
+    assert report.ok, _failed(report)
+    assert report.counts["restarts"] == 2
+    assert report.counts["google calls refused (UNAVAILABLE)"] > 0, "the outage was felt"
+    assert report.counts["yandex 429 answers"] > 0, "the rate limit was felt"
+
+
+@pytest.mark.parametrize("stop_signal", ["term", "kill"])
+def test_soak_two_workers_one_stopped_the_other_takes_over(
+    tmp_path: Path, stop_signal: str
+) -> None:
+    """The second worker goes for good at 20% of the input; the outages come later (at
+    70%), after the rebalance: see the next test for an outage during the rebalance."""
+    report = _run(
+        SoakOptions(
+            events=10_000,
+            accounts=50,
+            kills=0,
+            workers=2,
+            stop_signal=stop_signal,
+            stop_at=0.2,
+            outage_seconds=5,
+            google_outage_at=0.7,
+            yandex_outage_at=0.7,
+            big_payloads=1,
+            batch_window=1.0,
+            yandex_status_poll_seconds=2.0,
+            rate=400,
+            seed=12,
+            timeout=240,
+            workdir=tmp_path,
+            verbose=False,
+        )
+    )
+    assert report.ok, _failed(report)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "known bug: a rebalance or shutdown while a batch is retrying a destination outage "
+        "cuts the retries short (streams/pipeline.py _write_with_retries, 'retries cut short "
+        "by a rebalance or shutdown; replay it'): the events end 'failed' on the dead-letter "
+        "topic instead of being left to the partition's next owner, so they never reach the "
+        "destination without a manual replay"
+    ),
+)
+def test_soak_rebalance_during_a_google_outage_still_uploads_everything(tmp_path: Path) -> None:
+    report = _run(
+        SoakOptions(
+            events=6_000,
+            accounts=50,
+            kills=0,
+            workers=2,
+            stop_signal="term",
+            stop_at=0.3,
+            outage_seconds=20,
+            google_outage_at=0.2,
+            yandex_outage_at=0.99,
+            big_payloads=0,
+            batch_window=1.0,
+            yandex_status_poll_seconds=2.0,
+            rate=400,
+            seed=13,
+            timeout=240,
+            workdir=tmp_path,
+            verbose=False,
+        )
+    )
+    # Only the known bug may fail this test: events dead-lettered 'failed' with the
+    # outage's code because the rebalance cut their retries short. Anything else is a
+    # real failure (not an AssertionError, so xfail does not absorb it).
+    cut_short = {
+        "valid messages whose final result is not uploaded/duplicate",
+        "conversions with no message finally 'uploaded'",
+        "conversions the fakes never accepted",
+        "dead letters of valid messages (the fakes reject nothing)",
+    }
+    unexpected = [i for i in report.invariants if not i.ok and i.name not in cut_short]
+    if unexpected or report.problems:
+        raise RuntimeError(_failed(report))
+    assert report.ok, _failed(report)
