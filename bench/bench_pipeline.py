@@ -292,6 +292,8 @@ def profile_run(bootstrap: str, topics: Topics, count: int, workdir: Path, out: 
         "CONVSTREAM_BATCH_PARTITIONS": "4",
     }
     spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():  # the dev extra installs it; else one on PATH
+        spy = Path(shutil.which("py-spy") or "py-spy")
     worker = WorkerProcess(topics, workdir, **env)
     with worker, TopicReader(bootstrap, topics.results) as results:
         worker.start()

@@ -29,12 +29,13 @@ from streams.dedupe import DedupeGate
 from streams.dedupe_table import LibrdkafkaChangelogTable
 from streams.faults import FaultPlan
 from streams.ingest import CHUNK_MAX_BYTES, Ingest
+from streams.input_consumer import InputConsumer
 from streams.kafka_read import first_offset_from
 from streams.metrics import Metrics
-from streams.outcomes import OutputRecord, Received
+from streams.outcomes import OutputRecord
 from streams.output import OutputProducer, Record
 from streams.pipeline import SWEEP_REQUEST, BatchPipeline
-from streams.sinks import Sink, SourcePosition
+from streams.sinks import Sink
 
 _log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ LAG_INTERVAL_SECONDS = 2.0
 SHUTDOWN_DRAIN_SECONDS = 60.0
 COMMIT_CATCH_UP_ROUNDS = 1000
 COMMIT_CATCH_UP_SECONDS = 1.0
-REPLAY_COUNT_HEADER = "convstream.replay_count"
 
 
 class ConvstreamApp(faust.App):
@@ -53,6 +53,9 @@ class ConvstreamApp(faust.App):
         self.flush_hooks: list[Callable[[], None]] = []
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
         self.close_hooks: list[Callable[[], None]] = []
+        self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
+        """Run first when the app stops: the input consumer stops reading and answers
+        what it read, while the producers and Faust's consumer still run."""
         self.home_loop: asyncio.AbstractEventLoop | None = None
         """The loop the app (its agents, sinks and producers) runs on."""
 
@@ -96,6 +99,11 @@ class ConvstreamApp(faust.App):
         # Faust's own wait for acks is skipped once the consumer is stopping, so wait for
         # every batch and delivery here, while the producer and consumer still run; the
         # commit that follows then covers everything this worker answered.
+        for stop in self.stop_hooks:
+            try:
+                await asyncio.wait_for(stop(), SHUTDOWN_DRAIN_SECONDS)
+            except Exception as exc:  # not answered here means read again after the restart
+                _log.error("input consumer stop incomplete error=%s", type(exc).__name__)
         self._run_flush_hooks()
         try:
             await asyncio.wait_for(
@@ -129,7 +137,6 @@ def create_app(
         producer_max_request_size=max_record_bytes(settings),
         web_enabled=False,
     )
-    input_topic = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
     batch_topic = app.topic(
         f"{settings.app_id}-batches",
         partitions=settings.batch_partitions,
@@ -230,29 +237,16 @@ def create_app(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    # One gate per source topic: acks in offset order, repeats skipped, holes re-read,
-    # and a hole accepted only when a direct read of the log shows it is a real gap.
-    gates = {
-        settings.input_topic: OffsetGate(seek, check_gap),
-        batch_topic_name: OffsetGate(seek, check_gap),
-    }
+    # Acks in offset order, repeats skipped, holes re-read, and a hole accepted only when
+    # a direct read of the log shows it is a real gap.
+    gates = {batch_topic_name: OffsetGate(seek, check_gap)}
+    # Stage 1 reads the input topic outside Faust (streams/input_consumer.py).
+    input_consumer = InputConsumer(settings, ingest, metrics)
+    app.stop_hooks.append(input_consumer.stop)
 
-    @app.agent(input_topic, concurrency=1)
-    async def ingest_agent(stream: Any) -> None:
-        offsets = gates[settings.input_topic]
-        async for event in stream.noack().events():
-            message = event.message
-            done = offsets.open(message.tp, message.offset, event.ack)
-            if done is None:
-                continue
-            received = Received(
-                source=SourcePosition(message.topic, message.partition, message.offset),
-                key=message.key,
-                timestamp=message.timestamp,
-                received_at=time.time(),
-                replay_count=_replay_count(message.headers),
-            )
-            ingest.handle(event.value, received, done)
+    @app.task
+    async def start_input() -> None:
+        await input_consumer.start()
 
     @app.agent(batch_topic, concurrency=1)
     async def batch_agent(stream: Any) -> None:
@@ -307,7 +301,7 @@ def create_app(
     async def report_lag() -> None:
         consumer = app.consumer
         for tp in consumer.assignment():
-            if tp.topic not in (settings.input_topic, batch_topic_name):
+            if tp.topic != batch_topic_name:
                 continue
             released = gates[tp.topic].released(tp)
             highwater = consumer.highwater(tp)
@@ -325,7 +319,7 @@ def create_app(
                     batch_topic_name, b"sweep", SWEEP_REQUEST + b":1}", tp.partition, None, None
                 )
 
-    del ingest_agent, batch_agent, run_scheduler, on_revoked, on_assigned, on_recovered
+    del start_input, batch_agent, run_scheduler, on_revoked, on_assigned, on_recovered
     del report_lag, request_sweep, catch_up_commits
     return app, pipeline
 
@@ -333,15 +327,3 @@ def create_app(
 def max_record_bytes(settings: Settings) -> int:
     """Largest record the worker produces: a maximal event plus its envelope or headers."""
     return max(settings.max_message_bytes, CHUNK_MAX_BYTES) * 2 + 65_536
-
-
-def _replay_count(headers: Any) -> int:
-    """The replay count `convstream replay` puts on messages it re-publishes."""
-    if not headers:
-        return 0
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    for name, value in items:
-        if name == REPLAY_COUNT_HEADER:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            return int(text) if text.isascii() and text.isdigit() else 0
-    return 0

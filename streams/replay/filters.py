@@ -12,7 +12,7 @@ cannot vouch for:
   the header missing or unparseable does not match, so it is skipped by that filter.
   Without that filter the field is never looked at.
 * ``convstream.replay_count`` missing or not a non-negative integer counts as 0, exactly as
-  the worker reads it (``streams.app._replay_count``), so both sides agree on the count.
+  the worker reads it (``streams.input_consumer.replay_count``), so both sides agree on the count.
 
 A record that fails a filter is ``FILTERED``; a record that passes every filter but was
 already replayed ``max_replays`` times is ``MAX_REPLAYS``. Both are "handled": the replay

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.app import _replay_count
+from streams.input_consumer import replay_count
 from streams.outcomes import ErrorInfo, Received, Resolution, output_records
 from streams.sinks import SourcePosition
 
@@ -21,16 +21,16 @@ from streams.sinks import SourcePosition
     ],
 )
 def test_the_worker_reads_the_replay_count_header(headers: object, count: int) -> None:
-    assert _replay_count(headers) == count
+    assert replay_count(headers) == count
 
 
-def test_a_dead_letter_carries_the_input_replay_count() -> None:
+def test_a_dead_letter_carries_the_inputreplay_count() -> None:
     received = Received(
         SourcePosition("in", 0, 5),
         b"k",
         1.0,
         2.0,
-        replay_count=_replay_count([("convstream.replay_count", b"4")]),
+        replay_count=replay_count([("convstream.replay_count", b"4")]),
     )
     resolution = Resolution(
         received=received,
