@@ -30,17 +30,19 @@ from streams.dedupe_table import LibrdkafkaChangelogTable
 from streams.faults import FaultPlan
 from streams.ingest import CHUNK_MAX_BYTES, Ingest
 from streams.input_consumer import InputConsumer
-from streams.kafka_read import first_offset_from
+from streams.kafka_read import first_offset_from, values_to_end
 from streams.metrics import Metrics
 from streams.outcomes import OutputRecord
 from streams.output import OutputProducer, Record
-from streams.pipeline import SWEEP_REQUEST, BatchPipeline
+from streams.pipeline import SWEEP_REQUEST, BatchPipeline, is_settlement
 from streams.sinks import Sink
 
 _log = logging.getLogger(__name__)
 
 LAG_INTERVAL_SECONDS = 2.0
 SHUTDOWN_DRAIN_SECONDS = 60.0
+READ_AHEAD_SECONDS = 20.0
+"""At most this long reading settlements ahead at an assignment (it delays the start)."""
 COMMIT_CATCH_UP_ROUNDS = 1000
 COMMIT_CATCH_UP_SECONDS = 1.0
 
@@ -204,6 +206,7 @@ def create_app(
         metrics,
         FaultPlan(settings.fault_kill_at),
         table_flush=flush_table,
+        forward=forward,
     )
     app.flush_hooks += [ingest.flush, pipeline.flush_now]
     app.drain_hooks += [ingest.drain, pipeline.drain]
@@ -257,6 +260,8 @@ def create_app(
             if done is None:
                 continue
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+            if not assignment_ready.is_set():  # Faust may resume fetching before it is
+                await assignment_ready.wait()
             await pipeline.wait_for_room()
             pipeline.handle_record(key, event.value, message.partition, done)
 
@@ -264,8 +269,12 @@ def create_app(
     async def run_scheduler() -> None:
         await pipeline.scheduler.run()
 
+    # Set once an assignment's start offsets and read-ahead settlements are in place.
+    assignment_ready = asyncio.Event()
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
+        assignment_ready.clear()
         # Faust waited for every open message to be acked before this signal.
         for offsets in gates.values():
             offsets.forget(revoked)
@@ -279,6 +288,13 @@ def create_app(
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
+        assignment_ready.clear()
+        try:
+            await prepare(assigned)
+        finally:
+            assignment_ready.set()
+
+    async def prepare(assigned: set[Any]) -> None:
         pipeline.resume()
         ours = [tp for tp in assigned if tp.topic in gates]
         loop = asyncio.get_running_loop()
@@ -287,6 +303,32 @@ def create_app(
         )
         for tp in ours:
             gates[tp.topic].start(tp, starts[(tp.topic, tp.partition)])
+        # Settlements after the committed offsets, read before the chunks they settle come
+        # again: a settled upload is then not repeated after a crash or a rebalance.
+        batch_starts = {partition: offset for (_, partition), offset in starts.items()}
+        started = time.monotonic()
+        try:
+            found, complete = await loop.run_in_executor(
+                None,
+                values_to_end,
+                settings.bootstrap_servers,
+                batch_topic_name,
+                batch_starts,
+                is_settlement,
+                READ_AHEAD_SECONDS,
+            )
+        except Exception as exc:  # without it settled uploads may repeat, nothing is lost
+            _log.warning("settlement read-ahead failed error=%s", type(exc).__name__)
+            return
+        for partition, value in found:
+            pipeline.read_ahead(value, partition)
+        _log.info(
+            "settlements read ahead: %d records from %d partitions in %.1fs%s",
+            len(found),
+            len(batch_starts),
+            time.monotonic() - started,
+            "" if complete else " (stopped at the time limit)",
+        )
 
     @app.timer(interval=COMMIT_CATCH_UP_SECONDS)
     async def catch_up_commits() -> None:

@@ -17,8 +17,11 @@ was read from, which survives the repartition hop, so a message redelivered afte
 crash is recognised as itself and processed again: it is never lost to its own earlier,
 half-finished attempt: if its upload is known to have succeeded it is answered
 ``uploaded`` again without a second upload; if the crash came between upload and
-settlement it is uploaded once more. So no key is uploaded more than twice, and both APIs
-ignore a repeated conversion with the same click id/order id.
+settlement it is uploaded once more. "Known" includes settlements that reached the batch
+topic but were not read back before the crash: the worker reads them ahead at every
+assignment (:meth:`DedupeGate.preload`), so only an upload caught in the milliseconds
+between the destination's answer and the settlement's broker ack is repeated (and both
+APIs ignore a repeated conversion with the same click id/order id).
 
 Expiry: a key older than the TTL counts as absent when read, and :meth:`DedupeGate.sweep`
 deletes expired keys, which writes tombstones to the changelog, so a recovered table does
@@ -179,7 +182,22 @@ class DedupeGate:
         self._clock = clock
         # key -> (its in-flight record, whether the table held the key when admitted)
         self._in_flight: dict[str, tuple[KeyRecord, bool]] = {}
+        # key -> the last settlement found ahead of the committed offset (see preload)
+        self._ahead: dict[str, KeyRecord] = {}
         self._count: int | None = None
+
+    def preload(self, key: str, status: KeyStatus, source: SourcePosition, partition: int) -> None:
+        """Remember a settlement that sits in the batch topic after the committed offset.
+
+        Why: after a crash the chunks after the committed offset are read again *before*
+        the settlements that follow them in the same partition, so without this an event
+        whose upload was already settled would be admitted as new and uploaded again, once
+        per crash. With the settlements read ahead (``streams.kafka_read``), such an event
+        is answered ``uploaded`` without a second upload; only an upload whose settlement
+        never reached the broker (a crash inside that window) is repeated. The entry is
+        dropped when the settlement itself is read and applied.
+        """
+        self._ahead[key] = KeyRecord(status, source, self._clock(), partition)
 
     def admit(self, key: str, source: SourcePosition, partition: int) -> Verdict:
         """Decide for one arriving event; an admitted key becomes ``in_flight``."""
@@ -192,7 +210,11 @@ class DedupeGate:
             # ``in`` first: most keys are new, and a miss through ``get`` costs an exception
             # inside Faust's table on every event.
             stored = key in self._table
-            record = _decode_or_none(self._table[key]) if stored else None
+            ahead = self._ahead.get(key) if self._ahead else None
+            if ahead is not None:  # newer than the table: it follows the committed offset
+                record = ahead
+            else:
+                record = _decode_or_none(self._table[key]) if stored else None
         verdict = decide(record, source, now, self._ttl)
         if verdict.admitted:
             self._in_flight[key] = (KeyRecord("in_flight", source, now, partition), stored)
@@ -204,6 +226,14 @@ class DedupeGate:
         Skipped when another source took the key over meanwhile, so a late settlement of
         an old attempt cannot overwrite a newer one.
         """
+        # The newest settlement of the key in the unread tail is applied now: it wins over
+        # an older row of another source even though that source is not in flight here.
+        newest = False
+        if self._ahead:
+            ahead = self._ahead.get(key)
+            if ahead is not None and ahead.source == source and ahead.status == status:
+                del self._ahead[key]
+                newest = True
         flying = self._in_flight.get(key)
         if flying is not None:
             if flying[0].source != source:
@@ -213,7 +243,7 @@ class DedupeGate:
         else:
             stored = self._table.get(key)
             record = _decode_or_none(stored)
-            if record is not None and record.source != source:
+            if record is not None and record.source != source and not newest:
                 return
             existed = stored is not None
         self._table[key] = KeyRecord(status, source, self._clock(), partition).encode()
@@ -225,6 +255,9 @@ class DedupeGate:
         for key, (record, _) in list(self._in_flight.items()):
             if record.partition in partitions:
                 del self._in_flight[key]
+        for key, ahead in list(self._ahead.items()):
+            if ahead.partition in partitions:
+                del self._ahead[key]
 
     def expired_keys(self, partition: int) -> Iterator[str]:
         """Keys owned by ``partition`` whose TTL has passed."""

@@ -112,6 +112,7 @@ class InputConsumer:
                 "max.partition.fetch.bytes": fetch_bytes,
                 "fetch.max.bytes": max(fetch_bytes, 52_428_800),
                 "log.connection.close": False,
+                "on_commit": self._on_commit,
             }
         )
         self._consumer.subscribe(
@@ -224,14 +225,22 @@ class InputConsumer:
             return
         try:
             if synchronous:
-                consumer.commit(offsets=offsets, asynchronous=False)
-            else:
+                done = consumer.commit(offsets=offsets, asynchronous=False)
+                self._on_commit(None, done or [])
+            else:  # _on_commit records it once the broker answered
                 consumer.commit(offsets=offsets, asynchronous=True)
         except Exception as exc:  # a failed commit re-reads, never loses
             _log.warning("input commit failed error=%s", type(exc).__name__)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Remember what the broker confirmed, so a failed commit (e.g. during a group
+        join) is sent again at the next interval instead of being taken as done."""
+        if error is not None:
+            _log.warning("input commit failed error=%s", error.name())
             return
-        for tp in offsets:
-            self._committed[tp.partition] = tp.offset
+        for tp in partitions:
+            if tp.error is None and tp.offset >= 0:
+                self._committed[tp.partition] = tp.offset
 
     def _report_lag(self) -> None:
         consumer = self._consumer

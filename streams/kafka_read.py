@@ -1,5 +1,5 @@
-"""Reading a topic to its end with librdkafka: shared by the bulk changelog restore and
-``convstream replay``.
+"""Reading a topic to its end with librdkafka: shared by the bulk changelog restore,
+``convstream replay`` and the worker's read-ahead of settlements.
 
 Both need partition EOF as their end signal rather than the high watermark read up
 front, because the embedded tansu broker reports a partition's end too early (see
@@ -9,7 +9,7 @@ KAFKA-NOTES.md); the consumer must be created with ``enable.partition.eof``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -68,3 +68,44 @@ def first_offset_from(
         return None
     finally:
         consumer.close()
+
+
+def values_to_end(
+    bootstrap: str,
+    topic: str,
+    starts: dict[int, int],
+    keep: Callable[[bytes], bool],
+    timeout: float,
+) -> tuple[list[tuple[int, bytes]], bool]:
+    """The values ``keep`` accepts, as (partition, value) in log order, from each
+    partition's start offset to its end. Blocking; no group.
+
+    Returns what was found and whether every partition was read to its end within
+    ``timeout`` (a partial answer is still a correct subset).
+    """
+    if not starts:
+        return [], True
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "convstream-read-ahead",  # required by librdkafka; nothing committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "log.connection.close": False,
+        }
+    )
+    found: list[tuple[int, bytes]] = []
+    pending = set(starts)
+    try:
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in starts.items()])
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for partition, _offset, message in data_messages(
+                consumer.consume(10_000, 0.5), pending
+            ):
+                value = message.value()
+                if value is not None and keep(value):
+                    found.append((partition, value))
+    finally:
+        consumer.close()
+    return found, not pending

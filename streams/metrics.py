@@ -50,6 +50,13 @@ class Metrics:
             ["destination"],
             registry=registry,
         )
+        self.events_carried_over = Counter(
+            "convstream_events_carried_over_total",
+            "Events still retrying at a rebalance or shutdown, handed to the partition's "
+            "next reader instead of being failed.",
+            ["destination"],
+            registry=registry,
+        )
         self.conversions_uploaded = Counter(
             "convstream_conversions_uploaded_total",
             "Events the destination accepted (or validated, in a dry run).",

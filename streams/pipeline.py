@@ -18,8 +18,9 @@ read again after a restart (at-least-once)::
 
 Retryable errors retry the same batch with exponential backoff and jitter until
 ``CONVSTREAM_RETRY_MAX_SECONDS`` runs out; the events then become ``failed`` results and
-dead letters. Each batch key flushes in its own task, so one slow account never holds up
-the others.
+dead letters. A rebalance or shutdown cuts the waits short; events still retrying then are
+carried over (re-sent as a chunk to their own partition) rather than failed. Each batch
+key flushes in its own task, so one slow account never holds up the others.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ from streams.config import Settings
 from streams.dedupe import DedupeGate, KeyStatus, Verdict, dedupe_key
 from streams.event_model import Event
 from streams.faults import FaultPlan
-from streams.ingest import decode_item
+from streams.ingest import (
+    CHUNK_MAX_BYTES,
+    CHUNK_MAX_EVENTS,
+    Forward,
+    decode_item,
+    encode_chunk,
+    encode_item,
+)
 from streams.metrics import Metrics
 from streams.outcomes import ErrorInfo, OutputRecord, Received, Resolution, output_records
 from streams.sinks import (
@@ -138,8 +146,10 @@ class BatchPipeline:
         monotonic: Callable[[], float] = time.monotonic,
         backoff_base: float = _BACKOFF_BASE,
         table_flush: Callable[[], Awaitable[None]] | None = None,
+        forward: Forward | None = None,
     ) -> None:
         self._settings = settings
+        self._forward = forward
         self._table_flush = table_flush
         self._sinks = sinks
         self._gate = gate
@@ -258,6 +268,21 @@ class BatchPipeline:
         )
         self._spawn(self._deliver([resolution], [counter]))
 
+    def read_ahead(self, value: bytes, partition: int) -> None:
+        """A settlement found after the committed offset of ``partition`` before reading
+        it: its keys are known settled before their chunks come again (see
+        :meth:`DedupeGate.preload`). Anything else is ignored."""
+        if not is_settlement(value):
+            return
+        try:
+            entries = orjson.loads(value)["settle"]
+        except (ValueError, KeyError, TypeError):
+            return  # read again in order and reported there
+        for key, status, topic, source_partition, offset in entries:
+            self._gate.preload(
+                key, status, SourcePosition(topic, source_partition, offset), partition
+            )
+
     def _apply_settlement(self, value: bytes, partition: int) -> None:
         for key, status, topic, source_partition, offset in orjson.loads(value)["settle"]:
             source = SourcePosition(topic, source_partition, offset)
@@ -337,9 +362,17 @@ class BatchPipeline:
         self._metrics.batch_size.labels(key.destination).observe(len(pending))
         outcomes, attempts = await self._write_with_retries(key, batch_id, pending)
         self._faults.hit("after_upload")
+        carried = [p for p, o in zip(pending, outcomes, strict=True) if o is None]
+        if carried:
+            await self._carry_over(carried)
+            pending = [p for p, o in zip(pending, outcomes, strict=True) if o is not None]
+            outcomes = [o for o in outcomes if o is not None]
+            if not pending:
+                return
         resolutions = [
             _resolution(p, outcome, batch_id, attempts, self._settings.dry_run)
             for p, outcome in zip(pending, outcomes, strict=True)
+            if outcome is not None
         ]
         await self._deliver(resolutions, [])
         self._faults.hit("after_publish")
@@ -352,10 +385,35 @@ class BatchPipeline:
         for p in pending:
             p.done()
 
+    async def _carry_over(self, carried: list[Pending]) -> None:
+        """Hand events still waiting for a retry to the partition's next reader.
+
+        At a rebalance or shutdown the retry waits are cut short, so that Faust's wait for
+        acks ends in seconds. The events whose destination is still failing get no
+        result: they are written again, unchanged (source position included), as a new
+        chunk on their own batch-topic partition, and their old chunk is acked once the
+        broker holds the copy. Whoever owns the partition next uploads them, so an outage
+        that spans a deploy or a rebalance costs time, not dead letters.
+        """
+        forward = self._forward
+        assert forward is not None  # only carried over when there is somewhere to send it
+        partition = carried[0].partition
+        items = [encode_item(p.event, p.received) for p in carried]
+        for chunk in chunked(items, CHUNK_MAX_EVENTS, CHUNK_MAX_BYTES):
+            await forward(partition, encode_chunk(chunk))
+        self._metrics.events_carried_over.labels(carried[0].event.destination).inc(len(carried))
+        _log.info("carried over events=%d partition=%d", len(carried), partition)
+        for p in carried:
+            self._pending_sources.pop(p.received.source, None)
+            p.done()
+
     async def _write_with_retries(
         self, key: BatchKey, batch_id: str, pending: list[Pending]
-    ) -> tuple[list[EventOutcome], int]:
-        """Write until every event has a final outcome or the retry budget is spent."""
+    ) -> tuple[list[EventOutcome | None], int]:
+        """Write until every event has a final outcome or the retry budget is spent.
+
+        ``None`` for an event means: still retryable when a rebalance or shutdown cut the
+        retries short (it is carried over, see :meth:`_carry_over`)."""
         sink = self._sinks[key.destination]
         metrics = self._metrics
         destination = key.destination
@@ -410,6 +468,8 @@ class BatchPipeline:
             if not todo:
                 break
             delay = backoff(attempt, retry_after, self._backoff_base)
+            if self._interrupt.is_set() and self._forward is not None:
+                return [None if i in todo else final[i] for i in range(len(pending))], attempt
             if self._interrupt.is_set():
                 note = " (retries cut short by a rebalance or shutdown; replay it)"
                 break
@@ -418,15 +478,15 @@ class BatchPipeline:
                 break
             metrics.upload_retries.labels(destination).inc()
             await self._interruptible_sleep(delay)
-        outcomes = [final[i] for i in range(len(pending))]
+        ended: list[EventOutcome | None] = [final[i] for i in range(len(pending))]
         if note:
-            outcomes = [
+            ended = [
                 dataclasses.replace(o, message=(o.message or "") + note)
-                if o.status == "retryable"
+                if o is not None and o.status == "retryable"
                 else o
-                for o in outcomes
+                for o in ended
             ]
-        return outcomes, attempt
+        return ended, attempt
 
     async def _interruptible_sleep(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -491,6 +551,23 @@ class BatchPipeline:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             _log.error("delivery failed error=%s", type(task.exception()).__name__)
+
+
+def chunked(items: list[bytes], max_items: int, max_bytes: int) -> list[list[bytes]]:
+    """Items in order, split so that no chunk has more than ``max_items`` items or (unless
+    one item alone is bigger) more than ``max_bytes`` bytes."""
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for item in items:
+        if current and (len(current) >= max_items or size + len(item) + 1 > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += len(item) + 1
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _event_from(key: BatchKey, item: list[Any]) -> Event:

@@ -9,6 +9,7 @@ import collections
 import signal
 from pathlib import Path
 
+import orjson
 import pytest
 from event_factory import click, encode, yandex
 from worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
@@ -16,6 +17,8 @@ from worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_unt
 from streams.dedupe import dedupe_key
 from streams.event_model import Event
 from streams.events import parse_event
+from streams.kafka_read import values_to_end
+from streams.pipeline import is_settlement
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +155,57 @@ def test_restarts_with_waiting_input_lose_nothing_and_keep_dedupe_state(
         counts = collections.Counter(worker.uploads())
         assert set(counts) == {_key(v) for v in uploaded}
         assert max(counts.values()) == 1, "a clean stop and restart uploads nothing twice"
+
+
+def _settled_uploads(bootstrap: str, app_id: str, partitions: int) -> set[str]:
+    """Keys whose settlement (status ``uploaded``) reached the batch topic."""
+    found, complete = values_to_end(
+        bootstrap, f"{app_id}-batches", dict.fromkeys(range(partitions), 0), is_settlement, 30
+    )
+    assert complete
+    return {
+        entry[0]
+        for _, value in found
+        for entry in orjson.loads(value)["settle"]
+        if entry[1] == "uploaded"
+    }
+
+
+def test_an_upload_settled_before_a_sigkill_is_not_repeated(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The kill lands after settlements reached the broker but before their chunks were
+    committed. The restarted worker reads those settlements ahead of the chunks, so it
+    answers their events ``uploaded`` again without a second upload; only batches caught
+    between upload and settlement are uploaded again."""
+    topics = Topics(kafka_bootstrap)
+    values = _events(0, 300)
+    produce(kafka_bootstrap, topics.input, values)
+    positions = _input_positions(kafka_bootstrap, topics.input, len(values))
+    env = {
+        "CONVSTREAM_BATCH_MAX_SIZE": "20",
+        "CONVSTREAM_BATCH_WINDOW_SECONDS": "0.3",
+        "CONVSTREAM_BATCH_PARTITIONS": "4",
+    }
+    with (
+        WorkerProcess(topics, tmp_path, **env) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        worker.start(CONVSTREAM_FAULT_KILL_AT="after_settle:3")
+        assert worker.wait_exit(90) == -signal.SIGKILL
+        settled = _settled_uploads(kafka_bootstrap, topics.app_id, 4)
+        assert len(settled) >= 3 * 1, "three batches were settled before the kill"
+
+        worker.start()
+        wait_until(
+            lambda: (results.poll(0.1), _answered(results) >= set(positions))[1],
+            90,
+            "a result for every input message",
+        )
+        uploads = collections.Counter(worker.uploads())
+        repeated = {key for key in settled if uploads[key] != 1}
+        assert not repeated, f"{len(repeated)} settled uploads were uploaded again"
+        assert "settlements read ahead" in worker.log_text()
+        again = [r for r in results.values() if r["dedupe_key"] in settled]
+        assert {r["status"] for r in again} == {"uploaded"}
+        assert worker.stop() == 0

@@ -154,6 +154,39 @@ def test_forget_drops_in_flight_keys_of_revoked_partitions_only() -> None:
     assert gate.admit("p1", THERE, 1) is Verdict.DUPLICATE
 
 
+def test_a_settlement_read_ahead_answers_its_own_message_without_a_second_upload() -> None:
+    """After a crash the chunk comes again before its settlement: the settlement read
+    ahead decides it (the table alone, still empty, would say NEW)."""
+    table: dict[str, Any] = {}
+    gate = DedupeGate(table, DAY, Clock())
+    gate.preload("k", "uploaded", HERE, partition=3)
+    assert table == {}, "read ahead, not written: the settlement is written when read"
+    assert gate.admit("k", HERE, 3) is Verdict.UPLOADED
+    assert gate.admit("k", THERE, 3) is Verdict.DUPLICATE
+    gate.preload("f", "failed", HERE, partition=3)
+    assert gate.admit("f", HERE, 3) is Verdict.RETRY
+
+
+def test_a_settlement_read_ahead_is_dropped_when_applied_and_wins_over_an_older_row() -> None:
+    table: dict[str, Any] = {"k": KeyRecord("failed", THERE, 999_000.0, 0).encode()}
+    gate = DedupeGate(table, DAY, Clock())
+    gate.preload("k", "uploaded", HERE, 0)
+    assert gate.admit("k", HERE, 0) is Verdict.UPLOADED, "newer than the table's row"
+    gate.settle("k", "uploaded", HERE, 0)  # the settlement itself is read and applied
+    assert KeyRecord.decode(table["k"]).source == HERE
+    table["k"] = KeyRecord("failed", THERE, 999_000.0, 0).encode()  # a later write wins now
+    assert gate.admit("k", HERE, 0) is Verdict.RETRY
+
+
+def test_forget_drops_settlements_read_ahead_of_revoked_partitions_only() -> None:
+    gate = DedupeGate({}, DAY, Clock())
+    gate.preload("p0", "uploaded", HERE, 0)
+    gate.preload("p1", "uploaded", HERE, 1)
+    gate.forget({0})
+    assert gate.admit("p0", HERE, 0) is Verdict.NEW
+    assert gate.admit("p1", HERE, 1) is Verdict.UPLOADED
+
+
 def test_a_corrupt_stored_value_counts_as_absent() -> None:
     gate = DedupeGate({"k": ["garbage"]}, DAY, Clock())
     assert gate.admit("k", HERE, 0) is Verdict.NEW

@@ -18,7 +18,7 @@ from streams.events import parse_event
 from streams.ingest import encode_chunk, encode_item
 from streams.metrics import Metrics
 from streams.outcomes import OutputRecord, Received
-from streams.pipeline import BatchPipeline, backoff, encode_settlement
+from streams.pipeline import BatchPipeline, backoff, chunked, encode_settlement
 from streams.sinks import (
     AccountBatch,
     BatchKey,
@@ -306,6 +306,102 @@ def test_shutdown_cuts_retry_waits_short_and_says_so() -> None:
     h = run(scenario())
     assert [r["status"] for r in h.results()] == ["failed"] * 3
     assert "cut short by a rebalance or shutdown" in h.results()[0]["error"]["message"]
+
+
+class CarryHarness(Harness):
+    """A Harness whose pipeline can carry events over: forwarded chunks are kept."""
+
+    def __init__(self, settings: Settings = SETTINGS, **sinks: Any) -> None:
+        super().__init__(settings, **sinks)
+        self.forwarded: list[tuple[int, bytes]] = []
+        self.pipeline._forward = self.forward
+
+    async def forward(self, partition: int, value: bytes) -> None:
+        self.forwarded.append((partition, value))
+        self.log.append("forward")
+
+
+class FirstOnlySink(RecordingSink):
+    """Accepts the first event of every batch; the destination fails the others."""
+
+    async def write(self, batch: AccountBatch) -> Sequence[EventOutcome]:
+        return [EventOutcome("uploaded")] + [
+            EventOutcome("retryable", "UNAVAILABLE", "down") for _ in batch.events[1:]
+        ]
+
+
+def test_a_shutdown_during_an_outage_carries_the_batch_over_instead_of_failing_it() -> None:
+    async def scenario() -> CarryHarness:
+        settings = dataclasses.replace(SETTINGS, retry_max_seconds=3600)
+        h = CarryHarness(settings, google_ads=LoggingSink("google_ads", [], fail_times=1000))
+        h.pipeline._backoff_base = 600.0
+        h.send(click(1), click(2), click(3), partition=5)
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert h.results() == [], "no result: the next reader answers them"
+    assert h.dead_letters() == []
+    assert h.log[-2:] == ["forward", "ack 2"], "acked only once the broker holds the copy"
+    [(partition, value)] = h.forwarded
+    assert partition == 5, "back to its own batch-topic partition"
+    items = orjson.loads(value)["events"]
+    assert [item[8] for item in items] == [0, 1, 2], "source positions travel unchanged"
+    carried = h.metrics.events_carried_over.labels("google_ads")._value.get()
+    assert carried == 3
+
+    async def next_reader() -> Harness:
+        again = Harness()
+        again.pipeline.handle_record(str(BatchKey.parse(items[0][0])), value, 5, lambda: None)
+        await again.pipeline.drain()
+        return again
+
+    again = run(next_reader())
+    assert [(r["status"], r["source"]["offset"]) for r in again.results()] == [
+        ("uploaded", 0),
+        ("uploaded", 1),
+        ("uploaded", 2),
+    ]
+
+
+def test_only_the_events_still_retrying_are_carried_over() -> None:
+    async def scenario() -> CarryHarness:
+        h = CarryHarness(google_ads=FirstOnlySink("google_ads"))
+        h.pipeline._backoff_base = 600.0
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert [(r["status"], r["source"]["offset"]) for r in h.results()] == [("uploaded", 0)]
+    [(_, value)] = h.forwarded
+    assert [item[8] for item in orjson.loads(value)["events"]] == [1, 2]
+    assert h.log[-1] == "ack 2"
+
+
+def test_chunked_keeps_order_and_limits() -> None:
+    items = [b"a" * 10, b"b" * 10, b"c" * 30, b"d"]
+    assert chunked(items, 2, 1000) == [items[:2], items[2:]]
+    assert chunked(items, 10, 25) == [items[:2], [items[2]], [items[3]]]
+    assert chunked([], 2, 10) == []
+
+
+def test_settlements_read_ahead_answer_a_resent_chunk_without_uploading() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send(click(1), click(2), click(3))  # fills a batch: uploaded and settled
+        await h.pipeline.drain()
+        [(_, _, settlement)] = h.settlements
+        crashed = Harness()  # a new process: empty table, the settlement not yet read
+        crashed.pipeline.read_ahead(settlement, 0)
+        crashed.pipeline.read_ahead(b'{"events":[]}', 0)  # chunks are ignored
+        crashed.send(click(1), click(2), click(3))
+        await crashed.pipeline.drain()
+        return crashed
+
+    crashed = run(scenario())
+    assert not any(line.startswith("write") for line in crashed.log), "no second upload"
+    assert [r["status"] for r in crashed.results()] == ["uploaded"] * 3
 
 
 class BlockingSink(RecordingSink):
