@@ -60,6 +60,10 @@ class ConvstreamApp(faust.App):
         what it read, while the producers and Faust's consumer still run."""
         self.home_loop: asyncio.AbstractEventLoop | None = None
         """The loop the app (its agents, sinks and producers) runs on."""
+        self.read_ahead_from: dict[int, int] = {}
+        """Batch partition -> the offset settlements were last read ahead from."""
+        self.read_ahead_at_start: Callable[[], None] = lambda: None
+        """Read settlements ahead before the worker joins (set by :func:`create_app`)."""
 
     async def on_first_start(self) -> None:
         self.home_loop = asyncio.get_running_loop()
@@ -260,8 +264,6 @@ def create_app(
             if done is None:
                 continue
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-            if not assignment_ready.is_set():  # Faust may resume fetching before it is
-                await assignment_ready.wait()
             await pipeline.wait_for_room()
             pipeline.handle_record(key, event.value, message.partition, done)
 
@@ -269,12 +271,8 @@ def create_app(
     async def run_scheduler() -> None:
         await pipeline.scheduler.run()
 
-    # Set once an assignment's start offsets and read-ahead settlements are in place.
-    assignment_ready = asyncio.Event()
-
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
-        assignment_ready.clear()
         # Faust waited for every open message to be acked before this signal.
         for offsets in gates.values():
             offsets.forget(revoked)
@@ -282,19 +280,64 @@ def create_app(
             if tp.topic in gates:  # the new owner reports this partition's lag from now on
                 with contextlib.suppress(KeyError):
                     metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-        pipeline.forget({tp.partition for tp in revoked if tp.topic == batch_topic_name})
+        lost = {tp.partition for tp in revoked if tp.topic == batch_topic_name}
+        pipeline.forget(lost)
+        for partition in lost:  # its settlements read ahead are dropped with it
+            app.read_ahead_from.pop(partition, None)
 
     committed = CommittedOffsets(settings.bootstrap_servers, settings.app_id)
 
+    def read_settlements(starts: dict[int, int]) -> list[tuple[int, bytes]]:
+        """Blocking: the settlements after ``starts`` in the batch topic (see
+        :meth:`streams.dedupe.DedupeGate.preload` for why)."""
+        started = time.monotonic()
+        try:
+            found, complete = values_to_end(
+                settings.bootstrap_servers,
+                batch_topic_name,
+                starts,
+                is_settlement,
+                READ_AHEAD_SECONDS,
+            )
+        except Exception as exc:  # without it settled uploads may repeat; nothing is lost
+            _log.warning("settlement read-ahead failed error=%s", type(exc).__name__)
+            return []
+        app.read_ahead_from.update(starts)
+        _log.info(
+            "settlements read ahead: %d records from %d partitions in %.1fs%s",
+            len(found),
+            len(starts),
+            time.monotonic() - started,
+            "" if complete else " (stopped at the time limit)",
+        )
+        return found
+
+    def feed_read_ahead(found: list[tuple[int, bytes]]) -> None:
+        for partition, value in found:
+            pipeline.read_ahead(value, partition)
+
+    def read_ahead_at_start() -> None:
+        """Before joining the group (blocking, no loop yet): read the settlements after
+        every batch partition's committed offset. After a crash the restarted worker gets
+        its partitions back and Faust delivers their chunks at once, so reading them in
+        the assignment callback would come too late for the first chunks."""
+        partitions = [(batch_topic_name, p) for p in range(settings.batch_partitions)]
+        # Its own reader: a lookup of a topic that does not exist yet (first start) leaves
+        # librdkafka's metadata cache saying so, which the assignment's fetch must not see.
+        reader = CommittedOffsets(settings.bootstrap_servers, settings.app_id)
+        try:
+            starts = reader.fetch(partitions)
+        except Exception as exc:  # a first start: no batch topic yet, nothing to read
+            _log.info("no settlements to read ahead (%s)", type(exc).__name__)
+            return
+        finally:
+            reader.close()
+        feed_read_ahead(read_settlements({p: offset for (_, p), offset in starts.items()}))
+
+    app.read_ahead_at_start = read_ahead_at_start
+
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
-        assignment_ready.clear()
-        try:
-            await prepare(assigned)
-        finally:
-            assignment_ready.set()
-
-    async def prepare(assigned: set[Any]) -> None:
         pipeline.resume()
         ours = [tp for tp in assigned if tp.topic in gates]
         loop = asyncio.get_running_loop()
@@ -303,32 +346,17 @@ def create_app(
         )
         for tp in ours:
             gates[tp.topic].start(tp, starts[(tp.topic, tp.partition)])
-        # Settlements after the committed offsets, read before the chunks they settle come
-        # again: a settled upload is then not repeated after a crash or a rebalance.
-        batch_starts = {partition: offset for (_, partition), offset in starts.items()}
-        started = time.monotonic()
-        try:
-            found, complete = await loop.run_in_executor(
-                None,
-                values_to_end,
-                settings.bootstrap_servers,
-                batch_topic_name,
-                batch_starts,
-                is_settlement,
-                READ_AHEAD_SECONDS,
-            )
-        except Exception as exc:  # without it settled uploads may repeat, nothing is lost
-            _log.warning("settlement read-ahead failed error=%s", type(exc).__name__)
-            return
-        for partition, value in found:
-            pipeline.read_ahead(value, partition)
-        _log.info(
-            "settlements read ahead: %d records from %d partitions in %.1fs%s",
-            len(found),
-            len(batch_starts),
-            time.monotonic() - started,
-            "" if complete else " (stopped at the time limit)",
-        )
+        # A partition taken over from another worker: its settlements after the committed
+        # offset (the ones read at start-up cover the partitions as they were then).
+        batch_starts = {
+            partition: offset
+            for (_, partition), offset in starts.items()
+            if app.read_ahead_from.get(partition) != offset
+        }
+        pipeline.keep_read_ahead({partition for (_, partition) in starts})
+        if batch_starts:
+            found = await loop.run_in_executor(None, read_settlements, batch_starts)
+            feed_read_ahead(found)
 
     @app.timer(interval=COMMIT_CATCH_UP_SECONDS)
     async def catch_up_commits() -> None:

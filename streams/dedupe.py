@@ -259,6 +259,12 @@ class DedupeGate:
             if ahead.partition in partitions:
                 del self._ahead[key]
 
+    def keep_read_ahead(self, partitions: set[int]) -> None:
+        """Drop settlements read ahead for any partition not in ``partitions``."""
+        for key, ahead in list(self._ahead.items()):
+            if ahead.partition not in partitions:
+                del self._ahead[key]
+
     def expired_keys(self, partition: int) -> Iterator[str]:
         """Keys owned by ``partition`` whose TTL has passed."""
         cutoff = self._clock() - self._ttl

@@ -283,6 +283,10 @@ class BatchPipeline:
                 key, status, SourcePosition(topic, source_partition, offset), partition
             )
 
+    def keep_read_ahead(self, partitions: set[int]) -> None:
+        """Drop settlements read ahead for partitions this worker was not given."""
+        self._gate.keep_read_ahead(partitions)
+
     def _apply_settlement(self, value: bytes, partition: int) -> None:
         for key, status, topic, source_partition, offset in orjson.loads(value)["settle"]:
             source = SourcePosition(topic, source_partition, offset)

@@ -186,6 +186,7 @@ def run_worker(settings: Settings) -> int:
             settings.batch_partitions,
             tp_factory=faust.types.TP,
         )
+    app.read_ahead_at_start()
     lifecycle = SinkLifecycle(sinks, publisher)
     worker = ConvstreamWorker(
         app, lifecycle, readiness=metrics.readiness, loglevel="INFO", quiet=True
