@@ -20,7 +20,8 @@ loop has delivered and acked everything of the revoked partitions, then commits:
 owner starts exactly after what this worker answered.
 
 Back-pressure: at most ``max_in_flight`` messages are handed to the loop and not yet acked;
-beyond that the thread stops fetching (the backlog waits in Kafka, not in memory).
+beyond that the thread pauses its partitions and keeps polling (the backlog waits in
+Kafka, not in memory, and the group still hears from this member).
 
 The group is ``<app_id>-ingest``, apart from Faust's ``<app_id>`` group (which keeps the
 batch topic). A partition the new group has never committed starts where the Faust group
@@ -57,6 +58,7 @@ POLL_SECONDS: Final = 0.2
 COMMIT_INTERVAL_SECONDS: Final = 1.0
 LAG_INTERVAL_SECONDS: Final = 2.0
 REVOKE_DRAIN_SECONDS: Final = 60.0
+MAX_POLL_INTERVAL_MS: Final = 30_000
 
 
 def ingest_group(settings: Settings) -> str:
@@ -107,6 +109,10 @@ class InputConsumer:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": session_ms,
+                # Also the rebalance timeout: how long a join may wait for a member that is
+                # going away. tansu waits it out in full when a member leaves during a join
+                # (300 s by default); the thread polls every 0.2 s, so 30 s is plenty.
+                "max.poll.interval.ms": max(MAX_POLL_INTERVAL_MS, session_ms + 1000),
                 "heartbeat.interval.ms": max(200, session_ms // 6),
                 "partition.assignment.strategy": "range",
                 "max.partition.fetch.bytes": fetch_bytes,
@@ -145,13 +151,18 @@ class InputConsumer:
         assert consumer is not None
         assert self._loop is not None
         next_commit = next_lag = time.monotonic()
+        paused = False
         try:
             while not self._stopping.is_set():
-                with self._room:
-                    while self._in_flight >= self._max_in_flight and not self._stopping.is_set():
-                        self._room.wait(POLL_SECONDS)
-                if self._stopping.is_set():
-                    break
+                # Full: pause fetching but keep polling, so the group (heartbeats, rebalance
+                # callbacks) never sees this member as stuck.
+                # (Paused again every round: a rebalance meanwhile assigns unpaused.)
+                full = self._in_flight >= self._max_in_flight
+                if full:
+                    consumer.pause(consumer.assignment())
+                elif paused:
+                    consumer.resume(consumer.assignment())
+                paused = full
                 messages = consumer.consume(BATCH_MESSAGES, POLL_SECONDS)
                 data = [m for m in messages if self._usable(m)]
                 if data:
