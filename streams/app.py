@@ -41,6 +41,11 @@ _log = logging.getLogger(__name__)
 
 LAG_INTERVAL_SECONDS = 2.0
 SHUTDOWN_DRAIN_SECONDS = 60.0
+SHUTDOWN_RETRY_SECONDS = 45.0
+SHUTDOWN_QUIET_SECONDS = 1.0
+"""At shutdown, the batch stage drains until no record came for this long."""
+"""At shutdown, retrying batches go on retrying this long (a short outage costs time, not
+dead letters), within SHUTDOWN_DRAIN_SECONDS."""
 READ_AHEAD_SECONDS = 20.0
 """At most this long reading settlements ahead at an assignment (it delays the start)."""
 COMMIT_CATCH_UP_ROUNDS = 1000
@@ -213,7 +218,7 @@ def create_app(
         forward=forward,
     )
     app.flush_hooks += [ingest.flush, pipeline.flush_now]
-    app.drain_hooks += [ingest.drain, pipeline.drain]
+    app.drain_hooks += [ingest.drain, lambda: pipeline.drain_until_quiet(SHUTDOWN_QUIET_SECONDS)]
     tasks: set[asyncio.Task[None]] = set()
 
     def seek(tp: Any, offset: int) -> None:
@@ -250,6 +255,11 @@ def create_app(
     # Stage 1 reads the input topic outside Faust (streams/input_consumer.py).
     input_consumer = InputConsumer(settings, ingest, metrics)
     app.stop_hooks.append(input_consumer.stop)
+
+    async def stop_pipeline() -> None:
+        pipeline.begin_shutdown(SHUTDOWN_RETRY_SECONDS)
+
+    app.stop_hooks.append(stop_pipeline)
 
     @app.task
     async def start_input() -> None:

@@ -19,7 +19,8 @@ read again after a restart (at-least-once)::
 Retryable errors retry the same batch with exponential backoff and jitter until
 ``CONVSTREAM_RETRY_MAX_SECONDS`` runs out; the events then become ``failed`` results and
 dead letters. A rebalance or shutdown cuts the waits short; events still retrying then are
-carried over (re-sent as a chunk to their own partition) rather than failed. Each batch
+carried over (re-sent as a chunk to their own partition) rather than failed; at shutdown
+they keep retrying for most of the shutdown grace first. Each batch
 key flushes in its own task, so one slow account never holds up the others.
 """
 
@@ -150,6 +151,9 @@ class BatchPipeline:
     ) -> None:
         self._settings = settings
         self._forward = forward
+        self._stopping = False
+        self._stop_retries_at = 0.0
+        self._last_record_at = 0.0
         self._table_flush = table_flush
         self._sinks = sinks
         self._gate = gate
@@ -176,6 +180,7 @@ class BatchPipeline:
 
     def handle_record(self, key: str, value: bytes, partition: int, ack: Ack) -> None:
         """One batch-topic record: a chunk or a settlement."""
+        self._last_record_at = time.monotonic()
         if is_settlement(value):
             self._apply_settlement(value, partition)
             self._metrics.dedupe_keys.set(len(self._gate))
@@ -297,6 +302,13 @@ class BatchPipeline:
 
     # --- lifecycle ---------------------------------------------------------------------
 
+    def begin_shutdown(self, retry_seconds: float) -> None:
+        """The worker is stopping: batches that are retrying go on retrying (within the
+        budget) for ``retry_seconds`` more, then end ``failed`` (dead-lettered, replayable).
+        Not carried over: this worker would read the copy back itself."""
+        self._stopping = True
+        self._stop_retries_at = time.monotonic() + retry_seconds
+
     def flush_now(self) -> None:
         """Flush every buffered batch and cut retry waits short (rebalance, shutdown)."""
         self._interrupt.set()
@@ -344,6 +356,17 @@ class BatchPipeline:
     def resume(self) -> None:
         """After a rebalance: retries wait their backoff again."""
         self._interrupt.clear()
+
+    async def drain_until_quiet(self, quiet_seconds: float) -> None:
+        """Drain, and again while records keep arriving: at shutdown Faust still delivers
+        chunks forwarded just before stage 1 stopped, and stops only once every delivered
+        message is acked, so each of them must be answered here."""
+        while True:
+            await self.drain()
+            idle = time.monotonic() - self._last_record_at
+            if idle >= quiet_seconds and self._open_events == 0:
+                return
+            await asyncio.sleep(max(0.05, quiet_seconds - idle))
 
     async def drain(self) -> None:
         """Flush everything and wait until every batch and duplicate is acked."""
@@ -399,6 +422,8 @@ class BatchPipeline:
         broker holds the copy. Whoever owns the partition next uploads them, so an outage
         that spans a deploy or a rebalance costs time, not dead letters.
         """
+        for p in carried:
+            self._pending_sources.pop(p.received.source, None)
         forward = self._forward
         assert forward is not None  # only carried over when there is somewhere to send it
         partition = carried[0].partition
@@ -408,7 +433,6 @@ class BatchPipeline:
         self._metrics.events_carried_over.labels(carried[0].event.destination).inc(len(carried))
         _log.info("carried over events=%d partition=%d", len(carried), partition)
         for p in carried:
-            self._pending_sources.pop(p.received.source, None)
             p.done()
 
     async def _write_with_retries(
@@ -472,6 +496,16 @@ class BatchPipeline:
             if not todo:
                 break
             delay = backoff(attempt, retry_after, self._backoff_base)
+            if self._interrupt.is_set() and self._stopping:
+                # A stopping worker keeps retrying while its grace lasts: a copy carried
+                # over now would come back to it, and Faust waits for every message it
+                # delivered to be acked before it stops.
+                if time.monotonic() + delay < self._stop_retries_at:
+                    metrics.upload_retries.labels(destination).inc()
+                    await asyncio.sleep(delay)
+                    continue
+                note = " (retries cut short by a shutdown; replay it)"
+                break
             if self._interrupt.is_set() and self._forward is not None:
                 return [None if i in todo else final[i] for i in range(len(pending))], attempt
             if self._interrupt.is_set():
