@@ -62,7 +62,10 @@ class Verdict(StrEnum):
     @property
     def admitted(self) -> bool:
         """True when the event goes on to be uploaded."""
-        return self not in (Verdict.DUPLICATE, Verdict.UPLOADED)
+        return self in _ADMITTED
+
+
+_ADMITTED: Final = frozenset({Verdict.NEW, Verdict.REDELIVERY, Verdict.RETRY})
 
 
 def dedupe_key(event: Event) -> str:

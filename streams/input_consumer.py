@@ -344,6 +344,8 @@ class InputConsumer:
 
 def replay_count(headers: Any) -> int:
     """The replay count `convstream replay` puts on messages it re-publishes."""
+    if not headers:
+        return 0
     items = headers.items() if isinstance(headers, dict) else headers or ()
     for name, value in items:
         if name == REPLAY_COUNT_HEADER:

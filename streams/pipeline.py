@@ -202,15 +202,23 @@ class BatchPipeline:
             ack()
             return
         counter = AckCounter(len(items), self._hold(partition, len(items), ack))
+        answers: list[Resolution] = []  # duplicates of this chunk: one delivery for all
         for item in items:
             try:
-                self._admit(BatchKey.parse(item[0]), item, partition, counter)
+                self._admit(BatchKey.parse(item[0]), item, partition, counter, answers)
             except Exception as exc:  # every event ends in a result, even after a bug
                 self._fail_item(item, counter, exc)
+        if answers:
+            self._spawn(self._deliver(answers, [counter] * len(answers)))
         self._metrics.dedupe_keys.set(len(self._gate))
 
     def _admit(
-        self, batch_key: BatchKey, item: list[Any], partition: int, counter: AckCounter
+        self,
+        batch_key: BatchKey,
+        item: list[Any],
+        partition: int,
+        counter: AckCounter,
+        answers: list[Resolution],
     ) -> None:
         """Dedupe one event of a chunk: answer a duplicate, or buffer it for upload."""
         event = _event_from(batch_key, item)
@@ -239,7 +247,7 @@ class BatchPipeline:
                 type=event.type,
                 account=event.account,
             )
-            self._spawn(self._deliver([resolution], [counter]))
+            answers.append(resolution)
             return
         self._metrics.buffered_events.labels(event.destination).inc()
         admitted = Pending(event, received, key_hex, partition, counter)

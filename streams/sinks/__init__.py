@@ -31,16 +31,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from streams.event_model import Event
 
 OutcomeStatus = Literal["uploaded", "validated", "duplicate", "rejected", "retryable"]
 
 
-@dataclass(frozen=True, slots=True)
-class SourcePosition:
-    """Where an event was read from: the input topic, partition and offset."""
+class SourcePosition(NamedTuple):
+    """Where an event was read from: the input topic, partition and offset.
+
+    A named tuple, not a dataclass: it is hashed and compared several times per event
+    (pending sources, dedupe records, settlements), and a tuple does that in C."""
 
     topic: str
     partition: int
