@@ -41,11 +41,8 @@ _log = logging.getLogger(__name__)
 
 LAG_INTERVAL_SECONDS = 2.0
 SHUTDOWN_DRAIN_SECONDS = 60.0
-SHUTDOWN_RETRY_SECONDS = 45.0
 SHUTDOWN_QUIET_SECONDS = 1.0
 """At shutdown, the batch stage drains until no record came for this long."""
-"""At shutdown, retrying batches go on retrying this long (a short outage costs time, not
-dead letters), within SHUTDOWN_DRAIN_SECONDS."""
 READ_AHEAD_SECONDS = 20.0
 """At most this long reading settlements ahead at an assignment (it delays the start)."""
 COMMIT_CATCH_UP_ROUNDS = 1000
@@ -115,6 +112,12 @@ class ConvstreamApp(faust.App):
                 await asyncio.wait_for(stop(), SHUTDOWN_DRAIN_SECONDS)
             except Exception as exc:  # not answered here means read again after the restart
                 _log.error("input consumer stop incomplete error=%s", type(exc).__name__)
+        # No more batch-topic messages from here on (what Faust does at a rebalance): it
+        # waits for every message it delivered to be acked before it stops, so whatever
+        # is delivered must be answered here; the undelivered rest waits for the next owner,
+        # and so do the chunks the drain carries over (this worker no longer reads them).
+        self.flow_control.suspend()
+        self.consumer.stop_flow()
         self._run_flush_hooks()
         try:
             await asyncio.wait_for(
@@ -255,11 +258,6 @@ def create_app(
     # Stage 1 reads the input topic outside Faust (streams/input_consumer.py).
     input_consumer = InputConsumer(settings, ingest, metrics)
     app.stop_hooks.append(input_consumer.stop)
-
-    async def stop_pipeline() -> None:
-        pipeline.begin_shutdown(SHUTDOWN_RETRY_SECONDS)
-
-    app.stop_hooks.append(stop_pipeline)
 
     @app.task
     async def start_input() -> None:

@@ -19,8 +19,7 @@ read again after a restart (at-least-once)::
 Retryable errors retry the same batch with exponential backoff and jitter until
 ``CONVSTREAM_RETRY_MAX_SECONDS`` runs out; the events then become ``failed`` results and
 dead letters. A rebalance or shutdown cuts the waits short; events still retrying then are
-carried over (re-sent as a chunk to their own partition) rather than failed; at shutdown
-they keep retrying for most of the shutdown grace first. Each batch
+carried over (re-sent as a chunk to their own partition) rather than failed. Each batch
 key flushes in its own task, so one slow account never holds up the others.
 """
 
@@ -151,8 +150,6 @@ class BatchPipeline:
     ) -> None:
         self._settings = settings
         self._forward = forward
-        self._stopping = False
-        self._stop_retries_at = 0.0
         self._last_record_at = 0.0
         self._table_flush = table_flush
         self._sinks = sinks
@@ -309,13 +306,6 @@ class BatchPipeline:
                 del self._pending_sources[source]
 
     # --- lifecycle ---------------------------------------------------------------------
-
-    def begin_shutdown(self, retry_seconds: float) -> None:
-        """The worker is stopping: batches that are retrying go on retrying (within the
-        budget) for ``retry_seconds`` more, then end ``failed`` (dead-lettered, replayable).
-        Not carried over: this worker would read the copy back itself."""
-        self._stopping = True
-        self._stop_retries_at = time.monotonic() + retry_seconds
 
     def flush_now(self) -> None:
         """Flush every buffered batch and cut retry waits short (rebalance, shutdown)."""
@@ -504,16 +494,6 @@ class BatchPipeline:
             if not todo:
                 break
             delay = backoff(attempt, retry_after, self._backoff_base)
-            if self._interrupt.is_set() and self._stopping:
-                # A stopping worker keeps retrying while its grace lasts: a copy carried
-                # over now would come back to it, and Faust waits for every message it
-                # delivered to be acked before it stops.
-                if time.monotonic() + delay < self._stop_retries_at:
-                    metrics.upload_retries.labels(destination).inc()
-                    await asyncio.sleep(delay)
-                    continue
-                note = " (retries cut short by a shutdown; replay it)"
-                break
             if self._interrupt.is_set() and self._forward is not None:
                 return [None if i in todo else final[i] for i in range(len(pending))], attempt
             if self._interrupt.is_set():

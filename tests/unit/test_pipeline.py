@@ -330,7 +330,7 @@ class FirstOnlySink(RecordingSink):
         ]
 
 
-def test_a_rebalance_during_an_outage_carries_the_batch_over_instead_of_failing_it() -> None:
+def test_a_rebalance_or_shutdown_during_an_outage_carries_the_batch_over() -> None:
     async def scenario() -> CarryHarness:
         settings = dataclasses.replace(SETTINGS, retry_max_seconds=3600)
         h = CarryHarness(settings, google_ads=LoggingSink("google_ads", [], fail_times=1000))
@@ -362,36 +362,6 @@ def test_a_rebalance_during_an_outage_carries_the_batch_over_instead_of_failing_
         ("uploaded", 1),
         ("uploaded", 2),
     ]
-
-
-def test_a_shutdown_keeps_retrying_within_its_grace_then_fails_and_says_so() -> None:
-    """A stopping worker does not carry over (it would read the copy back itself)."""
-
-    async def scenario() -> CarryHarness:
-        settings = dataclasses.replace(SETTINGS, retry_max_seconds=3600)
-        h = CarryHarness(settings, google_ads=LoggingSink("google_ads", [], fail_times=3))
-        h.send(click(1), click(2), click(3))
-        h.pipeline.begin_shutdown(retry_seconds=30)
-        await h.pipeline.drain()  # the sink recovers after 3 failures, within the grace
-        return h
-
-    h = run(scenario())
-    assert h.forwarded == []
-    assert [r["status"] for r in h.results()] == ["uploaded"] * 3
-
-    async def no_grace() -> CarryHarness:
-        settings = dataclasses.replace(SETTINGS, retry_max_seconds=3600)
-        h = CarryHarness(settings, google_ads=LoggingSink("google_ads", [], fail_times=1000))
-        h.pipeline._backoff_base = 600.0
-        h.send(click(1), click(2), click(3))
-        h.pipeline.begin_shutdown(retry_seconds=0)
-        await h.pipeline.drain()
-        return h
-
-    h = run(no_grace())
-    assert h.forwarded == []
-    assert [r["status"] for r in h.results()] == ["failed"] * 3
-    assert "cut short by a shutdown" in h.results()[0]["error"]["message"]
 
 
 def test_only_the_events_still_retrying_are_carried_over() -> None:
