@@ -59,6 +59,7 @@ COMMIT_INTERVAL_SECONDS: Final = 1.0
 LAG_INTERVAL_SECONDS: Final = 2.0
 REVOKE_DRAIN_SECONDS: Final = 60.0
 MAX_POLL_INTERVAL_MS: Final = 30_000
+JOIN_WATCHDOG_SECONDS: Final = 45.0
 
 
 def ingest_group(settings: Settings) -> str:
@@ -91,6 +92,8 @@ class InputConsumer:
         self._consumer: Consumer | None = None
         self._assigned: set[int] = set()
         self._committed: dict[int, int] = {}
+        self._joining_since: float | None = None
+        """When this member last asked for an assignment and has not got one yet."""
         self.failure: BaseException | None = None
         """What stopped the consumer thread, if it died (the worker then exits non-zero)."""
 
@@ -98,10 +101,16 @@ class InputConsumer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._consumer = self._subscribe()
+        self._thread = threading.Thread(target=self._run, name="input-consumer", daemon=True)
+        self._thread.start()
+
+    def _subscribe(self) -> Consumer:
+        """A new member of the group, subscribed to the input topic."""
         settings = self._settings
         session_ms = int(settings.session_timeout_seconds * 1000)
         fetch_bytes = max(settings.max_message_bytes * 2, 1 << 20) + 65_536
-        self._consumer = Consumer(
+        consumer = Consumer(
             {
                 "bootstrap.servers": settings.bootstrap_servers,
                 "group.id": ingest_group(settings),
@@ -109,9 +118,7 @@ class InputConsumer:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": session_ms,
-                # Also the rebalance timeout: how long a join may wait for a member that is
-                # going away. tansu waits it out in full when a member leaves during a join
-                # (300 s by default); the thread polls every 0.2 s, so 30 s is plenty.
+                # Also the rebalance timeout: how long a join may wait for the members.
                 "max.poll.interval.ms": max(MAX_POLL_INTERVAL_MS, session_ms + 1000),
                 "heartbeat.interval.ms": max(200, session_ms // 6),
                 "partition.assignment.strategy": "range",
@@ -121,11 +128,26 @@ class InputConsumer:
                 "on_commit": self._on_commit,
             }
         )
-        self._consumer.subscribe(
-            [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+        consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._joining_since = time.monotonic()
+        return consumer
+
+    def _rejoin_if_stuck(self, consumer: Consumer, now: float) -> Consumer:
+        """A member that never hears its assignment rejoins as a new member.
+
+        Why: on the embedded tansu broker a member that joins while another one leaves can
+        wait forever for its assignment (seen in the two-worker soak). A real broker ends
+        every join within the rebalance timeout, which this waits out first.
+        """
+        if self._joining_since is None or now - self._joining_since < JOIN_WATCHDOG_SECONDS:
+            return consumer
+        _log.warning(
+            "input consumer got no assignment in %.0f s: rejoining the group",
+            now - self._joining_since,
         )
-        self._thread = threading.Thread(target=self._run, name="input-consumer", daemon=True)
-        self._thread.start()
+        consumer.close()
+        self._consumer = self._subscribe()
+        return self._consumer
 
     async def stop(self) -> None:
         """Stop reading, deliver and ack what was read, commit it, leave the group."""
@@ -170,6 +192,7 @@ class InputConsumer:
                         self._in_flight += len(data)
                     self._loop.call_soon_threadsafe(self._handle_batch, data)
                 now = time.monotonic()
+                consumer = self._rejoin_if_stuck(consumer, now)
                 if now >= next_commit:
                     self._commit(False)
                     next_commit = now + COMMIT_INTERVAL_SECONDS
@@ -191,6 +214,7 @@ class InputConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start every partition at its committed offset (or the Faust group's)."""
+        self._joining_since = None
         committed = consumer.committed(partitions, timeout=30)
         missing = [(tp.topic, tp.partition) for tp in committed if tp.offset == OFFSET_INVALID]
         legacy: dict[tuple[str, int], int] = {}
@@ -221,6 +245,7 @@ class InputConsumer:
         self._commit(True, revoked)
         self._call_in_loop(lambda: self._forget(revoked))
         consumer.unassign()
+        self._joining_since = time.monotonic()  # a new assignment follows
 
     def _commit(self, synchronous: bool, only: set[int] | None = None) -> None:
         consumer = self._consumer
