@@ -19,7 +19,6 @@ demo: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
-	$(BIN)/pytest -m soak
 
 # The short soak / chaos runs alone (bench/soak.py is the long one).
 soak: $(STAMP)
