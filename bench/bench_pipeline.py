@@ -187,15 +187,20 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def pipeline_run(bootstrap: str, topics: Topics, count: int, workdir: Path) -> dict[str, Any]:
-    """Drain the backlog, then a steady live stream for latency."""
-    env = {
+def worker_env() -> dict[str, str]:
+    """The worker settings of every measured run (the pipeline run and the profile)."""
+    return {
         "CONVSTREAM_BATCH_WINDOW_SECONDS": str(BATCH_WINDOW),
         "CONVSTREAM_DEDUPE_STORE": "rocksdb",
         "CONVSTREAM_PRODUCER_BATCH_BYTES": "16384",
         "CONVSTREAM_RECORDING_SINK_LOG": "",
         "CONVSTREAM_BATCH_PARTITIONS": "4",
     }
+
+
+def pipeline_run(bootstrap: str, topics: Topics, count: int, workdir: Path) -> dict[str, Any]:
+    """Drain the backlog, then a steady live stream for latency."""
+    env = worker_env()
     worker = WorkerProcess(topics, workdir, **env)
     with worker, TopicReader(bootstrap, topics.results) as results:
         worker.start()
@@ -284,13 +289,7 @@ COMPONENTS = (
 
 def profile_run(bootstrap: str, topics: Topics, count: int, workdir: Path, out: Path) -> None:
     """The worker on a backlog of ``count`` events under py-spy; prints the breakdown."""
-    env = {
-        "CONVSTREAM_BATCH_WINDOW_SECONDS": str(BATCH_WINDOW),
-        "CONVSTREAM_DEDUPE_STORE": "rocksdb",
-        "CONVSTREAM_PRODUCER_BATCH_BYTES": "16384",
-        "CONVSTREAM_RECORDING_SINK_LOG": "",
-        "CONVSTREAM_BATCH_PARTITIONS": "4",
-    }
+    env = worker_env()
     spy = Path(sys.executable).with_name("py-spy")
     if not spy.exists():  # the dev extra installs it; else one on PATH
         spy = Path(shutil.which("py-spy") or "py-spy")
