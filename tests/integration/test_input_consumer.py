@@ -1,9 +1,12 @@
 """Stage 1's librdkafka reader of the input topic (streams/input_consumer.py) on the
 embedded broker: an upgrade from the Faust input agent starts where that agent's group
-left off, and the reader commits what it answered in its own group."""
+left off, the reader commits what it answered in its own group, and a member stopped in
+the middle of a rebalance does not strand the group."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,10 @@ from event_factory import click, encode
 from worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
 
 from streams.committed import CommittedOffsets
+from streams.config import Settings
+from streams.input_consumer import InputConsumer
+from streams.metrics import Metrics
+from streams.outcomes import Received
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +80,62 @@ def test_an_upgrade_starts_where_the_faust_input_agent_left_off(
         finally:
             committed.close()
         assert worker.stop() == 0
+
+
+class AnsweringIngest:
+    """Stands in for stage 1's Ingest: answers (acks) every message at once. The group
+    protocol under test is all librdkafka and the broker."""
+
+    def __init__(self) -> None:
+        self.offsets: set[tuple[int, int]] = set()
+
+    def handle(self, value: bytes | None, received: Received, ack: Callable[[], None]) -> None:
+        self.offsets.add((received.source.partition, received.source.offset))
+        ack()
+
+    def flush(self) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+
+async def _until(condition: Callable[[], bool], seconds: float, message: str) -> None:
+    """Poll ``condition`` in the loop (the readers' callbacks run there) with a deadline."""
+    try:
+        async with asyncio.timeout(seconds):
+            while not condition():  # noqa: ASYNC110 (the readers keep no events to await)
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {seconds:g}s: {message}") from None
+
+
+def test_a_member_stopped_during_a_rebalance_leaves_the_group_usable(
+    kafka_bootstrap: str,
+) -> None:
+    """The second member joins; the first stops while that join is under way. On tansu, a
+    leave between JoinGroup and SyncGroup left the first member as the group's leader for
+    good, and the second never got an assignment (the soak's two-worker runs hung so)."""
+    topics = Topics(kafka_bootstrap)
+    produce(kafka_bootstrap, topics.input, [encode(click(n)) for n in range(40)])
+    settings = Settings.from_env({**topics.env(), "CONVSTREAM_SESSION_TIMEOUT_SECONDS": "3"})
+    everything = set(range(topics.partitions))
+
+    async def scenario() -> None:
+        first_ingest, second_ingest = AnsweringIngest(), AnsweringIngest()
+        first = InputConsumer(settings, first_ingest, Metrics())  # type: ignore[arg-type]
+        second = InputConsumer(settings, second_ingest, Metrics())  # type: ignore[arg-type]
+        await first.start()
+        await _until(lambda: first._assigned == everything, 30, "the first member assigned")
+        await _until(lambda: len(first_ingest.offsets) == 40, 30, "the first member read all")
+        await second.start()
+        # The second member's JoinGroup revokes the first member's partitions.
+        await _until(lambda: not first._assigned, 30, "the rebalance reached the first member")
+        await first.stop()
+        try:
+            await _until(lambda: second._assigned == everything, 30, "the second member took over")
+        finally:
+            await second.stop()
+        assert second_ingest.offsets == set(), "what the first member answered was committed"
+
+    asyncio.run(scenario())
