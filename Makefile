@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/convstream demo
 
+# The default suite, then the short soak / chaos runs (about 3 minutes on 2 cores).
 test: lint typecheck
 	$(BIN)/pytest
+	$(BIN)/pytest -m soak
 
-# The short soak / chaos runs alone (bench/soak.py is the long one).
+# The short soak / chaos runs alone (also the last step of `make test`; bench/soak.py is
+# the long one).
 soak: $(STAMP)
 	$(BIN)/pytest -m soak
 
