@@ -35,6 +35,7 @@ from streams.metrics import Metrics
 from streams.outcomes import OutputRecord
 from streams.output import OutputProducer, Record
 from streams.pipeline import SWEEP_REQUEST, BatchPipeline, is_settlement
+from streams.read_ahead import ReadAheadHold
 from streams.sinks import Sink
 
 _log = logging.getLogger(__name__)
@@ -255,6 +256,8 @@ def create_app(
     # Acks in offset order, repeats skipped, holes re-read, and a hole accepted only when
     # a direct read of the log shows it is a real gap.
     gates = {batch_topic_name: OffsetGate(seek, check_gap)}
+    # The batch agent waits while settlements of an assignment are read ahead.
+    read_ahead_hold = ReadAheadHold()
     # Stage 1 reads the input topic outside Faust (streams/input_consumer.py).
     input_consumer = InputConsumer(settings, ingest, metrics)
     app.stop_hooks.append(input_consumer.stop)
@@ -271,6 +274,8 @@ def create_app(
             done = offsets.open(message.tp, message.offset, event.ack)
             if done is None:
                 continue
+            if read_ahead_hold.holding:  # see streams/read_ahead.py
+                await read_ahead_hold.wait()
             key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
             await pipeline.wait_for_room()
             pipeline.handle_record(key, event.value, message.partition, done)
@@ -346,6 +351,15 @@ def create_app(
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
+        # Before the first await: Faust may deliver the new assignment's chunks while
+        # this callback still reads settlements ahead.
+        read_ahead_hold.begin()
+        try:
+            await take_assignment(assigned)
+        finally:
+            read_ahead_hold.end()
+
+    async def take_assignment(assigned: set[Any]) -> None:
         pipeline.resume()
         ours = [tp for tp in assigned if tp.topic in gates]
         loop = asyncio.get_running_loop()
