@@ -108,6 +108,7 @@ class ConvstreamApp(faust.App):
         # Faust's own wait for acks is skipped once the consumer is stopping, so wait for
         # every batch and delivery here, while the producer and consumer still run; the
         # commit that follows then covers everything this worker answered.
+        began = time.monotonic()
         for stop in self.stop_hooks:
             try:
                 await asyncio.wait_for(stop(), SHUTDOWN_DRAIN_SECONDS)
@@ -117,6 +118,7 @@ class ConvstreamApp(faust.App):
         # waits for every message it delivered to be acked before it stops, so whatever
         # is delivered must be answered here; the undelivered rest waits for the next owner,
         # and so do the chunks the drain carries over (this worker no longer reads them).
+        input_stopped = time.monotonic()
         self.flow_control.suspend()
         self.consumer.stop_flow()
         self._run_flush_hooks()
@@ -126,7 +128,14 @@ class ConvstreamApp(faust.App):
             )
         except Exception as exc:  # not answered here means read again after the restart
             _log.error("shutdown drain incomplete error=%s", type(exc).__name__)
+        drained = time.monotonic()
         await self.commit_all()
+        _log.info(
+            "shutdown: input stopped in %.1fs, batches drained in %.1fs, committed in %.1fs",
+            input_stopped - began,
+            drained - input_stopped,
+            time.monotonic() - drained,
+        )
         for close in self.close_hooks:
             close()
         await super().on_stop()
@@ -259,7 +268,9 @@ def create_app(
     # The batch agent waits while settlements of an assignment are read ahead.
     read_ahead_hold = ReadAheadHold()
     # Stage 1 reads the input topic outside Faust (streams/input_consumer.py).
-    input_consumer = InputConsumer(settings, ingest, metrics)
+    input_consumer = InputConsumer(
+        settings, ingest, metrics, unsettled=lambda: pipeline.unsettled_events
+    )
     app.stop_hooks.append(input_consumer.stop)
 
     @app.task

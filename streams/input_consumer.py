@@ -27,9 +27,16 @@ assignment that never comes, and a member that rejoins meets the same ghost lead
 (reproduced with two bare librdkafka consumers; a SIGKILLed member is evicted normally).
 Real Kafka handles such a leave; there the wait only delays the stop by one join.
 
-Back-pressure: at most ``max_in_flight`` messages are handed to the loop and not yet acked;
-beyond that the thread pauses its partitions and keeps polling (the backlog waits in
-Kafka, not in memory, and the group still hears from this member).
+Back-pressure: at most ``max_in_flight`` messages are handed to the loop and not yet acked,
+and the batch stage of this worker holds fewer than ``CONVSTREAM_MAX_UNSETTLED_EVENTS``
+events whose settlements have not come back (``unsettled``); beyond either the thread
+pauses its partitions and keeps polling (the backlog waits in Kafka, not in memory, and
+the group still hears from this member). The second bound is needed because an input
+message is acked once its chunk is on the batch topic: without it stage 1 forwarded a
+whole backlog at once, and every event of it stayed in memory until its settlement came
+back behind all those chunks. It is local: a worker that owns no batch partition (more
+replicas than ``CONVSTREAM_BATCH_PARTITIONS``) never holds unsettled events, so it is only
+bounded by the others pausing.
 
 The group is ``<app_id>-ingest``, apart from Faust's ``<app_id>`` group (which keeps the
 batch topic). A partition the new group has never committed starts where the Faust group
@@ -86,12 +93,15 @@ class InputConsumer:
         metrics: Metrics,
         *,
         max_in_flight: int = 20_000,
+        unsettled: Callable[[], int] = lambda: 0,
     ) -> None:
         self._settings = settings
         self._ingest = ingest
         self._metrics = metrics
         self._topic = settings.input_topic
         self._max_in_flight = max_in_flight
+        self._unsettled = unsettled
+        self._max_unsettled = settings.max_unsettled_events
         self._gate = OffsetGate()
         self._in_flight = 0
         self._room = threading.Condition()
@@ -106,6 +116,8 @@ class InputConsumer:
         it has one, possibly empty, and no rebalance is under way for it)."""
         self.failure: BaseException | None = None
         """What stopped the consumer thread, if it died (the worker then exits non-zero)."""
+        self.rounds = 0
+        """Poll rounds so far: a test waits on it to know the pause was applied."""
 
     # --- life cycle (event loop) ------------------------------------------------------
 
@@ -166,19 +178,31 @@ class InputConsumer:
         assert consumer is not None
         assert self._loop is not None
         next_commit = next_lag = time.monotonic()
-        paused = False
+        paused = waiting_for_settlements = False
         try:
             while not self._stopping.is_set():
                 # Full: pause fetching but keep polling, so the group (heartbeats, rebalance
                 # callbacks) never sees this member as stuck.
                 # (Paused again every round: a rebalance meanwhile assigns unpaused.)
                 full = self._in_flight >= self._max_in_flight
+                unsettled = self._unsettled()
+                behind = unsettled >= self._max_unsettled
+                if behind != waiting_for_settlements:
+                    _log.info(
+                        "input consumer %s: unsettled events=%d (limit %d)",
+                        "paused" if behind else "resumed",
+                        unsettled,
+                        self._max_unsettled,
+                    )
+                    waiting_for_settlements = behind
+                full = full or behind
                 if full:
                     consumer.pause(consumer.assignment())
                 elif paused:
                     consumer.resume(consumer.assignment())
                 paused = full
                 messages = consumer.consume(BATCH_MESSAGES, POLL_SECONDS)
+                self.rounds += 1
                 data = [m for m in messages if self._usable(m)]
                 if data:
                     with self._room:

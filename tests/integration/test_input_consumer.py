@@ -139,3 +139,40 @@ def test_a_member_stopped_during_a_rebalance_leaves_the_group_usable(
         assert second_ingest.offsets == set(), "what the first member answered was committed"
 
     asyncio.run(scenario())
+
+
+def test_reading_pauses_while_the_batch_stage_holds_too_many_unsettled_events(
+    kafka_bootstrap: str,
+) -> None:
+    """Input acked at forward time is not the end of its cost: the batch stage keeps every
+    admitted event until its settlement comes back. At CONVSTREAM_MAX_UNSETTLED_EVENTS the
+    reader pauses (the backlog waits in Kafka), and it resumes when they settle."""
+    topics = Topics(kafka_bootstrap)
+    settings = Settings.from_env({**topics.env(), "CONVSTREAM_MAX_UNSETTLED_EVENTS": "10"})
+    unsettled = [0]
+    everything = set(range(topics.partitions))
+
+    async def scenario() -> None:
+        ingest = AnsweringIngest()
+        reader = InputConsumer(
+            settings,
+            ingest,  # type: ignore[arg-type]
+            Metrics(),
+            unsettled=lambda: unsettled[0],
+        )
+        await reader.start()
+        try:
+            await _until(lambda: reader._assigned == everything, 30, "assigned")
+            unsettled[0] = 10  # at the limit
+            paused_at = reader.rounds + 2  # the next full round runs paused
+            await _until(lambda: reader.rounds >= paused_at, 10, "a paused round")
+            produce(kafka_bootstrap, topics.input, [encode(click(n)) for n in range(40)])
+            idle_until = reader.rounds + 10  # 2 s of polling, paused
+            await _until(lambda: reader.rounds >= idle_until, 30, "paused rounds")
+            assert ingest.offsets == set(), "nothing is read at the unsettled limit"
+            unsettled[0] = 9  # settlements came back
+            await _until(lambda: len(ingest.offsets) == 40, 30, "everything read after resume")
+        finally:
+            await reader.stop()
+
+    asyncio.run(scenario())

@@ -132,6 +132,7 @@ def test_worker_variables_are_read() -> None:
             "CONVSTREAM_FAULT_KILL_AT": "after_upload:3",
             "CONVSTREAM_DEDUPE_TTL_DAYS": "0.5",
             "CONVSTREAM_MAX_OPEN_EVENTS": "1000",
+            "CONVSTREAM_MAX_UNSETTLED_EVENTS": "20000",
         }
     )
     assert (settings.batch_partitions, settings.session_timeout_seconds) == (16, 10)
@@ -142,6 +143,7 @@ def test_worker_variables_are_read() -> None:
     assert settings.fault_kill_at == "after_upload:3"
     assert settings.dedupe_ttl_days == 0.5
     assert settings.max_open_events == 1000
+    assert settings.max_unsettled_events == 20_000
 
 
 @pytest.mark.parametrize(
@@ -151,6 +153,7 @@ def test_worker_variables_are_read() -> None:
         ("CONVSTREAM_FAULT_KILL_AT", "after_upload"),
         ("CONVSTREAM_DEDUPE_STORE", "redis"),
         ("CONVSTREAM_BATCH_PARTITIONS", "0"),
+        ("CONVSTREAM_MAX_UNSETTLED_EVENTS", "0"),
     ],
 )
 def test_invalid_worker_variables_are_refused_by_name(name: str, value: str) -> None:

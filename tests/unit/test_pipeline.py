@@ -18,7 +18,13 @@ from streams.events import parse_event
 from streams.ingest import encode_chunk, encode_item
 from streams.metrics import Metrics
 from streams.outcomes import OutputRecord, Received
-from streams.pipeline import BatchPipeline, backoff, chunked, encode_settlement
+from streams.pipeline import (
+    AwaitingSettlement,
+    BatchPipeline,
+    backoff,
+    chunked,
+    encode_settlement,
+)
 from streams.sinks import (
     AccountBatch,
     BatchKey,
@@ -546,5 +552,57 @@ def test_revoked_partitions_release_their_open_events() -> None:
         await asyncio.wait_for(h.pipeline.wait_for_room(), 1)
         await h.pipeline.drain()  # the late ack of the revoked chunk must not count twice
         assert h.pipeline.open_events == 0
+
+    run(scenario())
+
+
+def test_unsettled_events_count_from_admission_until_the_settlement_is_applied() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send(click(1), click(2), click(3))
+        assert h.pipeline.unsettled_events == 3  # buffered or uploading
+        await h.pipeline.drain()
+        assert [r["status"] for r in h.results()] == ["uploaded"] * 3
+        assert h.pipeline.unsettled_events == 3  # answered, settlement not read back yet
+        # What is kept meanwhile is a marker, not the event (memory under a backlog).
+        kept = list(h.pipeline._pending_sources.values())
+        assert all(isinstance(k, AwaitingSettlement) for k in kept)
+        h.apply_settlements()
+        assert h.pipeline.unsettled_events == 0
+        return h
+
+    run(scenario())
+
+
+def test_a_settlement_read_back_before_its_batch_finished_leaves_nothing_behind() -> None:
+    """The batch agent can read a settlement before the producer's ack resumes the flush
+    that wrote it; the entry must still go, or the input reader would pause for good."""
+
+    async def scenario() -> Harness:
+        h = Harness()
+        original = h.settle
+
+        async def settle_and_read_back(key: str, partition: int, value: bytes) -> None:
+            await original(key, partition, value)
+            h.apply_settlements()  # before the flush goes on to done()
+
+        h.pipeline._settle = settle_and_read_back
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.drain()
+        assert [r["status"] for r in h.results()] == ["uploaded"] * 3
+        assert h.pipeline.unsettled_events == 0
+        return h
+
+    run(scenario())
+
+
+def test_a_revocation_forgets_answered_events_awaiting_settlement() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.send(click(1), click(2), click(3), partition=4)
+        await h.pipeline.drain()
+        assert h.pipeline.unsettled_events == 3
+        h.pipeline.forget({4})
+        assert h.pipeline.unsettled_events == 0
 
     run(scenario())
