@@ -122,7 +122,7 @@ def test_restarts_with_waiting_input_lose_nothing_and_keep_dedupe_state(
         WorkerProcess(topics, tmp_path) as worker,
         TopicReader(kafka_bootstrap, topics.results) as results,
     ):
-        for round_ in range(4):
+        for round_ in range(3):
             fresh = _events(1000 * round_, 150)
             repeats = uploaded[:: max(1, len(uploaded) // 40)][:40]
             produced += produce(kafka_bootstrap, topics.input, fresh + repeats)

@@ -30,10 +30,14 @@ def _failed(report: SoakReport) -> str:
 def test_soak_one_worker_sigkills_outages_poison(tmp_path: Path) -> None:
     report = _run(
         SoakOptions(
-            events=20_000,
+            events=12_000,
             accounts=50,
             kills=2,
             outage_seconds=10,
+            # Apart from the kills (at 22% and 48% with this seed): an outage that begins
+            # as the worker is killed can end before it is back, and is then never felt.
+            google_outage_at=0.35,
+            yandex_outage_at=0.65,
             poison_ratio=0.02,
             big_payloads=1,
             batch_window=1.0,
@@ -51,7 +55,12 @@ def test_soak_one_worker_sigkills_outages_poison(tmp_path: Path) -> None:
     assert report.counts["yandex 429 answers"] > 0, "the rate limit was felt"
 
 
-@pytest.mark.parametrize("stop_signal", ["term", "kill"])
+@pytest.mark.parametrize(
+    "stop_signal",
+    # SIGKILL: the group evicts the member after its session timeout. Run by `make soak`,
+    # not by `make test`, to keep CI within its 15 minutes.
+    ["term", pytest.param("kill", marks=pytest.mark.soak_long)],
+)
 def test_soak_two_workers_one_stopped_the_other_takes_over(
     tmp_path: Path, stop_signal: str
 ) -> None:
@@ -59,7 +68,7 @@ def test_soak_two_workers_one_stopped_the_other_takes_over(
     70%), after the rebalance: see the next test for an outage during the rebalance."""
     report = _run(
         SoakOptions(
-            events=10_000,
+            events=6_000,
             accounts=50,
             kills=0,
             workers=2,
