@@ -1,4 +1,4 @@
-"""Benchmark: parse + validate + normalize (streams.events.parse_event) on one core.
+"""Benchmark: parse + validate + normalize (streams.core.events.parse_event) on one core.
 
 A mixed sample of N distinct events: a third carry raw e-mails and phone numbers (every one
 different, so no cache flatters the number), the rest are gclid clicks, calls, adjustments
@@ -22,7 +22,7 @@ from collections.abc import Callable
 import orjson
 
 from streams.config import NormalizeOptions
-from streams.events import Event, parse_event, warm_up
+from streams.core.events import Event, parse_event, warm_up
 
 TARGET_EVENTS_PER_SECOND = 25_000
 
@@ -162,7 +162,7 @@ def main() -> None:
     rates, cpu_rates = [], []
     for round_number in range(1, args.rounds + 1):
         # a fresh sample per round would cost more than the round; clear the phone cache instead
-        from streams import normalize
+        from streams.core import normalize
 
         cache_clear = getattr(normalize.normalize_phone, "cache_clear", None)
         if cache_clear is not None:

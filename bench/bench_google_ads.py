@@ -1,9 +1,9 @@
 """Benchmark: the Google Ads sink's request building and uploads through the local fake API.
 
-1. Build rate: :func:`streams.sinks.google_ads_requests.build_requests` on 2000-row click
+1. Build rate: :func:`streams.sinks.google_ads.requests.build_requests` on 2000-row click
    batches (a third with three hashed user identifiers, the rest with a gclid, order id and
    consent), in rows/s, median of several rounds.
-2. Response mapping: :func:`streams.sinks.google_ads_errors.response_outcomes` on 2000-row
+2. Response mapping: :func:`streams.sinks.google_ads.errors.response_outcomes` on 2000-row
    click responses with partial failures (2% of the rows: duplicates, unparseable gclids,
    too-recent events, one row with two errors), in rows/s, median of several rounds.
 3. Through the sink: :class:`GoogleAdsSink` writes 2000-row batches to the fake API (TLS
@@ -31,7 +31,6 @@ import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -40,32 +39,34 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the test event builders
-
-import orjson  # noqa: E402
-from event_factory import click  # noqa: E402
-from google.ads.googleads.v26.services.types import (  # noqa: E402
+import orjson
+from google.ads.googleads.v26.services.types import (
     conversion_upload_service as upload_types,
 )
-from google_ads_events import event_of  # noqa: E402
-from worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until  # noqa: E402
 
-from streams.config import GoogleAdsSettings  # noqa: E402
-from streams.event_model import Event  # noqa: E402
-from streams.local.broker import EmbeddedBroker  # noqa: E402
-from streams.local.sandbox.google_ads import (  # noqa: E402
+from streams.config import GoogleAdsSettings
+from streams.core.model import (
+    AccountBatch,
+    BatchKey,
+    Event,
+)
+from streams.local.broker import EmbeddedBroker
+from streams.local.sandbox.google_ads import (
     FakeGoogleAds,
     FakeTokenEndpoint,
     tls_certificate,
     worker_env,
 )
-from streams.local.sandbox.google_ads_protos import ads_error, partial_failure_status  # noqa: E402
-from streams.sinks import AccountBatch, BatchKey, SourcePosition  # noqa: E402
-from streams.sinks.google_ads import GoogleAdsSink  # noqa: E402
-from streams.sinks.google_ads_errors import response_outcomes  # noqa: E402
-from streams.sinks.google_ads_requests import RequestOptions, build_requests  # noqa: E402
+from streams.local.sandbox.google_ads_protos import ads_error, partial_failure_status
+from streams.sinks import SourcePosition
+from streams.sinks.google_ads.errors import response_outcomes
+from streams.sinks.google_ads.requests import RequestOptions, build_requests
+from streams.sinks.google_ads.sink import GoogleAdsSink
+from tests.support.event_factory import click
+from tests.support.google_ads_events import event_of
+from tests.support.worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
 
+ROOT = Path(__file__).resolve().parents[1]
 BATCH = 2000
 
 

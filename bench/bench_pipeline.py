@@ -47,17 +47,14 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from worker_harness import (
+from streams.local.broker import EmbeddedBroker, create_topics
+from tests.support.worker_harness import (
     TopicReader,
     Topics,
     WorkerProcess,
     metric_value,
     wait_until,
 )
-
-from streams.local.broker import EmbeddedBroker, create_topics
 
 HERE = Path(__file__).resolve().parent
 BATCH_WINDOW = 1.0

@@ -1,6 +1,6 @@
 """Benchmark: the Yandex Metrica sink — CSV build rate and events/s through the sink over HTTP.
 
-1. CSV build (pure, one core): ``streams.sinks.yandex_csv.build_files`` over batches of
+1. CSV build (pure, one core): ``streams.sinks.yandex.csv_files.build_files`` over batches of
    ``--batch`` offline conversions (ClientId, Target, DateTime, Price, Currency). Rows/s.
 2. End to end through the sink: ``YandexMetricaSink.write`` of ``--batches`` batches
    (``--parallel`` at a time, as the pipeline flushes several accounts at once) to the
@@ -27,13 +27,12 @@ from pathlib import Path
 
 import orjson
 
-from streams.event_model import Event
-from streams.events import parse_event, warm_up
-from streams.sinks import AccountBatch, BatchKey, SourcePosition
-from streams.sinks.yandex import YandexMetricaSink
-from streams.sinks.yandex_csv import build_files
+from streams.core.events import parse_event, warm_up
+from streams.core.model import AccountBatch, BatchKey, Event, SourcePosition
+from streams.sinks.yandex.csv_files import build_files
+from streams.sinks.yandex.sink import YandexMetricaSink
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
+ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"  # noqa: S105 (the fake server's token)
 
 
@@ -105,7 +104,6 @@ async def bench_sink(url: str, events: list[Event], batch: int, parallel: int) -
 
 def serve() -> None:
     """``--serve``: run the fake Metrica, print its URL, stop when stdin closes."""
-    sys.path.insert(0, str(TESTS))
     from streams.local.sandbox.yandex import FakeYandex
 
     with FakeYandex(TOKEN) as server:
@@ -137,7 +135,10 @@ def main() -> None:
         + f"; median {statistics.median(rates):,.0f}"
     )
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, "-m", "bench.bench_yandex", "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
     )
     try:
         assert server.stdout is not None

@@ -16,9 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from soak_engine import SoakOptions, print_report, run_soak
+from tests.support.soak_engine import SoakOptions, print_report, run_soak
 
 
 def parse_args(argv: list[str] | None = None) -> SoakOptions:

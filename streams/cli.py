@@ -294,14 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.validate_file import run_validate
+    from streams.commands.validate import run_validate
 
     return run_validate(args.file, settings, quiet=args.quiet)
 
 
 def _run_send(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.commands.send import run_send
     from streams.config import bootstrap_servers
-    from streams.producer import run_send
 
     return run_send(
         args.file,
@@ -325,7 +325,7 @@ def _run_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.worker import run_worker
+    from streams.shell.worker import run_worker
 
     return run_worker(settings)
 
@@ -399,7 +399,7 @@ def _run_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.demo import run_demo
+    from streams.commands.demo import run_demo
 
     return run_demo(settings)
 

@@ -47,7 +47,7 @@ class GmailDots(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class NormalizeOptions:
-    """How PII is normalized before hashing (see :mod:`streams.normalize`)."""
+    """How PII is normalized before hashing (see :mod:`streams.core.normalize`)."""
 
     default_phone_region: str = "US"
     email_dots: GmailDots = GmailDots.GMAIL_ONLY
@@ -143,7 +143,7 @@ class Settings:
     Google refreshes them a few times a day, so polling more than once a minute is refused."""
     fault_kill_at: str | None = None
     """Fault injection for crash tests: ``point:n`` SIGKILLs the worker at the n-th pass
-    of ``point`` (see :mod:`streams.faults`). Never set in production."""
+    of ``point`` (see :mod:`streams.ops.faults`). Never set in production."""
     yandex_oauth_token: str | None = field(default=None, repr=False)
     """YANDEX_METRICA_OAUTH_TOKEN; None leaves yandex_metrica unconfigured. Never printed:
     excluded from ``repr`` and never quoted in an error message."""

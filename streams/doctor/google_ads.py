@@ -19,7 +19,7 @@ probe row, which Google checks like a real one and never records. A TOO_RECENT_C
 answer means "younger than six hours"; any other answer about the probe's made-up click id
 or caller means the action itself is old enough.
 
-Everything goes through the same :class:`~streams.sinks.google_ads_client.GoogleAdsConnection`
+Everything goes through the same :class:`~streams.sinks.google_ads.client.GoogleAdsConnection`
 as the worker's uploads, with GAQL reads through GoogleAdsService.Search.
 """
 
@@ -33,9 +33,9 @@ from streams.config import GoogleAdsSettings
 from streams.doctor.accounts import GoogleAccount
 from streams.doctor.checks import Check, CheckStatus
 from streams.sinks import SinkConfigError
-from streams.sinks.google_ads_client import TOKEN_ENDPOINT_UNREACHABLE, GoogleAdsConnection
-from streams.sinks.google_ads_diagnostics import CustomerDiagnostics, fetch_diagnostics
-from streams.sinks.google_ads_errors import (
+from streams.sinks.google_ads.client import TOKEN_ENDPOINT_UNREACHABLE, GoogleAdsConnection
+from streams.sinks.google_ads.diagnostics import CustomerDiagnostics, fetch_diagnostics
+from streams.sinks.google_ads.errors import (
     AUTH_FAILED,
     ErrorClass,
     RequestFailure,
@@ -43,7 +43,7 @@ from streams.sinks.google_ads_errors import (
     classify_exception,
     failure_from_status,
 )
-from streams.sinks.google_ads_queries import (
+from streams.sinks.google_ads.queries import (
     ConversionAction,
     CustomerSettings,
     GoogleAdsSearch,
@@ -52,7 +52,7 @@ from streams.sinks.google_ads_queries import (
     customer_settings,
     raw_message,
 )
-from streams.sinks.google_ads_requests import proto_types
+from streams.sinks.google_ads.requests import proto_types
 
 DESTINATION: Final = "google_ads"
 TOO_RECENT: Final = "TOO_RECENT_CONVERSION_ACTION"

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.doctor.checks import Check, CheckStatus
-from streams.sinks.google_ads_diagnostics import (
+from streams.sinks.google_ads.diagnostics import (
     DIAGNOSTICS_COLUMNS,
     CustomerDiagnostics,
     diagnostics_rows,

@@ -18,7 +18,7 @@ from streams.doctor.accounts import Accounts, AccountsError, load_accounts, merg
 from streams.doctor.checks import Check
 from streams.doctor.report import as_json, render
 from streams.doctor.yandex import check_yandex_counters
-from streams.sinks.google_ads_diagnostics import CustomerDiagnostics
+from streams.sinks.google_ads.diagnostics import CustomerDiagnostics
 
 
 @dataclass(frozen=True, slots=True)

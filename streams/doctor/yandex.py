@@ -34,7 +34,7 @@ import aiohttp
 import orjson
 
 from streams.doctor.checks import Check, CheckStatus
-from streams.sinks.yandex import error_messages
+from streams.sinks.yandex.sink import error_messages
 
 _log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Which dead letters a replay takes, and the headers a replayed message carries (pure).
 
 A dead letter is judged from its headers (contract in DESIGN.md, written by
-:func:`streams.outcomes.output_records`) and, for ``--destination`` only, from its value:
+:func:`streams.core.outcomes.output_records`) and, for ``--destination`` only, from its value:
 the headers do not name the destination, the normalized event in the value does.
 
 Rules for missing or garbled data, chosen so that a filter never lets through a record it
@@ -12,7 +12,8 @@ cannot vouch for:
   the header missing or unparseable does not match, so it is skipped by that filter.
   Without that filter the field is never looked at.
 * ``convstream.replay_count`` missing or not a non-negative integer counts as 0, exactly as
-  the worker reads it (``streams.input_consumer.replay_count``), so both sides agree on the count.
+  the worker reads it (``streams.kafka.input_consumer.replay_count``), so both sides agree
+  on the count.
 
 A record that fails a filter is ``FILTERED``; a record that passes every filter but was
 already replayed ``max_replays`` times is ``MAX_REPLAYS``. Both are "handled": the replay

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from streams.kafka_read import data_messages
+from streams.kafka.read import data_messages
 from streams.replay.filters import (
     CODE_HEADER,
     EVENT_ID_HEADER,

@@ -31,90 +31,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple, Protocol
+from typing import Protocol
 
-from streams.event_model import Event
-
-OutcomeStatus = Literal["uploaded", "validated", "duplicate", "rejected", "retryable"]
-
-
-class SourcePosition(NamedTuple):
-    """Where an event was read from: the input topic, partition and offset.
-
-    A named tuple, not a dataclass: it is hashed and compared several times per event
-    (pending sources, dedupe records, settlements), and a tuple does that in C."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class BatchKey:
-    """What a batch is grouped by: one account, one event type, one Yandex id column."""
-
-    destination: str
-    account: str
-    type: str
-    id_column: str | None = None
-
-    def __str__(self) -> str:
-        parts = [self.destination, self.account, self.type]
-        if self.id_column:
-            parts.append(self.id_column)
-        return "/".join(parts)
-
-    @classmethod
-    def of(cls, event: Event) -> BatchKey:
-        """The batch key an event belongs to."""
-        return cls(event.destination, event.account, event.type, event.id_column)
-
-    @classmethod
-    def parse(cls, text: str) -> BatchKey:
-        """Inverse of ``str(key)``."""
-        destination, account, type_, *rest = text.split("/")
-        return cls(destination, account, type_, rest[0] if rest else None)
-
-
-@dataclass(frozen=True, slots=True)
-class AccountBatch:
-    """A frozen batch for one :class:`BatchKey`, with the provenance of every event.
-
-    ``batch_id`` is unique per flush (it goes into every result). Chunking to an API's
-    request limit happens inside the sink, which still returns one outcome per event.
-    """
-
-    batch_id: str
-    key: BatchKey
-    events: tuple[Event, ...]
-    sources: tuple[SourcePosition, ...]
-    dedupe_keys: tuple[str, ...]
-    attempt: int = 1
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-
-@dataclass(frozen=True, slots=True)
-class EventOutcome:
-    """What happened to one event of a batch.
-
-    ``code``/``message`` explain anything but an upload; ``message`` never quotes PII.
-    ``upload_id`` is Yandex's upload id or Google's job id when the destination gave one.
-    ``retryable`` on a rejection: the event itself is fine and a replay can succeed once
-    an operator fixed the cause (refused credentials); it goes into the dead letter.
-    """
-
-    status: OutcomeStatus
-    code: str | None = None
-    message: str | None = None
-    upload_id: str | None = None
-    retry_after: float | None = None
-    retryable: bool = False
-
-    @property
-    def is_failure(self) -> bool:
-        return self.status in ("rejected", "retryable")
+from streams.core.model import AccountBatch, EventOutcome
 
 
 class Sink(Protocol):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from cli import run_cli
 
 from streams.local.broker import create_topics
+from tests.support.cli_runner import run_cli
 
 pytestmark = pytest.mark.e2e
 

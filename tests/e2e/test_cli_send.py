@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import CONVSTREAM, cli_env, run_cli
-from kafka_helpers import read_topic
 
 from streams.local.broker import create_topics
+from tests.support.cli_runner import CONVSTREAM, cli_env, run_cli
+from tests.support.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.e2e
 

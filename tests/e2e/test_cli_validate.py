@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli import run_cli
+
+from tests.support.cli_runner import run_cli
 
 pytestmark = pytest.mark.e2e
 

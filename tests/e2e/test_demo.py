@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from cli import run_cli
+
+from tests.support.cli_runner import run_cli
 
 pytestmark = pytest.mark.e2e
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from event_factory import click, encode, yandex
-from worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
 
-from streams.dedupe import dedupe_key
-from streams.event_model import Event
-from streams.events import parse_event
-from streams.kafka_read import values_to_end
-from streams.pipeline import is_settlement
+from streams.core.dedupe import dedupe_key
+from streams.core.events import parse_event
+from streams.core.model import Event
+from streams.kafka.read import values_to_end
+from streams.stages.batch_stage import is_settlement
+from tests.support.event_factory import click, encode, yandex
+from tests.support.worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from worker_harness import Topics, WorkerProcess, metric_value, wait_until
 
-from streams.changelog_restore import restore_changelog
+from streams.kafka.changelog_restore import restore_changelog
 from streams.local.broker import create_topics
+from tests.support.worker_harness import Topics, WorkerProcess, metric_value, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from worker_harness import CONVSTREAM
 
 from streams.local.sandbox.google_ads import (
     FakeConversionAction,
@@ -21,6 +20,7 @@ from streams.local.sandbox.google_ads import (
     worker_env,
 )
 from streams.local.sandbox.yandex import FakeCounter, FakeGoal, FakeYandex
+from tests.support.worker_harness import CONVSTREAM
 
 CUSTOMER = "1234567890"
 COUNTER = "44147844"

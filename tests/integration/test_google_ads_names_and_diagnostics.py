@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from event_factory import click
 from google.ads.googleads.v26.resources.types import (
     offline_conversion_upload_client_summary as client_types,
 )
@@ -25,10 +24,11 @@ from streams.local.sandbox.google_ads import (
     FakeGoogleAds,
     FakeTokenEndpoint,
 )
-from streams.metrics import Metrics
+from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError
-from streams.sinks.google_ads import GoogleAdsSink
-from streams.sinks.google_ads_diagnostics import ACTION_SUMMARY_QUERY, CLIENT_SUMMARY_QUERY
+from streams.sinks.google_ads.diagnostics import ACTION_SUMMARY_QUERY, CLIENT_SUMMARY_QUERY
+from streams.sinks.google_ads.sink import GoogleAdsSink
+from tests.support.event_factory import click
 
 CUSTOMER = "1234567890"
 PURCHASE = f"customers/{CUSTOMER}/conversionActions/11"

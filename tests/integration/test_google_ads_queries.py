@@ -15,10 +15,10 @@ from streams.local.sandbox.google_ads import (
     FakeTokenEndpoint,
     parse_gaql,
 )
-from streams.sinks.google_ads_actions import ConversionActionResolver, NameProblem
-from streams.sinks.google_ads_client import GoogleAdsConnection
-from streams.sinks.google_ads_errors import ErrorClass
-from streams.sinks.google_ads_queries import (
+from streams.sinks.google_ads.actions import ConversionActionResolver, NameProblem
+from streams.sinks.google_ads.client import GoogleAdsConnection
+from streams.sinks.google_ads.errors import ErrorClass
+from streams.sinks.google_ads.queries import (
     LIVE_CONVERSION_ACTIONS_QUERY,
     GoogleAdsSearch,
     QueryError,

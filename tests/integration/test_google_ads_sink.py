@@ -12,24 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from event_factory import click
-from google_ads_events import CUSTOMER, adjustment, call, event_of
 
 from streams.config import GoogleAdsSettings
+from streams.core.model import AccountBatch, BatchKey, EventOutcome, SourcePosition
 from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, service_account_key
-from streams.metrics import Metrics
-from streams.pipeline import backoff
-from streams.sinks import (
-    AccountBatch,
-    BatchKey,
-    EventOutcome,
-    RetryableSinkError,
-    SinkConfigError,
-    SourcePosition,
-)
-from streams.sinks.google_ads import GoogleAdsSink
-from streams.sinks.google_ads_client import shipped_api_versions
-from streams.sinks.google_ads_requests import daily_job_id
+from streams.ops.metrics import Metrics
+from streams.sinks import RetryableSinkError, SinkConfigError
+from streams.sinks.google_ads.client import shipped_api_versions
+from streams.sinks.google_ads.requests import daily_job_id
+from streams.sinks.google_ads.sink import GoogleAdsSink
+from streams.stages.batch_stage import backoff
+from tests.support.event_factory import click
+from tests.support.google_ads_events import CUSTOMER, adjustment, call, event_of
 
 # SHA-256 of "test@gmail.com" (Google's normalization of " Te.St@Gmail.com "), computed
 # independently: printf %s test@gmail.com | sha256sum

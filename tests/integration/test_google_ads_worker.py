@@ -11,18 +11,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from event_factory import click, encode
-from google_ads_events import adjustment, call
-from worker_harness import (
-    CONVSTREAM,
-    TopicReader,
-    Topics,
-    WorkerProcess,
-    headers_of,
-    metric_value,
-    produce,
-    wait_until,
-)
 
 from streams.local.sandbox.google_ads import (
     FakeConversionAction,
@@ -31,6 +19,18 @@ from streams.local.sandbox.google_ads import (
     FakeTokenEndpoint,
     Tls,
     worker_env,
+)
+from tests.support.event_factory import click, encode
+from tests.support.google_ads_events import adjustment, call
+from tests.support.worker_harness import (
+    CONVSTREAM,
+    TopicReader,
+    Topics,
+    WorkerProcess,
+    headers_of,
+    metric_value,
+    produce,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from event_factory import click, encode
-from worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
 
-from streams.committed import CommittedOffsets
 from streams.config import Settings
-from streams.input_consumer import InputConsumer
-from streams.metrics import Metrics
-from streams.outcomes import Received
+from streams.core.outcomes import Received
+from streams.kafka.committed import CommittedOffsets
+from streams.kafka.input_consumer import InputConsumer
+from streams.ops.metrics import Metrics
+from tests.support.event_factory import click, encode
+from tests.support.worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -3,9 +3,8 @@ from a message Faust skipped, against the real broker."""
 
 from __future__ import annotations
 
-from worker_harness import produce
-
-from streams.kafka_read import first_offset_from
+from streams.kafka.read import first_offset_from
+from tests.support.worker_harness import produce
 
 
 def test_an_existing_offset_is_found_and_the_end_is_none(

@@ -13,11 +13,18 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from event_factory import click, encode
-from worker_harness import CONVSTREAM, TopicReader, Topics, WorkerProcess, headers_of, wait_until
 
 from streams.replay.filters import ReplayFilter
 from streams.replay.runner import COMMIT_EVERY_SECONDS, Replay, ReplayOptions, ReplayReport
+from tests.support.event_factory import click, encode
+from tests.support.worker_harness import (
+    CONVSTREAM,
+    TopicReader,
+    Topics,
+    WorkerProcess,
+    headers_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 

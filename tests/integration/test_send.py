@@ -6,9 +6,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafka_helpers import read_topic
 
-from streams.producer import message_key, send_jsonl
+from streams.commands.send import message_key, send_jsonl
+from tests.support.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
 

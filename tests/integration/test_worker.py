@@ -10,8 +10,10 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from event_factory import click, encode, yandex
-from worker_harness import (
+
+from streams.core.events import schema_document
+from tests.support.event_factory import click, encode, yandex
+from tests.support.worker_harness import (
     TopicReader,
     Topics,
     WorkerProcess,
@@ -20,8 +22,6 @@ from worker_harness import (
     produce,
     wait_until,
 )
-
-from streams.events import schema_document
 
 pytestmark = pytest.mark.integration
 

@@ -9,15 +9,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from event_factory import encode, yandex
 
-from streams.event_model import Event
-from streams.events import parse_event
+from streams.core.events import parse_event
+from streams.core.model import AccountBatch, BatchKey, Event, EventOutcome, SourcePosition
 from streams.local.broker import free_port
 from streams.local.sandbox.yandex import FakeYandex
-from streams.metrics import Metrics
-from streams.sinks import AccountBatch, BatchKey, EventOutcome, RetryableSinkError, SourcePosition
-from streams.sinks.yandex import YandexMetricaSink
+from streams.ops.metrics import Metrics
+from streams.sinks import RetryableSinkError
+from streams.sinks.yandex.sink import YandexMetricaSink
+from tests.support.event_factory import encode, yandex
 
 TOKEN = "test-token-s3cr3t"
 

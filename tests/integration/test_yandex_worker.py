@@ -9,8 +9,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from event_factory import click, encode, yandex
-from worker_harness import (
+
+from streams.core.events import schema_document
+from streams.local.sandbox.yandex import FakeYandex
+from tests.support.event_factory import click, encode, yandex
+from tests.support.worker_harness import (
     TopicReader,
     Topics,
     WorkerProcess,
@@ -19,9 +22,6 @@ from worker_harness import (
     produce,
     wait_until,
 )
-
-from streams.events import schema_document
-from streams.local.sandbox.yandex import FakeYandex
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 import yaml
-from ops_files import CHART, RULE_TESTS, RULES, promtool, rules
+
+from tests.support.ops_files import CHART, RULE_TESTS, RULES, promtool, rules
 
 pytestmark = pytest.mark.ops
 

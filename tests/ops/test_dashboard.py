@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ops_files import dashboard, dashboard_exprs, metric_names, panels, promql, promtool
 
-from streams.metrics import Metrics
+from streams.ops.metrics import Metrics
+from tests.support.ops_files import (
+    dashboard,
+    dashboard_exprs,
+    metric_names,
+    panels,
+    promql,
+    promtool,
+)
 
 pytestmark = pytest.mark.ops
 

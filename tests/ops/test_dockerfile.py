@@ -8,7 +8,8 @@ import json
 import re
 
 import pytest
-from ops_files import ROOT
+
+from tests.support.ops_files import ROOT
 
 pytestmark = pytest.mark.ops
 

@@ -17,10 +17,10 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-from ops_files import CHART, DASHBOARD, FULL_VALUES, ROOT, RULES, promtool
 
 from streams.config import Settings
 from streams.doctor.accounts import load_accounts
+from tests.support.ops_files import CHART, DASHBOARD, FULL_VALUES, ROOT, RULES, promtool
 
 pytestmark = pytest.mark.ops
 

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from ops_files import ROOT, dashboard_exprs, metric_names, rule_exprs
-from worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
+
+from tests.support.ops_files import ROOT, dashboard_exprs, metric_names, rule_exprs
+from tests.support.worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.ops]
 

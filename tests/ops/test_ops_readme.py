@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from ops_files import CHART, ROOT, rules
+
+from tests.support.ops_files import CHART, ROOT, rules
 
 pytestmark = pytest.mark.ops
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from soak_engine import SoakOptions, SoakReport, print_report, run_soak
+
+from tests.support.soak_engine import SoakOptions, SoakReport, print_report, run_soak
 
 pytestmark = pytest.mark.soak
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from streams.events import Event, parse_event
+from streams.core.events import Event, parse_event
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

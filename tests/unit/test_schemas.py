@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import EVENT_TYPES, schema_document
-from streams.sinks.yandex import status_record
+from streams.core.events import EVENT_TYPES, schema_document
+from streams.sinks.yandex.sink import status_record
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from streams.input_consumer import replay_count
-from streams.outcomes import ErrorInfo, Received, Resolution, output_records
-from streams.sinks import SourcePosition
+from streams.core.model import SourcePosition
+from streams.core.outcomes import ErrorInfo, Received, Resolution, output_records
+from streams.kafka.input_consumer import replay_count
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,163 @@
+"""``convstream send FILE.jsonl``: produce events to Kafka, one line per message, verbatim.
+
+Lines are sent byte for byte, invalid ones included: judging them is the worker's job, and
+sending bad input on purpose is how its handling of bad input is tested. A message counts
+as sent only when the broker's delivery report says so; whatever has no report when the
+timeout ends counts as failed, so the exit status never claims more than Kafka confirmed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams.commands.jsonl import STDIN, iter_lines
+
+MAX_ERRORS_KEPT = 10
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # above the worker's own limit, so the worker can reject
+
+
+@dataclass(slots=True)
+class SendReport:
+    """What :func:`send_jsonl` did. ``errors`` keeps the first few, each with its line."""
+
+    lines: int = 0
+    delivered: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def fail(self, line: int, reason: str) -> None:
+        self.failed += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(f"line {line}: {reason}")
+
+
+def message_key(line: bytes) -> bytes | None:
+    """The event's ``event_id`` as the key when the line is an object that has one.
+
+    The worker ignores keys; a stable key only keeps a producer's retries of one event
+    on one partition, which makes the dead-letter topic easier to read.
+    """
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(document, dict):
+        event_id = document.get("event_id")
+        if isinstance(event_id, str) and event_id:
+            return event_id.encode("utf-8")
+    return None
+
+
+def send_jsonl(
+    path: Path,
+    bootstrap: str,
+    topic: str,
+    *,
+    timeout: float = 30.0,
+    on_progress: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Produce every non-blank line of ``path`` to ``topic`` and wait for delivery reports.
+
+    ``on_progress`` is called with the bytes of each line handed to the producer (for a
+    progress bar over the file's size). Raises OSError if the file cannot be read; Kafka
+    problems end up in the report.
+    """
+    report = SendReport()
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": False,  # tansu has no idempotent producer; convstream dedupes
+            "acks": "all",
+            "linger.ms": 20,
+            "message.timeout.ms": max(1, int(timeout * 1000)),
+            "message.max.bytes": MAX_MESSAGE_BYTES,
+            "log.connection.close": False,
+        }
+    )
+
+    def delivered(line_number: int) -> Callable[[KafkaError | None, Message], None]:
+        def report_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                report.delivered += 1
+            else:
+                report.fail(line_number, error.str())
+
+        return report_delivery
+
+    for number, line in iter_lines(path):
+        report.lines += 1
+        _produce(producer, topic, line, message_key(line), delivered(number), report, number)
+        producer.poll(0)
+        if on_progress is not None:
+            on_progress(len(line) + 1)
+    remaining = producer.flush(timeout)
+    if remaining:
+        # No report at all within the timeout: the broker never confirmed these.
+        report.failed += remaining
+        report.errors.append(f"{remaining} messages had no delivery report after {timeout:g} s")
+    return report
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    line: bytes,
+    key: bytes | None,
+    callback: Callable[[KafkaError | None, Message], None],
+    report: SendReport,
+    number: int,
+) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=line, key=key, on_delivery=callback)
+            return
+        except BufferError:
+            producer.poll(0.1)  # local queue full: serve delivery reports, then retry
+        except KafkaException as exc:
+            report.fail(number, str(exc.args[0].str() if exc.args else exc))
+            return
+
+
+def run_send(path: Path, *, bootstrap: str, topic: str, timeout: float, progress: bool) -> int:
+    """The CLI handler: 0 if every line was delivered, 1 if any failed, 2 if unreadable."""
+    from rich.console import Console
+    from rich.progress import Progress, TransferSpeedColumn
+
+    console = Console(stderr=True)
+    if path != STDIN and not path.is_file():
+        console.print(f"convstream send: cannot read {path}: no such file")
+        return 2
+    try:
+        if progress and console.is_terminal and path != STDIN:
+            with Progress(
+                *Progress.get_default_columns(),
+                TransferSpeedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task(f"sending {path.name}", total=path.stat().st_size)
+                report = send_jsonl(
+                    path,
+                    bootstrap,
+                    topic,
+                    timeout=timeout,
+                    on_progress=lambda size: bar.advance(task, size),
+                )
+        else:
+            report = send_jsonl(path, bootstrap, topic, timeout=timeout)
+    except OSError as exc:
+        console.print(f"convstream send: cannot read {path}: {exc.strerror}")
+        return 2
+    print(
+        f"sent {report.lines} events to {topic} at {bootstrap}: "
+        f"{report.delivered} delivered, {report.failed} failed"
+    )
+    for error in report.errors:
+        print(f"  {error}", file=sys.stderr)
+    return 0 if report.failed == 0 else 1

@@ -1,0 +1,294 @@
+"""Dedupe keys and the dedupe state machine. Pure: the table is injected.
+
+States a key can be in, and what an arriving event with that key becomes::
+
+    (absent or expired) ----------------------------------> NEW        (upload it)
+    in_flight / uploaded, set by another source position --> DUPLICATE  (result, no upload)
+    in_flight, set by this same source position -----------> REDELIVERY (upload again)
+    uploaded, set by this same source position ------------> UPLOADED   (result, no upload)
+    failed / validated (dry run) -------------------------> RETRY      (upload it: replays)
+
+A key is ``in_flight`` (in memory, see :class:`DedupeGate`) from when its event joins a
+batch until the batch's settlement is applied, and is then written to the table as
+``uploaded`` or ``failed``. Table writes happen inside stream iteration (see
+:mod:`streams.shell.app`), so the table's changelog partition is the partition that owns the
+batch key. A source position is the input topic/partition/offset the event
+was read from, which survives the repartition hop, so a message redelivered after a
+crash is recognised as itself and processed again: it is never lost to its own earlier,
+half-finished attempt: if its upload is known to have succeeded it is answered
+``uploaded`` again without a second upload; if the crash came between upload and
+settlement it is uploaded once more. "Known" includes settlements that reached the batch
+topic but were not read back before the crash: the worker reads them ahead at every
+assignment (:meth:`DedupeGate.preload`), so only an upload caught in the milliseconds
+between the destination's answer and the settlement's broker ack is repeated (and both
+APIs ignore a repeated conversion with the same click id/order id).
+
+Expiry: a key older than the TTL counts as absent when read, and :meth:`DedupeGate.sweep`
+deletes expired keys, which writes tombstones to the changelog, so a recovered table does
+not bring them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+import orjson
+
+from streams.core.model import YANDEX_ID_COLUMNS, Event, SourcePosition
+
+KeyStatus = Literal["in_flight", "uploaded", "failed", "validated"]
+StoredRecord = list[Any]
+"""[status, updated_at, owner partition, source topic, source partition, source offset]"""
+_DUPLICATE_STATES: Final = frozenset({"in_flight", "uploaded"})
+_CLICK_OR_CALLER: Final = ("gclid", "gbraid", "wbraid", "caller_id")
+_log = logging.getLogger(__name__)
+
+
+class Verdict(StrEnum):
+    """What to do with an event, given its key's stored state."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    REDELIVERY = "redelivery"
+    UPLOADED = "uploaded"
+    RETRY = "retry"
+
+    @property
+    def admitted(self) -> bool:
+        """True when the event goes on to be uploaded."""
+        return self in _ADMITTED
+
+
+_ADMITTED: Final = frozenset({Verdict.NEW, Verdict.REDELIVERY, Verdict.RETRY})
+
+
+def dedupe_key(event: Event) -> str:
+    """The event's dedupe key: 32 hex chars of a BLAKE2b digest over its identity.
+
+    With an order id the identity is (destination, account, action, type, order id);
+    otherwise the click id, caller id, Yandex id or the sorted hashed identifiers plus
+    the event time as a UTC instant. Adjustments add their adjustment type and time, so
+    a retraction after a restatement of the same order is not a duplicate of it.
+    """
+    body = event.body
+    parts = [event.destination, event.account, event.action or "", event.type]
+    if event.type == "conversion_adjustment":
+        parts += [body["adjustment_type"], event.event_time.isoformat()]
+        pair = body.get("gclid_date_time_pair")
+        if "order_id" in body:
+            parts += ["order_id", str(body["order_id"])]
+        elif pair is not None:
+            parts += ["gclid", pair["gclid"], pair["conversion_date_time"]]
+        else:
+            parts += ["identifiers", *_identifiers(body)]
+    elif "order_id" in body:
+        parts += ["order_id", str(body["order_id"])]
+    else:
+        parts += [*_identity(event), event.event_time.isoformat()]
+    text = "\x1f".join(parts).encode()
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+def _identity(event: Event) -> list[str]:
+    body = event.body
+    for name in _CLICK_OR_CALLER:
+        if name in body:
+            return [name, str(body[name])]
+    for name in YANDEX_ID_COLUMNS:
+        if name in body:
+            return [name, str(body[name])]
+    return ["identifiers", *_identifiers(body)]
+
+
+def _identifiers(body: dict[str, object]) -> list[str]:
+    identifiers = body.get("user_identifiers") or []
+    assert isinstance(identifiers, list)
+    return sorted(orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode() for item in identifiers)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key's stored state: status, who set it, when, and which partition owns it."""
+
+    status: KeyStatus
+    source: SourcePosition
+    updated_at: float
+    partition: int
+
+    def encode(self) -> StoredRecord:
+        """A JSON-ready list: the table's changelog codec (JSON) round-trips it exactly, so
+        a value read back after recovery equals the value written."""
+        s = self.source
+        return [
+            self.status,
+            round(self.updated_at, 3),
+            self.partition,
+            s.topic,
+            s.partition,
+            s.offset,
+        ]
+
+    @classmethod
+    def decode(cls, stored: StoredRecord) -> KeyRecord:
+        status, updated_at, partition, topic, source_partition, offset = stored
+        return cls(status, SourcePosition(topic, source_partition, offset), updated_at, partition)
+
+
+def _decode_or_none(stored: StoredRecord | None) -> KeyRecord | None:
+    """A corrupt or foreign value counts as absent: the event is uploaded (at-least-once)
+    rather than dropped as a duplicate of something nobody can name."""
+    if stored is None:
+        return None
+    try:
+        return KeyRecord.decode(stored)
+    except (TypeError, ValueError):
+        _log.warning("unreadable dedupe record ignored")
+        return None
+
+
+def decide(record: KeyRecord | None, source: SourcePosition, now: float, ttl: float) -> Verdict:
+    """The state machine in the module docstring, as one function."""
+    if record is None or now - record.updated_at >= ttl:
+        return Verdict.NEW
+    if record.status in _DUPLICATE_STATES:
+        if record.source != source:
+            return Verdict.DUPLICATE
+        return Verdict.UPLOADED if record.status == "uploaded" else Verdict.REDELIVERY
+    return Verdict.RETRY
+
+
+class DedupeGate:
+    """Holds the in-flight keys in memory and the settled ones in the injected table.
+
+    ``table`` maps key -> :meth:`KeyRecord.encode` lists; in the worker it is a Faust table
+    with a changelog, so every write here must happen inside stream iteration. Only
+    settled states are written: one changelog record per event. ``in_flight`` lives in
+    memory because persisting it would cost a second record per event and buy nothing:
+    an in-flight event's offset is never committed, so after a crash it is read again and
+    re-admitted before any later copy of it can be judged.
+    """
+
+    def __init__(
+        self,
+        table: MutableMapping[str, StoredRecord],
+        ttl_seconds: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._table = table
+        self._ttl = ttl_seconds
+        self._clock = clock
+        # key -> (its in-flight record, whether the table held the key when admitted)
+        self._in_flight: dict[str, tuple[KeyRecord, bool]] = {}
+        # key -> the last settlement found ahead of the committed offset (see preload)
+        self._ahead: dict[str, KeyRecord] = {}
+        self._count: int | None = None
+
+    def preload(self, key: str, status: KeyStatus, source: SourcePosition, partition: int) -> None:
+        """Remember a settlement that sits in the batch topic after the committed offset.
+
+        Why: after a crash the chunks after the committed offset are read again *before*
+        the settlements that follow them in the same partition, so without this an event
+        whose upload was already settled would be admitted as new and uploaded again, once
+        per crash. With the settlements read ahead (``streams.kafka.read``), such an event
+        is answered ``uploaded`` without a second upload; only an upload whose settlement
+        never reached the broker (a crash inside that window) is repeated. The entry is
+        dropped when the settlement itself is read and applied.
+        """
+        self._ahead[key] = KeyRecord(status, source, self._clock(), partition)
+
+    def admit(self, key: str, source: SourcePosition, partition: int) -> Verdict:
+        """Decide for one arriving event; an admitted key becomes ``in_flight``."""
+        now = self._clock()
+        flying = self._in_flight.get(key)
+        if flying is not None:
+            record: KeyRecord | None = flying[0]
+            stored = flying[1]
+        else:
+            # ``in`` first: most keys are new, and a miss through ``get`` costs an exception
+            # inside Faust's table on every event.
+            stored = key in self._table
+            ahead = self._ahead.get(key) if self._ahead else None
+            if ahead is not None:  # newer than the table: it follows the committed offset
+                record = ahead
+            else:
+                record = _decode_or_none(self._table[key]) if stored else None
+        verdict = decide(record, source, now, self._ttl)
+        if verdict.admitted:
+            self._in_flight[key] = (KeyRecord("in_flight", source, now, partition), stored)
+        return verdict
+
+    def settle(self, key: str, status: KeyStatus, source: SourcePosition, partition: int) -> None:
+        """Record how the upload of ``key`` (admitted from ``source``) ended.
+
+        Skipped when another source took the key over meanwhile, so a late settlement of
+        an old attempt cannot overwrite a newer one.
+        """
+        # The newest settlement of the key in the unread tail is applied now: it wins over
+        # an older row of another source even though that source is not in flight here.
+        newest = False
+        if self._ahead:
+            ahead = self._ahead.get(key)
+            if ahead is not None and ahead.source == source and ahead.status == status:
+                del self._ahead[key]
+                newest = True
+        flying = self._in_flight.get(key)
+        if flying is not None:
+            if flying[0].source != source:
+                return
+            del self._in_flight[key]
+            existed = flying[1]  # known since admit: no table read on the hot path
+        else:
+            stored = self._table.get(key)
+            record = _decode_or_none(stored)
+            if record is not None and record.source != source and not newest:
+                return
+            existed = stored is not None
+        self._table[key] = KeyRecord(status, source, self._clock(), partition).encode()
+        if not existed and self._count is not None:
+            self._count += 1
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop in-flight keys of revoked partitions (their events are read again)."""
+        for key, (record, _) in list(self._in_flight.items()):
+            if record.partition in partitions:
+                del self._in_flight[key]
+        for key, ahead in list(self._ahead.items()):
+            if ahead.partition in partitions:
+                del self._ahead[key]
+
+    def keep_read_ahead(self, partitions: set[int]) -> None:
+        """Drop settlements read ahead for any partition not in ``partitions``."""
+        for key, ahead in list(self._ahead.items()):
+            if ahead.partition not in partitions:
+                del self._ahead[key]
+
+    def expired_keys(self, partition: int) -> Iterator[str]:
+        """Keys owned by ``partition`` whose TTL has passed."""
+        cutoff = self._clock() - self._ttl
+        for key, stored in list(self._table.items()):
+            record = _decode_or_none(stored)
+            if record is not None and record.partition == partition and record.updated_at <= cutoff:
+                yield key
+
+    def sweep(self, partition: int) -> int:
+        """Delete expired keys owned by ``partition``; returns how many were deleted."""
+        doomed = list(self.expired_keys(partition))
+        for key in doomed:
+            del self._table[key]
+        self._count = None
+        return len(doomed)
+
+    def recount(self) -> None:
+        """Forget the cached key count (after a rebalance brought other partitions)."""
+        self._count = None
+
+    def __len__(self) -> int:
+        """Keys held; counted once (a full scan on RocksDB) and then kept up to date."""
+        if self._count is None:
+            self._count = len(self._table)
+        return self._count

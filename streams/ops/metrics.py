@@ -1,0 +1,351 @@
+"""Every Prometheus metric convstream exports, defined once (names are a contract).
+
+Metrics live in their own :class:`Metrics` registry instead of the global default, so a
+test (or a benchmark) can build a fresh set per worker. No label ever carries a click id,
+an order id or PII: labels are destinations, event types, stages, error codes, outcomes,
+topics and partitions only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from streams.ops.http_endpoints import Readiness, serve
+
+if TYPE_CHECKING:
+    from streams.sinks.google_ads.diagnostics import CustomerDiagnostics
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 900, 3600)
+_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+
+
+class CachedLabels:
+    """A labelled metric whose children are looked up once per label set.
+
+    Why: prometheus-client's ``labels()`` takes a lock and rebuilds the label tuple on
+    every call; called per event it was ~10% of the worker's time (py-spy). Everything
+    else is delegated to the metric; ``remove`` also forgets the cached child.
+    """
+
+    def __init__(self, metric: Counter | Gauge | Histogram) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+    def remove(self, *values: str) -> None:
+        self._children.pop(values, None)
+        self._metric.remove(*values)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._metric, name)
+
+
+class Metrics:
+    """The worker's metrics, registered in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry = registry or CollectorRegistry()
+        self.readiness = Readiness()
+        self.events_received = Counter(
+            "convstream_events_received_total",
+            "Input messages read, by destination and type (unknown when unparseable).",
+            ["destination", "type"],
+            registry=registry,
+        )
+        self.events_invalid = Counter(
+            "convstream_events_invalid_total",
+            "Input messages that could not be parsed or validated.",
+            ["stage"],
+            registry=registry,
+        )
+        self.events_duplicate = Counter(
+            "convstream_events_duplicate_total",
+            "Events dropped as duplicates of an uploaded or in-flight key.",
+            ["destination"],
+            registry=registry,
+        )
+        self.events_carried_over = Counter(
+            "convstream_events_carried_over_total",
+            "Events still retrying at a rebalance or shutdown, handed to the partition's "
+            "next reader instead of being failed.",
+            ["destination"],
+            registry=registry,
+        )
+        self.conversions_uploaded = Counter(
+            "convstream_conversions_uploaded_total",
+            "Events the destination accepted (or validated, in a dry run).",
+            ["destination"],
+            registry=registry,
+        )
+        self.conversions_rejected = Counter(
+            "convstream_conversions_rejected_total",
+            "Events that ended rejected or failed, by error code.",
+            ["destination", "code"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "convstream_dead_letters_total",
+            "Records published to the dead-letter topic.",
+            ["destination", "stage"],
+            registry=registry,
+        )
+        self.upload_requests = Counter(
+            "convstream_upload_requests_total",
+            "Batch writes to a destination, by outcome (ok, partial, retry, error).",
+            ["destination", "outcome"],
+            registry=registry,
+        )
+        self.upload_retries = Counter(
+            "convstream_upload_retries_total",
+            "Batch writes repeated after a retryable error.",
+            ["destination"],
+            registry=registry,
+        )
+        self.upload_duration = Histogram(
+            "convstream_upload_duration_seconds",
+            "Time one batch write took, retries excluded.",
+            ["destination"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "convstream_batch_size",
+            "Events per flushed batch.",
+            ["destination"],
+            buckets=_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.event_latency = Histogram(
+            "convstream_event_latency_seconds",
+            "From the input record's timestamp to its result being published.",
+            ["destination"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.buffered_events = Gauge(
+            "convstream_buffered_events",
+            "Events waiting in micro-batches or being uploaded.",
+            ["destination"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "convstream_consumer_lag",
+            "Messages between the high-water mark and the next offset to process.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "convstream_auth_failures_total",
+            "Destination credentials refused (revoked refresh token, permission denied): "
+            "the batch is rejected, not retried.",
+            ["destination"],
+            registry=registry,
+        )
+        self.dedupe_keys = Gauge(
+            "convstream_dedupe_keys",
+            "Keys held in this worker's dedupe table.",
+            registry=registry,
+        )
+        # Yandex Metrica upload tracking (labels: final status, counter id; a counter id
+        # identifies a Metrica tag, not a person).
+        self.yandex_uploads = Counter(
+            "convstream_yandex_uploads_total",
+            "Yandex Metrica uploads that reached a final status (PROCESSED, LINKAGE_FAILURE).",
+            ["status"],
+            registry=registry,
+        )
+        self.yandex_upload_lines = Counter(
+            "convstream_yandex_upload_lines_total",
+            "Rows of finished Yandex uploads, by what Metrica made of them "
+            "(linked, user_not_found, goal_not_found).",
+            ["counter", "result"],
+            registry=registry,
+        )
+        self.yandex_user_not_found_ratio = Gauge(
+            "convstream_yandex_user_not_found_ratio",
+            "Share of rows whose visitor Metrica could not find, in the counter's last "
+            "finished upload.",
+            ["counter"],
+            registry=registry,
+        )
+        self.yandex_goal_not_found_ratio = Gauge(
+            "convstream_yandex_goal_not_found_ratio",
+            "Share of rows whose goal (Target) Metrica could not find, in the counter's last "
+            "finished upload.",
+            ["counter"],
+            registry=registry,
+        )
+        self.yandex_auth_failures = Counter(
+            "convstream_yandex_auth_failures_total",
+            "Yandex requests refused with HTTP 401/403 (token invalid or no access).",
+            ["counter"],
+            registry=registry,
+        )
+        self.yandex_uploads_tracked = Gauge(
+            "convstream_yandex_uploads_tracked",
+            "Yandex uploads whose status is still being polled.",
+            registry=registry,
+        )
+        # Google Ads offline data diagnostics (labels: customer id digits, upload client,
+        # conversion action id, enum names; never an action's name, which is free text).
+        self.google_diagnostics = GoogleDiagnosticsCollector()
+        registry.register(self.google_diagnostics)
+        self.google_diagnostics_poll_errors = Counter(
+            "convstream_google_diagnostics_poll_errors_total",
+            "Google Ads diagnostics polls of a customer that failed (its previous snapshot "
+            "stays exported).",
+            ["customer_id"],
+            registry=registry,
+        )
+        for name, metric in list(vars(self).items()):
+            if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
+                setattr(self, name, CachedLabels(metric))
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> int:  # noqa: S104 (scraped)
+        """Serve ``/metrics``, ``/ready`` and ``/healthz`` on ``port`` (0 picks a free
+        one); returns the bound port. ``self.readiness`` drives ``/ready``."""
+        server = serve(self.registry, self.readiness, port, addr)
+        return int(server.server_port)
+
+
+class GoogleDiagnosticsCollector(Collector):
+    """The ``convstream_google_diagnostics_*`` gauges, built at every scrape from the latest
+    successful poll of each customer.
+
+    A collector rather than labelled Gauges: a poll replaces a customer's whole snapshot,
+    so an alert or a conversion action that Google no longer reports disappears from
+    /metrics instead of being exported forever with its last value. Every family is
+    yielded even without samples, so its # HELP / # TYPE lines are always declared.
+
+    Several upload clients can report the same conversion action (or the same alert at
+    customer level): action counts are summed and alert percentages take the maximum, so
+    every series stays unique without a label per client.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[str, CustomerDiagnostics] = {}
+
+    def update(self, diagnostics: CustomerDiagnostics) -> None:
+        """Replace the customer's snapshot (called by the poller's event loop; scrapes run
+        on the HTTP server's thread, hence the lock)."""
+        with self._lock:
+            self._latest[diagnostics.customer_id] = diagnostics
+
+    def snapshot(self) -> dict[str, CustomerDiagnostics]:
+        with self._lock:
+            return dict(self._latest)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """Families without samples: lets the registry reject a duplicate name at start."""
+        return iter(_google_diagnostics_families().values())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = _google_diagnostics_families()
+        for customer, diagnostics in sorted(self.snapshot().items()):
+            _add_google_diagnostics(families, customer, diagnostics)
+        return iter(families.values())
+
+
+def _google_diagnostics_families() -> dict[str, GaugeMetricFamily]:
+    prefix = "convstream_google_diagnostics_"
+    specs = {
+        "events": (
+            "Events in Google's upload summary of the customer, by upload client and state "
+            "(failed = total - successful - pending).",
+            ["customer_id", "client", "state"],
+        ),
+        "success_rate": (
+            "Google's success rate of the customer's uploads (0..1), by upload client.",
+            ["customer_id", "client"],
+        ),
+        "daily_events": (
+            "Events of the most recent upload day with any, by upload client and state.",
+            ["customer_id", "client", "state"],
+        ),
+        "daily_success_rate": (
+            "successful / (successful + failed) of the most recent upload day with any "
+            "decided event, by upload client (absent when none is decided).",
+            ["customer_id", "client"],
+        ),
+        "status": (
+            "Google's diagnostic status of the customer's uploads (1 for the current one).",
+            ["customer_id", "client", "status"],
+        ),
+        "alert_percentage": (
+            "Share of events (0..1) Google reports an error for; conversion_action_id is "
+            "empty for customer-level alerts.",
+            ["customer_id", "conversion_action_id", "error"],
+        ),
+        "action_events": (
+            "Events in Google's upload summary of a conversion action, by state.",
+            ["customer_id", "conversion_action_id", "state"],
+        ),
+        "last_success_timestamp_seconds": (
+            "Unix time of the customer's last successful diagnostics poll.",
+            ["customer_id"],
+        ),
+    }
+    return {
+        name: GaugeMetricFamily(prefix + name, documentation, labels=labels)
+        for name, (documentation, labels) in specs.items()
+    }
+
+
+def _add_google_diagnostics(
+    families: dict[str, GaugeMetricFamily], customer: str, diagnostics: CustomerDiagnostics
+) -> None:
+    alerts: dict[tuple[str, str], float] = {}
+    for summary in diagnostics.clients:
+        client = summary.client
+        states = {
+            "successful": summary.successful_event_count,
+            "pending": summary.pending_event_count,
+            "failed": summary.failed_event_count,
+        }
+        for state, count in states.items():
+            families["events"].add_metric([customer, client, state], count)
+        families["success_rate"].add_metric([customer, client], summary.success_rate)
+        families["status"].add_metric([customer, client, summary.status], 1)
+        day = summary.latest_day
+        if day is not None:
+            for state, count in (
+                ("successful", day.successful),
+                ("pending", day.pending),
+                ("failed", day.failed),
+            ):
+                families["daily_events"].add_metric([customer, client, state], count)
+            if day.success_rate is not None:
+                families["daily_success_rate"].add_metric([customer, client], day.success_rate)
+        for alert in summary.alerts:
+            key = ("", alert.error)
+            alerts[key] = max(alerts.get(key, 0.0), alert.percentage)
+    actions: dict[tuple[str, str], int] = {}
+    for action in diagnostics.actions:
+        action_id = str(action.conversion_action_id)
+        for state, count in (
+            ("successful", action.successful_event_count),
+            ("pending", action.pending_event_count),
+            ("failed", action.failed_event_count),
+        ):
+            actions[(action_id, state)] = actions.get((action_id, state), 0) + count
+        for alert in action.alerts:
+            key = (action_id, alert.error)
+            alerts[key] = max(alerts.get(key, 0.0), alert.percentage)
+    for (action_id, state), count in actions.items():
+        families["action_events"].add_metric([customer, action_id, state], count)
+    for (action_id, error), percentage in alerts.items():
+        families["alert_percentage"].add_metric([customer, action_id, error], percentage)
+    families["last_success_timestamp_seconds"].add_metric([customer], diagnostics.polled_at)

@@ -1,0 +1,207 @@
+"""`convstream worker`: build the sinks and metrics, start the Faust app, run until stopped.
+
+SIGTERM and SIGINT stop it gracefully: buffered batches are flushed, their results
+published and their offsets committed before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any, cast
+
+import faust
+import mode
+import orjson
+
+from streams.config import DedupeStore, Settings
+from streams.core.events import warm_up
+from streams.kafka.changelog_restore import restore_changelog
+from streams.kafka.producer import OutputProducer, Record
+from streams.ops.http_endpoints import Readiness
+from streams.ops.metrics import Metrics
+from streams.shell.app import create_app, max_record_bytes
+from streams.sinks import RecordingSink, Sink, SinkConfigError
+from streams.sinks.yandex.sink import StatusCallback, YandexMetricaSink
+
+_log = logging.getLogger(__name__)
+
+
+def build_sinks(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    on_status: StatusCallback | None = None,
+) -> dict[str, Sink]:
+    """One sink per destination that can receive events; the rest get
+    DESTINATION_NOT_CONFIGURED results.
+
+    A destination named in CONVSTREAM_RECORDING_SINK keeps the recording sink (demo,
+    tests); otherwise google_ads gets the real sink when GOOGLE_ADS_DEVELOPER_TOKEN is
+    set, and yandex_metrica when YANDEX_METRICA_OAUTH_TOKEN is set. ``on_status`` receives
+    the Yandex upload-status records.
+    """
+    sinks: dict[str, Sink] = {}
+    for destination in sorted(settings.recording_sink):
+        sinks[destination] = RecordingSink(destination, log_path=settings.recording_sink_log)
+    if "google_ads" not in sinks and settings.google_ads is not None:
+        from streams.sinks.google_ads.sink import GoogleAdsSink  # google-ads imports take ~1 s
+
+        sinks["google_ads"] = GoogleAdsSink(
+            settings.google_ads,
+            dry_run=settings.dry_run,
+            metrics=metrics,
+            worker_name=f"{settings.app_id}/{socket.gethostname()}",
+            diagnostics_interval=settings.google_diagnostics_interval_seconds,
+        )
+    if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
+        sinks["yandex_metrica"] = YandexMetricaSink(
+            settings.yandex_oauth_token,
+            settings.yandex_api_url,
+            metrics=metrics,
+            on_status=on_status,
+            dry_run=settings.dry_run,
+            max_file_bytes=settings.yandex_max_file_bytes,
+            poll_interval=settings.yandex_status_poll_seconds,
+            request_timeout=settings.yandex_request_timeout_seconds,
+        )
+    return sinks
+
+
+class StatusPublisher:
+    """Publishes upload-status records on CONVSTREAM_UPLOAD_STATUS_TOPIC, keyed by
+    account (the Yandex counter id), so one counter's statuses stay in order on one
+    partition. Not on the results topic: that one carries exactly one record per input
+    message, and its consumers count on it.
+
+    The librdkafka producer opens on the first record, so a worker whose sinks never
+    report a status never opens it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._output: OutputProducer | None = None
+
+    async def __call__(self, record: dict[str, Any]) -> None:
+        if self._output is None:
+            settings = self._settings
+            self._output = OutputProducer(settings.bootstrap_servers, max_record_bytes(settings))
+        await self._output.send_all(
+            [
+                Record(
+                    self._settings.upload_status_topic,
+                    str(record.get("account", "")).encode(),
+                    orjson.dumps(record),
+                )
+            ]
+        )
+
+    def close(self) -> None:
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+
+
+class SinkLifecycle(mode.Service):
+    """Calls every sink's ``setup()`` before the app starts and ``aclose()`` after it
+    stopped: faust.Worker starts its extra services before the app and stops them after
+    it, so the app's final flush still has open sinks. A SinkConfigError in setup stops
+    the worker before it joins the group."""
+
+    def __init__(self, sinks: Mapping[str, Sink], publisher: StatusPublisher) -> None:
+        super().__init__()
+        self._sinks = sinks
+        self._publisher = publisher
+        self.config_error: SinkConfigError | None = None
+
+    async def on_start(self) -> None:
+        try:
+            await setup_sinks(self._sinks)
+        except SinkConfigError as exc:
+            self.config_error = exc  # run_worker turns it into exit code 2
+            raise
+
+    async def on_stop(self) -> None:
+        for destination, sink in self._sinks.items():
+            try:
+                await sink.aclose()
+            except Exception as exc:  # one sink's close must not keep the others open
+                _log.error(
+                    "sink close failed destination=%s error=%s", destination, type(exc).__name__
+                )
+        self._publisher.close()
+
+
+class ConvstreamWorker(faust.Worker):
+    """faust.Worker that drives ``/ready``: ready once start-up finished (partitions
+    assigned, dedupe table recovered), not ready from the moment shutdown begins."""
+
+    def __init__(self, app: faust.App, *services: Any, readiness: Readiness, **kw: Any) -> None:
+        super().__init__(app, *services, **kw)
+        self._readiness = readiness
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        self._readiness.set(True)
+
+    async def on_stop(self) -> None:
+        self._readiness.set(False)
+        await super().on_stop()
+
+
+async def setup_sinks(sinks: Mapping[str, Sink]) -> None:
+    """Call every sink's ``setup()``; a SinkConfigError names the variable to fix."""
+    for sink in sinks.values():
+        await sink.setup()
+
+
+def run_worker(settings: Settings) -> int:
+    """Run the worker in the foreground; returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    warm_up()
+    metrics = Metrics()
+    publisher = StatusPublisher(settings)
+    sinks = build_sinks(settings, metrics, publisher)
+    for destination in ("google_ads", "yandex_metrica"):
+        if destination in sinks:
+            _log.info("destination=%s sink=%s", destination, type(sinks[destination]).__name__)
+        else:
+            _log.warning(
+                "destination=%s is not configured: its events will be rejected with "
+                "DESTINATION_NOT_CONFIGURED",
+                destination,
+            )
+    port = metrics.serve(settings.metrics_port)
+    print(f"metrics on http://0.0.0.0:{port}/metrics", flush=True)
+    app, _pipeline = create_app(settings, sinks, metrics)
+    if settings.dedupe_store is DedupeStore.ROCKSDB:
+        # Faust would replay the changelog one record at a time; bring RocksDB up to date
+        # in bulk first, so its recovery has (almost) nothing left to read.
+        table = cast("faust.Table[str, list[object]]", app.tables["dedupe"])
+        restore_changelog(
+            table.data,
+            settings.bootstrap_servers,
+            table.changelog_topic.get_topic_name(),
+            settings.batch_partitions,
+            tp_factory=faust.types.TP,
+        )
+    app.read_ahead_at_start()
+    lifecycle = SinkLifecycle(sinks, publisher)
+    worker = ConvstreamWorker(
+        app, lifecycle, readiness=metrics.readiness, loglevel="INFO", quiet=True
+    )
+    try:
+        worker.execute_from_commandline()  # exits the process via sys.exit
+    except SystemExit:
+        if lifecycle.config_error is None:
+            raise
+        message = lifecycle.config_error.message
+        _log.error("sink configuration error: %s", message)
+        print(f"convstream worker: {message}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_worker(Settings.from_env()))

@@ -1,0 +1,230 @@
+"""Yandex Metrica offline-conversion CSV files, built from validated events (pure).
+
+Called by :class:`streams.sinks.yandex.sink.YandexMetricaSink` for every batch, before any
+network I/O, so the bytes a test asserts are the bytes that get uploaded.
+
+File shape (what Metrica's ``offline_conversions/upload`` expects)::
+
+    BASIC  (offline_conversion):  <IdColumn>,Target,DateTime[,Price][,Currency]
+    CALLS  (call):                <IdColumn>,DateTime[,PhoneNumber][,TalkDuration]
+                                  [,HoldDuration][,CallMissed][,StaticCall]
+                                  [,FirstTimeCaller][,Tag][,URL][,Price][,Currency]
+
+* one id column per file (``ClientId`` | ``UserId`` | ``Yclid`` | ``PurchaseId``): Metrica
+  reads the id type from the header, so a file never mixes them. The batch key already
+  includes the id column; events of another id column still go to a file of their own
+  instead of trusting that;
+* optional columns appear only when some row of the batch has a value (an empty cell
+  would be read as "no value", but a column nobody uses is just noise);
+* ``DateTime`` is unix seconds and must lie in the past: a row in the future would fail
+  the whole file at Metrica, so such an event is rejected here (``YANDEX_DATETIME_IN_FUTURE``);
+* calls carry no ``Target`` column: Metrica attributes uploaded calls to the counter's call
+  goals itself (the event's ``target`` still takes part in dedupe);
+* files are split so none exceeds ``max_file_bytes`` (Metrica's limit is 1 GB); a single
+  row that cannot fit even alone is rejected (``YANDEX_ROW_TOO_LARGE``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+from streams.core.model import YANDEX_ID_COLUMNS, Event
+
+UploadType = Literal["BASIC", "CALLS"]
+
+DEFAULT_MAX_FILE_BYTES: Final = 1_000_000_000
+"""Metrica accepts files up to 1 GB; stay just under it."""
+
+DATETIME_IN_FUTURE: Final = "YANDEX_DATETIME_IN_FUTURE"
+ROW_TOO_LARGE: Final = "YANDEX_ROW_TOO_LARGE"
+MISSING_ID: Final = "YANDEX_MISSING_ID"
+
+#: CSV id column -> the upload's ``client_id_type`` query value.
+CLIENT_ID_TYPES: Final[Mapping[str, str]] = {
+    "ClientId": "CLIENT_ID",
+    "UserId": "USER_ID",
+    "Yclid": "YCLID",
+    "PurchaseId": "PURCHASE_ID",
+}
+
+#: event type -> the upload's ``type`` query value.
+UPLOAD_TYPES: Final[Mapping[str, UploadType]] = {
+    "offline_conversion": "BASIC",
+    "call": "CALLS",
+}
+
+_ID_FIELD_OF: Final = {column: name for name, column in YANDEX_ID_COLUMNS.items()}
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+def _flag(value: Any) -> str:
+    return "1" if value else "0"
+
+
+def _price(value: Any) -> str:
+    """Dot decimal without an exponent: 1499.0 -> "1499", 99.5 -> "99.5", 1e-7 -> "0.0000001"."""
+    if isinstance(value, int):
+        return str(value)
+    text = format(Decimal(repr(float(value))), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+#: Optional columns, in file order: (column, event field, formatter).
+_Column = tuple[str, str, Callable[[Any], str]]
+_BASIC_OPTIONAL: Final[tuple[_Column, ...]] = (
+    ("Price", "price", _price),
+    ("Currency", "currency", _text),
+)
+_CALLS_OPTIONAL: Final[tuple[_Column, ...]] = (
+    ("PhoneNumber", "phone_number", _text),
+    ("TalkDuration", "talk_duration", _text),
+    ("HoldDuration", "hold_duration", _text),
+    ("CallMissed", "call_missed", _flag),
+    ("StaticCall", "static_call", _flag),
+    ("FirstTimeCaller", "first_time_caller", _flag),
+    ("Tag", "tag", _text),
+    ("URL", "url", _text),
+    ("Price", "price", _price),
+    ("Currency", "currency", _text),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CsvFile:
+    """One upload: the file's bytes and which events (batch indices) are its rows."""
+
+    upload_type: UploadType
+    id_column: str
+    data: bytes
+    rows: tuple[int, ...]
+
+    @property
+    def client_id_type(self) -> str:
+        return CLIENT_ID_TYPES[self.id_column]
+
+
+@dataclass(frozen=True, slots=True)
+class RowRejection:
+    """An event that cannot go into any file; becomes a ``rejected`` outcome."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CsvPlan:
+    """What :func:`build_files` made of a batch: files to upload and rejected rows."""
+
+    files: tuple[CsvFile, ...]
+    rejected: Mapping[int, RowRejection]
+
+
+def build_files(
+    events: Sequence[Event], now: float, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> CsvPlan:
+    """Turn a batch's events into CSV files, one id column per file, none above the limit.
+
+    ``now`` (unix seconds) decides which events lie in the future. Every index of
+    ``events`` ends up either in exactly one file's ``rows`` or in ``rejected``.
+    """
+    rejected: dict[int, RowRejection] = {}
+    groups: dict[tuple[UploadType, str], list[int]] = {}
+    for index, event in enumerate(events):
+        column = event.id_column
+        if column is None:
+            rejected[index] = RowRejection(MISSING_ID, "the event has no Yandex id field")
+            continue
+        when = int(event.body["date_time"])
+        if when > now:
+            rejected[index] = RowRejection(
+                DATETIME_IN_FUTURE,
+                f"date_time {when} is in the future; Metrica accepts past conversions only",
+            )
+            continue
+        groups.setdefault((UPLOAD_TYPES[event.type], column), []).append(index)
+    files: list[CsvFile] = []
+    for (upload_type, column), indices in groups.items():
+        files.extend(_files_for(upload_type, column, events, indices, max_file_bytes, rejected))
+    return CsvPlan(tuple(files), rejected)
+
+
+def header_for(
+    upload_type: UploadType, id_column: str, bodies: Iterable[dict[str, Any]]
+) -> list[str]:
+    """The header of a file: fixed columns, then optional ones that some row fills."""
+    optional = _BASIC_OPTIONAL if upload_type == "BASIC" else _CALLS_OPTIONAL
+    used: set[str] = set()
+    for body in bodies:
+        used.update(body)
+    fixed = [id_column, "Target", "DateTime"] if upload_type == "BASIC" else [id_column, "DateTime"]
+    return fixed + [column for column, field, _ in optional if field in used]
+
+
+def _files_for(
+    upload_type: UploadType,
+    id_column: str,
+    events: Sequence[Event],
+    indices: list[int],
+    max_file_bytes: int,
+    rejected: dict[int, RowRejection],
+) -> list[CsvFile]:
+    header = header_for(upload_type, id_column, (events[i].body for i in indices))
+    optional = {
+        column: (field, fmt)
+        for column, field, fmt in (_BASIC_OPTIONAL if upload_type == "BASIC" else _CALLS_OPTIONAL)
+    }
+    id_field = _ID_FIELD_OF[id_column]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+
+    def encode(row: list[str]) -> bytes:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(row)
+        return buffer.getvalue().encode("utf-8")
+
+    header_bytes = encode(header)
+    files: list[CsvFile] = []
+    parts: list[bytes] = [header_bytes]
+    rows: list[int] = []
+    size = len(header_bytes)
+    for index in indices:
+        body = events[index].body
+        row = []
+        for column in header:
+            if column == id_column:
+                row.append(str(body[id_field]))
+            elif column == "Target":
+                row.append(str(body.get("target", "")))
+            elif column == "DateTime":
+                row.append(str(int(body["date_time"])))
+            else:
+                field, fmt = optional[column]
+                value = body.get(field)
+                row.append("" if value is None else fmt(value))
+        line = encode(row)
+        if len(header_bytes) + len(line) > max_file_bytes:
+            rejected[index] = RowRejection(
+                ROW_TOO_LARGE,
+                f"the row takes {len(line)} bytes; a file may hold at most {max_file_bytes}",
+            )
+            continue
+        if size + len(line) > max_file_bytes:
+            files.append(CsvFile(upload_type, id_column, b"".join(parts), tuple(rows)))
+            parts, rows, size = [header_bytes], [], len(header_bytes)
+        parts.append(line)
+        rows.append(index)
+        size += len(line)
+    if rows:
+        files.append(CsvFile(upload_type, id_column, b"".join(parts), tuple(rows)))
+    return files

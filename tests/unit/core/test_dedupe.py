@@ -1,0 +1,210 @@
+"""Dedupe keys and the state machine of DESIGN.md, with a plain dict as the table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streams.core.dedupe import DedupeGate, KeyRecord, Verdict, decide, dedupe_key
+from streams.core.events import parse_event
+from streams.core.model import Event, SourcePosition
+from tests.support.event_factory import click, encode, yandex
+
+HERE = SourcePosition("conversions", 0, 10)
+THERE = SourcePosition("conversions", 1, 99)
+DAY = 86_400.0
+
+
+def key_of(doc: dict[str, Any]) -> str:
+    event = parse_event(encode(doc))
+    assert isinstance(event, Event), event
+    return dedupe_key(event)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+def test_same_click_action_and_instant_is_the_same_key_whatever_the_zone_or_event_id() -> None:
+    a = click(1)
+    b = click(1, event_id="another-id", conversion_date_time="2026-11-20 13:03:00+00:00")
+    assert key_of(a) == key_of(b)
+    assert len(key_of(a)) == 32
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"gclid": "other-gclid"},
+        {"conversion_action_id": "111"},
+        {"conversion_date_time": "2026-11-20 14:03:01+01:00"},
+        {"customer_id": "1111111111"},
+    ],
+)
+def test_click_id_action_time_or_account_make_a_new_key(change: dict[str, str]) -> None:
+    assert key_of(click(1)) != key_of(click(1, **change))
+
+
+def test_order_id_is_the_identity_when_present_regardless_of_click_and_time() -> None:
+    a = click(1, order_id="A-1")
+    b = click(2, order_id="A-1", conversion_date_time="2026-11-21 10:00:00+00:00")
+    assert key_of(a) == key_of(b)
+    assert key_of(a) != key_of(click(1, order_id="A-2"))
+
+
+def test_yandex_keys_use_the_id_column_and_time() -> None:
+    assert key_of(yandex(1)) == key_of(yandex(1, event_id="x"))
+    assert key_of(yandex(1)) != key_of(yandex(2))
+    assert key_of(yandex(1)) != key_of(yandex(1, date_time="2026-11-20T13:03:01Z"))
+
+
+# --- the state machine ----------------------------------------------------------------
+
+
+def record(status: str, source: SourcePosition = THERE, at: float = 0.0) -> KeyRecord:
+    return KeyRecord(status, source, at, partition=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("stored", "source", "verdict"),
+    [
+        (None, HERE, Verdict.NEW),
+        (record("in_flight"), HERE, Verdict.DUPLICATE),
+        (record("uploaded"), HERE, Verdict.DUPLICATE),
+        (record("in_flight", HERE), HERE, Verdict.REDELIVERY),
+        (record("uploaded", HERE), HERE, Verdict.UPLOADED),
+        (record("failed"), HERE, Verdict.RETRY),
+        (record("failed", HERE), HERE, Verdict.RETRY),
+        (record("validated"), HERE, Verdict.RETRY),
+    ],
+)
+def test_decide(stored: KeyRecord | None, source: SourcePosition, verdict: Verdict) -> None:
+    assert decide(stored, source, now=100.0, ttl=DAY) is verdict
+
+
+def test_an_expired_key_is_new_again() -> None:
+    assert decide(record("uploaded"), HERE, now=DAY, ttl=DAY) is Verdict.NEW
+    assert decide(record("uploaded"), HERE, now=DAY - 1, ttl=DAY) is Verdict.DUPLICATE
+
+
+def test_admitted_verdicts() -> None:
+    assert {v for v in Verdict if v.admitted} == {Verdict.NEW, Verdict.REDELIVERY, Verdict.RETRY}
+
+
+def test_record_encoding_round_trips() -> None:
+    original = KeyRecord("uploaded", THERE, 1234.5678, partition=3)
+    decoded = KeyRecord.decode(original.encode())
+    assert decoded == KeyRecord("uploaded", THERE, 1234.568, partition=3)
+
+
+# --- the gate ------------------------------------------------------------------------
+
+
+def test_in_flight_lives_in_memory_and_only_the_settled_state_is_written() -> None:
+    table: dict[str, Any] = {}
+    gate = DedupeGate(table, DAY, Clock())
+    assert gate.admit("k", HERE, partition=2) is Verdict.NEW
+    assert table == {}, "in_flight costs no changelog record"
+    assert gate.admit("k", THERE, partition=2) is Verdict.DUPLICATE
+    assert gate.admit("k", HERE, partition=2) is Verdict.REDELIVERY
+    gate.settle("k", "uploaded", HERE, partition=2)
+    assert KeyRecord.decode(table["k"]).status == "uploaded"
+    assert gate.admit("k", THERE, partition=2) is Verdict.DUPLICATE
+    assert gate.admit("k", HERE, partition=2) is Verdict.UPLOADED
+    assert len(gate) == 1
+
+
+def test_a_failed_key_passes_and_a_retry_can_upload_it() -> None:
+    table: dict[str, Any] = {}
+    gate = DedupeGate(table, DAY, Clock())
+    gate.admit("k", HERE, 0)
+    gate.settle("k", "failed", HERE, 0)
+    assert gate.admit("k", THERE, 0) is Verdict.RETRY
+    gate.settle("k", "uploaded", THERE, 0)
+    assert KeyRecord.decode(table["k"]).source == THERE
+
+
+def test_late_settlement_of_an_older_attempt_does_not_overwrite_a_newer_one() -> None:
+    table: dict[str, Any] = {}
+    gate = DedupeGate(table, DAY, Clock())
+    gate.admit("k", HERE, 0)
+    gate.settle("k", "failed", HERE, 0)
+    gate.admit("k", THERE, 0)  # the replay takes the key over
+    gate.settle("k", "failed", HERE, 0)  # e.g. a settlement record read again
+    assert gate.admit("k", SourcePosition("conversions", 2, 1), 0) is Verdict.DUPLICATE
+    gate.settle("k", "uploaded", THERE, 0)
+    assert KeyRecord.decode(table["k"]).status == "uploaded"
+
+
+def test_forget_drops_in_flight_keys_of_revoked_partitions_only() -> None:
+    gate = DedupeGate({}, DAY, Clock())
+    gate.admit("p0", HERE, 0)
+    gate.admit("p1", HERE, 1)
+    gate.forget({0})
+    assert gate.admit("p0", THERE, 0) is Verdict.NEW
+    assert gate.admit("p1", THERE, 1) is Verdict.DUPLICATE
+
+
+def test_a_settlement_read_ahead_answers_its_own_message_without_a_second_upload() -> None:
+    """After a crash the chunk comes again before its settlement: the settlement read
+    ahead decides it (the table alone, still empty, would say NEW)."""
+    table: dict[str, Any] = {}
+    gate = DedupeGate(table, DAY, Clock())
+    gate.preload("k", "uploaded", HERE, partition=3)
+    assert table == {}, "read ahead, not written: the settlement is written when read"
+    assert gate.admit("k", HERE, 3) is Verdict.UPLOADED
+    assert gate.admit("k", THERE, 3) is Verdict.DUPLICATE
+    gate.preload("f", "failed", HERE, partition=3)
+    assert gate.admit("f", HERE, 3) is Verdict.RETRY
+
+
+def test_a_settlement_read_ahead_is_dropped_when_applied_and_wins_over_an_older_row() -> None:
+    table: dict[str, Any] = {"k": KeyRecord("failed", THERE, 999_000.0, 0).encode()}
+    gate = DedupeGate(table, DAY, Clock())
+    gate.preload("k", "uploaded", HERE, 0)
+    assert gate.admit("k", HERE, 0) is Verdict.UPLOADED, "newer than the table's row"
+    gate.settle("k", "uploaded", HERE, 0)  # the settlement itself is read and applied
+    assert KeyRecord.decode(table["k"]).source == HERE
+    table["k"] = KeyRecord("failed", THERE, 999_000.0, 0).encode()  # a later write wins now
+    assert gate.admit("k", HERE, 0) is Verdict.RETRY
+
+
+def test_forget_drops_settlements_read_ahead_of_revoked_partitions_only() -> None:
+    gate = DedupeGate({}, DAY, Clock())
+    gate.preload("p0", "uploaded", HERE, 0)
+    gate.preload("p1", "uploaded", HERE, 1)
+    gate.forget({0})
+    assert gate.admit("p0", HERE, 0) is Verdict.NEW
+    assert gate.admit("p1", HERE, 1) is Verdict.UPLOADED
+
+
+def test_a_corrupt_stored_value_counts_as_absent() -> None:
+    gate = DedupeGate({"k": ["garbage"]}, DAY, Clock())
+    assert gate.admit("k", HERE, 0) is Verdict.NEW
+
+
+def test_sweep_deletes_expired_keys_of_one_partition() -> None:
+    clock = Clock()
+    table: dict[str, Any] = {}
+    gate = DedupeGate(table, DAY, clock)
+    for key, partition in [("old0", 0), ("old1", 1)]:
+        gate.admit(key, HERE, partition)
+        gate.settle(key, "uploaded", HERE, partition)
+    clock.now += DAY / 2
+    gate.admit("young0", HERE, 0)
+    gate.settle("young0", "uploaded", HERE, 0)
+    assert len(gate) == 3
+    clock.now += DAY / 2
+    assert list(gate.expired_keys(0)) == ["old0"]
+    assert gate.sweep(0) == 1
+    assert set(table) == {"old1", "young0"}
+    assert len(gate) == 2
+    assert gate.admit("old0", THERE, 0) is Verdict.NEW

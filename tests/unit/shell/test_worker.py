@@ -1,0 +1,56 @@
+"""streams.shell.worker.build_sinks and setup_sinks: which sink serves each destination."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.config import Settings
+from streams.ops.metrics import Metrics
+from streams.shell.worker import build_sinks, setup_sinks
+from streams.sinks import RecordingSink, SinkConfigError
+from streams.sinks.google_ads.sink import GoogleAdsSink
+from streams.sinks.yandex.sink import YandexMetricaSink
+
+GOOGLE = {"GOOGLE_ADS_DEVELOPER_TOKEN": "dev", "GOOGLE_ADS_JOB_ID": "3"}
+
+
+def test_without_credentials_no_destination_is_configured() -> None:
+    assert build_sinks(Settings.from_env({})) == {}
+
+
+def test_a_token_gives_yandex_the_real_sink() -> None:
+    sinks = build_sinks(Settings.from_env({"YANDEX_METRICA_OAUTH_TOKEN": "tok"}))
+    assert set(sinks) == {"yandex_metrica"}
+    assert isinstance(sinks["yandex_metrica"], YandexMetricaSink)
+    assert "tok" not in repr(sinks["yandex_metrica"])
+
+
+def test_google_ads_gets_the_real_sink_when_a_developer_token_is_set() -> None:
+    sinks = build_sinks(Settings.from_env(GOOGLE), Metrics())
+    assert set(sinks) == {"google_ads"}
+    assert isinstance(sinks["google_ads"], GoogleAdsSink)
+
+
+def test_without_a_developer_token_google_ads_is_not_configured() -> None:
+    assert build_sinks(Settings.from_env({"GOOGLE_ADS_CLIENT_ID": "x"})) == {}
+
+
+def test_the_recording_sink_wins_for_the_destinations_it_lists() -> None:
+    env = {**GOOGLE, "YANDEX_METRICA_OAUTH_TOKEN": "tok", "CONVSTREAM_RECORDING_SINK": "google_ads"}
+    sinks = build_sinks(Settings.from_env(env))
+    assert isinstance(sinks["google_ads"], RecordingSink)
+    assert isinstance(sinks["yandex_metrica"], YandexMetricaSink)
+    env = {
+        **GOOGLE,
+        "YANDEX_METRICA_OAUTH_TOKEN": "tok",
+        "CONVSTREAM_RECORDING_SINK": "yandex_metrica",
+    }
+    sinks = build_sinks(Settings.from_env(env))
+    assert isinstance(sinks["yandex_metrica"], RecordingSink)
+    assert isinstance(sinks["google_ads"], GoogleAdsSink)
+
+
+async def test_setup_names_the_missing_variable() -> None:
+    sinks = build_sinks(Settings.from_env(GOOGLE))
+    with pytest.raises(SinkConfigError, match="GOOGLE_ADS_REFRESH_TOKEN"):
+        await setup_sinks(sinks)

@@ -1,0 +1,196 @@
+"""streams.sinks.yandex.csv_files: the exact bytes Metrica receives, per id type and for calls."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pytest
+
+from streams.core.events import parse_event
+from streams.core.model import BatchKey, Event
+from streams.sinks.yandex.csv_files import (
+    DATETIME_IN_FUTURE,
+    ROW_TOO_LARGE,
+    build_files,
+)
+from tests.support.event_factory import encode, yandex
+
+NOW = 1_800_000_000.0
+T = 1_763_600_000  # 2025-11-20, in the past of NOW
+
+
+def event(**fields: Any) -> Event:
+    parsed = parse_event(encode(fields))
+    assert isinstance(parsed, Event), parsed
+    return parsed
+
+
+def conversion(id_field: str, id_value: str, **extra: Any) -> Event:
+    fields = yandex(1, date_time=T, **extra)
+    del fields["client_id"]
+    fields[id_field] = id_value
+    return event(**fields)
+
+
+@pytest.mark.parametrize(
+    ("id_field", "id_value", "column", "client_id_type"),
+    [
+        ("client_id", "1614870231946412345", "ClientId", "CLIENT_ID"),
+        ("user_id", "u-42", "UserId", "USER_ID"),
+        ("yclid", "6248473890123456789", "Yclid", "YCLID"),
+        ("purchase_id", "P-9", "PurchaseId", "PURCHASE_ID"),
+    ],
+)
+def test_basic_file_for_each_id_type(
+    id_field: str, id_value: str, column: str, client_id_type: str
+) -> None:
+    events = [
+        conversion(id_field, id_value),
+        conversion(id_field, id_value + "7", price=1499.0, target="lead"),
+    ]
+    plan = build_files(events, NOW)
+    assert plan.rejected == {}
+    [file] = plan.files
+    assert (file.upload_type, file.id_column, file.client_id_type) == (
+        "BASIC",
+        column,
+        client_id_type,
+    )
+    assert file.rows == (0, 1)
+    assert (
+        file.data
+        == (
+            f"{column},Target,DateTime,Price,Currency\n"
+            f"{id_value},purchase,{T},99.5,RUB\n"
+            f"{id_value}7,lead,{T},1499,RUB\n"
+        ).encode()
+    )
+
+
+def test_optional_columns_appear_only_when_some_row_uses_them() -> None:
+    bare = yandex(1, date_time=T)
+    del bare["price"], bare["currency"]
+    plan = build_files([event(**bare)], NOW)
+    assert (
+        plan.files[0].data == f"ClientId,Target,DateTime\n1700000000000001,purchase,{T}\n".encode()
+    )
+
+
+def test_calls_file_has_call_columns_and_no_target() -> None:
+    full = {
+        "event_id": "yc-1",
+        "destination": "yandex_metrica",
+        "type": "call",
+        "counter_id": "44147844",
+        "target": "call-goal",
+        "client_id": "1614870231946412345",
+        "date_time": T,
+        "phone_number": "+7 495 739-70-00",
+        "talk_duration": 120,
+        "hold_duration": 15,
+        "call_missed": 0,
+        "static_call": True,
+        "first_time_caller": 1,
+        "tag": "sales, vip",
+        "url": "https://shop.example/contacts",
+        "price": 500,
+        "currency": "RUB",
+    }
+    sparse = {
+        "destination": "yandex_metrica",
+        "type": "call",
+        "counter_id": "44147844",
+        "client_id": "2",
+        "date_time": T + 1,
+    }
+    plan = build_files([event(**full), event(**sparse)], NOW)
+    [file] = plan.files
+    assert (file.upload_type, file.client_id_type) == ("CALLS", "CLIENT_ID")
+    assert (
+        file.data
+        == (
+            "ClientId,DateTime,PhoneNumber,TalkDuration,HoldDuration,CallMissed,StaticCall,"
+            "FirstTimeCaller,Tag,URL,Price,Currency\n"
+            f'1614870231946412345,{T},+74957397000,120,15,0,1,1,"sales, vip",'
+            "https://shop.example/contacts,500,RUB\n"
+            f"2,{T + 1},,,,,,,,,,\n"
+        ).encode()
+    )
+
+
+def test_commas_quotes_and_newlines_are_quoted_and_round_trip() -> None:
+    tricky = 'a,"b"\nc'
+    plan = build_files([conversion("user_id", tricky, target='goal "x", y')], NOW)
+    data = plan.files[0].data
+    assert (
+        data
+        == (
+            f'UserId,Target,DateTime,Price,Currency\n"a,""b""\nc","goal ""x"", y",{T},99.5,RUB\n'
+        ).encode()
+    )
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    assert rows[1][:2] == [tricky, 'goal "x", y']
+
+
+def test_non_ascii_is_utf8() -> None:
+    plan = build_files([conversion("user_id", "пользователь")], NOW)
+    assert "пользователь".encode() in plan.files[0].data
+
+
+def test_mixed_id_types_never_share_a_file() -> None:
+    events = [
+        conversion("client_id", "11"),
+        conversion("yclid", "22"),
+        conversion("client_id", "33"),
+        conversion("user_id", "u"),
+    ]
+    # The batch key separates them already: each id column is its own batch...
+    assert len({BatchKey.of(e) for e in events}) == 3
+    # ...and the builder keeps them apart even if a batch mixed them.
+    plan = build_files(events, NOW)
+    by_column = {f.id_column: f for f in plan.files}
+    assert set(by_column) == {"ClientId", "Yclid", "UserId"}
+    assert by_column["ClientId"].rows == (0, 2)
+    assert by_column["Yclid"].data.startswith(b"Yclid,Target,DateTime")
+    assert b"ClientId" not in by_column["Yclid"].data
+
+
+def test_event_time_in_the_future_is_rejected_and_not_sent() -> None:
+    events = [conversion("client_id", "1"), event(**yandex(2, date_time=int(NOW) + 60))]
+    plan = build_files(events, NOW)
+    assert plan.rejected[1].code == DATETIME_IN_FUTURE
+    assert str(int(NOW) + 60) in plan.rejected[1].message
+    [file] = plan.files
+    assert file.rows == (0,)
+    assert str(int(NOW) + 60).encode() not in file.data
+
+
+def test_all_future_means_no_file() -> None:
+    plan = build_files([event(**yandex(2, date_time=int(NOW) + 1))], NOW)
+    assert plan.files == ()
+    assert set(plan.rejected) == {0}
+
+
+def test_files_split_at_the_size_limit_and_each_carries_the_header() -> None:
+    events = [conversion("client_id", str(1000 + n)) for n in range(10)]
+    header = b"ClientId,Target,DateTime,Price,Currency\n"
+    line = f"1000,purchase,{T},99.5,RUB\n".encode()
+    limit = len(header) + 3 * len(line)  # exactly three rows fit
+    plan = build_files(events, NOW, max_file_bytes=limit)
+    assert plan.rejected == {}
+    assert [f.rows for f in plan.files] == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9,)]
+    for file in plan.files:
+        assert len(file.data) <= limit
+        assert file.data.startswith(header)
+        assert file.data.count(b"\n") == len(file.rows) + 1
+    body = b"".join(f.data[len(header) :] for f in plan.files)
+    assert body == b"".join(f"{1000 + n},purchase,{T},99.5,RUB\n".encode() for n in range(10))
+
+
+def test_a_row_too_large_for_any_file_is_rejected() -> None:
+    events = [conversion("user_id", "x" * 200), conversion("user_id", "short")]
+    plan = build_files(events, NOW, max_file_bytes=120)
+    assert plan.rejected[0].code == ROW_TOO_LARGE
+    assert [f.rows for f in plan.files] == [(1,)]

@@ -1,0 +1,602 @@
+"""The batch stage with fakes at its seams: the order of a batch's steps, retries, and the
+invariant that nothing is acked before its output is delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from streams.config import Settings
+from streams.core.dedupe import DedupeGate, dedupe_key
+from streams.core.events import parse_event
+from streams.core.model import AccountBatch, BatchKey, Event, EventOutcome, SourcePosition
+from streams.core.outcomes import OutputRecord, Received
+from streams.ops.metrics import Metrics
+from streams.sinks import RecordingSink
+from streams.stages.batch_stage import (
+    AwaitingSettlement,
+    BatchPipeline,
+    backoff,
+    chunked,
+    encode_settlement,
+)
+from streams.stages.ingest import encode_chunk, encode_item
+from tests.support.event_factory import click, encode, yandex
+
+SETTINGS = Settings(batch_max_size=3, batch_window_seconds=0.05, retry_max_seconds=5)
+
+
+class Harness:
+    """A BatchPipeline whose publish, settle and acks write to one shared log."""
+
+    def __init__(self, settings: Settings = SETTINGS, **sinks: Any) -> None:
+        self.log: list[str] = []
+        self.records: list[OutputRecord] = []
+        self.settlements: list[tuple[str, int, bytes]] = []
+        self.table: dict[str, Any] = {}
+        self.publish_gate: asyncio.Event | None = None
+        self.fail_publish = False
+        self.sinks = sinks or {"google_ads": LoggingSink("google_ads", self.log)}
+        self.metrics = Metrics()
+        self.pipeline = BatchPipeline(
+            settings,
+            self.sinks,
+            DedupeGate(self.table, 86_400.0, lambda: 1_000_000.0),
+            self.publish,
+            self.settle,
+            self.metrics,
+            backoff_base=0.001,
+        )
+        self.offset = 0
+        self._acked = asyncio.Event()
+
+    def _ack(self, label: str) -> None:
+        self.log.append(label)
+        self._acked.set()
+
+    async def wait_ack(self, label: str) -> None:
+        """Wait (no polling) until ``label`` was acked."""
+        while label not in self.log:
+            self._acked.clear()
+            await self._acked.wait()
+
+    async def publish(self, records: list[OutputRecord]) -> None:
+        if self.publish_gate is not None:
+            await self.publish_gate.wait()
+        if self.fail_publish:
+            raise ConnectionError("broker gone")
+        self.records.extend(records)
+        self.log.append(f"publish {len(records)}")
+
+    async def settle(self, key: str, partition: int, value: bytes) -> None:
+        self.settlements.append((key, partition, value))
+        self.log.append("settle")
+
+    def send(self, *docs: dict[str, Any], partition: int = 0) -> list[str]:
+        """Hand one chunk (all docs share a batch key) to the pipeline; returns ack labels."""
+        events = [parse_event(encode(doc)) for doc in docs]
+        assert all(isinstance(e, Event) for e in events)
+        lines = []
+        for event in events:
+            assert isinstance(event, Event)
+            received = Received(SourcePosition("in", 0, self.offset), b"k", 1.0, 2.0)
+            self.offset += 1
+            lines.append(encode_item(event, received))
+        first = events[0]
+        assert isinstance(first, Event)
+        label = f"ack {self.offset - 1}"
+        self.pipeline.handle_record(
+            str(BatchKey.of(first)), encode_chunk(lines), partition, lambda: self._ack(label)
+        )
+        return [label]
+
+    def results(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r.value) for r in self.records if r.kind == "result"]
+
+    def dead_letters(self) -> list[OutputRecord]:
+        return [r for r in self.records if r.kind == "dead_letter"]
+
+    def apply_settlements(self) -> None:
+        for key, partition, value in self.settlements:
+            self.pipeline.handle_record(key, value, partition, lambda: None)
+        self.settlements.clear()
+
+
+class LoggingSink(RecordingSink):
+    """RecordingSink that also writes 'write <n>' to the shared log."""
+
+    def __init__(self, destination: str, log: list[str], **kwargs: Any) -> None:
+        super().__init__(destination, **kwargs)
+        self.log = log
+
+    async def write(self, batch: AccountBatch) -> Sequence[EventOutcome]:
+        self.log.append(f"write {len(batch)}")
+        return await super().write(batch)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout=10))
+
+
+def test_a_batch_ends_write_publish_settle_ack_in_that_order() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send(click(1), click(2), click(3))  # fills the batch (max size 3)
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert h.log == ["write 3", "publish 3", "settle", "ack 2"]
+    assert [r["status"] for r in h.results()] == ["uploaded"] * 3
+    assert len({r["batch_id"] for r in h.results()}) == 1
+
+
+def test_nothing_is_acked_or_settled_while_results_are_not_delivered() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.publish_gate = asyncio.Event()
+        h.send(click(1), click(2), click(3))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert h.log == ["write 3"]  # uploaded, result not yet delivered: no ack
+        h.publish_gate.set()
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert h.log == ["write 3", "publish 3", "settle", "ack 2"]
+
+
+def test_a_failed_publish_acks_nothing() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.fail_publish = True
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.scheduler.wait_idle()
+        return h
+
+    h = run(scenario())
+    assert h.log == ["write 3"]
+    assert h.settlements == []
+
+
+def test_time_window_flushes_a_partial_batch() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        runner = asyncio.create_task(h.pipeline.scheduler.run())
+        h.send(click(1))
+        await h.wait_ack("ack 0")
+        runner.cancel()
+        return h
+
+    h = run(scenario())
+    assert h.log == ["write 1", "publish 1", "settle", "ack 0"]
+
+
+def test_duplicates_are_answered_without_an_upload() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send(click(1), {**click(1), "event_id": "again"})
+        await h.pipeline.drain()
+        h.apply_settlements()
+        h.send({**click(1), "event_id": "later"})
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    statuses = {r["event_id"]: r["status"] for r in h.results()}
+    assert statuses == {"click-1": "uploaded", "again": "duplicate", "later": "duplicate"}
+    assert h.log.count("write 1") == 1
+    assert metric(h, "convstream_events_duplicate_total", destination="google_ads") == 2
+
+
+def test_a_repeat_of_an_unsettled_source_is_answered_by_the_first_copy() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send(click(1))
+        await h.pipeline.drain()
+        h.offset = 0  # the same input message again (a restart re-read it)
+        h.send(click(1))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    # The first copy's settlement is not applied yet, so this worker still remembers the
+    # source: the repeat is acked on the strength of the first copy's result.
+    assert [r["status"] for r in h.results()] == ["uploaded"]
+    assert h.log.count("ack 0") == 2
+    sink = h.sinks["google_ads"]
+    assert isinstance(sink, RecordingSink)
+    assert sink.uploaded_count == 1
+
+
+def test_settled_upload_of_the_same_source_is_not_uploaded_twice() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send(click(1))
+        await h.pipeline.drain()
+        h.apply_settlements()
+        h.pipeline.forget({0})  # as after a restart: nothing remembered in memory
+        h.offset = 0
+        h.send(click(1))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert [r["status"] for r in h.results()] == ["uploaded", "uploaded"]
+    sink = h.sinks["google_ads"]
+    assert isinstance(sink, RecordingSink)
+    assert sink.uploaded_count == 1
+
+
+def test_per_event_rejections_carry_their_own_code() -> None:
+    async def scenario() -> Harness:
+        log: list[str] = []
+        sink = LoggingSink("google_ads", log, reject={"click-2": "UNPARSEABLE_GCLID"})
+        h = Harness(google_ads=sink)
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    by_id = {r["event_id"]: r for r in h.results()}
+    assert by_id["click-2"]["status"] == "rejected"
+    assert by_id["click-2"]["error"]["code"] == "UNPARSEABLE_GCLID"
+    assert by_id["click-1"]["status"] == by_id["click-3"]["status"] == "uploaded"
+    (letter,) = h.dead_letters()
+    assert dict(letter.headers)["convstream.error.stage"] == b"upload"
+    assert orjson.loads(letter.value)["gclid"] == click(2)["gclid"]
+    settled = orjson.loads(h.settlements[0][2])["settle"]
+    assert [entry[1] for entry in settled] == ["uploaded", "failed", "uploaded"]
+
+
+def test_retryable_errors_retry_the_same_batch_then_succeed() -> None:
+    async def scenario() -> Harness:
+        log: list[str] = []
+        h = Harness(google_ads=LoggingSink("google_ads", log, fail_times=2))
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.scheduler.wait_idle()
+        return h
+
+    h = run(scenario())
+    assert [r["status"] for r in h.results()] == ["uploaded"] * 3
+    assert {r["attempts"] for r in h.results()} == {3}
+    assert metric(h, "convstream_upload_retries_total", destination="google_ads") == 2
+    assert (
+        metric(h, "convstream_upload_requests_total", destination="google_ads", outcome="retry")
+        == 2
+    )
+
+
+def test_exhausted_retries_become_failed_results_and_dead_letters() -> None:
+    async def scenario() -> Harness:
+        log: list[str] = []
+        settings = dataclasses.replace(SETTINGS, retry_max_seconds=0.05)
+        h = Harness(settings, google_ads=LoggingSink("google_ads", log, fail_times=1000))
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.scheduler.wait_idle()
+        return h
+
+    h = run(scenario())
+    results = h.results()
+    assert [r["status"] for r in results] == ["failed"] * 3
+    assert results[0]["error"]["code"] == "TRANSIENT_ERROR"
+    assert results[0]["error"]["retryable"] is True
+    assert results[0]["error"]["message"].startswith(
+        "recording sink told to fail (retries exhausted"
+    )
+    assert len(h.dead_letters()) == 3
+    assert h.log[-1] == "ack 2"  # failed is an outcome: the partition moves on
+
+
+def test_shutdown_cuts_retry_waits_short_and_says_so() -> None:
+    async def scenario() -> Harness:
+        log: list[str] = []
+        settings = dataclasses.replace(SETTINGS, retry_max_seconds=3600)
+        h = Harness(settings, google_ads=LoggingSink("google_ads", log, fail_times=1000))
+        h.pipeline._backoff_base = 600.0
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert [r["status"] for r in h.results()] == ["failed"] * 3
+    assert "cut short by a rebalance or shutdown" in h.results()[0]["error"]["message"]
+
+
+class CarryHarness(Harness):
+    """A Harness whose pipeline can carry events over: forwarded chunks are kept."""
+
+    def __init__(self, settings: Settings = SETTINGS, **sinks: Any) -> None:
+        super().__init__(settings, **sinks)
+        self.forwarded: list[tuple[int, bytes]] = []
+        self.pipeline._forward = self.forward
+
+    async def forward(self, partition: int, value: bytes) -> None:
+        self.forwarded.append((partition, value))
+        self.log.append("forward")
+
+
+class FirstOnlySink(RecordingSink):
+    """Accepts the first event of every batch; the destination fails the others."""
+
+    async def write(self, batch: AccountBatch) -> Sequence[EventOutcome]:
+        return [EventOutcome("uploaded")] + [
+            EventOutcome("retryable", "UNAVAILABLE", "down") for _ in batch.events[1:]
+        ]
+
+
+def test_a_rebalance_or_shutdown_during_an_outage_carries_the_batch_over() -> None:
+    async def scenario() -> CarryHarness:
+        settings = dataclasses.replace(SETTINGS, retry_max_seconds=3600)
+        h = CarryHarness(settings, google_ads=LoggingSink("google_ads", [], fail_times=1000))
+        h.pipeline._backoff_base = 600.0
+        h.send(click(1), click(2), click(3), partition=5)
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert h.results() == [], "no result: the next reader answers them"
+    assert h.dead_letters() == []
+    assert h.log[-2:] == ["forward", "ack 2"], "acked only once the broker holds the copy"
+    [(partition, value)] = h.forwarded
+    assert partition == 5, "back to its own batch-topic partition"
+    items = orjson.loads(value)["events"]
+    assert [item[8] for item in items] == [0, 1, 2], "source positions travel unchanged"
+    carried = h.metrics.events_carried_over.labels("google_ads")._value.get()
+    assert carried == 3
+
+    async def next_reader() -> Harness:
+        again = Harness()
+        again.pipeline.handle_record(str(BatchKey.parse(items[0][0])), value, 5, lambda: None)
+        await again.pipeline.drain()
+        return again
+
+    again = run(next_reader())
+    assert [(r["status"], r["source"]["offset"]) for r in again.results()] == [
+        ("uploaded", 0),
+        ("uploaded", 1),
+        ("uploaded", 2),
+    ]
+
+
+def test_only_the_events_still_retrying_are_carried_over() -> None:
+    async def scenario() -> CarryHarness:
+        h = CarryHarness(google_ads=FirstOnlySink("google_ads"))
+        h.pipeline._backoff_base = 600.0
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert [(r["status"], r["source"]["offset"]) for r in h.results()] == [("uploaded", 0)]
+    [(_, value)] = h.forwarded
+    assert [item[8] for item in orjson.loads(value)["events"]] == [1, 2]
+    assert h.log[-1] == "ack 2"
+
+
+def test_chunked_keeps_order_and_limits() -> None:
+    items = [b"a" * 10, b"b" * 10, b"c" * 30, b"d"]
+    assert chunked(items, 2, 1000) == [items[:2], items[2:]]
+    assert chunked(items, 10, 25) == [items[:2], [items[2]], [items[3]]]
+    assert chunked([], 2, 10) == []
+
+
+def test_settlements_read_ahead_answer_a_resent_chunk_without_uploading() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send(click(1), click(2), click(3))  # fills a batch: uploaded and settled
+        await h.pipeline.drain()
+        [(_, _, settlement)] = h.settlements
+        crashed = Harness()  # a new process: empty table, the settlement not yet read
+        crashed.pipeline.read_ahead(settlement, 0)
+        crashed.pipeline.read_ahead(b'{"events":[]}', 0)  # chunks are ignored
+        crashed.send(click(1), click(2), click(3))
+        await crashed.pipeline.drain()
+        return crashed
+
+    crashed = run(scenario())
+    assert not any(line.startswith("write") for line in crashed.log), "no second upload"
+    assert [r["status"] for r in crashed.results()] == ["uploaded"] * 3
+
+
+class BlockingSink(RecordingSink):
+    """Blocks writes for one account until released."""
+
+    def __init__(self, destination: str, blocked_account: str) -> None:
+        super().__init__(destination)
+        self.blocked_account = blocked_account
+        self.release = asyncio.Event()
+
+    async def write(self, batch: AccountBatch) -> Sequence[EventOutcome]:
+        if batch.key.account == self.blocked_account:
+            await self.release.wait()
+        return await super().write(batch)
+
+
+def test_a_slow_account_does_not_hold_up_another() -> None:
+    async def scenario() -> tuple[Harness, list[str]]:
+        sink = BlockingSink("google_ads", "1111111111")
+        h = Harness(google_ads=sink)
+        h.send(*(click(n, account="1111111111") for n in range(3)))
+        h.send(*(click(n, account="2222222222") for n in range(3)))
+        await h.wait_ack("ack 5")
+        before_release = list(h.log)
+        sink.release.set()
+        await h.pipeline.drain()
+        return h, before_release
+
+    h, before_release = run(scenario())
+    assert "ack 2" not in before_release  # the blocked account is still unacked
+    assert h.log[-1] == "ack 2"
+
+
+def test_google_batches_are_split_at_2000() -> None:
+    async def scenario() -> Harness:
+        h = Harness(dataclasses.replace(SETTINGS, batch_max_size=4500))
+        for start in range(0, 4500, 500):
+            h.send(*(click(n) for n in range(start, start + 500)))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    sink = h.sinks["google_ads"]
+    assert isinstance(sink, RecordingSink)
+    assert [len(b) for b in sink.batches] == [2000, 2000, 500]
+
+
+def test_dry_run_results_are_validated_and_do_not_block_a_real_upload() -> None:
+    async def scenario() -> Harness:
+        h = Harness(dataclasses.replace(SETTINGS, dry_run=True, batch_max_size=1))
+        h.send(click(1))
+        await h.pipeline.drain()
+        h.apply_settlements()
+        return h
+
+    h = run(scenario())
+    assert h.results()[0]["status"] == "validated"
+    stored = next(iter(h.table.values()))
+    assert stored[0] == "validated"
+
+
+def test_yandex_results_carry_the_upload_id_and_google_the_job_id() -> None:
+    async def scenario() -> Harness:
+        log: list[str] = []
+        h = Harness(
+            dataclasses.replace(SETTINGS, batch_max_size=1),
+            google_ads=LoggingSink("google_ads", log),
+            yandex_metrica=LoggingSink("yandex_metrica", log),
+        )
+        h.send(yandex(1))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    (result,) = h.results()
+    assert result["upload_id"] == result["batch_id"]
+    assert result["job_id"] is None
+
+
+def test_an_unreadable_record_is_acked_and_logged_not_raised() -> None:
+    h = Harness()
+    acked: list[bool] = []
+    h.pipeline.handle_record(
+        "google_ads/1/click_conversion", b"\xff garbage", 0, lambda: acked.append(True)
+    )
+    assert acked == [True]
+
+
+def test_settlement_of_an_old_attempt_does_not_overwrite_a_newer_one() -> None:
+    h = Harness()
+    event = parse_event(encode(click(1)))
+    assert isinstance(event, Event)
+    key = dedupe_key(event)
+    newer = SourcePosition("in", 0, 9)
+    h.pipeline._gate.admit(key, newer, 0)
+    old = encode_settlement([(key, "failed", SourcePosition("in", 0, 1))])
+    h.pipeline.handle_record("google_ads/1234567890/click_conversion", old, 0, lambda: None)
+    assert key not in h.table  # the old attempt's failure was not recorded
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
+    assert 0.5 <= backoff(1, None) <= 1.0
+    assert 4.0 <= backoff(4, None) <= 8.0
+    assert backoff(30, None) <= 300.0
+    assert backoff(1, 42.0) == 42.0
+
+
+def metric(h: Harness, name: str, **labels: str) -> float:
+    value = h.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_reading_pauses_while_max_open_events_are_unanswered() -> None:
+    settings = dataclasses.replace(SETTINGS, max_open_events=2, batch_window_seconds=60)
+
+    async def scenario() -> None:
+        h = Harness(settings)
+        h.publish_gate = asyncio.Event()  # results cannot be delivered yet
+        h.send(click(1), click(2), click(3))  # a full batch: 3 open events
+        assert h.pipeline.open_events == 3
+        waiting = asyncio.create_task(h.pipeline.wait_for_room())
+        for _ in range(20):  # every chance to return too early, without a timer
+            await asyncio.sleep(0)
+        assert not waiting.done(), "3 open events >= 2: the batch agent must wait"
+        h.publish_gate.set()
+        await asyncio.wait_for(waiting, 5)
+        assert h.pipeline.open_events == 0
+        assert "ack 2" in h.log
+
+    run(scenario())
+
+
+def test_revoked_partitions_release_their_open_events() -> None:
+    settings = dataclasses.replace(SETTINGS, max_open_events=2, batch_window_seconds=60)
+
+    async def scenario() -> None:
+        h = Harness(settings)
+        h.send(click(1), click(2), partition=5)  # buffered: below the batch size
+        assert h.pipeline.open_events == 2
+        h.pipeline.forget({5})
+        assert h.pipeline.open_events == 0
+        await asyncio.wait_for(h.pipeline.wait_for_room(), 1)
+        await h.pipeline.drain()  # the late ack of the revoked chunk must not count twice
+        assert h.pipeline.open_events == 0
+
+    run(scenario())
+
+
+def test_unsettled_events_count_from_admission_until_the_settlement_is_applied() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send(click(1), click(2), click(3))
+        assert h.pipeline.unsettled_events == 3  # buffered or uploading
+        await h.pipeline.drain()
+        assert [r["status"] for r in h.results()] == ["uploaded"] * 3
+        assert h.pipeline.unsettled_events == 3  # answered, settlement not read back yet
+        # What is kept meanwhile is a marker, not the event (memory under a backlog).
+        kept = list(h.pipeline._pending_sources.values())
+        assert all(isinstance(k, AwaitingSettlement) for k in kept)
+        h.apply_settlements()
+        assert h.pipeline.unsettled_events == 0
+        return h
+
+    run(scenario())
+
+
+def test_a_settlement_read_back_before_its_batch_finished_leaves_nothing_behind() -> None:
+    """The batch agent can read a settlement before the producer's ack resumes the flush
+    that wrote it; the entry must still go, or the input reader would pause for good."""
+
+    async def scenario() -> Harness:
+        h = Harness()
+        original = h.settle
+
+        async def settle_and_read_back(key: str, partition: int, value: bytes) -> None:
+            await original(key, partition, value)
+            h.apply_settlements()  # before the flush goes on to done()
+
+        h.pipeline._settle = settle_and_read_back
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.drain()
+        assert [r["status"] for r in h.results()] == ["uploaded"] * 3
+        assert h.pipeline.unsettled_events == 0
+        return h
+
+    run(scenario())
+
+
+def test_a_revocation_forgets_answered_events_awaiting_settlement() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.send(click(1), click(2), click(3), partition=4)
+        await h.pipeline.drain()
+        assert h.pipeline.unsettled_events == 3
+        h.pipeline.forget({4})
+        assert h.pipeline.unsettled_events == 0
+
+    run(scenario())
