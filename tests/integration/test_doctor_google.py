@@ -9,7 +9,6 @@ from typing import Any
 from google.ads.googleads.v26.resources.types import (
     offline_conversion_upload_client_summary as client_types,
 )
-from test_google_ads_sink import settings_for
 
 from streams.doctor.accounts import GoogleAccount
 from streams.doctor.checks import Check, CheckStatus
@@ -20,6 +19,7 @@ from streams.local.sandbox.google_ads import (
     FakeGoogleAds,
     FakeTokenEndpoint,
 )
+from tests.support.google_ads_events import settings_for
 
 CUSTOMER = "1234567890"
 MANAGER = "1112223333"  # settings_for's GOOGLE_ADS_LOGIN_CUSTOMER_ID

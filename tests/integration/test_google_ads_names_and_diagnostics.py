@@ -16,7 +16,6 @@ from google.ads.googleads.v26.resources.types import (
     offline_conversion_upload_conversion_action_summary as action_types,
 )
 from prometheus_client import generate_latest
-from test_google_ads_sink import batch_of, settings_for
 
 from streams.local.sandbox.google_ads import (
     FakeConversionAction,
@@ -29,6 +28,7 @@ from streams.sinks import RetryableSinkError
 from streams.sinks.google_ads.diagnostics import ACTION_SUMMARY_QUERY, CLIENT_SUMMARY_QUERY
 from streams.sinks.google_ads.sink import GoogleAdsSink
 from tests.support.event_factory import click
+from tests.support.google_ads_events import batch_of, settings_for
 
 CUSTOMER = "1234567890"
 PURCHASE = f"customers/{CUSTOMER}/conversionActions/11"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from test_google_ads_sink import settings_for
 
 from streams.local.sandbox.google_ads import (
     FakeConversionAction,
@@ -26,6 +25,7 @@ from streams.sinks.google_ads.queries import (
     customer_query,
     customer_settings,
 )
+from tests.support.google_ads_events import settings_for
 
 CUSTOMER = "1234567890"
 

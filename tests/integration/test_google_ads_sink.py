@@ -7,14 +7,13 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from streams.config import GoogleAdsSettings
-from streams.core.model import AccountBatch, BatchKey, EventOutcome, SourcePosition
+from streams.core.model import AccountBatch, EventOutcome
 from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, service_account_key
 from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError, SinkConfigError
@@ -23,7 +22,13 @@ from streams.sinks.google_ads.requests import daily_job_id
 from streams.sinks.google_ads.sink import GoogleAdsSink
 from streams.stages.batch_stage import backoff
 from tests.support.event_factory import click
-from tests.support.google_ads_events import CUSTOMER, adjustment, call, event_of
+from tests.support.google_ads_events import (
+    CUSTOMER,
+    adjustment,
+    batch_of,
+    call,
+    settings_for,
+)
 
 # SHA-256 of "test@gmail.com" (Google's normalization of " Te.St@Gmail.com "), computed
 # independently: printf %s test@gmail.com | sha256sum
@@ -36,39 +41,12 @@ def todays_job_id() -> str:
     return str(daily_job_id(WORKER, datetime.datetime.now(datetime.UTC).date()))
 
 
-def settings_for(fake: FakeGoogleAds, tokens: FakeTokenEndpoint, **extra: Any) -> GoogleAdsSettings:
-    return GoogleAdsSettings(
-        **{
-            "developer_token": "dev-token",
-            "client_id": "client-id",
-            "client_secret": "client-secret",
-            "refresh_token": "refresh-token-1",
-            "endpoint": fake.endpoint,
-            "token_uri": tokens.url,
-            "login_customer_id": "1112223333",
-            "request_timeout_seconds": 10.0,
-            **extra,
-        }
-    )
-
-
 @pytest.fixture
 async def sink(fake: FakeGoogleAds, tokens: FakeTokenEndpoint) -> AsyncIterator[GoogleAdsSink]:
     google = GoogleAdsSink(settings_for(fake, tokens), metrics=Metrics(), worker_name=WORKER)
     await google.setup()
     yield google
     await google.aclose()
-
-
-def batch_of(documents: Sequence[dict[str, Any]]) -> AccountBatch:
-    events = tuple(event_of(d) for d in documents)
-    return AccountBatch(
-        batch_id="b-1",
-        key=BatchKey.of(events[0]),
-        events=events,
-        sources=tuple(SourcePosition("in", 0, i) for i in range(len(events))),
-        dedupe_keys=tuple(f"k{i}" for i in range(len(events))),
-    )
 
 
 async def write_until_final(

@@ -3,12 +3,15 @@ normalized :class:`~streams.core.model.Event` the worker hands to the sink."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from streams.config import GoogleAdsSettings
 from streams.core.events import parse_event
-from streams.core.model import Event
+from streams.core.model import AccountBatch, BatchKey, Event, SourcePosition
+from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint
 
 CUSTOMER = "1234567890"
 
@@ -48,3 +51,30 @@ def event_of(document: dict[str, Any]) -> Event:
     parsed = parse_event(orjson.dumps(document))
     assert isinstance(parsed, Event), parsed
     return parsed
+
+
+def settings_for(fake: FakeGoogleAds, tokens: FakeTokenEndpoint, **extra: Any) -> GoogleAdsSettings:
+    return GoogleAdsSettings(
+        **{
+            "developer_token": "dev-token",
+            "client_id": "client-id",
+            "client_secret": "client-secret",
+            "refresh_token": "refresh-token-1",
+            "endpoint": fake.endpoint,
+            "token_uri": tokens.url,
+            "login_customer_id": "1112223333",
+            "request_timeout_seconds": 10.0,
+            **extra,
+        }
+    )
+
+
+def batch_of(documents: Sequence[dict[str, Any]]) -> AccountBatch:
+    events = tuple(event_of(d) for d in documents)
+    return AccountBatch(
+        batch_id="b-1",
+        key=BatchKey.of(events[0]),
+        events=events,
+        sources=tuple(SourcePosition("in", 0, i) for i in range(len(events))),
+        dedupe_keys=tuple(f"k{i}" for i in range(len(events))),
+    )
