@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -18,8 +18,9 @@ from prometheus_client.registry import Collector
 
 from streams.ops.http_endpoints import Readiness, serve
 
-if TYPE_CHECKING:
-    from streams.sinks.google_ads.diagnostics import CustomerDiagnostics
+DiagnosticsSamples = dict[str, list[tuple[list[str], float]]]
+"""Family name (without the ``convstream_google_diagnostics_`` prefix) -> its samples as
+(label values, value); built from a poll by the Google Ads sink, rendered here."""
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 900, 3600)
 _DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -236,15 +237,17 @@ class GoogleDiagnosticsCollector(Collector):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: dict[str, CustomerDiagnostics] = {}
+        self._latest: dict[str, DiagnosticsSamples] = {}
 
-    def update(self, diagnostics: CustomerDiagnostics) -> None:
+    def update(self, customer_id: str, samples: DiagnosticsSamples) -> None:
         """Replace the customer's snapshot (called by the poller's event loop; scrapes run
-        on the HTTP server's thread, hence the lock)."""
+        on the HTTP server's thread, hence the lock). What the samples mean is the Google
+        Ads sink's business (:func:`streams.sinks.google_ads.diagnostics.diagnostics_samples`);
+        this collector only knows the metric names, which are a contract."""
         with self._lock:
-            self._latest[diagnostics.customer_id] = diagnostics
+            self._latest[customer_id] = samples
 
-    def snapshot(self) -> dict[str, CustomerDiagnostics]:
+    def snapshot(self) -> dict[str, DiagnosticsSamples]:
         with self._lock:
             return dict(self._latest)
 
@@ -254,8 +257,11 @@ class GoogleDiagnosticsCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = _google_diagnostics_families()
-        for customer, diagnostics in sorted(self.snapshot().items()):
-            _add_google_diagnostics(families, customer, diagnostics)
+        for _, samples in sorted(self.snapshot().items()):
+            for name, series in samples.items():
+                family = families[name]
+                for labels, value in series:
+                    family.add_metric(labels, value)
         return iter(families.values())
 
 
@@ -302,50 +308,3 @@ def _google_diagnostics_families() -> dict[str, GaugeMetricFamily]:
         name: GaugeMetricFamily(prefix + name, documentation, labels=labels)
         for name, (documentation, labels) in specs.items()
     }
-
-
-def _add_google_diagnostics(
-    families: dict[str, GaugeMetricFamily], customer: str, diagnostics: CustomerDiagnostics
-) -> None:
-    alerts: dict[tuple[str, str], float] = {}
-    for summary in diagnostics.clients:
-        client = summary.client
-        states = {
-            "successful": summary.successful_event_count,
-            "pending": summary.pending_event_count,
-            "failed": summary.failed_event_count,
-        }
-        for state, count in states.items():
-            families["events"].add_metric([customer, client, state], count)
-        families["success_rate"].add_metric([customer, client], summary.success_rate)
-        families["status"].add_metric([customer, client, summary.status], 1)
-        day = summary.latest_day
-        if day is not None:
-            for state, count in (
-                ("successful", day.successful),
-                ("pending", day.pending),
-                ("failed", day.failed),
-            ):
-                families["daily_events"].add_metric([customer, client, state], count)
-            if day.success_rate is not None:
-                families["daily_success_rate"].add_metric([customer, client], day.success_rate)
-        for alert in summary.alerts:
-            key = ("", alert.error)
-            alerts[key] = max(alerts.get(key, 0.0), alert.percentage)
-    actions: dict[tuple[str, str], int] = {}
-    for action in diagnostics.actions:
-        action_id = str(action.conversion_action_id)
-        for state, count in (
-            ("successful", action.successful_event_count),
-            ("pending", action.pending_event_count),
-            ("failed", action.failed_event_count),
-        ):
-            actions[(action_id, state)] = actions.get((action_id, state), 0) + count
-        for alert in action.alerts:
-            key = (action_id, alert.error)
-            alerts[key] = max(alerts.get(key, 0.0), alert.percentage)
-    for (action_id, state), count in actions.items():
-        families["action_events"].add_metric([customer, action_id, state], count)
-    for (action_id, error), percentage in alerts.items():
-        families["alert_percentage"].add_metric([customer, action_id, error], percentage)
-    families["last_success_timestamp_seconds"].add_metric([customer], diagnostics.polled_at)

@@ -20,6 +20,7 @@ names are free text typed by advertisers: shown by ``doctor``, never used as a l
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from streams.ops.metrics import DiagnosticsSamples
 from streams.sinks.google_ads.queries import SearchFn, enum_name
 
 if TYPE_CHECKING:
@@ -415,7 +417,9 @@ class DiagnosticsPoller:
                     getattr(exc, "code", "-"),
                 )
                 continue
-            self._metrics.google_diagnostics.update(diagnostics)
+            self._metrics.google_diagnostics.update(
+                diagnostics.customer_id, diagnostics_samples(diagnostics)
+            )
             fetched[customer_id] = diagnostics
         return fetched
 
@@ -445,3 +449,58 @@ class DiagnosticsPoller:
             except Exception as exc:  # diagnostics must never stop the worker
                 _log.error("google ads diagnostics poll round failed error=%s", type(exc).__name__)
             await asyncio.sleep(self.interval_seconds)
+
+
+def diagnostics_samples(diagnostics: CustomerDiagnostics) -> DiagnosticsSamples:
+    """A poll as samples of the ``convstream_google_diagnostics_*`` families (names in
+    :class:`streams.ops.metrics.GoogleDiagnosticsCollector`).
+
+    Several upload clients can report the same conversion action (or the same alert at
+    customer level): action counts are summed and alert percentages take the maximum, so
+    every series stays unique without a label per client.
+    """
+    customer = diagnostics.customer_id
+    families: DiagnosticsSamples = collections.defaultdict(list)
+    alerts: dict[tuple[str, str], float] = {}
+    for summary in diagnostics.clients:
+        client = summary.client
+        states = {
+            "successful": summary.successful_event_count,
+            "pending": summary.pending_event_count,
+            "failed": summary.failed_event_count,
+        }
+        for state, count in states.items():
+            families["events"].append(([customer, client, state], count))
+        families["success_rate"].append(([customer, client], summary.success_rate))
+        families["status"].append(([customer, client, summary.status], 1))
+        day = summary.latest_day
+        if day is not None:
+            for state, count in (
+                ("successful", day.successful),
+                ("pending", day.pending),
+                ("failed", day.failed),
+            ):
+                families["daily_events"].append(([customer, client, state], count))
+            if day.success_rate is not None:
+                families["daily_success_rate"].append(([customer, client], day.success_rate))
+        for alert in summary.alerts:
+            key = ("", alert.error)
+            alerts[key] = max(alerts.get(key, 0.0), alert.percentage)
+    actions: dict[tuple[str, str], int] = {}
+    for action in diagnostics.actions:
+        action_id = str(action.conversion_action_id)
+        for state, count in (
+            ("successful", action.successful_event_count),
+            ("pending", action.pending_event_count),
+            ("failed", action.failed_event_count),
+        ):
+            actions[(action_id, state)] = actions.get((action_id, state), 0) + count
+        for alert in action.alerts:
+            key = (action_id, alert.error)
+            alerts[key] = max(alerts.get(key, 0.0), alert.percentage)
+    for (action_id, state), count in actions.items():
+        families["action_events"].append(([customer, action_id, state], count))
+    for (action_id, error), percentage in alerts.items():
+        families["alert_percentage"].append(([customer, action_id, error], percentage))
+    families["last_success_timestamp_seconds"].append(([customer], diagnostics.polled_at))
+    return dict(families)
