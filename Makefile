@@ -48,7 +48,7 @@ ops: $(STAMP)
 	$(BIN)/pytest -m ops tests/ops
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_core.py
+	$(BIN)/python -m bench.bench_core
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
