@@ -18,6 +18,7 @@ from typing import Final, Literal
 
 import orjson
 
+from streams.core import headers as H
 from streams.core.model import EventError, SourcePosition
 
 ResultStatus = Literal["uploaded", "validated", "duplicate", "rejected", "failed"]
@@ -162,17 +163,17 @@ def output_records(resolution: Resolution, now: float) -> list[OutputRecord]:
     if r.is_dead_letter and error is not None:
         source = received.source
         headers = (
-            ("convstream.error.stage", error.stage),
-            ("convstream.error.code", error.code),
-            ("convstream.error.message", error.message),
-            ("convstream.error.retryable", "true" if error.retryable else "false"),
-            ("convstream.source.topic", source.topic),
-            ("convstream.source.partition", str(source.partition)),
-            ("convstream.source.offset", str(source.offset)),
-            ("convstream.event_id", event_id),
-            ("convstream.attempts", str(r.attempts)),
-            ("convstream.failed_at", completed_at),
-            ("convstream.replay_count", str(received.replay_count)),
+            (H.STAGE, error.stage),
+            (H.CODE, error.code),
+            (H.MESSAGE, error.message),
+            (H.RETRYABLE, "true" if error.retryable else "false"),
+            (H.SOURCE_TOPIC, source.topic),
+            (H.SOURCE_PARTITION, str(source.partition)),
+            (H.SOURCE_OFFSET, str(source.offset)),
+            (H.EVENT_ID, event_id),
+            (H.ATTEMPTS, str(r.attempts)),
+            (H.FAILED_AT, completed_at),
+            (H.REPLAY_COUNT, str(received.replay_count)),
         )
         records.append(
             OutputRecord(
