@@ -1,11 +1,12 @@
 """Result records and dead letters: the two things every input message can end as.
 
-The pipeline describes how a message ended with one :class:`Resolution`; this module
+Both stages (:mod:`streams.stages.ingest` for bad input, :mod:`streams.stages.batch_stage`
+after an upload) describe how a message ended with one :class:`Resolution`; this module
 turns it into the bytes of its result record and, for ``rejected`` and ``failed``, its
-dead letter (contract in DESIGN.md and ``schemas/``). Nothing here quotes raw PII: the
-dead letter's value is the normalized event (identifiers hashed), or the original bytes
-when the message could not be parsed (the producer's own bytes, which the DLQ needs for
-a fixed replay).
+dead letter (contract in ``schemas/``; header names in :mod:`streams.core.headers`).
+Nothing here quotes raw PII: the dead letter's value is the normalized event (identifiers
+hashed), or the original bytes when the message could not be parsed (the producer's own
+bytes, which the DLQ needs for a fixed replay).
 """
 
 from __future__ import annotations

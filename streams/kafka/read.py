@@ -2,8 +2,9 @@
 ``convstream replay`` and the worker's read-ahead of settlements.
 
 Both need partition EOF as their end signal rather than the high watermark read up
-front, because the embedded tansu broker reports a partition's end too early (see
-KAFKA-NOTES.md); the consumer must be created with ``enable.partition.eof``.
+front, because the embedded tansu broker reports a partition's end too early
+(docs/kafka-brokers.md, "ListOffsets latest is wrong"); the consumer must be created with
+``enable.partition.eof``.
 """
 
 from __future__ import annotations
