@@ -125,7 +125,7 @@ class Settings:
     """Events the batch stage holds from admission until their settlement comes back, before
     this worker's input reader pauses. Under a backlog the settlements return behind every
     chunk forwarded before them; without this bound stage 1 forwarded the whole backlog and
-    memory grew with it (1.7 GB RSS after 400,000 events, over the chart's 1 GiB limit)."""
+    memory grew with it (bench/RESULTS.md, "Memory under a backlog")."""
     producer_batch_bytes: int = 16384
     """Producer batch size of the dedupe changelog (and Faust's own producer). 1 makes every
     record its own batch: needed on the embedded tansu broker when a test checks table
