@@ -69,7 +69,6 @@ class OffsetGate:
         self._partitions: dict[Hashable, _Partition] = {}
         self.holes_sought = 0
         self.repeats = 0
-        self.gaps_checked = 0
 
     def open(self, tp: Hashable, offset: int, ack: Ack) -> Ack | None:
         """Register a delivered message; returns its done callback, or None to skip it."""
@@ -166,7 +165,6 @@ class OffsetGate:
         if part.checking == hole:
             return  # asked already; the rest of this re-read changes nothing
         part.checking = hole
-        self.gaps_checked += 1
         self._check_gap(tp, hole)
 
     def gap_checked(self, tp: Hashable, offset: int, exists: bool | None) -> None:

@@ -15,8 +15,6 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, TopicPartition
 
-NO_COMMIT = -1001  # librdkafka's OFFSET_INVALID
-
 
 class CommittedOffsets:
     """Fetches a group's committed offsets (or the log start when there is none)."""
