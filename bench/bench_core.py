@@ -4,7 +4,7 @@ A mixed sample of N distinct events: a third carry raw e-mails and phone numbers
 different, so no cache flatters the number), the rest are gclid clicks, calls, adjustments
 and Yandex conversions and calls. Prints events/s for each of several rounds and the median.
 
-    .venv/bin/python bench/bench_core.py [--events 100000] [--rounds 5]
+    .venv/bin/python -m bench.bench_core [--events 100000] [--rounds 5]
 
 Target (issue 2): >= 25,000 events/s on one core.
 """

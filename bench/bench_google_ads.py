@@ -18,7 +18,7 @@
    upload requests the fake received against the minimum, sum over customers of
    ceil(n / 2000). Each window runs on fresh topics and a fresh fake.
 
-    .venv/bin/python bench/bench_google_ads.py [--rows 20000] [--rounds 5]
+    .venv/bin/python -m bench.bench_google_ads [--rows 20000] [--rounds 5]
         [--pipeline-conversions 10000] [--windows 0.5,10] [--skip-pipeline]
 """
 

@@ -12,8 +12,8 @@ It measures, on that same topic:
 5. the dedupe store: 1,000,000 keys written to the table's changelog, a worker started on
    an empty data dir, time until its RocksDB table holds them all, and the disk it used.
 
-    .venv/bin/python bench/bench_pipeline.py [--events 200000] [--skip-store]
-    .venv/bin/python bench/bench_pipeline.py --profile FILE [--events 120000]
+    .venv/bin/python -m bench.bench_pipeline [--events 200000] [--skip-store]
+    .venv/bin/python -m bench.bench_pipeline --profile FILE [--events 120000]
 
 ``--profile`` runs only the worker on the backlog under ``py-spy record --gil`` and prints
 where its Python time goes: the functions with the most samples on the stack (inclusive)
@@ -259,10 +259,10 @@ COMPONENTS = (
     (
         "stage 1: parse, validate, normalize",
         (
-            "streams/events.py",
-            "streams/event_rules.py",
-            "streams/normalize.py",
-            "streams/ingest.py",
+            "streams/core/events.py",
+            "streams/core/event_rules.py",
+            "streams/core/normalize.py",
+            "streams/stages/ingest.py",
             "jsonschema_rs",
             "phonenumbers",
         ),
@@ -270,15 +270,16 @@ COMPONENTS = (
     (
         "batch stage: dedupe, batching, results",
         (
-            "streams/pipeline.py",
-            "streams/dedupe",
-            "streams/batching.py",
-            "streams/outcomes.py",
-            "streams/acks.py",
+            "streams/stages/batch_stage.py",
+            "streams/core/dedupe.py",
+            "streams/shell/dedupe_table.py",
+            "streams/core/batching.py",
+            "streams/core/outcomes.py",
+            "streams/core/acks.py",
         ),
     ),
-    ("output producer (librdkafka)", ("streams/output.py", "confluent_kafka")),
-    ("metrics", ("prometheus_client", "streams/metrics.py")),
+    ("output producer (librdkafka)", ("streams/kafka/producer.py", "confluent_kafka")),
+    ("metrics", ("prometheus_client", "streams/ops/metrics.py")),
     ("faust / aiokafka consumer and streams", ("faust/", "aiokafka/", "mode/")),
     ("asyncio", ("asyncio/",)),
 )

@@ -9,7 +9,7 @@
    first write to the last outcome; every upload goes through the 3-requests-per-token
    semaphore, as in production.
 
-    .venv/bin/python bench/bench_yandex.py [--events 100000] [--batch 2000] [--rounds 5]
+    .venv/bin/python -m bench.bench_yandex [--events 100000] [--batch 2000] [--rounds 5]
         [--batches 50] [--parallel 8] [--sink-rounds 3]
 """
 

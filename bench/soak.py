@@ -3,11 +3,11 @@ embedded broker into the local Google Ads (gRPC over TLS) and Yandex Metrica (HT
 with SIGKILLs, destination outages, poison input and (``--workers 2``) a rebalance; then
 every invariant is checked and printed. Exit 0 when all hold, 1 otherwise.
 
-    .venv/bin/python bench/soak.py                      # 1,000,000 events, 5 kills, 60 s outages
-    .venv/bin/python bench/soak.py --events 20000 --accounts 50 --kills 2 --outage-seconds 10
-    .venv/bin/python bench/soak.py --workers 2 --stop-signal kill
+    .venv/bin/python -m bench.soak                      # 1,000,000 events, 5 kills, 60 s outages
+    .venv/bin/python -m bench.soak --events 20000 --accounts 50 --kills 2 --outage-seconds 10
+    .venv/bin/python -m bench.soak --workers 2 --stop-signal kill
 
-The engine lives in tests/soak_engine.py (shared with tests/soak/test_soak.py).
+The engine lives in tests/support/soak_engine.py (shared with tests/soak/test_soak.py).
 """
 
 from __future__ import annotations

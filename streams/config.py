@@ -90,7 +90,7 @@ class GoogleAdsSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The worker's and the CLI's configuration (contract names in DESIGN.md)."""
+    """The worker's and the CLI's configuration (contract names: README.md, "Configuration")."""
 
     broker: str = "kafka://localhost:9092"
     app_id: str = "convstream"
@@ -99,7 +99,8 @@ class Settings:
     dlq_topic: str = "conversions.dlq"
     upload_status_topic: str = "conversions.upload_status"
     """Yandex upload-status records: kept off the results topic, which carries exactly one
-    record per input message (DESIGN.md) and is counted that way by its consumers."""
+    record per input message (``schemas/result.schema.json``) and is counted that way by its
+    consumers."""
     batch_max_size: int = 2000
     batch_window_seconds: float = 10.0
     dedupe_ttl_days: float = 90.0
@@ -124,11 +125,12 @@ class Settings:
     """Events the batch stage holds from admission until their settlement comes back, before
     this worker's input reader pauses. Under a backlog the settlements return behind every
     chunk forwarded before them; without this bound stage 1 forwarded the whole backlog and
-    memory grew with it (1.7 GB RSS after 400,000 events, over the chart's 1 GiB limit)."""
+    memory grew with it (bench/RESULTS.md, "Memory under a backlog")."""
     producer_batch_bytes: int = 16384
     """Producer batch size of the dedupe changelog (and Faust's own producer). 1 makes every
     record its own batch: needed on the embedded tansu broker when a test checks table
-    recovery (see KAFKA-NOTES.md)."""
+    recovery (docs/kafka-brokers.md, "Faust's table recovery needs one changelog record per
+    batch")."""
     recording_sink: frozenset[str] = frozenset()
     """Destinations served by the in-process recording sink (demo and tests)."""
     recording_sink_log: Path | None = None

@@ -38,6 +38,8 @@ from streams.commands.jsonl import iter_lines
 from streams.commands.send import send_jsonl
 from streams.commands.validate import validate_lines
 from streams.config import Settings
+from streams.core import headers as H
+from streams.core.headers import decode_headers
 from streams.local.broker import EmbeddedBroker, create_topics, free_port
 from streams.local.sandbox.google_ads import (
     FakeGoogleAds,
@@ -306,13 +308,12 @@ def _print_report(console: Console, settings: Settings, run: DemoRun) -> None:
     for column in ("event_id", "stage", "code", "message"):
         letters.add_column(column)
     for message in run.dead_letters:
-        raw: Any = message.headers() or []  # a list of (name, bytes) pairs
-        headers = {k: v.decode() if isinstance(v, bytes) else str(v or "") for k, v in raw}
+        headers = decode_headers(message.headers())
         letters.add_row(
-            headers.get("convstream.event_id", ""),
-            headers.get("convstream.error.stage", ""),
-            headers.get("convstream.error.code", ""),
-            headers.get("convstream.error.message", ""),
+            headers.get(H.EVENT_ID, ""),
+            headers.get(H.STAGE, ""),
+            headers.get(H.CODE, ""),
+            headers.get(H.MESSAGE, ""),
         )
     console.print(letters)
 

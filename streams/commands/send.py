@@ -1,9 +1,12 @@
-"""``convstream send FILE.jsonl``: produce events to Kafka, one line per message, verbatim.
+"""``convstream send FILE.jsonl`` (``-`` for stdin): produce events to the input topic, one
+line per message, verbatim, with a plain confluent-kafka producer.
 
 Lines are sent byte for byte, invalid ones included: judging them is the worker's job, and
-sending bad input on purpose is how its handling of bad input is tested. A message counts
-as sent only when the broker's delivery report says so; whatever has no report when the
-timeout ends counts as failed, so the exit status never claims more than Kafka confirmed.
+sending bad input on purpose is how its handling of bad input is tested. The key is the
+line's ``event_id`` when it has one (:func:`message_key`). A message counts as sent only
+when the broker's delivery report says so; whatever has no report when the timeout ends
+counts as failed, so the exit status never claims more than Kafka confirmed. Also used by
+``convstream demo`` to send its sample.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from streams.commands.jsonl import STDIN, iter_lines
 
 MAX_ERRORS_KEPT = 10
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # above the worker's own limit, so the worker can reject
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+"""Above the worker's default limit (CONVSTREAM_MAX_MESSAGE_BYTES, 1 MiB), so an oversized
+event reaches the worker and gets its rejection instead of failing here."""
 
 
 @dataclass(slots=True)
@@ -72,7 +77,7 @@ def send_jsonl(
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "enable.idempotence": False,  # tansu has no idempotent producer; convstream dedupes
+            "enable.idempotence": False,  # a repeated send is harmless: the worker dedupes
             "acks": "all",
             "linger.ms": 20,
             "message.timeout.ms": max(1, int(timeout * 1000)),

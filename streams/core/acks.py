@@ -8,10 +8,13 @@ uploaded, and a crash would lose that event. Faust can also deliver an offset tw
 a seek (it replays what it had already fetched), or skip offsets it fetched while flow
 was paused during table recovery (faust-streaming issue 596).
 
-:class:`OffsetGate` sits between the stream and the pipeline and fixes all three, per
-topic-partition:
+:class:`OffsetGate` sits between a consumer and its stage and fixes all three, per
+topic-partition. The batch agent (:mod:`streams.shell.app`) has one with ``seek`` and
+``check_gap``; stage 1's librdkafka reader (:mod:`streams.kafka.input_consumer`) has one
+without, for the in-order release (it reads outside Faust, where the other two bugs do not
+apply):
 
-* ``open()`` an offset when it is delivered; it returns the *done* callback the pipeline
+* ``open()`` an offset when it is delivered; it returns the *done* callback the stage
   calls when that event's output is delivered, or ``None`` for a repeated delivery (the
   repeat's ack is tied to the first delivery, or given at once if that one is finished);
 * the real acks are released strictly in offset order, so the committed offset can never
@@ -58,7 +61,7 @@ class _Partition:
 
 
 class OffsetGate:
-    """See the module docstring. One per agent; single-threaded (one event loop)."""
+    """See the module docstring. One per consumer; single-threaded (one event loop)."""
 
     def __init__(self, seek: Seek | None = None, check_gap: CheckGap | None = None) -> None:
         self._seek = seek
@@ -66,7 +69,6 @@ class OffsetGate:
         self._partitions: dict[Hashable, _Partition] = {}
         self.holes_sought = 0
         self.repeats = 0
-        self.gaps_checked = 0
 
     def open(self, tp: Hashable, offset: int, ack: Ack) -> Ack | None:
         """Register a delivered message; returns its done callback, or None to skip it."""
@@ -163,7 +165,6 @@ class OffsetGate:
         if part.checking == hole:
             return  # asked already; the rest of this re-read changes nothing
         part.checking = hole
-        self.gaps_checked += 1
         self._check_gap(tp, hole)
 
     def gap_checked(self, tp: Hashable, offset: int, exists: bool | None) -> None:

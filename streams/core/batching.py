@@ -83,7 +83,7 @@ Flush = Callable[[K, list[T]], Awaitable[None]]
 class FlushScheduler(Generic[K, T]):
     """Drives a :class:`MicroBatcher`: flushes full batches at once and due ones on time.
 
-    ``flush(key, items)`` must not raise (the pipeline turns every failure into
+    ``flush(key, items)`` must not raise (the batch stage turns every failure into
     outcomes); if it does, the error is logged and the next batch of that key still runs.
     ``clock`` returns monotonic seconds; tests pass a fake one and call :meth:`tick`.
     """

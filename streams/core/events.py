@@ -166,8 +166,8 @@ def schema_document(name: str) -> dict[str, Any]:
 
 @cache
 def _validator(destination: str, event_type: str) -> jsonschema_rs.Draft202012Validator:
-    """Built once per event type. jsonschema-rs implements 2020-12 natively and validates
-    about 9x faster than fastjsonschema's generated Python (bench/bench_core.py)."""
+    """Built once per event type. jsonschema-rs: 2020-12 natively, and validation is the
+    largest single cost of parsing an event (numbers in bench/RESULTS.md, "Core")."""
     return jsonschema_rs.Draft202012Validator(schema_document(f"{destination}.{event_type}"))
 
 
@@ -177,7 +177,7 @@ def warm_up() -> None:
     Compiles every event schema, then moves everything allocated so far (modules,
     libphonenumber's metadata, the compiled validators) out of the cyclic garbage
     collector's sight with ``gc.freeze()``: it is never garbage, and rescanning it on every
-    full collection cost about 10% of parse throughput in ``bench/bench_core.py``.
+    full collection slowed parsing (bench/RESULTS.md, "Core").
     """
     for destination, types in EVENT_TYPES.items():
         for event_type in types:

@@ -1,7 +1,14 @@
-"""The values that come out of :func:`streams.core.events.parse_event`.
+"""The values every layer shares (pure): events, where they came from, batches, outcomes.
 
-Kept apart from the parsing code so the rule checks (:mod:`streams.core.event_rules`) and,
-later, dedupe, batching and the sinks can import the types without the parser.
+* :class:`Event`, :class:`EventError`, :class:`InvalidFieldError` and the event type
+  table: what :func:`streams.core.events.parse_event` produces;
+* :class:`SourcePosition`: where an input message was read (it travels with the event
+  through the batch topic);
+* :class:`BatchKey`, :class:`AccountBatch`: what the batch stage hands a sink;
+* :class:`EventOutcome`: what a sink answers per event.
+
+Kept apart from the code that makes and uses them, so the rule checks, dedupe, batching,
+the stages and the sinks (:mod:`streams.sinks`) import the types and nothing else.
 """
 
 from __future__ import annotations

@@ -130,7 +130,8 @@ def normalize_phone(raw: str, default_region: str = "US") -> str:
 def _international_e164(digits: str) -> str | None:
     """E.164 for ``+<digits>`` without libphonenumber's full parse, or None to take that path.
 
-    ``phonenumbers.parse`` costs ~30 µs; most numbers arrive already international. For
+    ``phonenumbers.parse`` is the slowest step of a phone (bench/RESULTS.md, "Core"), and
+    most numbers arrive already international. For
     those, parse only splits off the country code and, if the region's national prefix
     pattern matches, strips or rewrites a trunk prefix ("+44 020..." -> "+4420..."). This
     mirrors exactly that, with libphonenumber's own metadata, and declines (returns None)
@@ -253,7 +254,7 @@ def parse_google_timestamp(raw: str) -> tuple[datetime, str]:
 
     Same rules as :func:`parse_timestamp` without unix seconds. The Google form is built
     from the matched text rather than formatted from the datetime: this runs for every
-    Google event, and string assembly is three times faster than ``isoformat``.
+    Google event, and string assembly is cheaper than ``isoformat``.
     """
     moment, match = _parse_text(
         raw, "expected yyyy-mm-dd hh:mm:ss±hh:mm or ISO 8601 with an offset"
@@ -277,7 +278,7 @@ def _parse_text(raw: str, expected: str) -> tuple[datetime, re.Match[str]]:
     if sign is not None and (int(off_h) * 60 + int(off_m or 0) > 14 * 60 or int(off_m or 0) >= 60):
         raise NormalizationError("has an offset beyond ±14:00")
     try:
-        # The regex fixed the shape; the C parser does the arithmetic (5x faster than
+        # The regex fixed the shape; the C parser does the arithmetic (cheaper than
         # building the datetime from groups) and rejects impossible dates.
         moment = datetime.fromisoformat(text if _ISO_READY.fullmatch(text) else _iso_ready(text))
     except ValueError:

@@ -1,11 +1,12 @@
 """Result records and dead letters: the two things every input message can end as.
 
-The pipeline describes how a message ended with one :class:`Resolution`; this module
+Both stages (:mod:`streams.stages.ingest` for bad input, :mod:`streams.stages.batch_stage`
+after an upload) describe how a message ended with one :class:`Resolution`; this module
 turns it into the bytes of its result record and, for ``rejected`` and ``failed``, its
-dead letter (contract in DESIGN.md and ``schemas/``). Nothing here quotes raw PII: the
-dead letter's value is the normalized event (identifiers hashed), or the original bytes
-when the message could not be parsed (the producer's own bytes, which the DLQ needs for
-a fixed replay).
+dead letter (contract in ``schemas/``; header names in :mod:`streams.core.headers`).
+Nothing here quotes raw PII: the dead letter's value is the normalized event (identifiers
+hashed), or the original bytes when the message could not be parsed (the producer's own
+bytes, which the DLQ needs for a fixed replay).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Final, Literal
 
 import orjson
 
+from streams.core import headers as H
 from streams.core.model import EventError, SourcePosition
 
 ResultStatus = Literal["uploaded", "validated", "duplicate", "rejected", "failed"]
@@ -162,17 +164,17 @@ def output_records(resolution: Resolution, now: float) -> list[OutputRecord]:
     if r.is_dead_letter and error is not None:
         source = received.source
         headers = (
-            ("convstream.error.stage", error.stage),
-            ("convstream.error.code", error.code),
-            ("convstream.error.message", error.message),
-            ("convstream.error.retryable", "true" if error.retryable else "false"),
-            ("convstream.source.topic", source.topic),
-            ("convstream.source.partition", str(source.partition)),
-            ("convstream.source.offset", str(source.offset)),
-            ("convstream.event_id", event_id),
-            ("convstream.attempts", str(r.attempts)),
-            ("convstream.failed_at", completed_at),
-            ("convstream.replay_count", str(received.replay_count)),
+            (H.STAGE, error.stage),
+            (H.CODE, error.code),
+            (H.MESSAGE, error.message),
+            (H.RETRYABLE, "true" if error.retryable else "false"),
+            (H.SOURCE_TOPIC, source.topic),
+            (H.SOURCE_PARTITION, str(source.partition)),
+            (H.SOURCE_OFFSET, str(source.offset)),
+            (H.EVENT_ID, event_id),
+            (H.ATTEMPTS, str(r.attempts)),
+            (H.FAILED_AT, completed_at),
+            (H.REPLAY_COUNT, str(received.replay_count)),
         )
         records.append(
             OutputRecord(

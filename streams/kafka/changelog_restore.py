@@ -1,9 +1,9 @@
 """Bulk restore of the RocksDB dedupe table from its changelog, before the worker joins.
 
 Why: Faust recovers a table one changelog record at a time through its own consumer and
-event objects (~3,600 records/s measured here), so a cold worker with a million dedupe
-keys needed almost five minutes before it processed anything. librdkafka reads the same
-changelog at well over 100,000 records/s, and RocksDB takes them in write batches.
+event objects, so a cold worker with many dedupe keys waited minutes before it processed
+anything; librdkafka reads the changelog in batches and RocksDB takes them in write
+batches (before and after: bench/RESULTS.md, docs/faust.md).
 
 What it does: for every changelog partition, read from the offset the local store already
 holds (Faust's persisted offset) to the end, and write the records through the store's

@@ -2,8 +2,11 @@
 
 Read with a plain confluent-kafka consumer that never joins the group (an OffsetFetch,
 not a subscription), so it neither disturbs the group nor depends on Faust internals.
-The offset gate (:mod:`streams.core.acks`) starts each partition here: anything Faust
-delivers below it is a stale repeat of finished work, acked and skipped.
+Three users: the batch agent's offset gate (:mod:`streams.core.acks`) starts each
+partition here, so anything Faust delivers below it is a stale repeat of finished work,
+acked and skipped; the settlement read-ahead starts reading here; and stage 1's reader
+(:mod:`streams.kafka.input_consumer`) starts an input partition its own group never
+committed where Faust's group left it.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from confluent_kafka import Consumer, TopicPartition
-
-NO_COMMIT = -1001  # librdkafka's OFFSET_INVALID
 
 
 class CommittedOffsets:

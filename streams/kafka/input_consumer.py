@@ -59,11 +59,11 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Topic
 
 from streams.config import Settings
 from streams.core.acks import OffsetGate
+from streams.core.headers import replay_count
 from streams.core.model import SourcePosition
 from streams.core.outcomes import Received
 from streams.kafka.committed import CommittedOffsets
 from streams.ops.metrics import Metrics
-from streams.replay.filters import REPLAY_COUNT_HEADER
 from streams.stages.ingest import Ingest
 
 _log = logging.getLogger(__name__)
@@ -396,15 +396,3 @@ class InputConsumer:
             if position is not None:
                 found[partition] = position
         return found
-
-
-def replay_count(headers: Any) -> int:
-    """The replay count `convstream replay` puts on messages it re-publishes."""
-    if not headers:
-        return 0
-    items = headers.items() if isinstance(headers, dict) else headers or ()
-    for name, value in items:
-        if name == REPLAY_COUNT_HEADER:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            return int(text) if text.isascii() and text.isdigit() else 0
-    return 0

@@ -1,15 +1,21 @@
-"""The worker's own records (results, dead letters, batch chunks, settlements) through
-librdkafka, with one asyncio future per group of records.
+"""The worker's own records through librdkafka, with one asyncio future per group of records.
 
-Faust's producer is aiokafka: every ``send`` is a Python coroutine that builds the record
-batch in Python, which cost more CPU per result than the rest of the batch stage
-together. librdkafka batches and compresses in C on its own thread; here a second small
-thread serves its delivery reports, and each :meth:`OutputProducer.send_all` call waits for
-the broker's acknowledgement of *all* its records through a single future, so the caller
-(which acks input offsets only after that) keeps the at-least-once rule unchanged.
+Three producers of this kind run in a worker: the app's output (results, dead letters,
+batch chunks, settlements; :mod:`streams.shell.app`), the dedupe changelog's
+(:mod:`streams.shell.dedupe_table`, batched by ``CONVSTREAM_PRODUCER_BATCH_BYTES``), and
+the Yandex upload-status publisher (:mod:`streams.shell.worker`). All are idempotent with
+``acks=all``.
 
-Faust's producer still writes the table changelog; the two never need a common order,
-because a settlement is only sent after the results it settles were acknowledged.
+Why not Faust's producer: it is aiokafka, which builds every record batch in Python, and
+that cost more CPU than the batch stage's own work (``bench/RESULTS.md``). librdkafka
+batches and compresses in C on its own thread; here a second small thread serves its
+delivery reports, and each :meth:`OutputProducer.send_all` call waits for the broker's
+acknowledgement of *all* its records through a single future, so the caller (which acks
+input offsets only after that) keeps the at-least-once rule.
+
+The output and the changelog never need a common order: a settlement is sent only after
+the results it settles were acknowledged, and it is acked only after its changelog
+records were (:mod:`streams.shell.dedupe_table`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Reading a topic to its end with librdkafka: shared by the bulk changelog restore,
 ``convstream replay`` and the worker's read-ahead of settlements.
 
-Both need partition EOF as their end signal rather than the high watermark read up
-front, because the embedded tansu broker reports a partition's end too early (see
-KAFKA-NOTES.md); the consumer must be created with ``enable.partition.eof``.
+All three need partition EOF as their end signal rather than the high watermark read up
+front, because the embedded tansu broker reports a partition's end too early
+(docs/kafka-brokers.md, "ListOffsets latest is wrong"); the consumer must be created with
+``enable.partition.eof``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The at-least-once test needs the worker to die at exact places, e.g. after a batch was
 uploaded but before its results were published. ``CONVSTREAM_FAULT_KILL_AT=point:n``
-kills the process (SIGKILL, no cleanup, like the OOM killer) the n-th time the pipeline
-passes ``point``. Unset in production, where :meth:`FaultPlan.hit` is a dict lookup.
+kills the process (SIGKILL, no cleanup, like the OOM killer) the n-th time the batch stage
+(:mod:`streams.stages.batch_stage`) passes ``point``. Unset in production, where
+:meth:`FaultPlan.hit` is a dict lookup.
 
 Points: ``after_upload`` (sink accepted a batch, results not published),
 ``after_publish`` (results delivered, settlement not sent), ``after_settle`` (settlement
@@ -28,7 +29,7 @@ class FaultPlan:
             self._point, self._left = point, int(count)
 
     def hit(self, point: str) -> None:
-        """Called by the pipeline at ``point``; kills the process on the planned pass."""
+        """Called by the batch stage at ``point``; kills the process on the planned pass."""
         if point != self._point:
             return
         self._left -= 1

@@ -1,6 +1,6 @@
 """Which dead letters a replay takes, and the headers a replayed message carries (pure).
 
-A dead letter is judged from its headers (contract in DESIGN.md, written by
+A dead letter is judged from its headers (names in :mod:`streams.core.headers`, written by
 :func:`streams.core.outcomes.output_records`) and, for ``--destination`` only, from its value:
 the headers do not name the destination, the normalized event in the value does.
 
@@ -11,9 +11,9 @@ cannot vouch for:
   ``--until``) only matches records whose field is present and readable; a record with
   the header missing or unparseable does not match, so it is skipped by that filter.
   Without that filter the field is never looked at.
-* ``convstream.replay_count`` missing or not a non-negative integer counts as 0, exactly as
-  the worker reads it (``streams.kafka.input_consumer.replay_count``), so both sides agree
-  on the count.
+* ``convstream.replay_count`` missing or not a non-negative integer counts as 0: the worker
+  reads it with the same :func:`streams.core.headers.replay_count`, so both sides agree on
+  the count.
 
 A record that fails a filter is ``FILTERED``; a record that passes every filter but was
 already replayed ``max_replays`` times is ``MAX_REPLAYS``. Both are "handled": the replay
@@ -22,7 +22,7 @@ commits past them like past a replayed one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -30,17 +30,10 @@ from typing import Final
 
 import orjson
 
-STAGE_HEADER: Final = "convstream.error.stage"
-CODE_HEADER: Final = "convstream.error.code"
-EVENT_ID_HEADER: Final = "convstream.event_id"
-FAILED_AT_HEADER: Final = "convstream.failed_at"
-REPLAY_COUNT_HEADER: Final = "convstream.replay_count"
-STAGES: Final = ("parse", "validate", "upload")
-_OWN_PREFIX: Final = "convstream."
+from streams.core import headers as H
+from streams.core.headers import Headers, HeaderValue, decode_headers, replay_count
 
-HeaderValue = str | bytes | None
-Headers = Sequence[tuple[str, HeaderValue]]
-"""Kafka headers as confluent-kafka gives and takes them."""
+STAGES: Final = ("parse", "validate", "upload")
 
 
 class FilterError(ValueError):
@@ -120,13 +113,13 @@ class ReplayFilter:
 
     def decide(self, headers: Mapping[str, str], value: bytes | None) -> Decision:
         """Replay, or skip by filter, or skip by ``max_replays``; see the module docstring."""
-        if self.error_codes and headers.get(CODE_HEADER) not in self.error_codes:
+        if self.error_codes and headers.get(H.CODE) not in self.error_codes:
             return Decision.FILTERED
-        if self.stages and headers.get(STAGE_HEADER) not in self.stages:
+        if self.stages and headers.get(H.STAGE) not in self.stages:
             return Decision.FILTERED
         if self.destinations and destination_of(value) not in self.destinations:
             return Decision.FILTERED
-        if (self.since or self.until) and not self._in_window(headers.get(FAILED_AT_HEADER)):
+        if (self.since or self.until) and not self._in_window(headers.get(H.FAILED_AT)):
             return Decision.FILTERED
         if self.max_replays is not None and replay_count(headers) >= self.max_replays:
             return Decision.MAX_REPLAYS
@@ -136,29 +129,12 @@ class ReplayFilter:
         if failed_at is None:
             return False
         try:
-            when = parse_time(failed_at, FAILED_AT_HEADER)
+            when = parse_time(failed_at, H.FAILED_AT)
         except FilterError:
             return False
         return (self.since is None or when >= self.since) and (
             self.until is None or when < self.until
         )
-
-
-def decode_headers(headers: Headers | None) -> dict[str, str]:
-    """Kafka headers as text (the contract's headers are UTF-8; the last one of a name wins)."""
-    return {name: _text(value) for name, value in headers or ()}
-
-
-def _text(value: HeaderValue) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
-def replay_count(headers: Mapping[str, str]) -> int:
-    """How often this record was replayed before: 0 when missing or garbled, as the worker."""
-    text = headers.get(REPLAY_COUNT_HEADER, "")
-    return int(text) if text.isascii() and text.isdigit() else 0
 
 
 def destination_of(value: bytes | None) -> str | None:
@@ -185,7 +161,7 @@ def replay_headers(headers: Headers | None) -> list[tuple[str, HeaderValue]]:
     kept: list[tuple[str, HeaderValue]] = [
         (name, value)
         for name, value in headers or ()
-        if not name.startswith(_OWN_PREFIX) and value is not None
+        if not name.startswith(H.OWN_PREFIX) and value is not None
     ]
-    kept.append((REPLAY_COUNT_HEADER, str(count + 1).encode()))
+    kept.append((H.REPLAY_COUNT, str(count + 1).encode()))
     return kept

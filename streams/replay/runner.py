@@ -7,7 +7,7 @@ Lifecycle of one run (called by :func:`streams.replay.report.run_replay`, once):
    partition with no commit starts at its beginning.
 2. Read each partition up to its end *as it was at the start*: the high watermark of the
    first fetch response, or the partition's EOF, whichever comes first. Not ListOffsets:
-   the embedded tansu broker answers it wrong (KAFKA-NOTES.md). Dead letters written
+   the embedded tansu broker answers it wrong (docs/kafka-brokers.md). Dead letters written
    while the replay runs (a replayed event failing again, say) wait for the next run, so
    a replay never chases its own tail.
 3. Per record, :class:`~streams.replay.filters.ReplayFilter` decides. A selected record is
@@ -40,19 +40,10 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from streams.core import headers as H
+from streams.core.headers import Headers, decode_headers, replay_count
 from streams.kafka.read import data_messages
-from streams.replay.filters import (
-    CODE_HEADER,
-    EVENT_ID_HEADER,
-    FAILED_AT_HEADER,
-    STAGE_HEADER,
-    Decision,
-    Headers,
-    ReplayFilter,
-    decode_headers,
-    replay_count,
-    replay_headers,
-)
+from streams.replay.filters import Decision, ReplayFilter, replay_headers
 
 COMMIT_EVERY_RECORDS = 500
 COMMIT_EVERY_SECONDS = 0.5
@@ -313,7 +304,7 @@ class Replay:
         raw = message.headers()
         headers = list(raw.items()) if isinstance(raw, dict) else raw
         text = decode_headers(headers)
-        code = text.get(CODE_HEADER) or _UNKNOWN_CODE
+        code = text.get(H.CODE) or _UNKNOWN_CODE
         counts = self.report.by_code[code]
         decision = self._options.selection.decide(text, message.value())
         if decision is Decision.FILTERED:
@@ -408,7 +399,7 @@ class Replay:
 
 
 def _event_id(headers: dict[str, str], partition: int, offset: int) -> str:
-    return headers.get(EVENT_ID_HEADER) or f"dlq:{partition}:{offset}"
+    return headers.get(H.EVENT_ID) or f"dlq:{partition}:{offset}"
 
 
 def _listed(headers: dict[str, str], code: str, partition: int, offset: int) -> ListedRecord:
@@ -417,7 +408,7 @@ def _listed(headers: dict[str, str], code: str, partition: int, offset: int) -> 
         offset=offset,
         event_id=_event_id(headers, partition, offset),
         code=code,
-        stage=headers.get(STAGE_HEADER, "?"),
-        failed_at=headers.get(FAILED_AT_HEADER, "?"),
+        stage=headers.get(H.STAGE, "?"),
+        failed_at=headers.get(H.FAILED_AT, "?"),
         replay_count=replay_count(headers),
     )

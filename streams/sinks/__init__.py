@@ -1,26 +1,35 @@
-"""The one interface every destination implements, and the recording sink.
+"""The one interface every destination implements, its error tree, and the recording sink.
+
+The values a sink takes and gives (:class:`~streams.core.model.AccountBatch`,
+:class:`~streams.core.model.EventOutcome`) live in :mod:`streams.core.model`. Each
+destination implements the interface in its own package: :mod:`streams.sinks.google_ads`,
+:mod:`streams.sinks.yandex`.
 
 Lifecycle (who calls what, and what a failure does to offsets)::
 
-    sink = make_sink(...)          # built once per worker, by the CLI
-    await sink.setup()             # at start-up: credentials and reachability.
-                                   # SinkConfigError here stops the worker before it joins.
+    sinks = build_sinks(settings)  # streams.shell.worker, once per worker process
+    await sink.setup()             # at start-up, before the app starts: credentials and
+                                   # reachability. SinkConfigError here stops the worker
+                                   # (exit 2) before it joins the group.
     outcomes = await sink.write(batch)
-                                   # called by the pipeline for every flushed AccountBatch,
-                                   # never twice at once for the same batch key. Returns one
-                                   # EventOutcome per event, in batch order. Per-event
-                                   # rejections are outcomes, not exceptions.
+                                   # called by the batch stage (streams.stages.batch_stage)
+                                   # for every flushed AccountBatch, never twice at once for
+                                   # the same batch key. Returns one EventOutcome per event,
+                                   # in batch order. Per-event rejections are outcomes, not
+                                   # exceptions; a ``retryable`` outcome is sent again.
                                    # RetryableSinkError: nothing in the batch was accepted;
-                                   # the pipeline retries the same batch after retry_after
-                                   # (bounded by CONVSTREAM_RETRY_MAX_SECONDS), no offset
-                                   # moves meanwhile, other accounts keep flowing.
-                                   # Any other exception: the batch's events become
-                                   # ``failed`` results and dead letters.
-    await sink.aclose()            # at shutdown, after the last flush.
+                                   # the batch stage sends it again after retry_after
+                                   # (bounded by CONVSTREAM_RETRY_MAX_SECONDS, then
+                                   # ``failed``); no offset moves meanwhile, other accounts
+                                   # keep flowing. SinkConfigError: the batch's events are
+                                   # ``rejected``. Any other exception is treated as
+                                   # retryable (code SINK_ERROR). Every event ends in a
+                                   # result, and rejected or failed ones in a dead letter.
+    await sink.aclose()            # at shutdown, after the app's final flush.
 
 Exception tree::
 
-    SinkError                      root; never escapes the pipeline
+    SinkError                      root; never escapes the batch stage
     ├── RetryableSinkError         transient; carries retry_after (seconds) and a code
     └── SinkConfigError            fatal: credentials or configuration; fail loudly
 """

@@ -1,4 +1,4 @@
-"""Stage 1's librdkafka reader of the input topic (streams/input_consumer.py) on the
+"""Stage 1's librdkafka reader of the input topic (streams/kafka/input_consumer.py) on the
 embedded broker: an upgrade from the Faust input agent starts where that agent's group
 left off, the reader commits what it answered in its own group, and a member stopped in
 the middle of a rebalance does not strand the group."""

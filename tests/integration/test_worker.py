@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from streams.core.events import schema_document
+from streams.core.headers import DEAD_LETTER_HEADERS
 from tests.support.event_factory import click, encode, yandex
 from tests.support.worker_harness import (
     TopicReader,
@@ -26,19 +27,7 @@ from tests.support.worker_harness import (
 pytestmark = pytest.mark.integration
 
 RAW_EMAIL = "Jane.Doe.Secret@example.org"
-DLQ_HEADERS = {
-    "convstream.error.stage",
-    "convstream.error.code",
-    "convstream.error.message",
-    "convstream.error.retryable",
-    "convstream.source.topic",
-    "convstream.source.partition",
-    "convstream.source.offset",
-    "convstream.event_id",
-    "convstream.attempts",
-    "convstream.failed_at",
-    "convstream.replay_count",
-}
+DLQ_HEADERS = set(DEAD_LETTER_HEADERS)
 
 
 def _mixed_stream() -> list[tuple[str, bytes, dict[str, Any]]]:

@@ -51,7 +51,7 @@ def test_every_expression_is_valid_promql(tmp_path: Path) -> None:
 
 
 def test_every_metric_is_declared_by_the_worker() -> None:
-    """Cheap cross-check against streams/metrics.py (the integration test scrapes a worker)."""
+    """Cheap cross-check against streams/ops/metrics.py (the integration test scrapes a worker)."""
     used = set().union(*(metric_names(e) for e in dashboard_exprs())) - {"up"}
     assert used, "no metric found in the dashboard"
     assert used <= _declared(), f"not exported by the worker: {sorted(used - _declared())}"

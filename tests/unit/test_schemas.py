@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.core import headers
 from streams.core.events import EVENT_TYPES, schema_document
 from streams.sinks.yandex.sink import status_record
 
@@ -106,6 +107,7 @@ def test_shared_definitions_are_identical_in_every_file() -> None:
 def test_dead_letter_header_description_lists_exactly_the_contract_headers() -> None:
     described = json.loads((SCHEMAS / "dead_letter_headers.json").read_text())
     assert set(described["headers"]) == DEAD_LETTER_HEADERS
+    assert set(headers.DEAD_LETTER_HEADERS) == DEAD_LETTER_HEADERS, "streams/core/headers.py"
     assert described["headers"]["convstream.error.stage"]["values"] == [
         "parse",
         "validate",

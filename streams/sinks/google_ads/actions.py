@@ -58,8 +58,6 @@ class ConversionActionResolver:
         self._miss_refresh = miss_refresh_seconds
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
-        self.lookups = 0
-        """GAQL reads made so far (the tests and the debug log use it)."""
 
     async def resolve(
         self, customer_id: str, login_customer_id: str | None, names: Iterable[str]
@@ -78,7 +76,6 @@ class ConversionActionResolver:
         return {name: self._answer(entry, customer_id, name) for name in wanted}
 
     async def _fetch(self, entry: _Entry, customer_id: str, login: str | None) -> None:
-        self.lookups += 1
         actions = await conversion_actions(self._search, customer_id, login, live_only=True)
         by_name: dict[str, list[str]] = {}
         for action in actions:

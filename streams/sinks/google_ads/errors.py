@@ -1,4 +1,4 @@
-"""Google Ads responses and errors -> one :class:`~streams.sinks.EventOutcome` per row.
+"""Google Ads responses and errors -> one :class:`~streams.core.model.EventOutcome` per row.
 
 Pure: no network, no logging, no clock. :class:`streams.sinks.google_ads.sink.GoogleAdsSink` calls
 :func:`response_outcomes` for every answered request and :func:`classify_exception` for every
@@ -33,7 +33,7 @@ class ErrorClass(StrEnum):
     """What the sink does about an error."""
 
     RETRY = "retry"
-    """Transient: send the same rows again, exponential backoff with jitter (the pipeline)."""
+    """Transient: send the same rows again, exponential backoff with jitter (the batch stage)."""
     DELAYED_RETRY = "delayed_retry"
     """Google needs time first (a fresh click, call or action): retry after a long delay."""
     DUPLICATE = "duplicate"

@@ -180,7 +180,7 @@ def build_requests(
 ) -> BuiltBatch:
     """Build every request one batch needs, at most 2000 rows each.
 
-    ``events`` share a type and a customer id (one :class:`~streams.sinks.BatchKey`); mixed
+    ``events`` share a type and a customer id (one :class:`~streams.core.model.BatchKey`); mixed
     types raise ``ValueError`` because that is a caller bug, not bad input. ``actions``
     maps the ``conversion_action_name`` of events to resource names (resolved by the sink);
     an event whose name is not in it is rejected with ``ACTION_NAME_UNRESOLVED``.

@@ -5,7 +5,7 @@ Lifecycle (see :mod:`streams.sinks` for the contract)::
     sink = GoogleAdsSink(settings.google_ads, dry_run=..., metrics=...)   # build_sinks
     await sink.setup()      # credentials complete? API version shipped? one token refresh:
                             # SinkConfigError (naming the variable) stops the worker
-    await sink.write(batch) # resolve conversion_action_name (google_ads_actions, cached),
+    await sink.write(batch) # resolve conversion_action_name (actions.py, cached),
                             # build requests (<= 2000 rows, the day's job_id), send them one
                             # after another, map every row's answer to an EventOutcome;
                             # the first write starts the offline-diagnostics poller
@@ -14,7 +14,7 @@ Lifecycle (see :mod:`streams.sinks` for the contract)::
 What happens to errors (the table is :data:`streams.sinks.google_ads.errors.CLASSIFICATION`):
 
 * per-row errors become per-event outcomes (``duplicate``, ``rejected``, ``retryable``);
-  the pipeline retries only the ``retryable`` events, with backoff and jitter;
+  the batch stage retries only the ``retryable`` events, with backoff and jitter;
 * a request that fails as a whole with a transient error (UNAVAILABLE, RESOURCE_EXHAUSTED
   ...) makes its rows ``retryable``; when *every* request of the batch failed that way the
   sink raises :class:`RetryableSinkError` (nothing was accepted);
@@ -208,7 +208,7 @@ class GoogleAdsSink:
         outcomes of the events whose name did not resolve (by batch position).
 
         Raises :class:`RetryableSinkError` when the lookup failed transiently and every
-        event of the batch needed it: the pipeline retries the batch with backoff.
+        event of the batch needed it: the batch stage retries the batch with backoff.
         """
         positions: dict[str, list[int]] = {}
         login = None

@@ -3,7 +3,7 @@
 Who calls what (see :mod:`streams.sinks` for the shared lifecycle)::
 
     await sink.setup()       # worker start: opens the HTTP session, starts the status poller
-    await sink.write(batch)  # per flushed batch: CSV files (yandex_csv), one POST per file
+    await sink.write(batch)  # per flushed batch: CSV files (csv_files), one POST per file
     await sink.aclose()      # worker stop, after the last flush: stops the poller, closes
 
 Request: ``POST {api}/management/v1/counter/{counter}/offline_conversions/upload`` with
@@ -195,7 +195,7 @@ class YandexMetricaSink:
     async def write(self, batch: AccountBatch) -> Sequence[EventOutcome]:
         """Upload the batch as one CSV file per id column and size limit.
 
-        Called by the pipeline per flushed batch. Raises RetryableSinkError only when no
+        Called by the batch stage per flushed batch. Raises RetryableSinkError only when no
         file was accepted and no row was rejected (then retrying the whole batch is exact);
         otherwise returns one outcome per event, ``retryable`` for the rows of files that
         hit a transient error.
@@ -490,6 +490,6 @@ def error_messages(document: Any) -> list[str]:
 
 def _complete(outcomes: list[EventOutcome | None]) -> list[EventOutcome]:
     missing = [i for i, o in enumerate(outcomes) if o is None]
-    if missing:  # every row is in a file or rejected (yandex_csv's promise)
+    if missing:  # every row is in a file or rejected (csv_files' promise)
         raise RuntimeError(f"no outcome for batch rows {missing}")
     return [o for o in outcomes if o is not None]

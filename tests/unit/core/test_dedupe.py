@@ -1,4 +1,4 @@
-"""Dedupe keys and the state machine of DESIGN.md, with a plain dict as the table."""
+"""Dedupe keys and their state machine (README, "How the worker works"), a dict as the table."""
 
 from __future__ import annotations
 

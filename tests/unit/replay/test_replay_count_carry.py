@@ -3,25 +3,9 @@ so ``convstream replay --max-replays`` can stop a loop across replays."""
 
 from __future__ import annotations
 
-import pytest
-
+from streams.core.headers import replay_count
 from streams.core.model import SourcePosition
 from streams.core.outcomes import ErrorInfo, Received, Resolution, output_records
-from streams.kafka.input_consumer import replay_count
-
-
-@pytest.mark.parametrize(
-    ("headers", "count"),
-    [
-        (None, 0),
-        ([], 0),
-        ([("convstream.replay_count", b"3")], 3),
-        ({"convstream.replay_count": b"2"}, 2),
-        ([("other", b"9"), ("convstream.replay_count", b"x")], 0),
-    ],
-)
-def test_the_worker_reads_the_replay_count_header(headers: object, count: int) -> None:
-    assert replay_count(headers) == count
 
 
 def test_a_dead_letter_carries_the_inputreplay_count() -> None:
