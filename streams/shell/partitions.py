@@ -167,9 +167,9 @@ class BatchPartitions:
        (retries wait their backoff again); (c) the assigned partitions' committed offsets are
        fetched off the loop; (d) the offset gate starts each partition there; (e)
        ``pipeline.keep_read_ahead`` drops what was read ahead for partitions not given; (f)
-       **takeover read-ahead**: partitions not read from this same offset at start-up
-       (taken over from another worker, or committed further since) have their settlements
-       read off the loop and fed; (g) the hold is released, also when a step failed. A
+       **takeover read-ahead**: partitions whose settlements were not last read ahead from
+       this same offset (taken over from another worker, or committed further since) have
+       them read off the loop and fed; (g) the hold is released, also when a step failed. A
        failed committed-offset fetch propagates and Faust crashes the worker: nothing of
        this assignment was acked, so whoever owns the partitions next reads them from their
        committed offsets. A failed settlement read is logged and skipped, as in 1.
@@ -194,11 +194,13 @@ class BatchPartitions:
        it, ``ConvstreamApp.on_rebalance_start`` flushed every buffered batch on the app's
        loop, and Faust waited for every delivered message to be acked and committed. This
        forgets the revoked partitions: gate state, the pipeline's (``pipeline.forget``), their
-       lag metric children (the new owner reports them) and read-ahead positions. Nothing
-       is carried across a rebalance; an ack that comes later for a forgotten partition
-       releases nothing.
-    7. **Stop**: ``ConvstreamApp.on_stop`` drains the pipeline and commits; Faust then
-       revokes, as in 6.
+       lag metric children (the new owner reports them) and read-ahead positions. No state
+       of a revoked partition survives here; an ack that comes later for it releases
+       nothing.
+    7. **Stop**: ``ConvstreamApp.on_stop`` stops Faust's flow, drains the pipeline and
+       commits what was answered; no revocation follows (a stopping Faust closes its
+       consumer instead) and this state ends with the process. What was not answered is
+       read again by the next owner, from the committed offsets.
     """
 
     def __init__(
