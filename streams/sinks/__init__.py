@@ -20,9 +20,10 @@ Lifecycle (who calls what, and what a failure does to offsets)::
 
 Exception tree::
 
-    SinkError                      root; never escapes the pipeline
-    ├── RetryableSinkError         transient; carries retry_after (seconds) and a code
-    └── SinkConfigError            fatal: credentials or configuration; fail loudly
+    ConvstreamError                streams.core.errors: root of convstream's own errors
+    └── SinkError                  root of the sink errors; never escapes the pipeline
+        ├── RetryableSinkError     transient; carries retry_after (seconds) and a code
+        └── SinkConfigError        fatal: credentials or configuration; fail loudly
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from streams.core.errors import ConvstreamError
 from streams.core.model import AccountBatch, EventOutcome
 
 
@@ -48,7 +50,7 @@ class Sink(Protocol):
     async def aclose(self) -> None: ...
 
 
-class SinkError(Exception):
+class SinkError(ConvstreamError):
     """Root of the sink exceptions; carries a stable ``code`` for results and metrics."""
 
     def __init__(self, code: str, message: str) -> None:
