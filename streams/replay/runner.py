@@ -7,7 +7,7 @@ Lifecycle of one run (called by :func:`streams.replay.report.run_replay`, once):
    partition with no commit starts at its beginning.
 2. Read each partition up to its end *as it was at the start*: the high watermark of the
    first fetch response, or the partition's EOF, whichever comes first. Not ListOffsets:
-   the embedded tansu broker answers it wrong (KAFKA-NOTES.md). Dead letters written
+   the embedded tansu broker answers it wrong (docs/kafka-brokers.md). Dead letters written
    while the replay runs (a replayed event failing again, say) wait for the next run, so
    a replay never chases its own tail.
 3. Per record, :class:`~streams.replay.filters.ReplayFilter` decides. A selected record is

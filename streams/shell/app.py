@@ -35,7 +35,8 @@ from streams.ops.metrics import Metrics
 from streams.shell.dedupe_table import LibrdkafkaChangelogTable
 from streams.shell.read_ahead import ReadAheadHold
 from streams.sinks import Sink
-from streams.stages.batch_stage import SWEEP_REQUEST, BatchPipeline, is_settlement
+from streams.stages import wire
+from streams.stages.batch_stage import BatchPipeline
 from streams.stages.ingest import CHUNK_MAX_BYTES, Ingest
 
 _log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def create_app(
 
     # Its own producer, batched by CONVSTREAM_PRODUCER_BATCH_BYTES: on the embedded tansu
     # broker, Faust's recovery reads a changelog correctly only when every record is its
-    # own batch (1 in tests; see KAFKA-NOTES.md); the results keep librdkafka's batching.
+    # own batch (1 in tests; see docs/kafka-brokers.md); the results keep librdkafka's batching.
     changelog_output = OutputProducer(
         settings.bootstrap_servers,
         max_record_bytes(settings),
@@ -287,9 +288,19 @@ def create_app(
                 continue
             if read_ahead_hold.holding:  # see streams/read_ahead.py
                 await read_ahead_hold.wait()
-            key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
             await pipeline.wait_for_room()
-            pipeline.handle_record(key, event.value, message.partition, done)
+            try:
+                record = wire.decode(event.value)
+            except wire.WireError as exc:  # a bug or a foreign writer: nothing to answer
+                _log.error("%s partition=%d", exc, message.partition)
+                done()
+                continue
+            if isinstance(record, wire.Chunk):
+                pipeline.on_chunk(record, message.partition, done)
+            elif isinstance(record, wire.Settlement):
+                pipeline.on_settlement(record, message.partition, done)
+            else:
+                pipeline.on_sweep(message.partition, done)
 
     @app.task
     async def run_scheduler() -> None:
@@ -320,7 +331,7 @@ def create_app(
                 settings.bootstrap_servers,
                 batch_topic_name,
                 starts,
-                is_settlement,
+                wire.is_settlement,
                 READ_AHEAD_SECONDS,
             )
         except Exception as exc:  # without it settled uploads may repeat; nothing is lost
@@ -338,7 +349,10 @@ def create_app(
 
     def feed_read_ahead(found: list[tuple[int, bytes]]) -> None:
         for partition, value in found:
-            pipeline.read_ahead(value, partition)
+            with contextlib.suppress(wire.WireError):  # read again in order, reported there
+                record = wire.decode(value)
+                if isinstance(record, wire.Settlement):
+                    pipeline.read_ahead(record, partition)
 
     def read_ahead_at_start() -> None:
         """Before joining the group (blocking, no loop yet): read the settlements after
@@ -419,7 +433,12 @@ def create_app(
         for tp in app.consumer.assignment():
             if tp.topic == batch_topic_name:
                 await app.producer.send(
-                    batch_topic_name, b"sweep", SWEEP_REQUEST + b":1}", tp.partition, None, None
+                    batch_topic_name,
+                    b"sweep",
+                    wire.encode(wire.SweepRequest()),
+                    tp.partition,
+                    None,
+                    None,
                 )
 
     del start_input, batch_agent, run_scheduler, on_revoked, on_assigned, on_recovered
