@@ -18,10 +18,12 @@ from typing import TypeVar
 
 import phonenumbers
 
+from streams.errors import ConvstreamError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ConvstreamError, ValueError):
     """A setting is missing or invalid; the message names the variable and how to fix it."""
 
 

@@ -169,7 +169,11 @@ class EventOutcome:
     """What happened to one event of a batch.
 
     ``code``/``message`` explain anything but an upload; ``message`` never quotes PII.
-    ``upload_id`` is Yandex's upload id or Google's job id when the destination gave one.
+    The sink fills the result's id field its destination has, as the destination gave it:
+    ``job_id`` (Google Ads' upload job, an int) or ``upload_id`` (Yandex Metrica's uploading
+    id, a string); the pipeline copies both into the result unchanged.
+    ``retry_after`` on a ``retryable`` outcome: the destination's own wait, a hint the
+    pipeline's backoff never undercuts (:mod:`streams.core.retry`).
     ``retryable`` on a rejection: the event itself is fine and a replay can succeed once
     an operator fixed the cause (refused credentials); it goes into the dead letter.
     """
@@ -180,6 +184,7 @@ class EventOutcome:
     upload_id: str | None = None
     retry_after: float | None = None
     retryable: bool = False
+    job_id: int | None = None
 
     @property
     def is_failure(self) -> bool:

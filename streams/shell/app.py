@@ -34,7 +34,8 @@ from streams.ops.metrics import Metrics
 from streams.shell.dedupe_table import LibrdkafkaChangelogTable
 from streams.shell.partitions import BatchPartitions, KafkaReads
 from streams.sinks import Sink
-from streams.stages.batch_stage import SWEEP_REQUEST, BatchPipeline, is_settlement
+from streams.stages import wire
+from streams.stages.batch_stage import BatchPipeline
 from streams.stages.ingest import CHUNK_MAX_BYTES, Ingest
 
 _log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def create_app(
     )
     app.flush_hooks += [ingest.flush, pipeline.flush_now]
     app.drain_hooks += [ingest.drain, lambda: pipeline.drain_until_quiet(SHUTDOWN_QUIET_SECONDS)]
-    reads = KafkaReads(settings.bootstrap_servers, settings.app_id, batch_topic_name, is_settlement)
+    reads = KafkaReads(settings.bootstrap_servers, settings.app_id, batch_topic_name)
     partitions = BatchPartitions(
         batch_topic_name,
         settings.batch_partitions,
@@ -231,8 +232,18 @@ def create_app(
             done = await partitions.on_record(message.tp, message.offset, event.ack)
             if done is None:
                 continue
-            key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-            pipeline.handle_record(key, event.value, message.partition, done)
+            try:
+                record = wire.decode(event.value)
+            except wire.WireError as exc:  # a bug or a foreign writer: nothing to answer
+                _log.error("%s partition=%d", exc, message.partition)
+                done()
+                continue
+            if isinstance(record, wire.Chunk):
+                pipeline.on_chunk(record, message.partition, done)
+            elif isinstance(record, wire.Settlement):
+                pipeline.on_settlement(record, message.partition, done)
+            else:
+                pipeline.on_sweep(message.partition, done)
 
     @app.task
     async def run_scheduler() -> None:
@@ -265,7 +276,7 @@ def create_app(
         # changelog tombstones go to that partition); only the partitions this worker owns.
         for partition in partitions.sweep_partitions():
             await app.producer.send(
-                batch_topic_name, b"sweep", SWEEP_REQUEST + b":1}", partition, None, None
+                batch_topic_name, b"sweep", wire.encode(wire.SweepRequest()), partition, None, None
             )
 
     del start_input, batch_agent, run_scheduler, on_assigned, on_revoked, on_recovered

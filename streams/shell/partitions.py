@@ -23,6 +23,8 @@ from prometheus_client import Gauge
 from streams.core.acks import Ack, OffsetGate
 from streams.kafka.committed import CommittedOffsets
 from streams.kafka.read import first_offset_from, values_to_end
+from streams.stages import wire
+from streams.stages.wire import Settlement
 
 _log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class BatchTopicReads(Protocol):
     def committed_before_join(self, partitions: Iterable[int]) -> dict[int, int]:
         """As :meth:`committed`, with a reader of its own, closed afterwards."""
 
-    def settlements(self, starts: dict[int, int]) -> tuple[list[tuple[int, bytes]], bool]:
+    def settlements(self, starts: dict[int, int]) -> tuple[list[tuple[int, Settlement]], bool]:
         """The settlements from each partition's start to its end, as (partition, value)
         in log order, and whether every partition was read to its end in time."""
 
@@ -68,7 +70,7 @@ class PartitionPipeline(Protocol):
 
     def keep_read_ahead(self, partitions: set[int]) -> None: ...
 
-    def read_ahead(self, value: bytes, partition: int) -> None: ...
+    def read_ahead(self, settlement: Settlement, partition: int) -> None: ...
 
     def forget(self, partitions: set[int]) -> None: ...
 
@@ -77,20 +79,18 @@ class PartitionPipeline(Protocol):
 
 class KafkaReads:
     """:class:`BatchTopicReads` through librdkafka: ``streams.kafka.committed`` and
-    ``streams.kafka.read``. ``keep`` picks the settlements among the batch topic's values."""
+    ``streams.kafka.read``; settlements decoded by :mod:`streams.stages.wire`."""
 
     def __init__(
         self,
         bootstrap: str,
         group_id: str,
         topic: str,
-        keep: Callable[[bytes], bool],
         timeout: float = READ_AHEAD_SECONDS,
     ) -> None:
         self._bootstrap = bootstrap
         self._group_id = group_id
         self._topic = topic
-        self._keep = keep
         self._timeout = timeout
         self._committed = CommittedOffsets(bootstrap, group_id)
 
@@ -106,8 +106,19 @@ class KafkaReads:
         finally:
             reader.close()
 
-    def settlements(self, starts: dict[int, int]) -> tuple[list[tuple[int, bytes]], bool]:
-        return values_to_end(self._bootstrap, self._topic, starts, self._keep, self._timeout)
+    def settlements(self, starts: dict[int, int]) -> tuple[list[tuple[int, Settlement]], bool]:
+        values, complete = values_to_end(
+            self._bootstrap, self._topic, starts, wire.is_settlement, self._timeout
+        )
+        found = []
+        for partition, value in values:
+            try:
+                record = wire.decode(value)
+            except wire.WireError:  # read again in order by the agent, and reported there
+                continue
+            if isinstance(record, Settlement):
+                found.append((partition, record))
+        return found, complete
 
     def first_offset_from(self, partition: int, offset: int) -> int | None:
         return first_offset_from(self._bootstrap, self._topic, partition, offset)
@@ -271,7 +282,7 @@ class BatchPartitions:
             found = await loop.run_in_executor(None, self._read_settlements, takeover)
             self._feed(takeover, found)
 
-    def _read_settlements(self, starts: dict[int, int]) -> list[tuple[int, bytes]] | None:
+    def _read_settlements(self, starts: dict[int, int]) -> list[tuple[int, Settlement]] | None:
         """Blocking: the settlements after ``starts``; None when the read failed."""
         started = time.monotonic()
         try:
@@ -288,12 +299,12 @@ class BatchPartitions:
         )
         return found
 
-    def _feed(self, starts: dict[int, int], found: list[tuple[int, bytes]] | None) -> None:
+    def _feed(self, starts: dict[int, int], found: list[tuple[int, Settlement]] | None) -> None:
         if found is None:
             return
         self._read_ahead_from.update(starts)
-        for partition, value in found:
-            self._pipeline.read_ahead(value, partition)
+        for partition, settlement in found:
+            self._pipeline.read_ahead(settlement, partition)
 
     # --- 4. each record ------------------------------------------------------------------
 

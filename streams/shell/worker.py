@@ -44,7 +44,9 @@ def build_sinks(
     """
     sinks: dict[str, Sink] = {}
     for destination in sorted(settings.recording_sink):
-        sinks[destination] = RecordingSink(destination, log_path=settings.recording_sink_log)
+        sinks[destination] = RecordingSink.standing_in_for(
+            destination, log_path=settings.recording_sink_log
+        )
     if "google_ads" not in sinks and settings.google_ads is not None:
         from streams.sinks.google_ads.sink import GoogleAdsSink  # google-ads imports take ~1 s
 

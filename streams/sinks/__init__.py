@@ -18,7 +18,8 @@ Lifecycle (who calls what, and what a failure does to offsets)::
                                    # in batch order. Per-event rejections are outcomes, not
                                    # exceptions; a ``retryable`` outcome is sent again.
                                    # RetryableSinkError: nothing in the batch was accepted;
-                                   # the batch stage sends it again after retry_after
+                                   # the batch stage sends it again (streams.core.retry),
+                                   # never sooner than retry_after
                                    # (bounded by CONVSTREAM_RETRY_MAX_SECONDS, then
                                    # ``failed``); no offset moves meanwhile, other accounts
                                    # keep flowing. SinkConfigError: the batch's events are
@@ -29,9 +30,10 @@ Lifecycle (who calls what, and what a failure does to offsets)::
 
 Exception tree::
 
-    SinkError                      root; never escapes the batch stage
-    ├── RetryableSinkError         transient; carries retry_after (seconds) and a code
-    └── SinkConfigError            fatal: credentials or configuration; fail loudly
+    ConvstreamError                streams.errors: root of convstream's own errors
+    └── SinkError                  root of the sink errors; never escapes the batch stage
+        ├── RetryableSinkError     transient; carries retry_after (seconds) and a code
+        └── SinkConfigError        fatal: credentials or configuration; fail loudly
 """
 
 from __future__ import annotations
@@ -43,12 +45,22 @@ from pathlib import Path
 from typing import Protocol
 
 from streams.core.model import AccountBatch, EventOutcome
+from streams.errors import ConvstreamError
 
 
 class Sink(Protocol):
-    """A destination. See the module docstring for the lifecycle."""
+    """A destination. See the module docstring for the lifecycle.
+
+    ``max_batch_events``: the most events the pipeline hands to one ``write`` (Google Ads:
+    2000, one request's rows); None: no limit beyond ``CONVSTREAM_BATCH_MAX_SIZE``.
+    Retrying is the pipeline's: a sink never sleeps, backs off or jitters; it only passes
+    the destination's own wait on as ``retry_after`` (an outcome's, or a
+    :class:`RetryableSinkError`'s). Outcomes carry the destination's id for the result:
+    ``job_id`` (Google Ads) or ``upload_id`` (Yandex Metrica).
+    """
 
     destination: str
+    max_batch_events: int | None
 
     async def setup(self) -> None: ...
 
@@ -57,7 +69,7 @@ class Sink(Protocol):
     async def aclose(self) -> None: ...
 
 
-class SinkError(Exception):
+class SinkError(ConvstreamError):
     """Root of the sink exceptions; carries a stable ``code`` for results and metrics."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -67,9 +79,10 @@ class SinkError(Exception):
 
 
 class RetryableSinkError(SinkError):
-    """The whole batch should be sent again after ``retry_after`` seconds."""
+    """The whole batch should be sent again; ``retry_after``: not sooner than this many
+    seconds (the destination said so), None when it did not say."""
 
-    def __init__(self, code: str, message: str, retry_after: float = 1.0) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(code, message)
         self.retry_after = retry_after
 
@@ -84,7 +97,9 @@ class RecordingSink:
 
     ``reject`` maps an event_id to an error code the sink answers with, so tests can
     produce per-event rejections. ``fail_times`` makes the first N writes raise a
-    retryable error, to exercise the retry path without a network.
+    retryable error, to exercise the retry path without a network. ``upload_ids``: answer
+    uploads with the batch id as ``upload_id`` (as Yandex Metrica answers with its own).
+    :meth:`standing_in_for` copies a real destination's batch limit and id field.
     """
 
     destination: str
@@ -92,6 +107,24 @@ class RecordingSink:
     fail_times: int = 0
     log_path: Path | None = None
     batches: list[AccountBatch] = field(default_factory=list)
+    max_batch_events: int | None = None
+    upload_ids: bool = True
+
+    @classmethod
+    def standing_in_for(cls, destination: str, log_path: Path | None = None) -> RecordingSink:
+        """A recording sink for ``destination`` (``CONVSTREAM_RECORDING_SINK``): batches as
+        big as the real sink's, results with the same id fields (Google's job id is not
+        known here, so none; Yandex's upload id is the batch id)."""
+        if destination == "google_ads":
+            from streams.sinks.google_ads.requests import MAX_ROWS_PER_REQUEST
+
+            return cls(
+                destination,
+                log_path=log_path,
+                max_batch_events=MAX_ROWS_PER_REQUEST,
+                upload_ids=False,
+            )
+        return cls(destination, log_path=log_path)
 
     async def setup(self) -> None:
         return None
@@ -99,7 +132,7 @@ class RecordingSink:
     async def write(self, batch: AccountBatch) -> Sequence[EventOutcome]:
         if self.fail_times > 0:
             self.fail_times -= 1
-            raise RetryableSinkError("TRANSIENT_ERROR", "recording sink told to fail", 0.01)
+            raise RetryableSinkError("TRANSIENT_ERROR", "recording sink told to fail")
         self.batches.append(batch)
         if self.log_path is not None:
             self._append_log(batch)
@@ -109,7 +142,8 @@ class RecordingSink:
             if code:
                 outcomes.append(EventOutcome("rejected", code, f"recording sink rejects {code}"))
             else:
-                outcomes.append(EventOutcome("uploaded", upload_id=batch.batch_id))
+                upload_id = batch.batch_id if self.upload_ids else None
+                outcomes.append(EventOutcome("uploaded", upload_id=upload_id))
         return outcomes
 
     async def aclose(self) -> None:

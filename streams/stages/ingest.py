@@ -6,7 +6,8 @@ for unconfigured destinations at once (result + dead letter), and groups valid e
 batch-topic partition into *chunks*: a batch key always maps to the same partition, so
 every account lives on one partition of the batch stage. A chunk carries many events
 (of any batch keys owned by that partition) in one Kafka record: the batch stage then pays
-Faust's per-message cost once per chunk instead of once per event.
+Faust's per-message cost once per chunk instead of once per event. The chunk's format is
+:mod:`streams.stages.wire`'s.
 
 An input message is acked only once its own output is acknowledged by the broker: its
 result and dead letter, or the chunk that carries it to the batch stage (from there the
@@ -27,7 +28,7 @@ import orjson
 from streams.config import Settings
 from streams.core.dedupe import dedupe_key
 from streams.core.events import parse_event
-from streams.core.model import EVENT_TYPES, BatchKey, Event, SourcePosition
+from streams.core.model import EVENT_TYPES, BatchKey, Event
 from streams.core.outcomes import (
     DESTINATION_NOT_CONFIGURED,
     ErrorInfo,
@@ -38,17 +39,14 @@ from streams.core.outcomes import (
     output_records,
 )
 from streams.ops.metrics import Metrics
+from streams.stages.wire import CHUNK_MAX_BYTES as CHUNK_MAX_BYTES
+from streams.stages.wire import CHUNK_MAX_EVENTS as CHUNK_MAX_EVENTS
+from streams.stages.wire import Forward, encode_chunk, encode_item
 
 _log = logging.getLogger(__name__)
 
 Ack = Callable[[], None]
 Publish = Callable[[list[OutputRecord]], Awaitable[None]]
-Forward = Callable[[int, bytes], Awaitable[None]]
-"""Send a chunk to this batch-topic partition and wait for the broker's ack."""
-
-CHUNK_MAX_EVENTS = 500
-CHUNK_MAX_BYTES = 1 << 20
-"""A chunk is sent before it would grow past this; one bigger event travels alone."""
 CHUNK_LINGER_SECONDS = 0.05
 
 
@@ -62,33 +60,6 @@ class _Chunk:
 def batch_partition(batch_key: str, partitions: int) -> int:
     """The batch-topic partition that owns ``batch_key`` (stable across processes)."""
     return zlib.crc32(batch_key.encode()) % partitions
-
-
-def encode_item(event: Event, received: Received) -> bytes:
-    """One event of a chunk: everything the batch stage needs, without re-validation."""
-    s = received.source
-    return orjson.dumps(
-        [
-            str(BatchKey.of(event)),
-            event.event_id,
-            event.account,
-            event.action,
-            event.event_time.timestamp(),
-            event.body,
-            s.topic,
-            s.partition,
-            s.offset,
-            None if received.key is None else received.key.hex(),
-            received.timestamp,
-            received.received_at,
-            received.replay_count,
-        ]
-    )
-
-
-def encode_chunk(items: list[bytes]) -> bytes:
-    """A chunk record's value: ``{"events": [item, ...]}`` built without re-encoding."""
-    return b'{"events":[' + b",".join(items) + b"]}"
 
 
 class Ingest:
@@ -131,8 +102,9 @@ class Ingest:
         if parsed.destination not in self._configured:
             self._resolve(_not_configured(parsed, received), ack)
             return
-        key = batch_partition(str(BatchKey.of(parsed)), self._settings.batch_partitions)
-        line = encode_item(parsed, received)
+        batch_key = str(BatchKey.of(parsed))
+        key = batch_partition(batch_key, self._settings.batch_partitions)
+        line = encode_item(parsed, received, batch_key)
         chunk = self._chunks.get(key)
         if chunk is not None and chunk.size + len(line) > CHUNK_MAX_BYTES:
             self._send_chunk(key)
@@ -235,17 +207,3 @@ def _not_configured(event: Event, received: Received) -> Resolution:
         ),
         dead_letter_value=orjson.dumps(event.body),
     )
-
-
-def decode_item(line: list[object]) -> tuple[dict[str, object], Received]:
-    """Inverse of :func:`encode_item`'s provenance half, used by the batch stage."""
-    (_, _, _, _, _, body, topic, partition, offset, key_hex, timestamp, received_at, replays) = line
-    received = Received(
-        source=SourcePosition(str(topic), int(partition), int(offset)),  # type: ignore[call-overload]
-        key=None if key_hex is None else bytes.fromhex(str(key_hex)),
-        timestamp=float(timestamp),  # type: ignore[arg-type]
-        received_at=float(received_at),  # type: ignore[arg-type]
-        replay_count=int(replays),  # type: ignore[call-overload]
-    )
-    assert isinstance(body, dict)
-    return body, received

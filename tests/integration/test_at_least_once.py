@@ -9,14 +9,13 @@ import collections
 import signal
 from pathlib import Path
 
-import orjson
 import pytest
 
 from streams.core.dedupe import dedupe_key
 from streams.core.events import parse_event
 from streams.core.model import Event
 from streams.kafka.read import values_to_end
-from streams.stages.batch_stage import is_settlement
+from streams.stages import wire
 from tests.support.event_factory import click, encode, yandex
 from tests.support.worker_harness import TopicReader, Topics, WorkerProcess, produce, wait_until
 
@@ -160,14 +159,16 @@ def test_restarts_with_waiting_input_lose_nothing_and_keep_dedupe_state(
 def _settled_uploads(bootstrap: str, app_id: str, partitions: int) -> set[str]:
     """Keys whose settlement (status ``uploaded``) reached the batch topic."""
     found, complete = values_to_end(
-        bootstrap, f"{app_id}-batches", dict.fromkeys(range(partitions), 0), is_settlement, 30
+        bootstrap, f"{app_id}-batches", dict.fromkeys(range(partitions), 0), wire.is_settlement, 30
     )
     assert complete
+    settlements = [wire.decode(value) for _, value in found]
     return {
-        entry[0]
-        for _, value in found
-        for entry in orjson.loads(value)["settle"]
-        if entry[1] == "uploaded"
+        entry.key
+        for settlement in settlements
+        if isinstance(settlement, wire.Settlement)
+        for entry in settlement.entries
+        if entry.status == "uploaded"
     }
 
 

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from streams.core.model import AccountBatch, EventOutcome
+from streams.core.retry import RetryPolicy
 from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, service_account_key
 from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError, SinkConfigError
 from streams.sinks.google_ads.client import shipped_api_versions
 from streams.sinks.google_ads.requests import daily_job_id
 from streams.sinks.google_ads.sink import GoogleAdsSink
-from streams.stages.batch_stage import backoff
 from tests.support.event_factory import click
 from tests.support.google_ads_events import (
     CUSTOMER,
@@ -36,9 +36,9 @@ TEST_GMAIL_SHA256 = "87924606b4131a8aceeeae8868531fbb9712aaa07a5d3a756b26ce0f5d6
 WORKER = "convstream-0"
 
 
-def todays_job_id() -> str:
+def todays_job_id() -> int:
     """The default job id the fixture's sink sends (and the fake echoes) today."""
-    return str(daily_job_id(WORKER, datetime.datetime.now(datetime.UTC).date()))
+    return daily_job_id(WORKER, datetime.datetime.now(datetime.UTC).date())
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ async def write_until_final(
         todo = retry
         if todo:
             assert time.monotonic() < deadline, f"still retrying after {attempt} attempts"
-            await asyncio.sleep(backoff(attempt, retry_after, base=0.2))
+            await asyncio.sleep(RetryPolicy(base=0.2).delay(attempt, retry_after))
     return [final[i] for i in range(len(batch))], attempt
 
 
@@ -96,7 +96,9 @@ async def test_click_upload_maps_rows_and_sends_the_right_request(
         click(2),
     ]
     outcomes = await sink.write(batch_of(documents))
-    assert [(o.status, o.upload_id) for o in outcomes] == [("uploaded", todays_job_id())] * 3
+    assert [(o.status, o.job_id, o.upload_id) for o in outcomes] == [
+        ("uploaded", todays_job_id(), None)
+    ] * 3
     requests = fake.requests_of("UploadClickConversions")
     assert len(requests) == 2  # one per login customer id
     default, other = requests
@@ -204,7 +206,7 @@ async def test_expired_token_is_refreshed_once(
 ) -> None:
     assert tokens.requests == 1  # setup() fetched the first token
     assert await sink.write(batch_of([click(0)])) == [
-        EventOutcome("uploaded", upload_id=todays_job_id())
+        EventOutcome("uploaded", job_id=todays_job_id())
     ]
     tokens.expire_all()
     outcomes = await sink.write(batch_of([click(1)]))
@@ -290,7 +292,7 @@ async def test_dry_run_sends_validate_only_and_answers_validated(
         outcomes = await sink.write(batch_of([click(0), click(1)]))
     finally:
         await sink.aclose()
-    assert [(o.status, o.upload_id) for o in outcomes] == [("validated", "17")] * 2
+    assert [(o.status, o.job_id) for o in outcomes] == [("validated", 17)] * 2
     (request,) = fake.requests_of("UploadClickConversions")
     assert request.request.validate_only
     assert request.request.job_id == 17

@@ -12,6 +12,7 @@ import pytest
 
 from streams.core.events import parse_event
 from streams.core.model import AccountBatch, BatchKey, Event, EventOutcome, SourcePosition
+from streams.core.retry import RetryPolicy
 from streams.local.broker import free_port
 from streams.local.sandbox.yandex import FakeYandex
 from streams.ops.metrics import Metrics
@@ -61,9 +62,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 async def sink(server: FakeYandex, metrics: Metrics) -> AsyncIterator[YandexMetricaSink]:
-    made = YandexMetricaSink(
-        TOKEN, server.url, metrics=metrics, poll_interval=0.05, backoff_base=0.01
-    )
+    made = YandexMetricaSink(TOKEN, server.url, metrics=metrics, poll_interval=0.05)
     await made.setup()
     yield made
     await made.aclose()
@@ -102,8 +101,9 @@ async def write_until_done(
         try:
             outcomes = await sink.write(batch([events[i] for i in todo], attempt=attempt))
         except RetryableSinkError as exc:
-            waits.append(exc.retry_after)
-            await asyncio.sleep(min(exc.retry_after, 0.05))
+            # The pipeline's policy (streams.core.retry), capped to keep the test short.
+            waits.append(RetryPolicy(base=0.01).delay(attempt, exc.retry_after))
+            await asyncio.sleep(min(waits[-1], 0.05))
             continue
         retry = []
         for index, outcome in zip(todo, outcomes, strict=True):
@@ -217,14 +217,14 @@ async def test_rate_limit_then_success_loses_nothing(
 
 
 @pytest.mark.parametrize("status", [420, 500, 503])
-async def test_server_errors_are_retryable_with_jittered_backoff(
+async def test_server_errors_are_retryable_and_leave_the_wait_to_the_pipeline(
     sink: YandexMetricaSink, server: FakeYandex, status: int
 ) -> None:
     server.fail_next(status, times=1, message="backend busy")
     with pytest.raises(RetryableSinkError) as raised:
         await sink.write(batch([event(1)], attempt=3))
     assert "backend busy" in raised.value.message
-    assert 0.02 <= raised.value.retry_after <= 0.04  # base 0.01 * 2**2, jittered in [c/2, c]
+    assert raised.value.retry_after is None, "no Retry-After: no backoff of the sink's own"
     [outcome] = await sink.write(batch([event(1)]))
     assert outcome.status == "uploaded"
     assert len(server.uploads) == 1
@@ -233,9 +233,7 @@ async def test_server_errors_are_retryable_with_jittered_backoff(
 async def test_a_failing_file_retries_alone_and_no_row_is_sent_twice(
     server: FakeYandex, metrics: Metrics
 ) -> None:
-    sink = YandexMetricaSink(
-        TOKEN, server.url, metrics=metrics, max_file_bytes=150, backoff_base=0.01
-    )
+    sink = YandexMetricaSink(TOKEN, server.url, metrics=metrics, max_file_bytes=150)
     try:
         events = [event(n) for n in range(6)]
         server.fail_next(500, times=1)
@@ -253,12 +251,12 @@ async def test_a_failing_file_retries_alone_and_no_row_is_sent_twice(
 
 
 async def test_connection_refused_is_retryable() -> None:
-    sink = YandexMetricaSink(TOKEN, f"http://127.0.0.1:{free_port()}", backoff_base=0.01)
+    sink = YandexMetricaSink(TOKEN, f"http://127.0.0.1:{free_port()}")
     try:
         with pytest.raises(RetryableSinkError) as raised:
             await sink.write(batch([event(1)]))
         assert raised.value.code == "YANDEX_UNAVAILABLE"
-        assert raised.value.retry_after > 0
+        assert raised.value.retry_after is None
     finally:
         await sink.aclose()
 

@@ -218,7 +218,7 @@ def response_outcomes(
     """One outcome per row of an answered request (a raw protobuf response).
 
     Rows without errors are ``uploaded`` (``validated`` when ``validate_only``: a validation
-    answer carries no results to look at) with the job id as ``upload_id``. A row with errors
+    answer carries no results to look at) with the job id as ``job_id``. A row with errors
     gets :func:`outcome_for` of them; a row whose result is empty but which no error names
     is rejected as :data:`ROW_NOT_UPLOADED`; an error that names no row fails every row.
     """
@@ -229,7 +229,7 @@ def response_outcomes(
     by_row: dict[int, list[ApiError]] = {}
     for error in errors:
         by_row.setdefault(error.index, []).append(error)  # type: ignore[arg-type]
-    job_id = str(response.job_id) if getattr(response, "job_id", 0) else None
+    job_id = int(response.job_id) if getattr(response, "job_id", 0) else None
     results = response.results
     ok_status: OutcomeStatus = "validated" if validate_only else "uploaded"
     outcomes = []
@@ -237,7 +237,7 @@ def response_outcomes(
         if index in by_row:
             outcomes.append(outcome_for(by_row[index]))
         elif validate_only or (index < len(results) and results[index].ByteSize() > 0):
-            outcomes.append(EventOutcome(ok_status, upload_id=job_id))
+            outcomes.append(EventOutcome(ok_status, job_id=job_id))
         else:
             outcomes.append(
                 EventOutcome(

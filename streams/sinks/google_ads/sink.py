@@ -14,7 +14,9 @@ Lifecycle (see :mod:`streams.sinks` for the contract)::
 What happens to errors (the table is :data:`streams.sinks.google_ads.errors.CLASSIFICATION`):
 
 * per-row errors become per-event outcomes (``duplicate``, ``rejected``, ``retryable``);
-  the batch stage retries only the ``retryable`` events, with backoff and jitter;
+  the batch stage retries only the ``retryable`` events with its own backoff and jitter
+  (:mod:`streams.core.retry`); the sink passes on only Google's own delay (RetryInfo,
+  ``TOO_RECENT_*``) as ``retry_after``;
 * a request that fails as a whole with a transient error (UNAVAILABLE, RESOURCE_EXHAUSTED
   ...) makes its rows ``retryable``; when *every* request of the batch failed that way the
   sink raises :class:`RetryableSinkError` (nothing was accepted);
@@ -56,6 +58,7 @@ from streams.sinks.google_ads.errors import (
 )
 from streams.sinks.google_ads.queries import GoogleAdsSearch, QueryError, raw_message
 from streams.sinks.google_ads.requests import (
+    MAX_ROWS_PER_REQUEST,
     BuiltRequest,
     RequestOptions,
     build_requests,
@@ -86,6 +89,8 @@ class GoogleAdsSink:
     """Uploads Google Ads batches; one instance per worker, shared by every account."""
 
     destination = DESTINATION
+    max_batch_events: int | None = MAX_ROWS_PER_REQUEST
+    """The pipeline hands over at most one request's rows per write (its batch limit)."""
 
     def __init__(
         self,
@@ -197,7 +202,7 @@ class GoogleAdsSink:
         if built.requests and len(transient) == len(built.requests) and not built.rejections:
             first = transient[0]
             delays = [f.retry_after for f in transient if f.retry_after]
-            raise RetryableSinkError(first.code, first.message, max(delays) if delays else 1.0)
+            raise RetryableSinkError(first.code, first.message, max(delays) if delays else None)
         assert all(o is not None for o in outcomes)
         return outcomes  # type: ignore[return-value]
 
@@ -235,7 +240,7 @@ class GoogleAdsSink:
             )
             message = f"conversion action names could not be looked up: {failure.message}"
             if retry and named == len(batch.events):
-                raise RetryableSinkError(failure.code, message, failure.retry_after or 1.0) from exc
+                raise RetryableSinkError(failure.code, message, failure.retry_after) from exc
             if failure.error_class is ErrorClass.AUTH:
                 outcome = self._auth_outcomes(1, f"{failure.status} {failure.code}")[0]
             elif retry:

@@ -23,7 +23,8 @@ Error classes, mapped in one place (:meth:`YandexMetricaSink._check`), per file:
                              {destination="yandex_metrica"} (shared with Google Ads) and
                              convstream_yandex_auth_failures_total{counter}.
                              Dead letters, not a retry storm: a token does not fix itself.
-    420 / 429 / 5xx,         retryable with backoff and jitter (Retry-After wins when sent):
+    420 / 429 / 5xx,         retryable; the pipeline backs off (streams.core.retry), never
+                             sooner than Metrica's Retry-After when it sent one:
     timeouts, connection     RetryableSinkError when every file of the batch failed so,
     errors                   per-event ``retryable`` outcomes when only some did (the
                              uploaded files are never sent twice)
@@ -50,7 +51,6 @@ import asyncio
 import contextlib
 import email.utils
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,7 +72,6 @@ DEFAULT_API_URL: Final = "https://api-metrika.yandex.net"
 MAX_CONCURRENCY: Final = 3
 FINAL_STATUSES: Final = frozenset({"PROCESSED", "LINKAGE_FAILURE"})
 RETRYABLE_HTTP: Final = frozenset({420, 429})
-BACKOFF_CAP_SECONDS: Final = 300.0
 MESSAGE_LIMIT: Final = 500
 
 AUTH_FAILED: Final = "YANDEX_AUTH_FAILED"
@@ -114,6 +113,8 @@ class YandexMetricaSink:
     """The ``yandex_metrica`` destination. See the module docstring."""
 
     destination: str = DESTINATION
+    max_batch_events: int | None = None
+    """No limit of its own: a batch becomes as many CSV files as its size needs."""
 
     def __init__(
         self,
@@ -128,7 +129,6 @@ class YandexMetricaSink:
         max_tracking_seconds: float = 2 * 86_400.0,
         request_timeout: float = 300.0,
         max_concurrency: int = MAX_CONCURRENCY,
-        backoff_base: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not token.strip():
@@ -143,7 +143,6 @@ class YandexMetricaSink:
         self._max_tracking = max_tracking_seconds
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._max_concurrency = max_concurrency
-        self._backoff_base = backoff_base
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
@@ -221,10 +220,11 @@ class YandexMetricaSink:
                 outcomes[index] = outcome
         if results and not plan.rejected and all(o.status == "retryable" for o in results):
             first = results[0]
+            hints = [o.retry_after for o in results if o.retry_after is not None]
             raise RetryableSinkError(
                 first.code or UNAVAILABLE,
                 first.message or "Metrica is unavailable",
-                max(o.retry_after or 0.0 for o in results),
+                max(hints) if hints else None,
             )
         return _complete(outcomes)
 
@@ -238,7 +238,6 @@ class YandexMetricaSink:
             "retryable",
             "SINK_ERROR",
             f"the upload raised {type(exc).__name__}",
-            retry_after=self._retry_after(None, 1),
         )
 
     async def _upload(
@@ -255,8 +254,8 @@ class YandexMetricaSink:
         form = aiohttp.FormData()
         form.add_field("file", file.data, filename="conversions.csv", content_type="text/csv")
         try:
-            reply = await self._request("POST", url, batch.attempt, params=params, data=form)
-            document = self._check(reply, counter, batch.attempt)
+            reply = await self._request("POST", url, params=params, data=form)
+            document = self._check(reply, counter)
         except RetryableSinkError as exc:
             return EventOutcome("retryable", exc.code, exc.message, retry_after=exc.retry_after)
         except YandexRejectedError as exc:
@@ -277,7 +276,7 @@ class YandexMetricaSink:
 
     # --- the HTTP boundary ----------------------------------------------------------------
 
-    async def _request(self, method: str, url: str, attempt: int, **kwargs: Any) -> _Reply:
+    async def _request(self, method: str, url: str, **kwargs: Any) -> _Reply:
         """One request under the concurrency limit; transport failures become retryable."""
         assert self._session is not None
         assert self._semaphore is not None
@@ -289,17 +288,13 @@ class YandexMetricaSink:
                 body = await response.read()
                 return _Reply(response.status, response.headers.get("Retry-After"), body)
         except TimeoutError as exc:
-            raise RetryableSinkError(
-                TIMEOUT, "Metrica did not answer in time", self._retry_after(None, attempt)
-            ) from exc
+            raise RetryableSinkError(TIMEOUT, "Metrica did not answer in time") from exc
         except aiohttp.ClientError as exc:
             raise RetryableSinkError(
-                UNAVAILABLE,
-                f"cannot reach Metrica ({type(exc).__name__})",
-                self._retry_after(None, attempt),
+                UNAVAILABLE, f"cannot reach Metrica ({type(exc).__name__})"
             ) from exc
 
-    def _check(self, reply: _Reply, counter: str, attempt: int) -> dict[str, Any]:
+    def _check(self, reply: _Reply, counter: str) -> dict[str, Any]:
         """Metrica's answer -> its JSON document, or the convstream error it stands for."""
         status = reply.status
         if 200 <= status < 300:
@@ -314,7 +309,7 @@ class YandexMetricaSink:
             raise RetryableSinkError(
                 code,
                 f"Metrica answered HTTP {status}: {message}",
-                self._retry_after(reply.retry_after, attempt),
+                self._retry_after(reply.retry_after),
             )
         if status in (401, 403):
             # The per-destination counter is the one alert rules and dashboards share with
@@ -337,8 +332,9 @@ class YandexMetricaSink:
         code = BAD_REQUEST if status == 400 else f"YANDEX_HTTP_{status}"
         raise YandexRejectedError(code, message)
 
-    def _retry_after(self, header: str | None, attempt: int) -> float:
-        """Seconds to wait: the server's Retry-After when given, else backoff with jitter."""
+    def _retry_after(self, header: str | None) -> float | None:
+        """The server's Retry-After in seconds; None when it sent none (or an unreadable
+        one): the wait is then the pipeline's backoff alone."""
         if header:
             text = header.strip()
             try:
@@ -347,8 +343,7 @@ class YandexMetricaSink:
                 when = email.utils.parsedate_to_datetime(text) if text else None
                 if when is not None and when.tzinfo is not None:
                     return max(0.0, when.timestamp() - self._clock())
-        ceiling = min(BACKOFF_CAP_SECONDS, self._backoff_base * 2 ** max(0, attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not crypto)
+        return None
 
     # --- status tracking ------------------------------------------------------------------
 
@@ -374,7 +369,7 @@ class YandexMetricaSink:
             f"/offline_conversions/uploading/{tracked.upload_id}"
         )
         try:
-            document = self._check(await self._request("GET", url, 1), tracked.counter, 1)
+            document = self._check(await self._request("GET", url), tracked.counter)
         except RetryableSinkError as exc:
             _log.info(
                 "yandex status poll will retry upload_id=%s code=%s", tracked.upload_id, exc.code

@@ -16,7 +16,8 @@ from streams.ops.metrics import Metrics
 from streams.shell.partitions import BatchPartitions
 
 TOPIC = "app-batches"
-SETTLED = b'{"settle":[]}'
+SETTLED = "settled"
+"""Stands for a settlement record: the lifecycle passes what it read on, unopened."""
 
 
 class FakeConsumer:
@@ -41,7 +42,7 @@ class FakeConsumer:
 class FakeReads:
     """The group's committed offsets and the batch topic's log, read outside Faust."""
 
-    def __init__(self, committed: dict[int, int], log: dict[int, list[bytes]]) -> None:
+    def __init__(self, committed: dict[int, int], log: dict[int, list[Any]]) -> None:
         self.committed_offsets = committed
         self.log = log
         self.settlement_reads: list[dict[int, int]] = []
@@ -56,7 +57,7 @@ class FakeReads:
     def committed_before_join(self, partitions: Iterable[int]) -> dict[int, int]:
         return self.committed(partitions)
 
-    def settlements(self, starts: dict[int, int]) -> tuple[list[tuple[int, bytes]], bool]:
+    def settlements(self, starts: dict[int, int]) -> tuple[list[tuple[int, Any]], bool]:
         self.settlement_reads.append(dict(starts))
         assert self.release_settlements.wait(10)
         found = [(p, v) for p, start in starts.items() for v in self.log.get(p, [])[start:]]
@@ -79,7 +80,7 @@ class RecordingPipeline:
     def keep_read_ahead(self, partitions: set[int]) -> None:
         self.calls.append(("keep_read_ahead", partitions))
 
-    def read_ahead(self, value: bytes, partition: int) -> None:
+    def read_ahead(self, value: Any, partition: int) -> None:
         self.calls.append(("read_ahead", (partition, value)))
 
     def forget(self, partitions: set[int]) -> None:
@@ -91,13 +92,13 @@ class RecordingPipeline:
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
-    def read_ahead_values(self) -> list[tuple[int, bytes]]:
+    def read_ahead_values(self) -> list[tuple[int, Any]]:
         return [args for name, args in self.calls if name == "read_ahead"]
 
 
 class Harness:
     def __init__(
-        self, committed: dict[int, int] | None = None, log: dict[int, list[bytes]] | None = None
+        self, committed: dict[int, int] | None = None, log: dict[int, list[Any]] | None = None
     ) -> None:
         self.consumer = FakeConsumer()
         self.reads = FakeReads(committed or {0: 0, 1: 0}, log or {})
@@ -172,7 +173,7 @@ async def test_a_repeated_delivery_is_skipped_and_acked_with_the_first() -> None
 
 
 async def test_a_takeover_reads_settlements_from_the_committed_offset_and_holds_the_agent() -> None:
-    log = {1: [b"chunk-0", SETTLED + b"-0", b"chunk-2", SETTLED + b"-3"]}
+    log = {1: ["chunk-0", SETTLED + "-0", "chunk-2", SETTLED + "-3"]}
     h = Harness(committed={0: 0, 1: 2}, log=log)
     h.reads.release_settlements.clear()  # the read-ahead is slow
     assigned = asyncio.ensure_future(h.assign(1))
@@ -186,7 +187,7 @@ async def test_a_takeover_reads_settlements_from_the_committed_offset_and_holds_
     done = await asyncio.wait_for(record, 5)
     await asyncio.wait_for(assigned, 5)
     assert done is not None
-    assert h.pipeline.read_ahead_values() == [(1, b"chunk-2"), (1, SETTLED + b"-3")]
+    assert h.pipeline.read_ahead_values() == [(1, "chunk-2"), (1, SETTLED + "-3")]
     # Fed before the hold let the record through, and the assignment kept partition 1 only.
     assert h.pipeline.calls[:2] == [("resume", None), ("keep_read_ahead", {1})]
 
@@ -225,7 +226,7 @@ async def test_a_failed_assignment_still_releases_the_hold() -> None:
 
 
 async def test_a_partition_read_at_start_is_not_read_again_at_its_assignment() -> None:
-    h = Harness(committed={0: 1, 1: 0}, log={0: [b"chunk", SETTLED], 1: [SETTLED]})
+    h = Harness(committed={0: 1, 1: 0}, log={0: ["chunk", SETTLED], 1: [SETTLED]})
     h.partitions.read_ahead_at_start()
     assert h.reads.settlement_reads == [{0: 1, 1: 0}]
     assert h.pipeline.read_ahead_values() == [(0, SETTLED), (1, SETTLED)]

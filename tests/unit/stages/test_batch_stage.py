@@ -1,30 +1,27 @@
-"""The batch stage with fakes at its seams: the order of a batch's steps, retries, and the
-invariant that nothing is acked before its output is delivered."""
+"""The batch stage with fakes at its seams: admission and dedupe, flushing, retries,
+carry-over, the open-event bound, and the invariant that nothing is acked before its
+output is delivered. Records reach it as the batch agent hands them over: typed values
+of :mod:`streams.stages.wire`."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
 from streams.config import Settings
-from streams.core.dedupe import DedupeGate, dedupe_key
+from streams.core.dedupe import DedupeGate, KeyRecord, dedupe_key
 from streams.core.events import parse_event
 from streams.core.model import AccountBatch, BatchKey, Event, EventOutcome, SourcePosition
 from streams.core.outcomes import OutputRecord, Received
 from streams.ops.metrics import Metrics
 from streams.sinks import RecordingSink
-from streams.stages.batch_stage import (
-    AwaitingSettlement,
-    BatchPipeline,
-    backoff,
-    chunked,
-    encode_settlement,
-)
-from streams.stages.ingest import encode_chunk, encode_item
+from streams.stages import wire
+from streams.stages.batch_stage import BatchPipeline
+from streams.stages.pending import AwaitingSettlement
 from tests.support.event_factory import click, encode, yandex
 
 SETTINGS = Settings(batch_max_size=3, batch_window_seconds=0.05, retry_max_seconds=5)
@@ -33,23 +30,32 @@ SETTINGS = Settings(batch_max_size=3, batch_window_seconds=0.05, retry_max_secon
 class Harness:
     """A BatchPipeline whose publish, settle and acks write to one shared log."""
 
-    def __init__(self, settings: Settings = SETTINGS, **sinks: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings = SETTINGS,
+        backoff_base: float = 0.001,
+        forward: wire.Forward | None = None,
+        **sinks: Any,
+    ) -> None:
         self.log: list[str] = []
         self.records: list[OutputRecord] = []
         self.settlements: list[tuple[str, int, bytes]] = []
         self.table: dict[str, Any] = {}
         self.publish_gate: asyncio.Event | None = None
         self.fail_publish = False
+        self.after_settle: Callable[[], None] = lambda: None
         self.sinks = sinks or {"google_ads": LoggingSink("google_ads", self.log)}
         self.metrics = Metrics()
+        self.gate = DedupeGate(self.table, 86_400.0, lambda: 1_000_000.0)
         self.pipeline = BatchPipeline(
             settings,
             self.sinks,
-            DedupeGate(self.table, 86_400.0, lambda: 1_000_000.0),
+            self.gate,
             self.publish,
             self.settle,
             self.metrics,
-            backoff_base=0.001,
+            backoff_base=backoff_base,
+            forward=forward,
         )
         self.offset = 0
         self._acked = asyncio.Event()
@@ -75,24 +81,23 @@ class Harness:
     async def settle(self, key: str, partition: int, value: bytes) -> None:
         self.settlements.append((key, partition, value))
         self.log.append("settle")
+        self.after_settle()
 
-    def send(self, *docs: dict[str, Any], partition: int = 0) -> list[str]:
-        """Hand one chunk (all docs share a batch key) to the pipeline; returns ack labels."""
-        events = [parse_event(encode(doc)) for doc in docs]
-        assert all(isinstance(e, Event) for e in events)
-        lines = []
-        for event in events:
+    def send(self, *docs: dict[str, Any], partition: int = 0) -> str:
+        """Hand one chunk to the pipeline, as the batch agent does; returns its ack label."""
+        items = []
+        for doc in docs:
+            event = parse_event(encode(doc))
             assert isinstance(event, Event)
             received = Received(SourcePosition("in", 0, self.offset), b"k", 1.0, 2.0)
             self.offset += 1
-            lines.append(encode_item(event, received))
-        first = events[0]
-        assert isinstance(first, Event)
+            items.append(wire.ChunkItem(BatchKey.of(event), event, received))
         label = f"ack {self.offset - 1}"
-        self.pipeline.handle_record(
-            str(BatchKey.of(first)), encode_chunk(lines), partition, lambda: self._ack(label)
-        )
-        return [label]
+        self.receive(wire.Chunk(tuple(items)), partition, label)
+        return label
+
+    def receive(self, chunk: wire.Chunk, partition: int, label: str) -> None:
+        self.pipeline.on_chunk(chunk, partition, lambda: self._ack(label))
 
     def results(self) -> list[dict[str, Any]]:
         return [orjson.loads(r.value) for r in self.records if r.kind == "result"]
@@ -101,9 +106,13 @@ class Harness:
         return [r for r in self.records if r.kind == "dead_letter"]
 
     def apply_settlements(self) -> None:
-        for key, partition, value in self.settlements:
-            self.pipeline.handle_record(key, value, partition, lambda: None)
+        """Read the settlements back, as the batch agent does from the batch topic."""
+        settlements = list(self.settlements)
         self.settlements.clear()
+        for _, partition, value in settlements:
+            settlement = wire.decode(value)
+            assert isinstance(settlement, wire.Settlement)
+            self.pipeline.on_settlement(settlement, partition, lambda: None)
 
 
 class LoggingSink(RecordingSink):
@@ -250,8 +259,9 @@ def test_per_event_rejections_carry_their_own_code() -> None:
     (letter,) = h.dead_letters()
     assert dict(letter.headers)["convstream.error.stage"] == b"upload"
     assert orjson.loads(letter.value)["gclid"] == click(2)["gclid"]
-    settled = orjson.loads(h.settlements[0][2])["settle"]
-    assert [entry[1] for entry in settled] == ["uploaded", "failed", "uploaded"]
+    settled = wire.decode(h.settlements[0][2])
+    assert isinstance(settled, wire.Settlement)
+    assert [entry.status for entry in settled.entries] == ["uploaded", "failed", "uploaded"]
 
 
 def test_retryable_errors_retry_the_same_batch_then_succeed() -> None:
@@ -297,8 +307,8 @@ def test_shutdown_cuts_retry_waits_short_and_says_so() -> None:
     async def scenario() -> Harness:
         log: list[str] = []
         settings = dataclasses.replace(SETTINGS, retry_max_seconds=3600)
-        h = Harness(settings, google_ads=LoggingSink("google_ads", log, fail_times=1000))
-        h.pipeline._backoff_base = 600.0
+        sink = LoggingSink("google_ads", log, fail_times=1000)
+        h = Harness(settings, backoff_base=600.0, google_ads=sink)
         h.send(click(1), click(2), click(3))
         await h.pipeline.drain()
         return h
@@ -306,19 +316,25 @@ def test_shutdown_cuts_retry_waits_short_and_says_so() -> None:
     h = run(scenario())
     assert [r["status"] for r in h.results()] == ["failed"] * 3
     assert "cut short by a rebalance or shutdown" in h.results()[0]["error"]["message"]
+    assert h.log[-1] == "ack 2"
 
 
 class CarryHarness(Harness):
     """A Harness whose pipeline can carry events over: forwarded chunks are kept."""
 
-    def __init__(self, settings: Settings = SETTINGS, **sinks: Any) -> None:
-        super().__init__(settings, **sinks)
+    def __init__(self, settings: Settings = SETTINGS, backoff_base: float = 600.0, **sinks: Any):
         self.forwarded: list[tuple[int, bytes]] = []
-        self.pipeline._forward = self.forward
+        super().__init__(settings, backoff_base, self.forward, **sinks)
 
     async def forward(self, partition: int, value: bytes) -> None:
         self.forwarded.append((partition, value))
         self.log.append("forward")
+
+    def forwarded_chunk(self) -> wire.Chunk:
+        [(_, value)] = self.forwarded
+        chunk = wire.decode(value)
+        assert isinstance(chunk, wire.Chunk)
+        return chunk
 
 
 class FirstOnlySink(RecordingSink):
@@ -334,7 +350,6 @@ def test_a_rebalance_or_shutdown_during_an_outage_carries_the_batch_over() -> No
     async def scenario() -> CarryHarness:
         settings = dataclasses.replace(SETTINGS, retry_max_seconds=3600)
         h = CarryHarness(settings, google_ads=LoggingSink("google_ads", [], fail_times=1000))
-        h.pipeline._backoff_base = 600.0
         h.send(click(1), click(2), click(3), partition=5)
         await h.pipeline.drain()
         return h
@@ -343,16 +358,19 @@ def test_a_rebalance_or_shutdown_during_an_outage_carries_the_batch_over() -> No
     assert h.results() == [], "no result: the next reader answers them"
     assert h.dead_letters() == []
     assert h.log[-2:] == ["forward", "ack 2"], "acked only once the broker holds the copy"
-    [(partition, value)] = h.forwarded
+    [(partition, _)] = h.forwarded
     assert partition == 5, "back to its own batch-topic partition"
-    items = orjson.loads(value)["events"]
-    assert [item[8] for item in items] == [0, 1, 2], "source positions travel unchanged"
+    chunk = h.forwarded_chunk()
+    offsets = [item.received.source.offset for item in chunk.items]
+    assert offsets == [0, 1, 2], "source positions travel unchanged"
+    assert [item.event.event_id for item in chunk.items] == ["click-1", "click-2", "click-3"]
     carried = h.metrics.events_carried_over.labels("google_ads")._value.get()
     assert carried == 3
+    assert h.pipeline.unsettled_events == 0, "no longer this worker's"
 
     async def next_reader() -> Harness:
         again = Harness()
-        again.pipeline.handle_record(str(BatchKey.parse(items[0][0])), value, 5, lambda: None)
+        again.receive(chunk, 5, "next")
         await again.pipeline.drain()
         return again
 
@@ -367,23 +385,15 @@ def test_a_rebalance_or_shutdown_during_an_outage_carries_the_batch_over() -> No
 def test_only_the_events_still_retrying_are_carried_over() -> None:
     async def scenario() -> CarryHarness:
         h = CarryHarness(google_ads=FirstOnlySink("google_ads"))
-        h.pipeline._backoff_base = 600.0
         h.send(click(1), click(2), click(3))
         await h.pipeline.drain()
         return h
 
     h = run(scenario())
     assert [(r["status"], r["source"]["offset"]) for r in h.results()] == [("uploaded", 0)]
-    [(_, value)] = h.forwarded
-    assert [item[8] for item in orjson.loads(value)["events"]] == [1, 2]
+    offsets = [item.received.source.offset for item in h.forwarded_chunk().items]
+    assert offsets == [1, 2]
     assert h.log[-1] == "ack 2"
-
-
-def test_chunked_keeps_order_and_limits() -> None:
-    items = [b"a" * 10, b"b" * 10, b"c" * 30, b"d"]
-    assert chunked(items, 2, 1000) == [items[:2], items[2:]]
-    assert chunked(items, 10, 25) == [items[:2], [items[2]], [items[3]]]
-    assert chunked([], 2, 10) == []
 
 
 def test_settlements_read_ahead_answer_a_resent_chunk_without_uploading() -> None:
@@ -391,10 +401,11 @@ def test_settlements_read_ahead_answer_a_resent_chunk_without_uploading() -> Non
         h = Harness()
         h.send(click(1), click(2), click(3))  # fills a batch: uploaded and settled
         await h.pipeline.drain()
-        [(_, _, settlement)] = h.settlements
+        [(_, _, value)] = h.settlements
+        settlement = wire.decode(value)
+        assert isinstance(settlement, wire.Settlement)
         crashed = Harness()  # a new process: empty table, the settlement not yet read
         crashed.pipeline.read_ahead(settlement, 0)
-        crashed.pipeline.read_ahead(b'{"events":[]}', 0)  # chunks are ignored
         crashed.send(click(1), click(2), click(3))
         await crashed.pipeline.drain()
         return crashed
@@ -435,9 +446,10 @@ def test_a_slow_account_does_not_hold_up_another() -> None:
     assert h.log[-1] == "ack 2"
 
 
-def test_google_batches_are_split_at_2000() -> None:
+def test_a_flush_is_split_at_the_sinks_batch_limit() -> None:
     async def scenario() -> Harness:
-        h = Harness(dataclasses.replace(SETTINGS, batch_max_size=4500))
+        sink = LoggingSink("google_ads", [], max_batch_events=2000)
+        h = Harness(dataclasses.replace(SETTINGS, batch_max_size=4500), google_ads=sink)
         for start in range(0, 4500, 500):
             h.send(*(click(n) for n in range(start, start + 500)))
         await h.pipeline.drain()
@@ -447,6 +459,45 @@ def test_google_batches_are_split_at_2000() -> None:
     sink = h.sinks["google_ads"]
     assert isinstance(sink, RecordingSink)
     assert [len(b) for b in sink.batches] == [2000, 2000, 500]
+    assert len({r["batch_id"] for r in h.results()}) == 3, "one batch id per write"
+
+
+def test_a_sink_without_a_limit_gets_the_whole_flush() -> None:
+    async def scenario() -> Harness:
+        h = Harness(dataclasses.replace(SETTINGS, batch_max_size=2500))
+        for start in range(0, 2500, 500):
+            h.send(*(click(n) for n in range(start, start + 500)))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    sink = h.sinks["google_ads"]
+    assert isinstance(sink, RecordingSink)
+    assert [len(b) for b in sink.batches] == [2500]
+
+
+def test_a_recording_sink_standing_in_for_google_has_its_limit_and_no_upload_id() -> None:
+    google = RecordingSink.standing_in_for("google_ads")
+    assert google.max_batch_events == 2000
+    yandex_sink = RecordingSink.standing_in_for("yandex_metrica")
+    assert yandex_sink.max_batch_events is None
+
+    async def scenario() -> Harness:
+        h = Harness(
+            dataclasses.replace(SETTINGS, batch_max_size=1),
+            google_ads=google,
+            yandex_metrica=yandex_sink,
+        )
+        h.send(click(1))
+        h.send(yandex(2))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    by_id = {r["event_id"]: r for r in h.results()}
+    assert (by_id["click-1"]["job_id"], by_id["click-1"]["upload_id"]) == (None, None)
+    assert by_id["ym-2"]["upload_id"] == by_id["ym-2"]["batch_id"]
+    assert by_id["ym-2"]["job_id"] is None
 
 
 def test_dry_run_results_are_validated_and_do_not_block_a_real_upload() -> None:
@@ -481,13 +532,79 @@ def test_yandex_results_carry_the_upload_id_and_google_the_job_id() -> None:
     assert result["job_id"] is None
 
 
-def test_an_unreadable_record_is_acked_and_logged_not_raised() -> None:
+class JobSink(RecordingSink):
+    """Answers every event uploaded under Google's job 42."""
+
+    async def write(self, batch: AccountBatch) -> Sequence[EventOutcome]:
+        return [EventOutcome("uploaded", job_id=42)] * len(batch)
+
+
+def test_google_results_carry_the_job_id_the_sink_gave() -> None:
+    async def scenario() -> Harness:
+        h = Harness(google_ads=JobSink("google_ads"))
+        h.send(click(1), click(2), click(3))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert [(r["job_id"], r["upload_id"]) for r in h.results()] == [(42, None)] * 3
+
+
+def test_unreadable_items_are_answered_failed_and_the_chunk_still_acked() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        event = parse_event(encode(click(1)))
+        assert isinstance(event, Event)
+        received = Received(SourcePosition("in", 0, 7), b"k", 1.0, 2.0)
+        salvaged = wire.UnreadableItem(
+            "TypeError", received, BatchKey.of(event), "click-1", event.body
+        )
+        lost = wire.UnreadableItem("ValueError")
+        h.receive(wire.Chunk((), (salvaged, lost)), 0, "ack")
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    (result,) = h.results()
+    assert (result["status"], result["event_id"]) == ("failed", "click-1")
+    assert result["error"]["code"] == "INTERNAL_ERROR"
+    assert result["source"]["offset"] == 7
+    (letter,) = h.dead_letters()
+    assert orjson.loads(letter.value)["gclid"] == click(1)["gclid"]
+    assert h.log[-1] == "ack", "both answered: the chunk moves on"
+    assert h.pipeline.open_events == 0
+
+
+def test_an_event_that_hits_a_bug_is_answered_failed() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("bug")
+
+        h.gate.admit = broken  # type: ignore[method-assign]
+        h.send(click(1))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    (result,) = h.results()
+    assert result["status"] == "failed"
+    assert "RuntimeError" in result["error"]["message"]
+    assert h.log[-1] == "ack 0"
+
+
+def test_a_sweep_deletes_the_partitions_expired_keys_and_is_acked() -> None:
     h = Harness()
-    acked: list[bool] = []
-    h.pipeline.handle_record(
-        "google_ads/1/click_conversion", b"\xff garbage", 0, lambda: acked.append(True)
-    )
-    assert acked == [True]
+    now = 1_000_000.0  # the gate's clock; the TTL is one day
+    h.table["old"] = KeyRecord("uploaded", SourcePosition("in", 0, 1), now - 90_000, 0).encode()
+    h.table["fresh"] = KeyRecord("uploaded", SourcePosition("in", 0, 2), now - 10, 0).encode()
+    h.table["other"] = KeyRecord("uploaded", SourcePosition("in", 0, 3), now - 90_000, 1).encode()
+    acked: list[int] = []
+    h.pipeline.on_sweep(0, lambda: acked.append(1))
+    assert sorted(h.table) == ["fresh", "other"]
+    assert acked == [1]
+    assert metric(h, "convstream_dedupe_keys") == 2
 
 
 def test_settlement_of_an_old_attempt_does_not_overwrite_a_newer_one() -> None:
@@ -496,17 +613,12 @@ def test_settlement_of_an_old_attempt_does_not_overwrite_a_newer_one() -> None:
     assert isinstance(event, Event)
     key = dedupe_key(event)
     newer = SourcePosition("in", 0, 9)
-    h.pipeline._gate.admit(key, newer, 0)
-    old = encode_settlement([(key, "failed", SourcePosition("in", 0, 1))])
-    h.pipeline.handle_record("google_ads/1234567890/click_conversion", old, 0, lambda: None)
+    h.gate.admit(key, newer, 0)
+    old = wire.Settlement((wire.SettlementEntry(key, "failed", SourcePosition("in", 0, 1)),))
+    acked: list[int] = []
+    h.pipeline.on_settlement(old, 0, lambda: acked.append(1))
     assert key not in h.table  # the old attempt's failure was not recorded
-
-
-def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
-    assert 0.5 <= backoff(1, None) <= 1.0
-    assert 4.0 <= backoff(4, None) <= 8.0
-    assert backoff(30, None) <= 300.0
-    assert backoff(1, 42.0) == 42.0
+    assert acked == [1]
 
 
 def metric(h: Harness, name: str, **labels: str) -> float:
@@ -559,7 +671,7 @@ def test_unsettled_events_count_from_admission_until_the_settlement_is_applied()
         assert [r["status"] for r in h.results()] == ["uploaded"] * 3
         assert h.pipeline.unsettled_events == 3  # answered, settlement not read back yet
         # What is kept meanwhile is a marker, not the event (memory under a backlog).
-        kept = list(h.pipeline._pending_sources.values())
+        kept = h.pipeline._pending.values()
         assert all(isinstance(k, AwaitingSettlement) for k in kept)
         h.apply_settlements()
         assert h.pipeline.unsettled_events == 0
@@ -574,13 +686,7 @@ def test_a_settlement_read_back_before_its_batch_finished_leaves_nothing_behind(
 
     async def scenario() -> Harness:
         h = Harness()
-        original = h.settle
-
-        async def settle_and_read_back(key: str, partition: int, value: bytes) -> None:
-            await original(key, partition, value)
-            h.apply_settlements()  # before the flush goes on to done()
-
-        h.pipeline._settle = settle_and_read_back
+        h.after_settle = h.apply_settlements  # before the flush goes on to done()
         h.send(click(1), click(2), click(3))
         await h.pipeline.drain()
         assert [r["status"] for r in h.results()] == ["uploaded"] * 3

@@ -13,7 +13,8 @@ from streams.core.model import SourcePosition
 from streams.core.outcomes import OutputRecord, Received
 from streams.ops.metrics import Metrics
 from streams.stages import ingest as ingest_module
-from streams.stages.ingest import Ingest, batch_partition, decode_item, known_labels
+from streams.stages import wire
+from streams.stages.ingest import Ingest, batch_partition, known_labels
 from tests.support.event_factory import click, encode, yandex
 
 
@@ -95,9 +96,13 @@ def test_valid_events_travel_in_chunks_per_partition_and_are_acked_after_deliver
     assert sorted(f.acked) == [0, 1, 2, 3]
     by_key: dict[str, list[int]] = {}
     for partition, value in f.chunks:
-        for item in orjson.loads(value)["events"]:
-            assert partition == batch_partition(item[0], 8), "a batch key has one partition"
-            by_key.setdefault(item[0], []).append(decode_item(item)[1].source.offset)
+        chunk = wire.decode(value)
+        assert isinstance(chunk, wire.Chunk)
+        assert chunk.unreadable == ()
+        for item in chunk.items:
+            key = str(item.batch_key)
+            assert partition == batch_partition(key, 8), "a batch key has one partition"
+            by_key.setdefault(key, []).append(item.received.source.offset)
     assert by_key == {
         "google_ads/1234567890/click_conversion": [0, 2],
         "google_ads/2222222222/click_conversion": [1],

@@ -35,7 +35,9 @@ def outcomes(response: Any, rows: int, field: str = "conversions", validate_only
 
 def test_all_rows_uploaded_carry_the_job_id() -> None:
     result = outcomes(click_response(3), 3)
-    assert [(o.status, o.upload_id, o.code) for o in result] == [("uploaded", "77", None)] * 3
+    assert [(o.status, o.job_id, o.upload_id, o.code) for o in result] == [
+        ("uploaded", 77, None, None)
+    ] * 3
 
 
 def test_mixed_failures_with_row_zero_failing() -> None:
@@ -114,7 +116,7 @@ def test_adjustment_rows_are_found_under_conversion_adjustments() -> None:
         ("uploaded", None),
         ("retryable", "TOO_RECENT_CONVERSION"),
     ]
-    assert result[1].upload_id == "78"
+    assert result[1].job_id == 78
 
 
 def test_validate_only_answers_validated() -> None:

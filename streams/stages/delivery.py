@@ -1,0 +1,198 @@
+"""The end of a batch: outcomes -> results and dead letters -> settlement -> acks.
+
+Called by the batch stage (:mod:`streams.stages.batch_stage`), outside stream iteration:
+:meth:`Delivery.finish` once per written batch, in its batch key's flush task, and
+:meth:`Delivery.deliver` for answers that need no upload (duplicates, events that hit a
+bug). The order is fixed, and each step waits for the broker::
+
+    results + dead letters published, acks awaited      (publish)
+        -> the settlement sent to the batch partition, its ack awaited  (settle)
+        -> the events' chunks acked                      (PendingSources.answered)
+
+A failure at any step raises out of the flush task (the stage logs it) and acks nothing:
+the chunks are read again after a restart and, thanks to dedupe, their events are
+answered without a second upload once their settlement is read back, or uploaded again
+when it never reached the broker (at-least-once).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+
+from streams.core.dedupe import KeyStatus
+from streams.core.model import BatchKey, EventOutcome
+from streams.core.outcomes import ErrorInfo, OutputRecord, Received, Resolution, output_records
+from streams.ops.faults import FaultPlan
+from streams.ops.metrics import Metrics
+from streams.stages.pending import AckCounter, Pending, PendingSources
+from streams.stages.wire import SettlementEntry, encode_settlement
+
+Publish = Callable[[list[OutputRecord]], Awaitable[None]]
+"""Publish results and dead letters; returns once the broker acknowledged every one."""
+Settle = Callable[[str, int, bytes], Awaitable[None]]
+"""Send an encoded settlement, keyed by batch key, to this batch-topic partition; returns
+once the broker acknowledged it."""
+
+
+class Delivery:
+    """See the module docstring. One per batch stage, on its event loop."""
+
+    def __init__(
+        self,
+        publish: Publish,
+        settle: Settle,
+        metrics: Metrics,
+        pending: PendingSources,
+        faults: FaultPlan,
+        clock: Callable[[], float],
+        dry_run: bool,
+    ) -> None:
+        self._publish = publish
+        self._settle = settle
+        self._metrics = metrics
+        self._pending = pending
+        self._faults = faults
+        self._clock = clock
+        self._dry_run = dry_run
+
+    async def finish(
+        self,
+        key: BatchKey,
+        batch: Sequence[Pending],
+        outcomes: Sequence[EventOutcome],
+        batch_id: str,
+        attempts: int,
+    ) -> None:
+        """Answer a written batch (one final outcome per event, in order): results and
+        dead letters, then its settlement, then its chunks' acks."""
+        dry_run = self._dry_run
+        resolutions = [
+            resolution(p, outcome, batch_id, attempts, dry_run)
+            for p, outcome in zip(batch, outcomes, strict=True)
+        ]
+        await self.deliver(resolutions, [])
+        self._faults.hit("after_publish")
+        entries = [
+            SettlementEntry(p.key, key_status(r.status), p.received.source)
+            for p, r in zip(batch, resolutions, strict=True)
+        ]
+        await self._settle(str(key), batch[0].partition, encode_settlement(entries))
+        self._faults.hit("after_settle")
+        self._pending.answered(batch)
+
+    async def deliver(self, resolutions: list[Resolution], counters: list[AckCounter]) -> None:
+        """Publish the resolutions' results and dead letters, wait for the broker, count
+        them in the metrics, then count each of ``counters`` done."""
+        now = self._clock()
+        records: list[OutputRecord] = []
+        for r in resolutions:
+            records.extend(output_records(r, now))
+        await self._publish(records)
+        self._count_delivered(resolutions, self._clock())
+        for counter in counters:
+            counter.done()
+
+    def _count_delivered(self, resolutions: list[Resolution], done: float) -> None:
+        """Metrics of delivered results: one ``labels()`` lookup per label set, not per
+        event (the lookup costs more than the increment)."""
+        metrics = self._metrics
+        uploaded: collections.Counter[str] = collections.Counter()
+        rejected: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        latencies: dict[str, list[float]] = collections.defaultdict(list)
+        for r in resolutions:
+            destination = r.destination or "unknown"
+            latencies[destination].append(max(0.0, done - r.received.timestamp))
+            if r.status in ("uploaded", "validated"):
+                uploaded[destination] += 1
+            elif r.error is not None:
+                rejected[(destination, r.error.code, r.error.stage)] += 1
+        for destination, values in latencies.items():
+            histogram = metrics.event_latency.labels(destination)
+            for value in values:
+                histogram.observe(value)
+        for destination, count in uploaded.items():
+            metrics.conversions_uploaded.labels(destination).inc(count)
+        for (destination, code, stage), count in rejected.items():
+            metrics.conversions_rejected.labels(destination, code).inc(count)
+            metrics.dead_letters.labels(destination, stage).inc(count)
+
+
+def resolution(
+    p: Pending, outcome: EventOutcome, batch_id: str, attempts: int, dry_run: bool
+) -> Resolution:
+    """How an uploaded event ended. A ``retryable`` outcome here is one whose retries ran
+    out: ``failed``. The sink's ``job_id`` / ``upload_id`` go into the result as given."""
+    event = p.event
+    error: ErrorInfo | None = None
+    status: Any
+    if outcome.status == "retryable":
+        status = "failed"
+        error = ErrorInfo(
+            "upload",
+            outcome.code or "RETRIES_EXHAUSTED",
+            outcome.message or "the destination kept failing",
+            retryable=True,
+        )
+    elif outcome.status == "rejected":
+        status = "rejected"
+        error = ErrorInfo(
+            "upload", outcome.code or "REJECTED", outcome.message or "", outcome.retryable
+        )
+    elif outcome.status == "uploaded" and dry_run:
+        status = "validated"
+    else:
+        status = outcome.status
+    return Resolution(
+        received=p.received,
+        status=status,
+        event_id=event.event_id,
+        dedupe_key=p.key,
+        destination=event.destination,
+        type=event.type,
+        account=event.account,
+        error=error,
+        batch_id=batch_id,
+        job_id=outcome.job_id,
+        upload_id=outcome.upload_id,
+        attempts=attempts,
+        dead_letter_value=orjson.dumps(event.body) if error is not None else None,
+    )
+
+
+def failed_by_bug(
+    received: Received, key: BatchKey, event_id: str | None, body: Any, error: str
+) -> Resolution:
+    """An event convstream itself failed on (a bug, or a chunk item it cannot read): a
+    ``failed`` result and a dead letter to replay once fixed, never a stuck partition."""
+    return Resolution(
+        received=received,
+        status="failed",
+        event_id=event_id,
+        destination=key.destination,
+        type=key.type,
+        account=key.account,
+        error=ErrorInfo(
+            "upload",
+            "INTERNAL_ERROR",
+            f"convstream failed on this event ({error}); replay it after "
+            "upgrading, and please report it",
+            retryable=True,
+        ),
+        dead_letter_value=orjson.dumps(body),
+    )
+
+
+def key_status(status: str) -> KeyStatus:
+    """The dedupe status a result leaves its key in: a failure lets a replay through."""
+    if status in ("uploaded", "duplicate"):
+        return "uploaded"
+    if status == "validated":
+        return "validated"
+    return "failed"
+
+
+__all__ = ["Delivery", "Publish", "Settle", "failed_by_bug", "key_status", "resolution"]
