@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration ops bench soak clean
+.PHONY: demo test lint typecheck unit integration ops bench soak clean kafka-jars
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,25 @@ integration: $(STAMP)
 # without it they fail, they are never skipped.
 ops: $(STAMP)
 	$(BIN)/pytest -m ops tests/ops
+
+# The Apache Kafka broker's jars for tests/support/apache_kafka (needs Java 17+ and Maven:
+# `apt-get install openjdk-17-jre-headless maven`). Maven downloads them once (~45 MB) into
+# ~/.cache/convstream/kafka-<version>/libs, or $$CONVSTREAM_KAFKA_JARS; later runs reuse it.
+# They land in a temp dir first, so an interrupted download never passes for a cache.
+KAFKA_POM     := tests/support/apache_kafka/pom.xml
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' $(KAFKA_POM))
+KAFKA_JARS    ?= $(or $(CONVSTREAM_KAFKA_JARS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/convstream/kafka-$(KAFKA_VERSION)/libs)
+
+kafka-jars:
+	@if [ -e '$(KAFKA_JARS)/kafka_2.13-$(KAFKA_VERSION).jar' ]; then \
+		echo "Apache Kafka $(KAFKA_VERSION) jars already in $(KAFKA_JARS)"; \
+	else \
+		rm -rf '$(KAFKA_JARS).partial' && \
+		mvn -q -B -Dstyle.color=never -f $(KAFKA_POM) dependency:copy-dependencies \
+			-DoutputDirectory='$(KAFKA_JARS).partial' && \
+		rm -rf '$(KAFKA_JARS)' && mv '$(KAFKA_JARS).partial' '$(KAFKA_JARS)' && \
+		echo "Apache Kafka $(KAFKA_VERSION) jars in $(KAFKA_JARS)"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_core
