@@ -91,6 +91,19 @@ class GoogleAdsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    """How every Kafka client of convstream reaches the cluster.
+
+    Built once from the environment (:attr:`Settings.kafka`) and turned into client
+    configurations in one place only, :mod:`streams.kafka.clients`, so that the worker,
+    its readers and producers, ``send``, ``replay``, ``demo`` and ``doctor`` connect alike.
+    """
+
+    bootstrap_servers: str
+    """``host:port[,host:port...]``."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The worker's and the CLI's configuration (contract names: README.md, "Configuration")."""
 
@@ -162,6 +175,11 @@ class Settings:
     def bootstrap_servers(self) -> str:
         """The broker list in the ``host:port,host:port`` form Kafka clients take."""
         return bootstrap_servers(self.broker)
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """What every Kafka client needs to connect (see :mod:`streams.kafka.clients`)."""
+        return KafkaConnection(self.bootstrap_servers)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
