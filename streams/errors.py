@@ -14,8 +14,19 @@ translate. Each subclass lives beside the code that raises it; the tree::
     │   ├── QueryError                 streams.sinks.google_ads.queries: a GAQL query failed
     │   └── YandexRejectedError        streams.sinks.yandex.sink: Metrica refused a request
     │       └── YandexAuthError        401/403
-    └── WireError                      streams.stages.wire: a batch-topic record that cannot
-                                       be read (logged and acked by the batch agent)
+    ├── WireError                      streams.stages.wire: a batch-topic record that cannot
+    │                                  be read (logged and acked by the batch agent)
+    ├── InvalidFieldError              streams.core.model: a rule check failed (JSON path and
+    │                                  reason; becomes an INVALID_EVENT result)
+    ├── NormalizationError             streams.core.normalize: a value cannot be normalized
+    ├── AccountsError                  streams.doctor.accounts: the accounts file is invalid
+    ├── FilterError                    streams.replay.filters: a replay filter is invalid
+    ├── ReplayError                    streams.replay.runner: a replay cannot go on
+    │   └── MissingTopicError          the dead-letter or target topic does not exist
+    └── BrokerError                    streams.local.broker: the embedded broker failed
+
+Those that callers used to catch as a built-in type (ValueError, RuntimeError) still are
+one, so existing ``except`` clauses keep working.
 
 Pure: imports nothing, so every layer can derive from it.
 """

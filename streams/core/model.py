@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal, NamedTuple
 
+from streams.errors import ConvstreamError
+
 Stage = Literal["parse", "validate"]
 
 INVALID_JSON: Final = "INVALID_JSON"
@@ -93,7 +95,7 @@ class EventError:
         return f"{self.path}: {self.reason}"
 
 
-class InvalidFieldError(Exception):
+class InvalidFieldError(ConvstreamError):
     """A rule check failed: JSON path and reason.
 
     :func:`streams.core.events.parse_event` catches it."""

@@ -21,6 +21,7 @@ from typing import Final
 import phonenumbers
 
 from streams.config import GmailDots
+from streams.errors import ConvstreamError
 
 _HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
 _GMAIL_DOMAINS: Final = frozenset({"gmail.com", "googlemail.com"})
@@ -42,7 +43,7 @@ _UNIX_MIN: Final = 946_684_800
 _UNIX_MAX: Final = 4_102_444_800
 
 
-class NormalizationError(ValueError):
+class NormalizationError(ConvstreamError, ValueError):
     """A value cannot be normalized. ``reason`` has no field name and quotes no input."""
 
     def __init__(self, reason: str) -> None:

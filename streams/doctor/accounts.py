@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from streams.doctor.yandex import YandexCounter
+from streams.errors import ConvstreamError
 
 
-class AccountsError(ValueError):
+class AccountsError(ConvstreamError, ValueError):
     """The accounts file or an account given on the command line is invalid."""
 
 

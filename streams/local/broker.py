@@ -27,12 +27,14 @@ from types import FrameType, TracebackType
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streams.errors import ConvstreamError
+
 BINARY_ENV = "CONVSTREAM_TANSU_BIN"
 _SCRUBBED_ENV = ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")
 _LOG_TAIL_LINES = 15
 
 
-class BrokerError(RuntimeError):
+class BrokerError(ConvstreamError, RuntimeError):
     """The embedded broker could not be found, started or used; the message says why."""
 
 

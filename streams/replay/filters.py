@@ -32,11 +32,12 @@ import orjson
 
 from streams.core import headers as H
 from streams.core.headers import Headers, HeaderValue, decode_headers, replay_count
+from streams.errors import ConvstreamError
 
 STAGES: Final = ("parse", "validate", "upload")
 
 
-class FilterError(ValueError):
+class FilterError(ConvstreamError, ValueError):
     """A filter argument is invalid; the message says which and how to write it."""
 
 

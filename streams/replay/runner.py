@@ -42,6 +42,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from streams.core import headers as H
 from streams.core.headers import Headers, decode_headers, replay_count
+from streams.errors import ConvstreamError
 from streams.kafka.read import data_messages
 from streams.replay.filters import Decision, ReplayFilter, replay_headers
 
@@ -58,7 +59,7 @@ _UNKNOWN_CODE = "(no code)"
 NO_END = 2**63 - 1
 
 
-class ReplayError(RuntimeError):
+class ReplayError(ConvstreamError, RuntimeError):
     """The replay cannot go on: the broker refused or did not acknowledge a record."""
 
 
