@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.core.headers import replay_count
 from streams.core.model import EventError, SourcePosition
 from streams.core.outcomes import (
     ErrorInfo,
@@ -151,3 +152,25 @@ def test_an_oversize_message_gets_an_empty_dead_letter_that_points_at_the_origin
     headers = dict(dead_letter.headers)
     assert headers["convstream.source.offset"] == b"1842"
     assert headers["convstream.event_id"] == b"conversions:3:1842"
+
+
+# A replayed message that fails again dead-letters with the replay count it came in with,
+# so ``convstream replay --max-replays`` can stop a loop across replays.
+
+
+def test_a_dead_letter_carries_the_inputreplay_count() -> None:
+    received = Received(
+        SourcePosition("in", 0, 5),
+        b"k",
+        1.0,
+        2.0,
+        replay_count=replay_count([("convstream.replay_count", b"4")]),
+    )
+    resolution = Resolution(
+        received=received,
+        status="rejected",
+        error=ErrorInfo("upload", "X", "m", retryable=False),
+        dead_letter_value=b"{}",
+    )
+    _, dead_letter = output_records(resolution, 3.0)
+    assert dict(dead_letter.headers)["convstream.replay_count"] == b"4"
