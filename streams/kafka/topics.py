@@ -109,11 +109,11 @@ class TopicAdmin:
         for name, future in futures.items():
             try:
                 description = future.result(self._timeout)
-            except KafkaException as exc:
+            except (KafkaException, TimeoutError) as exc:
                 if _code(exc) == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     continue
                 raise TopicAdminError(
-                    f"could not describe topic {name} on {self._bootstrap}: {_reason(exc)}"
+                    f"could not describe topic {name} on {self._bootstrap}: {self._reason(exc)}"
                 ) from exc
             partitions = description.partitions
             replicas = min((len(p.replicas) for p in partitions), default=0)
@@ -137,10 +137,10 @@ class TopicAdmin:
         for resource, future in futures.items():
             try:
                 entries = future.result(self._timeout)
-            except KafkaException as exc:
+            except (KafkaException, TimeoutError) as exc:
                 raise TopicAdminError(
                     f"could not read the configuration of topic {resource.name} on "
-                    f"{self._bootstrap}: {_reason(exc)}"
+                    f"{self._bootstrap}: {self._reason(exc)}"
                 ) from exc
             found[resource.name] = {
                 key: entry.value
@@ -169,10 +169,15 @@ class TopicAdmin:
             try:
                 future.result(self._timeout)
                 outcome[name] = None
-            except KafkaException as exc:
+            except (KafkaException, TimeoutError) as exc:
                 exists = _code(exc) == KafkaError.TOPIC_ALREADY_EXISTS
-                outcome[name] = None if exists else _reason(exc)
+                outcome[name] = None if exists else self._reason(exc)
         return outcome
+
+    def _reason(self, exc: Exception) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"no answer within {self._timeout:g} s (is the broker reachable?)"
+        return _reason(exc)
 
 
 def inspect_topics(admin: TopicAdmin, specs: Sequence[TopicSpec]) -> list[TopicReport]:
@@ -259,12 +264,12 @@ def _configs_text(topic: TopicSpec) -> str:
     return " ".join(f"{key}={value}" for key, value in sorted(topic.config.items()))
 
 
-def _code(exc: KafkaException) -> Any:
+def _code(exc: Exception) -> Any:
     error = exc.args[0] if exc.args else None
     return error.code() if isinstance(error, KafkaError) else None
 
 
-def _reason(exc: KafkaException) -> str:
+def _reason(exc: Exception) -> str:
     error = exc.args[0] if exc.args else None
     if isinstance(error, KafkaError):
         return f"{error.name()}: {error.str()}"

@@ -13,7 +13,7 @@ from rich.console import Console
 from streams.commands.topics import run_topics
 from streams.config import Settings
 from streams.core.topics import TopicSpec, TopicState
-from streams.kafka.topics import TopicAdminError, check_at_startup, topic_specs
+from streams.kafka.topics import TopicAdmin, TopicAdminError, check_at_startup, topic_specs
 
 ONE_NODE = {
     "CONVSTREAM_TOPIC_REPLICATION_FACTOR": "1",
@@ -167,3 +167,12 @@ def test_startup_check_goes_on_when_the_broker_cannot_be_asked(
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert record.getMessage().startswith("topic check skipped: could not describe topic")
+
+
+def test_an_unanswered_admin_call_is_a_topic_admin_error() -> None:
+    """A real AdminClient towards a closed port: a clear error after the timeout, which the
+    command prints (exit 1) and the start-up check logs as a WARNING."""
+    settings = Settings.from_env({"CONVSTREAM_BROKER": "kafka://127.0.0.1:1"})
+    admin = TopicAdmin(settings, timeout=0.5)
+    with pytest.raises(TopicAdminError, match=r"on 127\.0\.0\.1:1: no answer within 0\.5 s"):
+        admin.describe(["conversions"])
