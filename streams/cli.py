@@ -264,6 +264,27 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print JSON instead of tables")
     doctor.set_defaults(handler=_run_doctor)
 
+    topics = commands.add_parser(
+        "topics",
+        help="create every topic convstream uses, with its configuration, or check them",
+        description=(
+            "Create each missing topic: the input, results, dead-letter and upload-status "
+            "topics and the worker's internal ones (<app_id>-batches, the dedupe changelog, "
+            "Faust's leader topic), with their partitions, replication factor "
+            "(CONVSTREAM_TOPIC_REPLICATION_FACTOR), min.insync.replicas "
+            "(CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS) and cleanup policy; check the existing "
+            "ones (never changed). Prints one table. For operators who pre-create topics."
+        ),
+        epilog=(
+            "Exit status: 0 every topic exists as specified, 1 anything missing or off (or "
+            "the broker refused or could not be reached), 2 configuration error."
+        ),
+    )
+    topics.add_argument(
+        "--check", action="store_true", help="only check: create nothing, exit 1 if anything is off"
+    )
+    topics.set_defaults(handler=_run_topics)
+
     demo = commands.add_parser(
         "demo",
         help="run the demo: embedded broker, bundled sample events, a summary",
@@ -396,6 +417,12 @@ def _run_doctor(args: argparse.Namespace, settings: Settings) -> int:
         json=args.json,
     )
     return run_doctor(settings, request)
+
+
+def _run_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.commands.topics import run_topics
+
+    return run_topics(settings, check_only=args.check)
 
 
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:

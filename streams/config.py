@@ -128,6 +128,14 @@ class Settings:
     batch_partitions: int = 8
     """Partitions of the internal batch topic and the dedupe table's changelog; fixed once
     the app has run (Kafka cannot re-partition a changelog)."""
+    topic_replication_factor: int = 3
+    """Replicas of every topic convstream creates (CONVSTREAM_TOPIC_REPLICATION_FACTOR). 3
+    for production: a broker may be lost without losing what stage 1 already committed.
+    One-node brokers (the embedded demo broker, test brokers) need 1, set explicitly."""
+    topic_min_insync_replicas: int = 2
+    """min.insync.replicas of every topic convstream creates
+    (CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS): with ``acks=all`` a write is acknowledged only
+    once this many replicas have it. At most the replication factor."""
     session_timeout_seconds: float = 30.0
     dedupe_sweep_seconds: float = 3600.0
     """How often each partition's expired dedupe keys are deleted (tombstoned)."""
@@ -241,6 +249,12 @@ class Settings:
             batch_partitions=read.number(
                 "CONVSTREAM_BATCH_PARTITIONS", defaults.batch_partitions, int, 1, 1024
             ),
+            topic_replication_factor=read.number(
+                _REPLICATION_FACTOR, defaults.topic_replication_factor, int, 1, _MAX_REPLICAS
+            ),
+            topic_min_insync_replicas=read.number(
+                _MIN_INSYNC_REPLICAS, defaults.topic_min_insync_replicas, int, 1, _MAX_REPLICAS
+            ),
             session_timeout_seconds=read.number(
                 "CONVSTREAM_SESSION_TIMEOUT_SECONDS",
                 defaults.session_timeout_seconds,
@@ -299,6 +313,7 @@ class Settings:
             ),
         )
         _check_distinct_topics(settings)
+        _check_topic_durability(settings)
         return settings
 
 
@@ -375,6 +390,23 @@ def _check_distinct_topics(settings: Settings) -> None:
                 "every topic setting needs a topic of its own"
             )
         seen[topic] = name
+
+
+_REPLICATION_FACTOR = "CONVSTREAM_TOPIC_REPLICATION_FACTOR"
+_MIN_INSYNC_REPLICAS = "CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS"
+_MAX_REPLICAS = 32_767
+"""Kafka's replication factor is an int16."""
+
+
+def _check_topic_durability(settings: Settings) -> None:
+    """A topic whose min.insync.replicas exceeds its replicas refuses every acks=all write."""
+    if settings.topic_min_insync_replicas > settings.topic_replication_factor:
+        raise ConfigError(
+            f"{_MIN_INSYNC_REPLICAS}={settings.topic_min_insync_replicas} is invalid: expected "
+            f"at most {_REPLICATION_FACTOR}={settings.topic_replication_factor} (a topic with "
+            "fewer replicas than min.insync.replicas refuses every write); on a one-node "
+            "broker set both to 1"
+        )
 
 
 def _check_customer_id(value: str) -> str | None:

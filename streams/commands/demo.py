@@ -40,7 +40,7 @@ from streams.commands.validate import validate_lines
 from streams.config import Settings
 from streams.core import headers as H
 from streams.core.headers import decode_headers
-from streams.local.broker import EmbeddedBroker, create_topics, free_port
+from streams.local.broker import ONE_NODE_TOPIC_ENV, EmbeddedBroker, create_topics, free_port
 from streams.local.sandbox.google_ads import (
     FakeGoogleAds,
     FakeTokenEndpoint,
@@ -233,6 +233,8 @@ def _worker(
         "CONVSTREAM_SESSION_TIMEOUT_SECONDS": "3",
         "CONVSTREAM_BATCH_WINDOW_SECONDS": "1",
         "CONVSTREAM_BATCH_PARTITIONS": "4",
+        # One node: the internal topics get replication factor 1, min.insync.replicas 1.
+        **ONE_NODE_TOPIC_ENV,
     }
     log = workdir / "worker.log"
     with log.open("wb") as out:

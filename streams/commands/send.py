@@ -77,7 +77,9 @@ def send_jsonl(
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "enable.idempotence": False,  # a repeated send is harmless: the worker dedupes
+            # A retried produce neither duplicates nor reorders: a duplicate would be deduped,
+            # but it would still get a result of its own ("duplicate").
+            "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 20,
             "message.timeout.ms": max(1, int(timeout * 1000)),

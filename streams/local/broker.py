@@ -34,6 +34,15 @@ _SCRUBBED_ENV = ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "C
 _LOG_TAIL_LINES = 15
 
 
+ONE_NODE_TOPIC_ENV: Mapping[str, str] = {
+    "CONVSTREAM_TOPIC_REPLICATION_FACTOR": "1",
+    "CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS": "1",
+}
+"""The topic settings of a worker on a one-node broker (the production defaults, 3 and 2,
+need three brokers). tansu accepts any replication factor, and reports it back, without
+replicating anything; set 1 so that what the worker asks for is what the broker does."""
+
+
 class BrokerError(ConvstreamError, RuntimeError):
     """The embedded broker could not be found, started or used; the message says why."""
 
@@ -223,12 +232,26 @@ class EmbeddedBroker:
 def create_topics(
     bootstrap: str, topics: Sequence[str], partitions: int = 4, timeout: float = 10.0
 ) -> None:
-    """Create ``topics`` (existing ones are left alone) and wait until metadata shows them."""
+    """Create ``topics`` (existing ones are left alone) and wait until metadata shows them.
+
+    For one-node brokers (this one, test brokers): replication factor 1 and
+    ``min.insync.replicas`` 1, what a worker run against them is given as
+    CONVSTREAM_TOPIC_REPLICATION_FACTOR / CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS
+    (:data:`ONE_NODE_TOPIC_ENV`).
+    """
     if not topics:
         return
     admin = AdminClient({"bootstrap.servers": bootstrap, "log.connection.close": False})
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1) for topic in topics],
+        [
+            NewTopic(
+                topic,
+                num_partitions=partitions,
+                replication_factor=1,
+                config={"min.insync.replicas": "1"},
+            )
+            for topic in topics
+        ],
         request_timeout=timeout,
     )
     for topic, future in futures.items():
@@ -275,6 +298,8 @@ def run_broker(host: str, port: int, topics: Sequence[str]) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"broker listening on {broker.address}", flush=True)
     print(f"export CONVSTREAM_BROKER={broker.url}", flush=True)
+    for name, value in ONE_NODE_TOPIC_ENV.items():
+        print(f"export {name}={value}", flush=True)
     if topics:
         print(f"topics: {', '.join(topics)} (4 partitions)", flush=True)
     console.print("memory storage: everything is lost on exit. Ctrl-C to stop.")

@@ -22,13 +22,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
+from faust.assignor import LeaderAssignor
 from faust.streams import current_event
+from faust.types import TP, TopicT
+from mode.utils.objects import cached_property
 
 from streams.config import DedupeStore, Settings
 from streams.core.dedupe import DedupeGate
 from streams.core.outcomes import OutputRecord
+from streams.core.topics import DEDUPE_TABLE, TopicRole, TopicSpec, changelog_topic_name, spec_of
 from streams.kafka.input_consumer import InputConsumer
 from streams.kafka.producer import OutputProducer, Record
+from streams.kafka.topics import max_record_bytes, topic_specs
 from streams.ops.faults import FaultPlan
 from streams.ops.metrics import Metrics
 from streams.shell.dedupe_table import LibrdkafkaChangelogTable
@@ -36,7 +41,7 @@ from streams.shell.partitions import BatchPartitions, KafkaReads
 from streams.sinks import Sink
 from streams.stages import wire
 from streams.stages.batch_stage import BatchPipeline
-from streams.stages.ingest import CHUNK_MAX_BYTES, Ingest
+from streams.stages.ingest import Ingest
 
 _log = logging.getLogger(__name__)
 
@@ -48,10 +53,47 @@ COMMIT_CATCH_UP_ROUNDS = 1000
 COMMIT_CATCH_UP_SECONDS = 1.0
 
 
+class ConvstreamTable(faust.Table):  # type: ignore[type-arg]
+    """faust.Table whose changelog is named by :func:`streams.core.topics.changelog_topic_name`
+    (Faust's own scheme), so ``convstream topics`` and the start-up check look at the topic
+    this table really uses."""
+
+    def _changelog_topic_name(self) -> str:
+        return changelog_topic_name(self.app.conf.id, self.name)
+
+
+class ConvstreamLeaderAssignor(LeaderAssignor):
+    """Faust's leader assignor with its topic from the spec list: Faust declares that topic
+    with the replication factor only, without min.insync.replicas or a cleanup policy."""
+
+    @cached_property
+    def _leader_topic(self) -> TopicT:
+        leader = spec_of(cast_app(self.app).topic_specs, TopicRole.LEADER)
+        return self.app.topic(
+            leader.name,
+            partitions=leader.partitions,
+            acks=False,
+            internal=True,
+            replicas=leader.replication_factor,
+            config=dict(leader.config),
+        )
+
+    @cached_property
+    def _leader_topic_name(self) -> str:
+        return spec_of(cast_app(self.app).topic_specs, TopicRole.LEADER).name
+
+    @cached_property
+    def _leader_tp(self) -> TP:
+        return TP(self._leader_topic_name, 0)
+
+
 class ConvstreamApp(faust.App):
     """faust.App that flushes convstream's buffers before Faust waits for acks."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, topic_specs: tuple[TopicSpec, ...] = (), **kwargs: Any) -> None:
+        self.topic_specs = topic_specs
+        """Every topic of the app (:mod:`streams.core.topics`): the internal ones are
+        declared from it."""
         super().__init__(*args, **kwargs)
         self.flush_hooks: list[Callable[[], None]] = []
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -71,10 +113,16 @@ class ConvstreamApp(faust.App):
         store = "rocksdb://" if settings.dedupe_store is DedupeStore.ROCKSDB else "memory://"
         return cls(
             settings.app_id,
+            topic_specs=topic_specs(settings),
             broker=settings.broker,
             store=store,
             datadir=str(settings.data_dir),
             topic_partitions=settings.batch_partitions,
+            # Replicas of every topic Faust creates (the changelog takes no other setting);
+            # min.insync.replicas and the cleanup policy come with each topic's config.
+            topic_replication_factor=settings.topic_replication_factor,
+            Table=ConvstreamTable,
+            LeaderAssignor=ConvstreamLeaderAssignor,
             broker_session_timeout=settings.session_timeout_seconds,
             broker_heartbeat_interval=max(0.2, settings.session_timeout_seconds / 6),
             producer_max_batch_size=settings.producer_batch_bytes,
@@ -163,18 +211,23 @@ def create_app(
 ) -> tuple[ConvstreamApp, BatchPipeline]:
     """Build the worker's Faust app around the given sinks."""
     app = ConvstreamApp.for_worker(settings)
+    batches = spec_of(app.topic_specs, TopicRole.BATCHES)
+    changelog = spec_of(app.topic_specs, TopicRole.CHANGELOG)
     batch_topic = app.topic(
-        f"{settings.app_id}-batches",
-        partitions=settings.batch_partitions,
+        batches.name,
+        partitions=batches.partitions,
+        replicas=batches.replication_factor,
         internal=True,
-        config={"max.message.bytes": str(max_record_bytes(settings))},
+        config=dict(batches.config),
         key_serializer="raw",
         value_serializer="raw",
     )
     batch_topic_name = batch_topic.get_topic_name()
     table = app.Table(
-        "dedupe",
-        partitions=settings.batch_partitions,
+        DEDUPE_TABLE,
+        partitions=changelog.partitions,
+        # Compacted (Faust's default for a table) with min.insync.replicas.
+        extra_topic_configs=dict(changelog.config),
         # JSON keys and values (Faust's default codec): what recovery reads back equals
         # what was written, str keys and list values (see streams.core.dedupe.KeyRecord).
         key_type=str,
@@ -328,6 +381,7 @@ class WorkerProducers:
         self._changelog.close()
 
 
-def max_record_bytes(settings: Settings) -> int:
-    """Largest record the worker produces: a maximal event plus its envelope or headers."""
-    return max(settings.max_message_bytes, CHUNK_MAX_BYTES) * 2 + 65_536
+def cast_app(app: Any) -> ConvstreamApp:
+    """The app a Faust service belongs to, as the ConvstreamApp it is."""
+    assert isinstance(app, ConvstreamApp), type(app)
+    return app

@@ -20,9 +20,10 @@ from streams.config import DedupeStore, Settings
 from streams.core.events import warm_up
 from streams.kafka.changelog_restore import restore_changelog
 from streams.kafka.producer import OutputProducer, Record
+from streams.kafka.topics import check_at_startup, max_record_bytes
 from streams.ops.http_endpoints import Readiness
 from streams.ops.metrics import Metrics
-from streams.shell.app import create_app, max_record_bytes
+from streams.shell.app import create_app
 from streams.sinks import RecordingSink, Sink, SinkConfigError
 from streams.sinks.yandex.sink import StatusCallback, YandexMetricaSink
 
@@ -176,6 +177,9 @@ def run_worker(settings: Settings) -> int:
             )
     port = metrics.serve(settings.metrics_port)
     print(f"metrics on http://0.0.0.0:{port}/metrics", flush=True)
+    # Replication, min.insync.replicas and the internal topics' shape: an ERROR per topic
+    # that falls short; the worker goes on (README, "Topics").
+    check_at_startup(settings)
     app, _pipeline = create_app(settings, sinks, metrics)
     if settings.dedupe_store is DedupeStore.ROCKSDB:
         # Faust would replay the changelog one record at a time; bring RocksDB up to date

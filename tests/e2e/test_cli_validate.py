@@ -101,7 +101,7 @@ def test_help_is_clear_for_every_command(command: str) -> None:
 def test_top_level_help_lists_the_commands() -> None:
     done = run("--help")
     assert done.returncode == 0
-    for command in ("validate", "send", "broker", "demo"):
+    for command in ("validate", "send", "broker", "demo", "topics"):
         assert command in done.stdout
 
 

@@ -100,7 +100,7 @@ def test_the_installed_console_script_runs_help_and_validates_the_bundled_sample
         [convstream, "--help"], capture_output=True, text=True, cwd=installed, timeout=60
     )
     assert shown.returncode == 0, shown.stderr
-    for command in ("worker", "send", "validate", "replay", "broker", "demo", "doctor"):
+    for command in ("worker", "send", "validate", "replay", "broker", "demo", "doctor", "topics"):
         assert f"    {command} " in shown.stdout, command
 
     sample = subprocess.run(

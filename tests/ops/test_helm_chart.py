@@ -70,6 +70,16 @@ def one(manifests: Manifests, kind: str) -> dict[str, Any]:
     return found
 
 
+def job(manifests: Manifests, component: str) -> dict[str, Any]:
+    """The one Job of ``component`` (replay, topics)."""
+    [found] = [
+        j
+        for j in manifests["Job"]
+        if j["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return found
+
+
 def containers(manifests: Manifests) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(kind, pod spec, container) for every workload container (test Pods included)."""
     for kind in ("StatefulSet", "Job", "Pod"):
@@ -151,7 +161,7 @@ def test_pods_run_non_root_on_a_read_only_root(values_name: str, request: Any) -
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert "emptyDir" in volumes[mounts["/tmp"]], "writable /tmp on an emptyDir"
         assert pod.get("automountServiceAccountToken") is False, kind
-    assert seen == (3 if values_name == "full" else 1)
+    assert seen == (4 if values_name == "full" else 1)
 
 
 def test_worker_probes_metrics_and_state_lives_on_a_volume(default: Manifests) -> None:
@@ -236,7 +246,7 @@ def test_credentials_are_only_secret_references(full: Manifests) -> None:
 
 def test_replay_job_gets_no_destination_credentials(full: Manifests) -> None:
     """Replay moves records between topics: least privilege, no API credentials."""
-    pod = one(full, "Job")["spec"]["template"]["spec"]
+    pod = job(full, "replay")["spec"]["template"]["spec"]
     [container] = pod["containers"]
     names = {e["name"] for e in container["env"]}
     assert names == {"HOME", "CONVSTREAM_DEFAULT_PHONE_REGION"}
@@ -346,9 +356,9 @@ def test_dashboard_config_map_holds_the_dashboard(full: Manifests) -> None:
 
 
 def test_replay_job_passes_the_filters(full: Manifests) -> None:
-    job = one(full, "Job")
-    assert job["metadata"]["name"] == "ads-convstream-replay-1"
-    pod = job["spec"]["template"]["spec"]
+    replay = job(full, "replay")
+    assert replay["metadata"]["name"] == "ads-convstream-replay-1"
+    pod = replay["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     [container] = pod["containers"]
     assert (
@@ -373,14 +383,16 @@ def test_replay_job_passes_the_filters(full: Manifests) -> None:
 
 
 def test_replay_job_with_defaults_has_only_the_dry_run_flag() -> None:
-    job = one(render({"replay": {"enabled": True}}), "Job")
-    [container] = job["spec"]["template"]["spec"]["containers"]
+    replay = one(render({"replay": {"enabled": True}}), "Job")
+    [container] = replay["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["replay", "--dry-run"]
 
 
 def test_config_map_carries_the_settings(full: Manifests) -> None:
     config = next(c for c in full["ConfigMap"] if "CONVSTREAM_BROKER" in c["data"])["data"]
-    assert config["CONVSTREAM_BROKER"] == "kafka://kafka-0.kafka:9092;kafka://kafka-1.kafka:9092"
+    assert config["CONVSTREAM_BROKER"] == "kafka-0.kafka:9092,kafka-1.kafka:9092"
+    assert config["CONVSTREAM_TOPIC_REPLICATION_FACTOR"] == "3"
+    assert config["CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS"] == "2"
     # Numbers in values are written as the worker parses them (never 1e+09).
     assert config["CONVSTREAM_BATCH_WINDOW_SECONDS"] == "0.5"
     assert config["CONVSTREAM_YANDEX_MAX_FILE_BYTES"] == "1000000000"

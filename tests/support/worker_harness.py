@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from streams.local.broker import create_topics, free_port
+from streams.local.broker import ONE_NODE_TOPIC_ENV, create_topics, free_port
 
 CONVSTREAM = str(Path(sys.executable).with_name("convstream"))
 
@@ -95,6 +95,8 @@ class WorkerProcess:
             "CONVSTREAM_RECORDING_SINK_LOG": str(self.uploads_log),
             "CONVSTREAM_DATA_DIR": str(workdir / "data"),
             "CONVSTREAM_METRICS_PORT": str(self.metrics_port),
+            # One-node test brokers: every topic the worker creates gets RF 1, min.insync 1.
+            **ONE_NODE_TOPIC_ENV,
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -301,3 +301,58 @@ def test_action_name_ttl_and_accounts_file_are_read() -> None:
         Settings.from_env(
             {"GOOGLE_ADS_DEVELOPER_TOKEN": "t", "CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS": "0"}
         )
+
+
+# --- topic durability (CONVSTREAM_TOPIC_*) ----------------------------------------------------
+
+
+def test_topic_durability_defaults_are_for_a_production_cluster() -> None:
+    settings = Settings.from_env({})
+    assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (3, 2)
+
+
+def test_topic_durability_is_read() -> None:
+    settings = Settings.from_env(
+        {
+            "CONVSTREAM_TOPIC_REPLICATION_FACTOR": "1",
+            "CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS": "1",
+        }
+    )
+    assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (1, 1)
+    settings = Settings.from_env({"CONVSTREAM_TOPIC_REPLICATION_FACTOR": "5"})
+    assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (5, 2)
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"CONVSTREAM_TOPIC_REPLICATION_FACTOR": "0"}, "CONVSTREAM_TOPIC_REPLICATION_FACTOR"),
+        ({"CONVSTREAM_TOPIC_REPLICATION_FACTOR": "two"}, "CONVSTREAM_TOPIC_REPLICATION_FACTOR"),
+        ({"CONVSTREAM_TOPIC_REPLICATION_FACTOR": "40000"}, "CONVSTREAM_TOPIC_REPLICATION_FACTOR"),
+        ({"CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS": "0"}, "CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS"),
+        ({"CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS": "-1"}, "CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS"),
+    ],
+)
+def test_invalid_topic_durability_names_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name}=.*expected an integer from 1 to 32767"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        # A one-node broker with the min.insync default left in place.
+        {"CONVSTREAM_TOPIC_REPLICATION_FACTOR": "1"},
+        {
+            "CONVSTREAM_TOPIC_REPLICATION_FACTOR": "3",
+            "CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS": "4",
+        },
+    ],
+)
+def test_min_insync_above_the_replication_factor_is_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    message = str(caught.value)
+    assert message.startswith("CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS=")
+    assert "at most CONVSTREAM_TOPIC_REPLICATION_FACTOR=" in message
+    assert "on a one-node broker set both to 1" in message

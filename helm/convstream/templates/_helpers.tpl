@@ -52,9 +52,10 @@ app.kubernetes.io/part-of: convstream
 
 {{/*
 The worker's environment: the ConfigMap (envFrom), the credentials as secretKeyRef (never
-values), extraEnv. The doctor test Pod gets the same (it reads the destinations' accounts
-with the worker's credentials). The replay Job gets the ConfigMap and extraEnv only: it
-moves records between topics and needs no destination credentials.
+values), the Kafka Secret files, extraEnv. The doctor test Pod gets the same (it reads the
+destinations' accounts with the worker's credentials). The replay Job gets the ConfigMap,
+the Kafka Secret files and extraEnv only: it moves records between topics and needs no
+destination credentials.
 */}}
 {{- define "convstream.envFrom" -}}
 - configMapRef:
@@ -104,6 +105,7 @@ moves records between topics and needs no destination credentials.
       name: {{ $y.existingSecret }}
       key: {{ $y.key }}
 {{- end }}
+{{- include "convstream.kafkaEnv" . }}
 {{- include "convstream.extraEnv" . }}
 {{- end }}
 
@@ -162,4 +164,169 @@ so an upgrade's new accounts reach running pods without a restart).
   mountPath: {{ include "convstream.accountsDir" . }}
   readOnly: true
 {{- end }}
+{{- end }}
+
+{{/*
+Kafka: the bootstrap list (kafka.bootstrap, a list or a comma-separated string) as
+CONVSTREAM_BROKER takes it.
+*/}}
+{{- define "convstream.bootstrap" -}}
+{{- if kindIs "slice" .Values.kafka.bootstrap -}}
+{{ join "," .Values.kafka.bootstrap }}
+{{- else -}}
+{{ .Values.kafka.bootstrap }}
+{{- end -}}
+{{- end }}
+
+{{- define "convstream.kafkaSaslDir" -}}
+/var/run/secrets/convstream/kafka-sasl
+{{- end }}
+
+{{- define "convstream.kafkaTlsDir" -}}
+/var/run/secrets/convstream/kafka-tls
+{{- end }}
+
+{{/* SASL in use (SASL_PLAINTEXT or SASL_SSL); TLS in use (SSL or SASL_SSL). */}}
+{{- define "convstream.kafkaSasl" -}}
+{{- if has .Values.kafka.security.protocol (list "SASL_PLAINTEXT" "SASL_SSL") }}true{{ end }}
+{{- end }}
+
+{{- define "convstream.kafkaTls" -}}
+{{- if has .Values.kafka.security.protocol (list "SSL" "SASL_SSL") }}true{{ end }}
+{{- end }}
+
+{{/*
+The ConfigMap's Kafka part: the bootstrap list, the topic durability, and the non-secret
+security settings (only when not PLAINTEXT, the worker's default).
+*/}}
+{{- define "convstream.kafkaConfig" -}}
+{{- $k := .Values.kafka }}
+{{- if gt (int $k.topics.minInsyncReplicas) (int $k.topics.replicationFactor) }}
+{{- fail (printf "kafka.topics.minInsyncReplicas=%v is above kafka.topics.replicationFactor=%v: every write to such a topic is refused" $k.topics.minInsyncReplicas $k.topics.replicationFactor) }}
+{{- end }}
+CONVSTREAM_BROKER: {{ include "convstream.bootstrap" . | quote }}
+CONVSTREAM_TOPIC_REPLICATION_FACTOR: {{ $k.topics.replicationFactor | int | toString | quote }}
+CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS: {{ $k.topics.minInsyncReplicas | int | toString | quote }}
+{{- if ne $k.security.protocol "PLAINTEXT" }}
+CONVSTREAM_KAFKA_SECURITY_PROTOCOL: {{ $k.security.protocol | quote }}
+{{- end }}
+{{- if include "convstream.kafkaSasl" . }}
+CONVSTREAM_KAFKA_SASL_MECHANISM: {{ $k.security.sasl.mechanism | quote }}
+CONVSTREAM_KAFKA_SASL_USERNAME: {{ $k.security.sasl.username | quote }}
+{{- end }}
+{{- if include "convstream.kafkaTls" . }}
+CONVSTREAM_KAFKA_SSL_CHECK_HOSTNAME: {{ $k.security.tls.checkHostname | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod's Kafka environment: paths of the mounted Secret files (never a secret as a value),
+and the key's password, if any, as a Secret reference.
+*/}}
+{{- define "convstream.kafkaEnv" -}}
+{{- $s := .Values.kafka.security }}
+{{- if include "convstream.kafkaSasl" . }}
+{{- if not $s.sasl.existingSecret }}
+{{- fail "kafka.security.protocol SASL_* needs kafka.security.sasl.existingSecret (the Secret with the password)" }}
+{{- end }}
+- name: CONVSTREAM_KAFKA_SASL_PASSWORD_FILE
+  value: {{ printf "%s/%s" (include "convstream.kafkaSaslDir" .) $s.sasl.passwordKey | quote }}
+{{- end }}
+{{- if and (include "convstream.kafkaTls" .) $s.tls.existingSecret }}
+{{- if $s.tls.caKey }}
+- name: CONVSTREAM_KAFKA_SSL_CA_FILE
+  value: {{ printf "%s/%s" (include "convstream.kafkaTlsDir" .) $s.tls.caKey | quote }}
+{{- end }}
+{{- if $s.tls.certKey }}
+- name: CONVSTREAM_KAFKA_SSL_CERT_FILE
+  value: {{ printf "%s/%s" (include "convstream.kafkaTlsDir" .) $s.tls.certKey | quote }}
+- name: CONVSTREAM_KAFKA_SSL_KEY_FILE
+  value: {{ printf "%s/%s" (include "convstream.kafkaTlsDir" .) $s.tls.keyKey | quote }}
+{{- end }}
+{{- if $s.tls.keyPasswordKey }}
+- name: CONVSTREAM_KAFKA_SSL_KEY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.tls.existingSecret }}
+      key: {{ $s.tls.keyPasswordKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret volumes behind those files: only the listed keys, read-only. */}}
+{{- define "convstream.kafkaVolumes" -}}
+{{- $s := .Values.kafka.security }}
+{{- if include "convstream.kafkaSasl" . }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ $s.sasl.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $s.sasl.passwordKey }}
+        path: {{ $s.sasl.passwordKey }}
+{{- end }}
+{{- if and (include "convstream.kafkaTls" .) $s.tls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ $s.tls.existingSecret }}
+    defaultMode: 0440
+    items:
+      {{- range $key := list $s.tls.caKey $s.tls.certKey $s.tls.keyKey }}
+      {{- if $key }}
+      - key: {{ $key }}
+        path: {{ $key }}
+      {{- end }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "convstream.kafkaMounts" -}}
+{{- $s := .Values.kafka.security }}
+{{- if include "convstream.kafkaSasl" . }}
+- name: kafka-sasl
+  mountPath: {{ include "convstream.kafkaSaslDir" . }}
+  readOnly: true
+{{- end }}
+{{- if and (include "convstream.kafkaTls" .) $s.tls.existingSecret }}
+- name: kafka-tls
+  mountPath: {{ include "convstream.kafkaTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+The settings every pod gets: the ConfigMap's data (envFrom), and the topics hook Job's env
+(a pre-install hook runs before the ConfigMap exists).
+*/}}
+{{- define "convstream.configData" -}}
+{{- range $name, $value := .Values.config }}
+{{- /* YAML numbers arrive as float64: 1000000000 would print as 1e+09 */}}
+{{- if and (kindIs "float64" $value) (eq (floor $value) $value) }}
+{{ $name }}: {{ int64 $value | toString | quote }}
+{{- else }}
+{{ $name }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+CONVSTREAM_METRICS_PORT: {{ .Values.metrics.port | toString | quote }}
+CONVSTREAM_DATA_DIR: {{ .Values.persistence.mountPath | quote }}
+{{- with .Values.googleAds }}
+{{- if .enabled }}
+{{- if .loginCustomerId }}
+GOOGLE_ADS_LOGIN_CUSTOMER_ID: {{ .loginCustomerId | toString | quote }}
+{{- end }}
+{{- if .apiVersion }}
+GOOGLE_ADS_API_VERSION: {{ .apiVersion | quote }}
+{{- end }}
+{{- if .endpoint }}
+GOOGLE_ADS_ENDPOINT: {{ .endpoint | quote }}
+{{- end }}
+{{- if .impersonatedEmail }}
+GOOGLE_ADS_IMPERSONATED_EMAIL: {{ .impersonatedEmail | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.yandexMetrica.enabled .Values.yandexMetrica.apiUrl }}
+YANDEX_METRICA_API_URL: {{ .Values.yandexMetrica.apiUrl | quote }}
+{{- end }}
+{{ include "convstream.kafkaConfig" . | trim }}
 {{- end }}

@@ -1,12 +1,21 @@
 """Faust calls ``App.on_rebalance_start`` from its aiokafka consumer thread, which runs an
-event loop of its own; convstream's flush hooks must still run on the app's loop."""
+event loop of its own; convstream's flush hooks must still run on the app's loop. And the
+internal topics Faust declares are the ones streams.core.topics specifies."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
-from streams.shell.app import ConvstreamApp
+import pytest
+from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
+
+from streams.config import Settings
+from streams.core.topics import DEDUPE_TABLE, TopicRole
+from streams.kafka.topics import topic_specs
+from streams.ops.metrics import Metrics
+from streams.shell.app import ConvstreamApp, create_app
 
 
 async def test_flush_hooks_run_on_the_app_loop_when_called_from_the_consumer_thread() -> None:
@@ -42,3 +51,85 @@ async def test_flush_hooks_run_at_once_on_the_app_loop() -> None:
     app.flush_hooks.append(lambda: ran.append("flushed"))
     app.on_rebalance_start()
     assert ran == ["flushed"]
+
+
+# --- the internal topics Faust declares come from streams.core.topics ------------------------
+
+
+class RecordingProducer:
+    """Stands in for Faust's producer in ``Topic.declare``: records each create_topic."""
+
+    def __init__(self) -> None:
+        self.created: dict[str, dict[str, Any]] = {}
+
+    async def create_topic(self, topic: str, partitions: int, replication: int, **kw: Any) -> None:
+        self.created[topic] = {"partitions": partitions, "replication": replication, **kw}
+
+
+async def declared(topic: Any) -> dict[str, Any]:
+    """What Faust's own ``declare()`` asks the broker for, as the broker gets it: the
+    aiokafka transport's cleanup/retention flags with the topic's config on top."""
+    producer = RecordingProducer()
+
+    async def get_producer() -> RecordingProducer:
+        return producer
+
+    topic._get_producer = get_producer  # the one seam declare() has; this instance only
+    await topic.declare()
+    [(name, call)] = producer.created.items()
+    config = dict(
+        AIOKafkaTransport._topic_config(
+            None,  # type: ignore[arg-type]
+            call["retention"],
+            call["compacting"],
+            call["deleting"],
+        )
+    )
+    config.update(call["config"])
+    return {
+        "name": name,
+        "partitions": call["partitions"],
+        "replication": call["replication"],
+        "config": config,
+    }
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {
+            "CONVSTREAM_APP_ID": "ads",
+            "CONVSTREAM_BATCH_PARTITIONS": "3",
+            "CONVSTREAM_TOPIC_REPLICATION_FACTOR": "1",
+            "CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS": "1",
+        },
+    ],
+)
+async def test_faust_declares_the_internal_topics_as_specified(env: dict[str, str]) -> None:
+    settings = Settings.from_env({"CONVSTREAM_BROKER": "kafka://127.0.0.1:1", **env})
+    app, _pipeline = create_app(settings, {}, Metrics())
+    try:
+        table = app.tables[DEDUPE_TABLE]
+        [batch_agent] = app.agents.values()
+        batch_topic = batch_agent.channel
+        leader = app._leader_assignor._leader_topic
+        specs = {s.role: s for s in topic_specs(settings) if s.internal}
+        faust_topics = {
+            TopicRole.BATCHES: batch_topic,
+            TopicRole.CHANGELOG: table.changelog_topic,
+            TopicRole.LEADER: leader,
+        }
+        assert set(faust_topics) == set(specs)
+        for role, topic in faust_topics.items():
+            spec = specs[role]
+            assert await declared(topic) == {
+                "name": spec.name,
+                "partitions": spec.partitions,
+                "replication": spec.replication_factor,
+                "config": dict(spec.config),
+            }, role
+        assert app._leader_assignor._leader_tp.topic == specs[TopicRole.LEADER].name
+    finally:
+        for close in app.close_hooks:
+            close()
