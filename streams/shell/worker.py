@@ -177,7 +177,8 @@ def preflight_kafka(settings: Settings) -> str | None:
     if not reachable:
         _log.warning(
             "no Kafka broker answered within %.0fs bootstrap=%s protocol=%s: starting anyway, "
-            "the clients keep retrying (check CONVSTREAM_BROKER)",
+            "the clients keep retrying (check CONVSTREAM_BROKER, and "
+            "CONVSTREAM_KAFKA_SECURITY_PROTOCOL: a TLS listener does not answer PLAINTEXT)",
             PREFLIGHT_SECONDS,
             connection.bootstrap_servers,
             connection.security_protocol,
