@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
             "(invalid lines too: the worker is the one that judges them). Waits for the broker's "
             "delivery report of every message."
         ),
-        epilog="Exit status: 0 if every message was delivered, 1 if any failed, 2 on usage errors.",
+        epilog=(
+            "Exit status: 0 if every message was delivered, 1 if any failed, 2 on usage errors "
+            "and when the cluster refused the credentials or certificates."
+        ),
     )
     send.add_argument(
         "file", type=Path, metavar="FILE.jsonl", help="one JSON event per line; - reads stdin"
@@ -68,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--topic", help="topic to produce to (default: CONVSTREAM_INPUT_TOPIC, 'conversions')"
     )
     send.add_argument(
-        "--broker", help="bootstrap host:port (default: from CONVSTREAM_BROKER, localhost:9092)"
+        "--broker",
+        help="bootstrap host:port (default: from CONVSTREAM_BROKER, localhost:9092); the "
+        "CONVSTREAM_KAFKA_* security settings apply to it too",
     )
     send.add_argument(
         "--timeout",
@@ -130,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Exit status: 0 done, 1 the broker was unreachable or refused a record, 2 usage "
-            "error or missing topic, 130 interrupted (Ctrl-C / SIGTERM; acknowledged records "
-            "are committed)."
+            "error, missing topic or refused credentials/certificates, 130 interrupted "
+            "(Ctrl-C / SIGTERM; acknowledged records are committed)."
         ),
     )
     replay.add_argument(
@@ -321,12 +326,19 @@ def _run_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_send(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+
     from streams.commands.send import run_send
     from streams.config import bootstrap_servers
 
+    connection = settings.kafka
+    if args.broker:  # another cluster, reached with the same security settings
+        connection = dataclasses.replace(
+            connection, bootstrap_servers=bootstrap_servers(args.broker)
+        )
     return run_send(
         args.file,
-        bootstrap=bootstrap_servers(args.broker) if args.broker else settings.bootstrap_servers,
+        connection=connection,
         topic=args.topic or settings.input_topic,
         timeout=args.timeout,
         progress=not args.no_progress,
@@ -369,7 +381,7 @@ def _run_replay(args: argparse.Namespace, settings: Settings) -> int:
         print(f"convstream replay: {exc}", file=sys.stderr)
         return 2
     options = ReplayOptions(
-        bootstrap=settings.bootstrap_servers,
+        connection=settings.kafka,
         dlq_topic=settings.dlq_topic,
         target_topic=args.to or settings.input_topic,
         group=args.group or f"{settings.app_id}-replay",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import phonenumbers
 
@@ -90,24 +90,246 @@ class GoogleAdsSettings:
     (``CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS``)."""
 
 
+class SecurityProtocol(StrEnum):
+    """How Kafka clients talk to the brokers (librdkafka's and Kafka's names)."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+    @property
+    def uses_tls(self) -> bool:
+        return self in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
+
+
+class SaslMechanism(StrEnum):
+    """The SASL mechanisms both client stacks (librdkafka and aiokafka) support alike."""
+
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+# The variables' names (contract), used in every message about them. (S105: names, not
+# passwords.)
+KAFKA_SECURITY_PROTOCOL = "CONVSTREAM_KAFKA_SECURITY_PROTOCOL"
+KAFKA_SASL_MECHANISM = "CONVSTREAM_KAFKA_SASL_MECHANISM"
+KAFKA_SASL_USERNAME = "CONVSTREAM_KAFKA_SASL_USERNAME"
+KAFKA_SASL_PASSWORD = "CONVSTREAM_KAFKA_SASL_PASSWORD"  # noqa: S105
+KAFKA_SASL_PASSWORD_FILE = "CONVSTREAM_KAFKA_SASL_PASSWORD_FILE"  # noqa: S105
+KAFKA_SSL_CA_FILE = "CONVSTREAM_KAFKA_SSL_CA_FILE"
+KAFKA_SSL_CERT_FILE = "CONVSTREAM_KAFKA_SSL_CERT_FILE"
+KAFKA_SSL_KEY_FILE = "CONVSTREAM_KAFKA_SSL_KEY_FILE"
+KAFKA_SSL_KEY_PASSWORD = "CONVSTREAM_KAFKA_SSL_KEY_PASSWORD"  # noqa: S105
+KAFKA_SSL_CHECK_HOSTNAME = "CONVSTREAM_KAFKA_SSL_CHECK_HOSTNAME"
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaConnection:
-    """How every Kafka client of convstream reaches the cluster.
+    """How every Kafka client of convstream reaches the cluster: the bootstrap list and
+    the security settings (``CONVSTREAM_BROKER`` and ``CONVSTREAM_KAFKA_*``).
 
     Built once from the environment (:attr:`Settings.kafka`) and turned into client
     configurations in one place only, :mod:`streams.kafka.clients`, so that the worker,
     its readers and producers, ``send``, ``replay``, ``demo`` and ``doctor`` connect alike.
+
+    A contradictory or incomplete combination raises :class:`ConfigError` naming the
+    variable (``__post_init__``); that the files exist and can be read is checked when the
+    settings are read from the environment. The passwords are kept out of ``repr`` and out
+    of every message.
     """
 
     bootstrap_servers: str
     """``host:port[,host:port...]``."""
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    sasl_password_variable: str = KAFKA_SASL_PASSWORD
+    """Where the password came from (``..._PASSWORD`` or ``..._PASSWORD_FILE``): the
+    variable an authentication failure tells the operator to check."""
+    ssl_ca_file: Path | None = None
+    """None with TLS: the system's CA store."""
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_key_password: str | None = field(default=None, repr=False)
+    ssl_check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        protocol = self.security_protocol
+        if protocol.uses_sasl:
+            missing = [
+                name
+                for name, value in (
+                    (KAFKA_SASL_MECHANISM, self.sasl_mechanism),
+                    (KAFKA_SASL_USERNAME, self.sasl_username),
+                    (f"{KAFKA_SASL_PASSWORD} or {KAFKA_SASL_PASSWORD_FILE}", self.sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigError(
+                    f"{KAFKA_SECURITY_PROTOCOL}={protocol} needs SASL credentials: set "
+                    f"{', '.join(missing)} (mechanism one of {_choices(SaslMechanism)})"
+                )
+        else:
+            given = [
+                name
+                for name, value in (
+                    (KAFKA_SASL_MECHANISM, self.sasl_mechanism),
+                    (KAFKA_SASL_USERNAME, self.sasl_username),
+                    (self.sasl_password_variable, self.sasl_password),
+                )
+                if value
+            ]
+            if given:
+                raise ConfigError(
+                    f"{given[0]} is set but {KAFKA_SECURITY_PROTOCOL}={protocol} does not use "
+                    "SASL: set the protocol to SASL_SSL (or SASL_PLAINTEXT), or unset "
+                    f"{', '.join(given)}"
+                )
+        if not protocol.uses_tls:
+            given = [
+                name
+                for name, value in (
+                    (KAFKA_SSL_CA_FILE, self.ssl_ca_file),
+                    (KAFKA_SSL_CERT_FILE, self.ssl_cert_file),
+                    (KAFKA_SSL_KEY_FILE, self.ssl_key_file),
+                    (KAFKA_SSL_KEY_PASSWORD, self.ssl_key_password),
+                )
+                if value
+            ]
+            if given:
+                raise ConfigError(
+                    f"{given[0]} is set but {KAFKA_SECURITY_PROTOCOL}={protocol} does not use "
+                    f"TLS: set the protocol to SSL or SASL_SSL, or unset {', '.join(given)}"
+                )
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            have, lack = (
+                (KAFKA_SSL_CERT_FILE, KAFKA_SSL_KEY_FILE)
+                if self.ssl_key_file is None
+                else (KAFKA_SSL_KEY_FILE, KAFKA_SSL_CERT_FILE)
+            )
+            raise ConfigError(
+                f"{have} is set without {lack}: a client certificate (mTLS) needs both the "
+                "certificate and its private key; set both or neither"
+            )
+        if self.ssl_key_password and self.ssl_key_file is None:
+            raise ConfigError(
+                f"{KAFKA_SSL_KEY_PASSWORD} is set without {KAFKA_SSL_KEY_FILE}: it decrypts "
+                "the client key; set the key file or unset the password"
+            )
+
+    @property
+    def secured(self) -> bool:
+        """Whether anything beyond PLAINTEXT is configured."""
+        return self.security_protocol is not SecurityProtocol.PLAINTEXT
+
+
+def _kafka_connection(read: _Reader, bootstrap: str) -> KafkaConnection:
+    """The ``CONVSTREAM_KAFKA_*`` block: read, files checked, combination checked."""
+    protocol_text = read.text(KAFKA_SECURITY_PROTOCOL, SecurityProtocol.PLAINTEXT.value)
+    protocol = _upper_choice(KAFKA_SECURITY_PROTOCOL, protocol_text, SecurityProtocol)
+    mechanism_text = read.text(KAFKA_SASL_MECHANISM, "")
+    mechanism = (
+        _upper_choice(KAFKA_SASL_MECHANISM, mechanism_text, SaslMechanism)
+        if mechanism_text
+        else None
+    )
+    password = read.password(KAFKA_SASL_PASSWORD)
+    password_file = read.path(KAFKA_SASL_PASSWORD_FILE)
+    password_variable = KAFKA_SASL_PASSWORD
+    if password is not None and password_file is not None:
+        raise ConfigError(
+            f"{KAFKA_SASL_PASSWORD} and {KAFKA_SASL_PASSWORD_FILE} are both set: set only one "
+            "(the file suits a mounted secret)"
+        )
+    if password_file is not None:
+        password = _password_from_file(password_file)
+        password_variable = KAFKA_SASL_PASSWORD_FILE
+    return KafkaConnection(
+        bootstrap_servers=bootstrap,
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
+        sasl_username=read.text(KAFKA_SASL_USERNAME, "") or None,
+        sasl_password=password,
+        sasl_password_variable=password_variable,
+        ssl_ca_file=_readable_file(read, KAFKA_SSL_CA_FILE),
+        ssl_cert_file=_readable_file(read, KAFKA_SSL_CERT_FILE),
+        ssl_key_file=_readable_file(read, KAFKA_SSL_KEY_FILE),
+        ssl_key_password=read.password(KAFKA_SSL_KEY_PASSWORD),
+        ssl_check_hostname=read.flag(KAFKA_SSL_CHECK_HOSTNAME, True),
+    )
+
+
+def _upper_choice(name: str, value: str, kind: type[StrEnum]) -> Any:
+    try:
+        return kind(value.upper())
+    except ValueError:
+        raise ConfigError(
+            f"{name}={value!r} is invalid: expected one of {_choices(kind)}"
+        ) from None
+
+
+def _choices(kind: type[StrEnum]) -> str:
+    return ", ".join(member.value for member in kind)
+
+
+def _readable_file(read: _Reader, name: str) -> Path | None:
+    """``name``'s path, after checking it is a file this process can read."""
+    path = read.path(name)
+    if path is None:
+        return None
+    _check_readable(name, path)
+    return path
+
+
+def _check_readable(name: str, path: Path, what: str = "a PEM file") -> None:
+    if not path.exists():
+        raise ConfigError(f"{name}={str(path)!r} is invalid: no such file; give the path of {what}")
+    if not path.is_file():
+        raise ConfigError(f"{name}={str(path)!r} is invalid: not a file; give the path of {what}")
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{name}={str(path)!r} is invalid: cannot be read ({exc.strerror}); check its "
+            "permissions for the user convstream runs as"
+        ) from None
+
+
+def _password_from_file(path: Path) -> str:
+    """The file's content without its trailing line break (as ``echo secret > file`` or a
+    mounted Kubernetes secret leaves it)."""
+    _check_readable(KAFKA_SASL_PASSWORD_FILE, path, "a file holding the password")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(
+            f"{KAFKA_SASL_PASSWORD_FILE}={str(path)!r} is invalid: not a UTF-8 text file"
+        ) from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise ConfigError(
+            f"{KAFKA_SASL_PASSWORD_FILE}={str(path)!r} is invalid: the file is empty; "
+            "it must hold the SASL password"
+        )
+    return password
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The worker's and the CLI's configuration (contract names: README.md, "Configuration")."""
 
-    broker: str = "kafka://localhost:9092"
+    kafka: KafkaConnection = KafkaConnection("localhost:9092")
+    """CONVSTREAM_BROKER and the CONVSTREAM_KAFKA_* security settings: what every Kafka
+    client needs to connect (see :mod:`streams.kafka.clients`)."""
     app_id: str = "convstream"
     input_topic: str = "conversions"
     results_topic: str = "conversions.results"
@@ -182,12 +404,12 @@ class Settings:
     @property
     def bootstrap_servers(self) -> str:
         """The broker list in the ``host:port,host:port`` form Kafka clients take."""
-        return bootstrap_servers(self.broker)
+        return self.kafka.bootstrap_servers
 
     @property
-    def kafka(self) -> KafkaConnection:
-        """What every Kafka client needs to connect (see :mod:`streams.kafka.clients`)."""
-        return KafkaConnection(self.bootstrap_servers)
+    def broker(self) -> str:
+        """The broker list as Faust's URL: ``kafka://a:9092;kafka://b:9092``."""
+        return ";".join(f"kafka://{host}" for host in self.bootstrap_servers.split(","))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -198,8 +420,9 @@ class Settings:
         env = os.environ if env is None else env
         read = _Reader(env)
         defaults = cls()
+        broker = read.text("CONVSTREAM_BROKER", defaults.broker, check=_check_broker)
         settings = cls(
-            broker=read.text("CONVSTREAM_BROKER", defaults.broker, check=_check_broker),
+            kafka=_kafka_connection(read, bootstrap_servers(broker)),
             app_id=read.text("CONVSTREAM_APP_ID", defaults.app_id),
             input_topic=read.text("CONVSTREAM_INPUT_TOPIC", defaults.input_topic, _check_topic),
             results_topic=read.text(
@@ -540,6 +763,12 @@ class _Reader:
         if problem:
             raise ConfigError(f"{name} is invalid: {problem}")
         return value
+
+    def password(self, name: str) -> str | None:
+        """A secret taken as it is (spaces are a password's own), None when unset or empty;
+        nothing here can fail, so nothing ever quotes it."""
+        value = self._env.get(name)
+        return value if value else None
 
     def path(self, name: str) -> Path | None:
         value = self._raw(name)

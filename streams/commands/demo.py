@@ -37,9 +37,10 @@ from rich.table import Table
 from streams.commands.jsonl import iter_lines
 from streams.commands.send import send_jsonl
 from streams.commands.validate import validate_lines
-from streams.config import Settings
+from streams.config import KafkaConnection, Settings
 from streams.core import headers as H
 from streams.core.headers import decode_headers
+from streams.kafka.clients import librdkafka_config
 from streams.local.broker import ONE_NODE_TOPIC_ENV, EmbeddedBroker, create_topics, free_port
 from streams.local.sandbox.google_ads import (
     FakeGoogleAds,
@@ -121,25 +122,26 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
             settings.upload_status_topic,
         ]
         create_topics(b.address, topics)
+        local = KafkaConnection(b.address)  # the embedded broker: PLAINTEXT on 127.0.0.1
         with _worker(b.url, settings, Path(workdir), sandbox_env) as worker:
             console.print(f"worker: pid {worker.process.pid}, metrics {worker.metrics_url}")
-            run.sent = send_jsonl(path, b.address, settings.input_topic).delivered
+            run.sent = send_jsonl(path, local, settings.input_topic).delivered
             console.print(f"sent {run.sent} messages to [bold]{settings.input_topic}[/]")
             run.results = [
                 orjson.loads(m.value() or b"null")
-                for m in _read(b.address, settings.results_topic, run.sent, worker)
+                for m in _read(local, settings.results_topic, run.sent, worker)
             ]
             # Yandex processes a file after accepting it: the worker polls each upload
             # until it is final and publishes one status record per file.
             run.upload_statuses = [
                 orjson.loads(m.value() or b"null")
-                for m in _read(b.address, settings.upload_status_topic, len(yandex.uploads), worker)
+                for m in _read(local, settings.upload_status_topic, len(yandex.uploads), worker)
             ]
             run.metrics = worker.scrape()
             run.worker_exit = worker.stop()
             if len(run.results) < run.sent:
                 console.print(worker.log_tail())
-        run.dead_letters = _read(b.address, settings.dlq_topic, _rejected(run.results), None)
+        run.dead_letters = _read(local, settings.dlq_topic, _rejected(run.results), None)
         run.google_requests = len(google.received)
         run.google_rows = sum(_rows(r.request) for r in google.received)
         run.yandex_files = len(yandex.uploads)
@@ -217,7 +219,9 @@ def _worker(
 ) -> Iterator[_WorkerProcess]:
     port = free_port()
     env = {
-        **os.environ,
+        # The embedded broker speaks PLAINTEXT: a shell configured for a real cluster
+        # must not hand the demo's worker its security settings.
+        **{k: v for k, v in os.environ.items() if not k.startswith("CONVSTREAM_KAFKA_")},
         **sandbox_env,
         "CONVSTREAM_BROKER": broker_url,
         "CONVSTREAM_APP_ID": f"convstream-demo-{uuid.uuid4().hex[:8]}",
@@ -255,17 +259,20 @@ def _worker(
 
 
 def _read(
-    bootstrap: str, topic: str, expected: int, worker: _WorkerProcess | None
+    connection: KafkaConnection, topic: str, expected: int, worker: _WorkerProcess | None
 ) -> list[Message]:
     """Read ``topic`` from the beginning until ``expected`` messages arrived (counting:
     tansu's end offsets are unreliable), the worker died, or the time is up."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "convstream-demo-reader",
-            "enable.auto.commit": False,
-            "log.connection.close": False,
-        }
+        librdkafka_config(
+            connection,
+            client="demo-reader",
+            **{
+                "group.id": "convstream-demo-reader",
+                "enable.auto.commit": False,
+                "log.connection.close": False,
+            },
+        )
     )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

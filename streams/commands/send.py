@@ -20,6 +20,13 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.commands.jsonl import STDIN, iter_lines
+from streams.config import ConfigError, KafkaConnection
+from streams.kafka.clients import (
+    PREFLIGHT_SECONDS,
+    KafkaConnectError,
+    check_connection,
+    librdkafka_config,
+)
 
 MAX_ERRORS_KEPT = 10
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
@@ -61,7 +68,7 @@ def message_key(line: bytes) -> bytes | None:
 
 def send_jsonl(
     path: Path,
-    bootstrap: str,
+    connection: KafkaConnection,
     topic: str,
     *,
     timeout: float = 30.0,
@@ -75,17 +82,20 @@ def send_jsonl(
     """
     report = SendReport()
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            # A retried produce neither duplicates nor reorders: a duplicate would be deduped,
-            # but it would still get a result of its own ("duplicate").
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 20,
-            "message.timeout.ms": max(1, int(timeout * 1000)),
-            "message.max.bytes": MAX_MESSAGE_BYTES,
-            "log.connection.close": False,
-        }
+        librdkafka_config(
+            connection,
+            client="send",
+            acks="all",
+            **{
+                # A retried produce neither duplicates nor reorders: a duplicate would be
+                # deduped, but it would still get a result of its own ("duplicate").
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "message.timeout.ms": max(1, int(timeout * 1000)),
+                "message.max.bytes": MAX_MESSAGE_BYTES,
+                "log.connection.close": False,
+            },
+        )
     )
 
     def delivered(line_number: int) -> Callable[[KafkaError | None, Message], None]:
@@ -131,8 +141,11 @@ def _produce(
             return
 
 
-def run_send(path: Path, *, bootstrap: str, topic: str, timeout: float, progress: bool) -> int:
-    """The CLI handler: 0 if every line was delivered, 1 if any failed, 2 if unreadable."""
+def run_send(
+    path: Path, *, connection: KafkaConnection, topic: str, timeout: float, progress: bool
+) -> int:
+    """The CLI handler: 0 if every line was delivered, 1 if any failed, 2 if unreadable or
+    the cluster refused the connection (credentials, certificates: a configuration error)."""
     from rich.console import Console
     from rich.progress import Progress, TransferSpeedColumn
 
@@ -140,6 +153,14 @@ def run_send(path: Path, *, bootstrap: str, topic: str, timeout: float, progress
     if path != STDIN and not path.is_file():
         console.print(f"convstream send: cannot read {path}: no such file")
         return 2
+    try:
+        # A refused login would otherwise end as "0 delivered" after the whole timeout.
+        # An unreachable cluster is left to the delivery reports, as before.
+        check_connection(connection, timeout=min(timeout, PREFLIGHT_SECONDS))
+    except (KafkaConnectError, ConfigError) as exc:
+        print(f"convstream send: Kafka at {connection.bootstrap_servers}: {exc}", file=sys.stderr)
+        return 2
+    bootstrap = connection.bootstrap_servers
     try:
         if progress and console.is_terminal and path != STDIN:
             with Progress(
@@ -151,13 +172,13 @@ def run_send(path: Path, *, bootstrap: str, topic: str, timeout: float, progress
                 task = bar.add_task(f"sending {path.name}", total=path.stat().st_size)
                 report = send_jsonl(
                     path,
-                    bootstrap,
+                    connection,
                     topic,
                     timeout=timeout,
                     on_progress=lambda size: bar.advance(task, size),
                 )
         else:
-            report = send_jsonl(path, bootstrap, topic, timeout=timeout)
+            report = send_jsonl(path, connection, topic, timeout=timeout)
     except OSError as exc:
         console.print(f"convstream send: cannot read {path}: {exc.strerror}")
         return 2

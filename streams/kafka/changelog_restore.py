@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.config import KafkaConnection
+from streams.kafka.clients import librdkafka_config
 from streams.kafka.read import data_messages
 
 _log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class RestoreReport:
 
 def restore_changelog(
     store: ChangelogStore,
-    bootstrap_servers: str,
+    connection: KafkaConnection,
     topic: str,
     partitions: int,
     tp_factory: Any = _TP,
@@ -92,13 +94,16 @@ def restore_changelog(
     """
     started = time.monotonic()
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"{topic}-restore",  # required by librdkafka; nothing is committed
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "log.connection.close": False,
-        }
+        librdkafka_config(
+            connection,
+            client="changelog-restore",
+            **{
+                "group.id": f"{topic}-restore",  # required by librdkafka; nothing is committed
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "log.connection.close": False,
+            },
+        )
     )
     records = 0
     try:

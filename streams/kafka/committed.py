@@ -15,18 +15,24 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.config import KafkaConnection
+from streams.kafka.clients import librdkafka_config
+
 
 class CommittedOffsets:
     """Fetches a group's committed offsets (or the log start when there is none)."""
 
-    def __init__(self, bootstrap: str, group_id: str) -> None:
+    def __init__(self, connection: KafkaConnection, group_id: str) -> None:
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "log.connection.close": False,
-            }
+            librdkafka_config(
+                connection,
+                client="committed-offsets",
+                **{
+                    "group.id": group_id,
+                    "enable.auto.commit": False,
+                    "log.connection.close": False,
+                },
+            )
         )
 
     def fetch(

@@ -62,6 +62,7 @@ from streams.core.acks import OffsetGate
 from streams.core.headers import replay_count
 from streams.core.model import SourcePosition
 from streams.core.outcomes import Received
+from streams.kafka.clients import librdkafka_config
 from streams.kafka.committed import CommittedOffsets
 from streams.ops.metrics import Metrics
 from streams.stages.ingest import Ingest
@@ -133,22 +134,25 @@ class InputConsumer:
         session_ms = int(settings.session_timeout_seconds * 1000)
         fetch_bytes = max(settings.max_message_bytes * 2, 1 << 20) + 65_536
         consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": ingest_group(settings),
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": session_ms,
-                # Also the rebalance timeout: how long a join may wait for the members.
-                "max.poll.interval.ms": max(MAX_POLL_INTERVAL_MS, session_ms + 1000),
-                "heartbeat.interval.ms": max(200, session_ms // 6),
-                "partition.assignment.strategy": "range",
-                "max.partition.fetch.bytes": fetch_bytes,
-                "fetch.max.bytes": max(fetch_bytes, 52_428_800),
-                "log.connection.close": False,
-                "on_commit": self._on_commit,
-            }
+            librdkafka_config(
+                settings.kafka,
+                client="input-consumer",
+                **{
+                    "group.id": ingest_group(settings),
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": session_ms,
+                    # Also the rebalance timeout: how long a join may wait for the members.
+                    "max.poll.interval.ms": max(MAX_POLL_INTERVAL_MS, session_ms + 1000),
+                    "heartbeat.interval.ms": max(200, session_ms // 6),
+                    "partition.assignment.strategy": "range",
+                    "max.partition.fetch.bytes": fetch_bytes,
+                    "fetch.max.bytes": max(fetch_bytes, 52_428_800),
+                    "log.connection.close": False,
+                    "on_commit": self._on_commit,
+                },
+            )
         )
         consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._joining_since = time.monotonic()
@@ -250,7 +254,7 @@ class InputConsumer:
         missing = [(tp.topic, tp.partition) for tp in committed if tp.offset == OFFSET_INVALID]
         legacy: dict[tuple[str, int], int] = {}
         if missing:
-            previous = CommittedOffsets(self._settings.bootstrap_servers, self._settings.app_id)
+            previous = CommittedOffsets(self._settings.kafka, self._settings.app_id)
             try:
                 legacy = previous.fetch(missing)
             finally:

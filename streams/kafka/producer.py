@@ -31,6 +31,9 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from streams.config import KafkaConnection
+from streams.kafka.clients import librdkafka_config
+
 _log = logging.getLogger(__name__)
 
 POLL_SECONDS: Final = 0.05
@@ -85,20 +88,29 @@ class _Group:
 class OutputProducer:
     """A librdkafka producer plus the thread that serves its delivery reports."""
 
-    def __init__(self, bootstrap_servers: str, max_record_bytes: int, **config: Any) -> None:
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        max_record_bytes: int,
+        client: str = "output-producer",
+        **config: Any,
+    ) -> None:
         self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "acks": "all",
-                # Per-partition order and no duplicates on retries: a settled key's
-                # changelog records must be read back in the order they were written.
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "message.max.bytes": max_record_bytes,
-                "partitioner": "murmur2_random",  # same partition for a key as Java clients
-                "log.connection.close": False,
-                **config,
-            }
+            librdkafka_config(
+                connection,
+                client=client,
+                acks="all",
+                **{
+                    # Per-partition order and no duplicates on retries: a settled key's
+                    # changelog records must be read back in the order they were written.
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "message.max.bytes": max_record_bytes,
+                    "partitioner": "murmur2_random",  # same partition for a key as Java
+                    "log.connection.close": False,
+                    **config,
+                },
+            )
         )
         self._stop = threading.Event()
         self._completed: deque[_Group] = deque()  # appended and drained thread-safely

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from streams.config import KafkaConnection
+from streams.kafka.clients import librdkafka_config
+
 
 def data_messages(
     messages: Iterable[Message], pending: set[int]
@@ -40,19 +43,22 @@ def data_messages(
 
 
 def first_offset_from(
-    bootstrap: str, topic: str, partition: int, offset: int, timeout: float = 10.0
+    connection: KafkaConnection, topic: str, partition: int, offset: int, timeout: float = 10.0
 ) -> int | None:
     """The offset of the first message at or after ``offset`` in one partition: ``offset``
     itself when that message exists, a higher one when the log has a gap there, None when
     nothing came within ``timeout`` (or the partition ends there). Blocking; no group."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "convstream-gap-check",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "log.connection.close": False,
-        }
+        librdkafka_config(
+            connection,
+            client="gap-check",
+            **{
+                "group.id": "convstream-gap-check",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "log.connection.close": False,
+            },
+        )
     )
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
@@ -72,7 +78,7 @@ def first_offset_from(
 
 
 def values_to_end(
-    bootstrap: str,
+    connection: KafkaConnection,
     topic: str,
     starts: dict[int, int],
     keep: Callable[[bytes], bool],
@@ -87,13 +93,16 @@ def values_to_end(
     if not starts:
         return [], True
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "convstream-read-ahead",  # required by librdkafka; nothing committed
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "log.connection.close": False,
-        }
+        librdkafka_config(
+            connection,
+            client="read-ahead",
+            **{
+                "group.id": "convstream-read-ahead",  # required by librdkafka; nothing committed
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "log.connection.close": False,
+            },
+        )
     )
     found: list[tuple[int, bytes]] = []
     pending = set(starts)

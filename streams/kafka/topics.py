@@ -87,6 +87,9 @@ class TopicReport:
         return ", ".join(dict.fromkeys(str(f.problem) for f in self.findings))
 
 
+_ADMIN_OVERRIDES: dict[str, Any] = {"log.connection.close": False}
+
+
 class TopicAdmin:
     """Describes and creates topics through one AdminClient."""
 
@@ -94,7 +97,7 @@ class TopicAdmin:
         self._timeout = timeout
         self._bootstrap = settings.bootstrap_servers
         self._admin = AdminClient(
-            librdkafka_config(settings.kafka, **{"log.connection.close": False})
+            librdkafka_config(settings.kafka, client="topics", **_ADMIN_OVERRIDES)
         )
 
     def describe(self, names: Iterable[str]) -> dict[str, TopicState | None]:

@@ -6,7 +6,8 @@ dead letter's value is an event, hashed or not).
 
 Exit status: 0 the run reached the end of the dead letters as they were at start (or
 ``--limit``); 1 the broker was unreachable, or refused or did not acknowledge a record
-(what was acknowledged is committed); 2 usage error or missing topic; 130 stopped by
+(what was acknowledged is committed); 2 usage error, missing topic, or the cluster refused
+the connection (credentials, certificates: the message names the variable); 130 stopped by
 Ctrl-C / SIGTERM after committing what was acknowledged (not 0, so a script can tell the
 run did not finish: rerun the same command to continue).
 """
@@ -24,6 +25,8 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
+from streams.config import ConfigError
+from streams.kafka.clients import PREFLIGHT_SECONDS, KafkaConnectError, check_connection
 from streams.replay.runner import (
     MissingTopicError,
     Replay,
@@ -65,6 +68,16 @@ def _stop_on_signals(flag: _StopFlag) -> Iterator[None]:
 def run_replay(options: ReplayOptions, *, progress: bool = True) -> int:
     """The CLI handler; see the module docstring for the exit status."""
     console = Console(stderr=True)
+    try:
+        # A refused login would otherwise retry until the timeout and end as a bare
+        # "Kafka error"; an unreachable cluster is left to the run, as before.
+        check_connection(options.connection, timeout=min(options.timeout, PREFLIGHT_SECONDS))
+    except (KafkaConnectError, ConfigError) as exc:
+        print(
+            f"convstream replay: Kafka at {options.connection.bootstrap_servers}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
     flag = _StopFlag()
     failure: ReplayError | None = None
     with _stop_on_signals(flag):

@@ -40,9 +40,11 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from streams.config import KafkaConnection
 from streams.core import headers as H
 from streams.core.headers import Headers, decode_headers, replay_count
 from streams.errors import ConvstreamError
+from streams.kafka.clients import librdkafka_config
 from streams.kafka.read import data_messages
 from streams.replay.filters import Decision, ReplayFilter, replay_headers
 
@@ -71,7 +73,7 @@ class MissingTopicError(ReplayError):
 class ReplayOptions:
     """One run's parameters (the CLI builds them from the arguments and Settings)."""
 
-    bootstrap: str
+    connection: KafkaConnection
     dlq_topic: str
     target_topic: str
     group: str
@@ -207,27 +209,33 @@ class Replay:
         """
         options = self._options
         consumer = Consumer(
-            {
-                "bootstrap.servers": options.bootstrap,
-                "group.id": options.group,
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                "log.connection.close": False,
-            }
+            librdkafka_config(
+                options.connection,
+                client="replay-consumer",
+                **{
+                    "group.id": options.group,
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "auto.offset.reset": "earliest",
+                    "log.connection.close": False,
+                },
+            )
         )
         producer = None
         if not options.dry_run:
             producer = Producer(
-                {
-                    "bootstrap.servers": options.bootstrap,
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "message.timeout.ms": max(1, int(options.timeout * 1000)),
-                    "message.max.bytes": MAX_MESSAGE_BYTES,
-                    "log.connection.close": False,
-                }
+                librdkafka_config(
+                    options.connection,
+                    client="replay-producer",
+                    acks="all",
+                    **{
+                        "enable.idempotence": True,
+                        "linger.ms": 5,
+                        "message.timeout.ms": max(1, int(options.timeout * 1000)),
+                        "message.max.bytes": MAX_MESSAGE_BYTES,
+                        "log.connection.close": False,
+                    },
+                )
             )
         try:
             starts = self._starts(consumer)

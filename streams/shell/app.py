@@ -23,6 +23,7 @@ from typing import Any
 
 import faust
 from faust.assignor import LeaderAssignor
+from faust.auth import Credentials
 from faust.streams import current_event
 from faust.types import TP, TopicT
 from mode.utils.objects import cached_property
@@ -31,6 +32,7 @@ from streams.config import DedupeStore, Settings
 from streams.core.dedupe import DedupeGate
 from streams.core.outcomes import OutputRecord
 from streams.core.topics import DEDUPE_TABLE, TopicRole, TopicSpec, changelog_topic_name, spec_of
+from streams.kafka.clients import AiokafkaSecurity, aiokafka_security
 from streams.kafka.input_consumer import InputConsumer
 from streams.kafka.producer import OutputProducer, Record
 from streams.kafka.topics import max_record_bytes, topic_specs
@@ -115,6 +117,9 @@ class ConvstreamApp(faust.App):
             settings.app_id,
             topic_specs=topic_specs(settings),
             broker=settings.broker,
+            # Faust's consumer, producer and topic creation (aiokafka), secured as the
+            # librdkafka clients are: the same KafkaConnection, through streams.kafka.clients.
+            broker_credentials=broker_credentials(aiokafka_security(settings.kafka)),
             store=store,
             datadir=str(settings.data_dir),
             topic_partitions=settings.batch_partitions,
@@ -258,7 +263,7 @@ def create_app(
     )
     app.flush_hooks += [ingest.flush, pipeline.flush_now]
     app.drain_hooks += [ingest.drain, lambda: pipeline.drain_until_quiet(SHUTDOWN_QUIET_SECONDS)]
-    reads = KafkaReads(settings.bootstrap_servers, settings.app_id, batch_topic_name)
+    reads = KafkaReads(settings.kafka, settings.app_id, batch_topic_name)
     partitions = BatchPartitions(
         batch_topic_name,
         settings.batch_partitions,
@@ -348,14 +353,15 @@ class WorkerProducers:
         self._batch_topic = batch_topic
         self._dedupe_table = dedupe_table
         self._topic_of = {"result": settings.results_topic, "dead_letter": settings.dlq_topic}
-        self._output = OutputProducer(settings.bootstrap_servers, max_record_bytes(settings))
+        self._output = OutputProducer(settings.kafka, max_record_bytes(settings))
         # Its own producer, batched by CONVSTREAM_PRODUCER_BATCH_BYTES: on the embedded tansu
         # broker, Faust's recovery reads a changelog correctly only when every record is its
         # own batch (1 in tests; see docs/kafka-brokers.md); the results keep librdkafka's
         # batching.
         self._changelog = OutputProducer(
-            settings.bootstrap_servers,
+            settings.kafka,
             max_record_bytes(settings),
+            "changelog-producer",
             **{"batch.size": settings.producer_batch_bytes},
         )
 
@@ -385,3 +391,20 @@ def cast_app(app: Any) -> ConvstreamApp:
     """The app a Faust service belongs to, as the ConvstreamApp it is."""
     assert isinstance(app, ConvstreamApp), type(app)
     return app
+
+
+def broker_credentials(security: AiokafkaSecurity) -> Credentials | None:
+    """Faust's ``broker_credentials`` for the aiokafka side of the connection (None:
+    PLAINTEXT). Faust hands them to every aiokafka client it makes: the worker's consumer,
+    its producer, and the admin requests that create its topics. A SASL credential with
+    a TLS context is SASL_SSL to Faust, without one SASL_PLAINTEXT."""
+    if security.sasl_mechanism is not None:
+        return faust.SASLCredentials(
+            username=security.sasl_username,
+            password=security.sasl_password,
+            ssl_context=security.ssl_context,
+            mechanism=security.sasl_mechanism,
+        )
+    if security.ssl_context is not None:
+        return faust.SSLCredentials(security.ssl_context)
+    return None

@@ -20,6 +20,7 @@ from typing import Protocol, cast
 from faust.types import TP
 from prometheus_client import Gauge
 
+from streams.config import KafkaConnection
 from streams.core.acks import Ack, OffsetGate
 from streams.kafka.committed import CommittedOffsets
 from streams.kafka.read import first_offset_from, values_to_end
@@ -83,16 +84,16 @@ class KafkaReads:
 
     def __init__(
         self,
-        bootstrap: str,
+        connection: KafkaConnection,
         group_id: str,
         topic: str,
         timeout: float = READ_AHEAD_SECONDS,
     ) -> None:
-        self._bootstrap = bootstrap
+        self._connection = connection
         self._group_id = group_id
         self._topic = topic
         self._timeout = timeout
-        self._committed = CommittedOffsets(bootstrap, group_id)
+        self._committed = CommittedOffsets(connection, group_id)
 
     def committed(self, partitions: Iterable[int]) -> dict[int, int]:
         return self._by_partition(self._committed, partitions)
@@ -100,7 +101,7 @@ class KafkaReads:
     def committed_before_join(self, partitions: Iterable[int]) -> dict[int, int]:
         # Its own reader: a lookup of a topic that does not exist yet (first start) leaves
         # librdkafka's metadata cache saying so, which the assignment's fetch must not see.
-        reader = CommittedOffsets(self._bootstrap, self._group_id)
+        reader = CommittedOffsets(self._connection, self._group_id)
         try:
             return self._by_partition(reader, partitions)
         finally:
@@ -108,7 +109,7 @@ class KafkaReads:
 
     def settlements(self, starts: dict[int, int]) -> tuple[list[tuple[int, Settlement]], bool]:
         values, complete = values_to_end(
-            self._bootstrap, self._topic, starts, wire.is_settlement, self._timeout
+            self._connection, self._topic, starts, wire.is_settlement, self._timeout
         )
         found = []
         for partition, value in values:
@@ -121,7 +122,7 @@ class KafkaReads:
         return found, complete
 
     def first_offset_from(self, partition: int, offset: int) -> int | None:
-        return first_offset_from(self._bootstrap, self._topic, partition, offset)
+        return first_offset_from(self._connection, self._topic, partition, offset)
 
     def _by_partition(self, reader: CommittedOffsets, partitions: Iterable[int]) -> dict[int, int]:
         found = reader.fetch([(self._topic, partition) for partition in partitions])

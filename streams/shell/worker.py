@@ -16,9 +16,10 @@ import faust
 import mode
 import orjson
 
-from streams.config import DedupeStore, Settings
+from streams.config import ConfigError, DedupeStore, Settings
 from streams.core.events import warm_up
 from streams.kafka.changelog_restore import restore_changelog
+from streams.kafka.clients import PREFLIGHT_SECONDS, KafkaConnectError, check_connection
 from streams.kafka.producer import OutputProducer, Record
 from streams.kafka.topics import check_at_startup, max_record_bytes
 from streams.ops.http_endpoints import Readiness
@@ -89,7 +90,9 @@ class StatusPublisher:
     async def __call__(self, record: dict[str, Any]) -> None:
         if self._output is None:
             settings = self._settings
-            self._output = OutputProducer(settings.bootstrap_servers, max_record_bytes(settings))
+            self._output = OutputProducer(
+                settings.kafka, max_record_bytes(settings), "upload-status-producer"
+            )
         await self._output.send_all(
             [
                 Record(
@@ -159,9 +162,46 @@ async def setup_sinks(sinks: Mapping[str, Sink]) -> None:
         await sink.setup()
 
 
+def preflight_kafka(settings: Settings) -> str | None:
+    """Connect to the cluster once before anything else does; the message to exit with
+    when it refused (credentials, certificates, protocol) or a TLS file does not load.
+
+    librdkafka and aiokafka would otherwise retry a refused login forever (or crash deep
+    in Faust's start-up). A cluster that does not answer at all is only a warning: the
+    clients keep trying, as they always did.
+    """
+    connection = settings.kafka
+    try:
+        reachable = check_connection(connection)
+    except (KafkaConnectError, ConfigError) as exc:
+        return f"Kafka at {connection.bootstrap_servers}: {exc}"
+    if not reachable:
+        _log.warning(
+            "no Kafka broker answered within %.0fs bootstrap=%s protocol=%s: starting anyway, "
+            "the clients keep retrying (check CONVSTREAM_BROKER, and "
+            "CONVSTREAM_KAFKA_SECURITY_PROTOCOL: a TLS listener does not answer PLAINTEXT)",
+            PREFLIGHT_SECONDS,
+            connection.bootstrap_servers,
+            connection.security_protocol,
+        )
+    else:
+        _log.info(
+            "kafka reachable bootstrap=%s protocol=%s",
+            connection.bootstrap_servers,
+            connection.security_protocol,
+        )
+    return None
+
+
 def run_worker(settings: Settings) -> int:
-    """Run the worker in the foreground; returns the process exit code."""
+    """Run the worker in the foreground; returns the process exit code (2: a
+    configuration error, including credentials or certificates the cluster refused)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    refused = preflight_kafka(settings)
+    if refused is not None:
+        _log.error("kafka preflight failed: %s", refused)
+        print(f"convstream worker: {refused}", file=sys.stderr, flush=True)
+        return 2
     warm_up()
     metrics = Metrics()
     publisher = StatusPublisher(settings)
@@ -187,7 +227,7 @@ def run_worker(settings: Settings) -> int:
         table = cast("faust.Table[str, list[object]]", app.tables["dedupe"])
         restore_changelog(
             table.data,
-            settings.bootstrap_servers,
+            settings.kafka,
             table.changelog_topic.get_topic_name(),
             settings.batch_partitions,
             tp_factory=faust.types.TP,

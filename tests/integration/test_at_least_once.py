@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.config import KafkaConnection
 from streams.core.dedupe import dedupe_key
 from streams.core.events import parse_event
 from streams.core.model import Event
@@ -159,7 +160,11 @@ def test_restarts_with_waiting_input_lose_nothing_and_keep_dedupe_state(
 def _settled_uploads(bootstrap: str, app_id: str, partitions: int) -> set[str]:
     """Keys whose settlement (status ``uploaded``) reached the batch topic."""
     found, complete = values_to_end(
-        bootstrap, f"{app_id}-batches", dict.fromkeys(range(partitions), 0), wire.is_settlement, 30
+        KafkaConnection(bootstrap),
+        f"{app_id}-batches",
+        dict.fromkeys(range(partitions), 0),
+        wire.is_settlement,
+        30,
     )
     assert complete
     settlements = [wire.decode(value) for _, value in found]

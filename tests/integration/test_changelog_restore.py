@@ -12,6 +12,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from streams.config import KafkaConnection
 from streams.kafka.changelog_restore import restore_changelog
 from streams.local.broker import create_topics
 from tests.support.worker_harness import Topics, WorkerProcess, metric_value, wait_until
@@ -66,7 +67,7 @@ def test_restore_applies_puts_and_tombstones_and_resumes_from_the_persisted_offs
     write_changelog(kafka_bootstrap, topic, records)
 
     store = DictStore()
-    report = restore_changelog(store, kafka_bootstrap, topic, 2)
+    report = restore_changelog(store, KafkaConnection(kafka_bootstrap), topic, 2)
 
     assert report.records == 1_100
     live = {**store.data[0], **store.data[1]}
@@ -77,7 +78,7 @@ def test_restore_applies_puts_and_tombstones_and_resumes_from_the_persisted_offs
 
     # New records after the restore: a second restore reads only those.
     write_changelog(kafka_bootstrap, topic, [(1, b"k1", b"again")])
-    again = restore_changelog(store, kafka_bootstrap, topic, 2)
+    again = restore_changelog(store, KafkaConnection(kafka_bootstrap), topic, 2)
     assert again.records == 1
     assert store.data[1][b"k1"] == b"again"
     assert store.offsets == {0: 549, 1: 550}
@@ -85,7 +86,9 @@ def test_restore_applies_puts_and_tombstones_and_resumes_from_the_persisted_offs
 
 def test_restore_of_a_topic_that_does_not_exist_yet_is_empty(kafka_bootstrap: str) -> None:
     store = DictStore()
-    report = restore_changelog(store, kafka_bootstrap, f"absent-{time.time_ns()}", 4)
+    report = restore_changelog(
+        store, KafkaConnection(kafka_bootstrap), f"absent-{time.time_ns()}", 4
+    )
     assert report.records == 0
     assert store.batches == 0
 

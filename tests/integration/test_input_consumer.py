@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.config import Settings
+from streams.config import KafkaConnection, Settings
 from streams.core.outcomes import Received
 from streams.kafka.committed import CommittedOffsets
 from streams.kafka.input_consumer import InputConsumer
@@ -66,7 +66,7 @@ def test_an_upgrade_starts_where_the_faust_input_agent_left_off(
 
         wait_until(lambda: answered() >= expected, 60, "results from the legacy offsets on")
         assert answered() == expected, "nothing below the Faust group's offsets is read again"
-        committed = CommittedOffsets(kafka_bootstrap, f"{topics.app_id}-ingest")
+        committed = CommittedOffsets(KafkaConnection(kafka_bootstrap), f"{topics.app_id}-ingest")
         try:
             ends = {p: max(o for q, o in positions if q == p) + 1 for p in partitions}
             wait_until(

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streams.config import KafkaConnection
 from streams.replay.filters import ReplayFilter
 from streams.replay.runner import COMMIT_EVERY_SECONDS, Replay, ReplayOptions, ReplayReport
 from tests.support.event_factory import click, encode
@@ -106,7 +107,7 @@ def mixed_dlq(
 def replay(topics: Topics, group: str, **options: object) -> ReplayReport:
     return Replay(
         ReplayOptions(
-            bootstrap=topics.bootstrap,
+            connection=KafkaConnection(topics.bootstrap),
             dlq_topic=topics.dlq,
             target_topic=str(options.pop("to", topics.input)),
             group=group,
@@ -186,7 +187,9 @@ def test_dead_letters_written_during_a_run_wait_for_the_next_run(kafka_bootstrap
             appended.append(1)
             produce_dead_letters(kafka_bootstrap, topics.dlq, late)
 
-    options = ReplayOptions(topics.bootstrap, topics.dlq, topics.input, f"{topics.app_id}-r")
+    options = ReplayOptions(
+        KafkaConnection(topics.bootstrap), topics.dlq, topics.input, f"{topics.app_id}-r"
+    )
     first = Replay(options, on_handled=append_once).run()
     assert first.total("replayed") == 20
     assert Replay(options).run().total("replayed") == 10

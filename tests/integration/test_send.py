@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from streams.commands.send import message_key, send_jsonl
+from streams.config import KafkaConnection
 from tests.support.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,9 @@ def test_every_line_arrives_verbatim_with_event_id_keys(
         b"\n".join([LINES[0], b"", LINES[1], b"   ", LINES[2], LINES[3] + b"\r", LINES[4]]) + b"\n"
     )
     progress: list[int] = []
-    report = send_jsonl(events, kafka_bootstrap, unique_topic, on_progress=progress.append)
+    report = send_jsonl(
+        events, KafkaConnection(kafka_bootstrap), unique_topic, on_progress=progress.append
+    )
     assert (report.lines, report.delivered, report.failed, report.errors) == (5, 5, 0, [])
     assert progress == [len(line) + 1 for line in LINES]
     received = read_topic(kafka_bootstrap, unique_topic, expected=5)
@@ -44,7 +47,7 @@ def test_every_line_arrives_verbatim_with_event_id_keys(
 def test_unreachable_broker_counts_every_line_failed(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"\n".join(LINES[:3]) + b"\n")
-    report = send_jsonl(events, "127.0.0.1:1", "nowhere", timeout=1.0)
+    report = send_jsonl(events, KafkaConnection("127.0.0.1:1"), "nowhere", timeout=1.0)
     assert report.lines == 3
     assert report.delivered == 0
     assert report.failed == 3

@@ -5,6 +5,7 @@ refusing contradictory combinations, and the `convstream topics` hook Job."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -212,7 +213,7 @@ def test_only_contract_names_and_no_secret_as_a_value(values: dict[str, Any]) ->
     assert "CONVSTREAM_KAFKA_SASL_PASSWORD" not in names, "the password is a file, never env"
 
 
-def test_topic_durability_and_the_topics_hook_job() -> None:
+def test_topic_durability_and_the_topics_hook_job(tmp_path: Path) -> None:
     values = with_everything(SASL_SSL_SCRAM)
     values["kafka"]["topics"] = {"replicationFactor": 5, "minInsyncReplicas": 3, "create": True}
     manifests = render(values)
@@ -233,7 +234,13 @@ def test_topic_durability_and_the_topics_hook_job() -> None:
     assert "serviceAccountName" not in pod, "nor does the release's ServiceAccount"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert {k: env[k] for k in data} == data, "the ConfigMap's settings, inline"
-    settings = Settings.from_env({k: v for k, v in env.items() if v is not None})
+    given = {k: v for k, v in env.items() if v is not None}
+    for name in [k for k in given if k.endswith("_FILE")]:  # the mounted secrets, stood in
+        stand_in = tmp_path / name
+        stand_in.write_text("mounted secret\n")
+        given[name] = str(stand_in)
+    settings = Settings.from_env(given)
+    assert settings.kafka.sasl_password == "mounted secret"
     assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (5, 3)
     assert settings.bootstrap_servers == "b-1.msk.example:9096,b-2.msk.example:9096"
     kubernetes_validate.validate(hook, KUBERNETES_VERSION, strict=True)

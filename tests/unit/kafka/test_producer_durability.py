@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from streams.commands import send
-from streams.config import Settings
+from streams.config import KafkaConnection, Settings
 from streams.kafka import producer as output
 from streams.replay import runner
 from streams.shell.app import ConvstreamApp
 
 configs: list[dict[str, Any]] = []
+UNREACHABLE = KafkaConnection("127.0.0.1:1")
 
 
 class RecordingProducer:
@@ -61,7 +62,7 @@ def assert_durable(config: dict[str, Any]) -> None:
 
 def test_the_workers_output_and_changelog_producers(recorded: list[dict[str, Any]]) -> None:
     for extra in ({}, {"batch.size": 1}):
-        producer = output.OutputProducer("127.0.0.1:1", 1 << 20, **extra)
+        producer = output.OutputProducer(UNREACHABLE, 1 << 20, **extra)
         producer.close(0)
     assert len(recorded) == 2
     for config in recorded:
@@ -71,13 +72,13 @@ def test_the_workers_output_and_changelog_producers(recorded: list[dict[str, Any
 def test_send(tmp_path: Path, recorded: list[dict[str, Any]]) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    send.send_jsonl(empty, "127.0.0.1:1", "conversions", timeout=1)
+    send.send_jsonl(empty, UNREACHABLE, "conversions", timeout=1)
     [config] = recorded
     assert_durable(config)
 
 
 def test_replay(recorded: list[dict[str, Any]]) -> None:
-    options = runner.ReplayOptions("127.0.0.1:1", "dlq", "in", "group")
+    options = runner.ReplayOptions(UNREACHABLE, "dlq", "in", "group")
     with pytest.raises(runner.ReplayError, match="stop here"):
         runner.Replay(options).run()
     [config] = recorded
