@@ -264,6 +264,7 @@ def create_app(
     app.flush_hooks += [ingest.flush, pipeline.flush_now]
     app.drain_hooks += [ingest.drain, lambda: pipeline.drain_until_quiet(SHUTDOWN_QUIET_SECONDS)]
     reads = KafkaReads(settings.kafka, settings.app_id, batch_topic_name)
+    app.close_hooks.append(reads.close)
     partitions = BatchPartitions(
         batch_topic_name,
         settings.batch_partitions,

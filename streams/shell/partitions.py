@@ -93,10 +93,20 @@ class KafkaReads:
         self._group_id = group_id
         self._topic = topic
         self._timeout = timeout
-        self._committed = CommittedOffsets(connection, group_id)
+        self._committed: CommittedOffsets | None = None
+        """Made at the first assignment and kept (a lookup per rebalance); closed by
+        :meth:`close` when the app stops."""
 
     def committed(self, partitions: Iterable[int]) -> dict[int, int]:
+        if self._committed is None:
+            self._committed = CommittedOffsets(self._connection, self._group_id)
         return self._by_partition(self._committed, partitions)
+
+    def close(self) -> None:
+        """Close the long-lived committed-offsets reader (the app's close hook)."""
+        if self._committed is not None:
+            self._committed.close()
+            self._committed = None
 
     def committed_before_join(self, partitions: Iterable[int]) -> dict[int, int]:
         # Its own reader: a lookup of a topic that does not exist yet (first start) leaves
