@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration ops bench soak clean kafka-jars
+.PHONY: demo test lint typecheck unit integration ops bench soak clean kafka-jars java-maven
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +17,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/convstream demo
 
-# The default suite, then the short soak / chaos runs (about 2.5 minutes on 2 cores).
-test: lint typecheck
+# The default suite, then the short soak / chaos runs, on Apache Kafka (tests/support/brokers.py;
+# CONVSTREAM_TEST_BROKER=tansu for the quick embedded broker).
+test: lint typecheck kafka-jars
 	$(BIN)/pytest
 	$(BIN)/pytest -m "soak and not soak_long"
 
 # Every short soak / chaos run (`make test` runs all but the soak_long ones;
 # bench/soak.py is the long form).
-soak: $(STAMP)
+soak: $(STAMP) kafka-jars
 	$(BIN)/pytest -m soak
 
 lint: $(STAMP)
@@ -38,7 +39,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) kafka-jars
 	$(BIN)/pytest tests/integration tests/e2e
 
 # The chart, dashboard, alert rules and Dockerfile. The rule tests need promtool
@@ -55,10 +56,27 @@ KAFKA_POM     := tests/support/apache_kafka/pom.xml
 KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' $(KAFKA_POM))
 KAFKA_JARS    ?= $(or $(CONVSTREAM_KAFKA_JARS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/convstream/kafka-$(KAFKA_VERSION)/libs)
 
+# Java and Maven when missing: installed with apt-get when we are root on Debian/Ubuntu,
+# otherwise the one command to run is printed and make stops.
+JAVA_APT := openjdk-17-jre-headless maven
+
+java-maven:
+	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(JAVA_APT) for the Apache Kafka test broker"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(JAVA_APT); \
+	else \
+		echo "The Apache Kafka test broker needs Java 17+ and Maven. Run:"; \
+		echo "    sudo apt-get install $(JAVA_APT)"; \
+		exit 2; \
+	fi
+
 kafka-jars:
 	@if [ -e '$(KAFKA_JARS)/kafka_2.13-$(KAFKA_VERSION).jar' ]; then \
 		echo "Apache Kafka $(KAFKA_VERSION) jars already in $(KAFKA_JARS)"; \
 	else \
+		$(MAKE) --no-print-directory java-maven && \
 		rm -rf '$(KAFKA_JARS).partial' && \
 		mvn -q -B -Dstyle.color=never -f $(KAFKA_POM) dependency:copy-dependencies \
 			-DoutputDirectory='$(KAFKA_JARS).partial' && \

@@ -254,6 +254,7 @@ def pipeline_run(
         worker = WorkerProcess(
             topics,
             rundir,
+            tansu=True,
             CONVSTREAM_RECORDING_SINK="yandex_metrica",
             CONVSTREAM_RECORDING_SINK_LOG="",
             CONVSTREAM_BATCH_WINDOW_SECONDS=f"{window:g}",

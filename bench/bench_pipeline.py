@@ -198,7 +198,7 @@ def worker_env() -> dict[str, str]:
 def pipeline_run(bootstrap: str, topics: Topics, count: int, workdir: Path) -> dict[str, Any]:
     """Drain the backlog, then a steady live stream for latency."""
     env = worker_env()
-    worker = WorkerProcess(topics, workdir, **env)
+    worker = WorkerProcess(topics, workdir, tansu=True, **env)
     with worker, TopicReader(bootstrap, topics.results) as results:
         worker.start()
         wait_until(lambda: (results.poll(0.5), len(results.messages) >= count)[1], 900, "results")
@@ -291,7 +291,7 @@ def profile_run(bootstrap: str, topics: Topics, count: int, workdir: Path, out: 
     spy = Path(sys.executable).with_name("py-spy")
     if not spy.exists():  # the dev extra installs it; else one on PATH
         spy = Path(shutil.which("py-spy") or "py-spy")
-    worker = WorkerProcess(topics, workdir, **env)
+    worker = WorkerProcess(topics, workdir, tansu=True, **env)
     with worker, TopicReader(bootstrap, topics.results) as results:
         worker.start()
         assert worker.process is not None
@@ -399,7 +399,7 @@ def store_run(bootstrap: str, workdir: Path, keys: int) -> dict[str, Any]:
         "CONVSTREAM_BATCH_PARTITIONS": str(partitions),
         "CONVSTREAM_DATA_DIR": str(data),
     }
-    worker = WorkerProcess(topics, workdir, **env)
+    worker = WorkerProcess(topics, workdir, tansu=True, **env)
     expected = keys + partitions
     with worker:
         started = time.monotonic()

@@ -1,8 +1,10 @@
-"""Shared fixtures: the Kafka-protocol broker the integration and e2e tests talk to.
+"""Shared fixtures: the Kafka broker the integration and e2e tests talk to.
 
-One embedded tansu broker per test session (memory storage; cheap to start, ~0.1 s), or
-an external Kafka when ``CONVSTREAM_TEST_BROKER=host:port`` is set. Tests never share a
-topic: each asks for ``unique_topic`` (or makes its own names), so they can run in any order.
+Apache Kafka 4.x by default (one KRaft node, started once per session, ~3-4 s); the
+embedded tansu broker with ``CONVSTREAM_TEST_BROKER=tansu`` (the quick local mode); an
+external Kafka with ``CONVSTREAM_TEST_BROKER=host:port`` (tests.support.brokers). The
+broker's start-up time is printed in the summary. Tests never share a topic: each asks for
+``unique_topic`` (or makes its own names), so they can run in any order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from streams.local.broker import EmbeddedBroker, create_topics
+from streams.local.broker import create_topics
+from tests.support import brokers
 
 # CI runs the property tests with a fixed seed, so a red build is reproducible and never a
 # coin toss; local runs keep exploring new inputs (and saving failures in .hypothesis/).
@@ -25,12 +28,8 @@ if os.environ.get("CI"):
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    external = os.environ.get("CONVSTREAM_TEST_BROKER")
-    if external:
-        yield external
-        return
-    with EmbeddedBroker() as broker:
-        yield broker.address
+    with brokers.running_broker() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture
@@ -38,3 +37,8 @@ def unique_topic(kafka_bootstrap: str) -> str:
     topic = f"test-{uuid.uuid4().hex[:12]}"
     create_topics(kafka_bootstrap, [topic], partitions=4)
     return topic
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in brokers.ANNOUNCED:
+        terminalreporter.write_line(line)

@@ -261,8 +261,6 @@ def create_app(
         table_flush=out.flush_table,
         forward=out.forward,
     )
-    app.flush_hooks += [ingest.flush, pipeline.flush_now]
-    app.drain_hooks += [ingest.drain, lambda: pipeline.drain_until_quiet(SHUTDOWN_QUIET_SECONDS)]
     reads = KafkaReads(settings.kafka, settings.app_id, batch_topic_name)
     app.close_hooks.append(reads.close)
     partitions = BatchPartitions(
@@ -273,6 +271,18 @@ def create_app(
         pipeline,
         metrics.consumer_lag,
     )
+
+    async def drain_batches() -> None:
+        # A stop during an assignment (seen on Apache Kafka: SIGTERM 20 ms after /ready):
+        # the agent is held until the read-ahead is fed, then answers what Faust had
+        # already delivered. Drained before that, those records were admitted after the
+        # drain, their retries sent through the closed producers, and Faust waited for
+        # their acks until the worker was killed.
+        await partitions.assignment_settled()
+        await pipeline.drain_until_quiet(SHUTDOWN_QUIET_SECONDS)
+
+    app.flush_hooks += [ingest.flush, pipeline.flush_now]
+    app.drain_hooks += [ingest.drain, drain_batches]
     app.read_ahead_at_start = partitions.read_ahead_at_start
     # Stage 1 reads the input topic outside Faust (streams/kafka/input_consumer.py).
     input_consumer = InputConsumer(

@@ -219,7 +219,9 @@ class BatchPartitions:
        lag metric children (the new owner reports them) and read-ahead positions. No state
        of a revoked partition survives here; an ack that comes later for it releases
        nothing.
-    7. **Stop**: ``ConvstreamApp.on_stop`` stops Faust's flow, drains the pipeline and
+    7. **Stop**: ``ConvstreamApp.on_stop`` stops Faust's flow, waits for an assignment
+       under way (:meth:`assignment_settled`: the held agent then gets the records Faust
+       already delivered), drains the pipeline and
        commits what was answered; no revocation follows (a stopping Faust closes its
        consumer instead) and this state ends with the process. What was not answered is
        read again by the next owner, from the committed offsets.
@@ -271,6 +273,11 @@ class BatchPartitions:
             await self._take(assigned)
         finally:
             self._hold.end()
+
+    async def assignment_settled(self) -> None:
+        """Return once no assignment is being taken (3a-3g; at once when none is). The
+        shutdown drain waits for it: see ``ConvstreamApp.on_stop``."""
+        await self._hold.wait()
 
     async def _take(self, assigned: AbstractSet[TP]) -> None:
         self._pipeline.resume()

@@ -38,7 +38,7 @@ RECORDS = [f"record-{i}".encode() for i in range(5)]
 FAIL_FAST_SECONDS = 10.0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # its own: a test here kills and restarts it
 def kafka() -> Iterator[ApacheKafka]:
     with ApacheKafka() as broker:
         yield broker

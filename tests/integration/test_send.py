@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 from streams.commands.send import message_key, send_jsonl
 from streams.config import KafkaConnection
 from tests.support.kafka_helpers import read_topic
+from tests.support.worker_harness import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +25,12 @@ LINES = [
 
 
 def test_every_line_arrives_verbatim_with_event_id_keys(
-    tmp_path: Path, kafka_bootstrap: str, unique_topic: str
+    tmp_path: Path, kafka_bootstrap: str
 ) -> None:
+    # A topic that takes the 2 MiB line (Apache Kafka's default limit is 1 MB): `send`
+    # passes lines over the worker's limit on verbatim, the worker rejects them.
+    unique_topic = f"test-{uuid.uuid4().hex[:12]}"
+    create_topic(kafka_bootstrap, unique_topic, 4, {"max.message.bytes": str(4 * 1024 * 1024)})
     events = tmp_path / "events.jsonl"
     events.write_bytes(
         b"\n".join([LINES[0], b"", LINES[1], b"   ", LINES[2], LINES[3] + b"\r", LINES[4]]) + b"\n"

@@ -1,6 +1,7 @@
 """Short forms of the soak / chaos run (``bench/soak.py``): the same engine, small numbers.
 
-Real `convstream worker` processes on an embedded broker of their own, the real google-ads
+Real `convstream worker` processes on the session's test broker (Apache Kafka unless
+``CONVSTREAM_TEST_BROKER`` says otherwise; tests/support/brokers.py), the real google-ads
 client over TLS to FakeGoogleAds and real HTTP to FakeYandex; SIGKILLs, outages, poison
 input (one 5 MiB payload among it), a second worker stopped for good. Every invariant of
 :func:`soak_engine.check` must hold. Not part of the default run: ``pytest -m soak``.
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import brokers
 from tests.support.soak_engine import SoakOptions, SoakReport, print_report, run_soak
 
 pytestmark = pytest.mark.soak
 
 
-def _run(options: SoakOptions) -> SoakReport:
+def _run(options: SoakOptions, bootstrap: str) -> SoakReport:
+    options.bootstrap, options.tansu = bootstrap, brokers.is_tansu()
     report = run_soak(options)
     print_report(report)  # shown by pytest when the test fails
     return report
@@ -29,7 +32,7 @@ def _failed(report: SoakReport) -> str:
 
 
 @pytest.mark.soak_long  # `make soak` only: CI's 15 minutes (its scenes: test_at_least_once)
-def test_soak_one_worker_sigkills_outages_poison(tmp_path: Path) -> None:
+def test_soak_one_worker_sigkills_outages_poison(tmp_path: Path, kafka_bootstrap: str) -> None:
     report = _run(
         SoakOptions(
             events=12_000,
@@ -49,7 +52,8 @@ def test_soak_one_worker_sigkills_outages_poison(tmp_path: Path) -> None:
             timeout=240,
             workdir=tmp_path,
             verbose=False,
-        )
+        ),
+        kafka_bootstrap,
     )
     assert report.ok, _failed(report)
     assert report.counts["restarts"] == 2
@@ -64,7 +68,7 @@ def test_soak_one_worker_sigkills_outages_poison(tmp_path: Path) -> None:
     ["term", pytest.param("kill", marks=pytest.mark.soak_long)],
 )
 def test_soak_two_workers_one_stopped_the_other_takes_over(
-    tmp_path: Path, stop_signal: str
+    tmp_path: Path, kafka_bootstrap: str, stop_signal: str
 ) -> None:
     """The second worker goes for good at 20% of the input; the outages come later (at
     70%), after the rebalance: see the next test for an outage during the rebalance."""
@@ -87,12 +91,15 @@ def test_soak_two_workers_one_stopped_the_other_takes_over(
             timeout=240,
             workdir=tmp_path,
             verbose=False,
-        )
+        ),
+        kafka_bootstrap,
     )
     assert report.ok, _failed(report)
 
 
-def test_soak_rebalance_during_a_google_outage_still_uploads_everything(tmp_path: Path) -> None:
+def test_soak_rebalance_during_a_google_outage_still_uploads_everything(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
     """The second worker stops while Google is down: its batches still retrying are handed
     to the partition's next owner instead of being dead-lettered."""
     report = _run(
@@ -114,7 +121,8 @@ def test_soak_rebalance_during_a_google_outage_still_uploads_everything(tmp_path
             timeout=240,
             workdir=tmp_path,
             verbose=False,
-        )
+        ),
+        kafka_bootstrap,
     )
     # The retries cut short by the stop are carried over to the worker that stays, which
     # uploads them once Google is back: no valid event is dead-lettered.

@@ -23,6 +23,7 @@ dead-letter topic with a specific error.
 from __future__ import annotations
 
 import collections
+import contextlib
 import random
 import signal
 import tempfile
@@ -96,6 +97,10 @@ class SoakOptions:
     timeout: float = 3600.0
     rate: float = 0.0  # input events/s the producer keeps to (0: as fast as the broker takes)
     dedupe_store: str = "rocksdb"
+    # The broker: None starts an embedded tansu of the run's own (bench/soak.py's default);
+    # else the bootstrap of a running one, Apache Kafka unless ``tansu`` says otherwise.
+    bootstrap: str | None = None
+    tansu: bool = False
     workdir: Path | None = None
     verbose: bool = True
 
@@ -457,13 +462,15 @@ def run_soak(options: SoakOptions) -> SoakReport:
         f"{workload.count(BIG)} big); workdir {workdir}"
     )
     cert, key, roots = tls_certificate(workdir)
-    with (
-        EmbeddedBroker() as broker,
-        FakeTokenEndpoint() as tokens,
-        FakeGoogleAds(cert, key, tokens) as google,
-        FakeYandex(YANDEX_TOKEN, polls_before_final=1) as yandex,
-    ):
-        topics = Topics(broker.address, partitions=options.partitions)
+    with contextlib.ExitStack() as stack:
+        if options.bootstrap is None:
+            bootstrap, tansu = stack.enter_context(EmbeddedBroker()).address, True
+        else:
+            bootstrap, tansu = options.bootstrap, options.tansu
+        tokens = stack.enter_context(FakeTokenEndpoint())
+        google = stack.enter_context(FakeGoogleAds(cert, key, tokens))
+        yandex = stack.enter_context(FakeYandex(YANDEX_TOKEN, polls_before_final=1))
+        topics = Topics(bootstrap, partitions=options.partitions)
         env = {
             **worker_env(google, tokens, roots),
             "YANDEX_METRICA_OAUTH_TOKEN": YANDEX_TOKEN,
@@ -481,12 +488,12 @@ def run_soak(options: SoakOptions) -> SoakReport:
         for slot in range(options.workers):
             slot_dir = workdir / f"worker{slot}"
             slot_dir.mkdir(exist_ok=True)
-            workers.append(WorkerProcess(topics, slot_dir, **env))
+            workers.append(WorkerProcess(topics, slot_dir, tansu=tansu, **env))
         answers = Answers(topics.input)
         dead = DeadLetters()
-        results = TopicTail(broker.address, topics.results, answers.add)
-        dlq = TopicTail(broker.address, topics.dlq, dead.add)
-        producer = InputProducer(broker.address, topics.input, workload.values, options.rate)
+        results = TopicTail(bootstrap, topics.results, answers.add)
+        dlq = TopicTail(bootstrap, topics.dlq, dead.add)
+        producer = InputProducer(bootstrap, topics.input, workload.values, options.rate)
         chaos = Chaos(options)
         rss = 0.0
         restarts = 0

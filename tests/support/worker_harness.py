@@ -18,10 +18,15 @@ from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams.local.broker import ONE_NODE_TOPIC_ENV, create_topics, free_port
+from tests.support import brokers
 
 CONVSTREAM = str(Path(sys.executable).with_name("convstream"))
+
+
+INPUT_MAX_RECORD_BYTES = 12 * 1024 * 1024
 
 
 @dataclass
@@ -31,12 +36,32 @@ class Topics:
     bootstrap: str
     app_id: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
     partitions: int = 4
+    replication_factor: int = 1
+    """More than 1 (a cluster): min.insync.replicas 2 as well."""
 
     def __post_init__(self) -> None:
-        create_topics(
+        if self.replication_factor == 1:
+            create_topics(
+                self.bootstrap, [self.results, self.dlq, self.upload_status], self.partitions
+            )
+        else:
+            for topic in (self.results, self.dlq, self.upload_status):
+                self.create(topic, self.partitions)
+        # Tests produce oversized input (over the worker's 1 MiB limit) to see it rejected;
+        # Apache Kafka refuses records over 1 MB unless the topic allows them.
+        self.create(self.input, self.partitions, {"max.message.bytes": str(INPUT_MAX_RECORD_BYTES)})
+
+    def create(self, topic: str, partitions: int, config: dict[str, str] | None = None) -> None:
+        """One topic with this test's replication (and min.insync.replicas 2 beyond one)."""
+        config = dict(config or {})
+        if self.replication_factor > 1:
+            config.setdefault("min.insync.replicas", "2")
+        create_topic(
             self.bootstrap,
-            [self.input, self.results, self.dlq, self.upload_status],
-            self.partitions,
+            topic,
+            partitions,
+            config,
+            replication_factor=self.replication_factor,
         )
 
     @property
@@ -66,6 +91,25 @@ class Topics:
         }
 
 
+def create_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    config: dict[str, str],
+    timeout: float = 30,
+    replication_factor: int = 1,
+) -> None:
+    """Create ``topic`` with ``config`` (at creation: an altered config reaches the broker
+    asynchronously, and a produce right after an alter was still refused)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log.connection.close": False})
+    new = NewTopic(
+        topic, num_partitions=partitions, replication_factor=replication_factor, config=config
+    )
+    for future in admin.create_topics([new], request_timeout=timeout).values():
+        future.result(timeout)
+    wait_until(lambda: topic in admin.list_topics(timeout=timeout).topics, timeout, topic)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, message: str) -> None:
     """Poll ``condition`` until true or raise AssertionError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -76,9 +120,12 @@ def wait_until(condition: Callable[[], bool], timeout: float, message: str) -> N
 
 
 class WorkerProcess:
-    """`convstream worker` in a subprocess with fast-join settings for the tansu broker."""
+    """`convstream worker` in a subprocess, with the test broker's settings
+    (:func:`tests.support.brokers.worker_env`; ``tansu``: None means the selected broker)."""
 
-    def __init__(self, topics: Topics, workdir: Path, **env: str) -> None:
+    def __init__(
+        self, topics: Topics, workdir: Path, *, tansu: bool | None = None, **env: str
+    ) -> None:
         self.topics = topics
         self.workdir = workdir
         self.metrics_port = free_port()
@@ -86,11 +133,10 @@ class WorkerProcess:
         self.env = {
             **os.environ,
             **topics.env(),
-            "CONVSTREAM_SESSION_TIMEOUT_SECONDS": "3",
+            **brokers.worker_env(tansu),
             "CONVSTREAM_BATCH_WINDOW_SECONDS": "0.5",
             "CONVSTREAM_BATCH_PARTITIONS": "4",
             "CONVSTREAM_DEDUPE_STORE": "memory",
-            "CONVSTREAM_PRODUCER_BATCH_BYTES": "1",
             "CONVSTREAM_RECORDING_SINK": "google_ads,yandex_metrica",
             "CONVSTREAM_RECORDING_SINK_LOG": str(self.uploads_log),
             "CONVSTREAM_DATA_DIR": str(workdir / "data"),

@@ -20,6 +20,7 @@ dir and the ports, so a restarted broker has its topics and committed offsets ba
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import ctypes.util
 import datetime
@@ -247,10 +248,21 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports. Held open together while they are picked:
+    one at a time, the kernel handed the same just-closed port out twice (two listeners on
+    one port, and the broker refused its config)."""
+    with contextlib.ExitStack() as stack:
+        probes = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 def random_cluster_id() -> str:
@@ -298,6 +310,9 @@ class ApacheKafka:
         extra_properties: dict[str, str] | None = None,
         jvm_options: tuple[str, ...] = FAST_START_JVM_OPTIONS,
         die_with_parent: bool = True,
+        node_id: int = NODE_ID,
+        cluster_id: str | None = None,
+        replication_factor: int = 1,
     ) -> None:
         self.scram_user = scram_user
         self.scram_password = scram_password or f"pw-{uuid.uuid4().hex}"
@@ -309,7 +324,12 @@ class ApacheKafka:
         # Linux ties the broker to the *thread* that starts it: start it from a thread that
         # outlives it (the main thread, as pytest fixtures do), or pass False.
         self.die_with_parent = die_with_parent
-        self.cluster_id = random_cluster_id()
+        self.node_id = node_id
+        self.cluster_id = cluster_id or random_cluster_id()
+        self.replication_factor = replication_factor
+        """Of the broker's own internal topics (consumer offsets, transactions)."""
+        self.quorum_voters: str | None = None
+        """``controller.quorum.voters``; None: this node alone (set by ApacheKafkaCluster)."""
         self.ports: dict[str, int] = {}
         self.startup_seconds: float | None = None
         self.startup_history: list[float] = []
@@ -401,17 +421,34 @@ class ApacheKafka:
 
     def setup(self) -> None:
         """Check Java and the jars, make the temp dir, TLS files, config; format storage."""
+        self.prepare()
+        self.configure()
+
+    def prepare(self, tls: TlsFiles | None = None) -> None:
+        """Java, jars, temp dir, ports and TLS files (``tls``: a cluster's shared ones)."""
         self._java = java_binary()
         self._libs = check_jars(jars_dir())
-        self._workdir = Path(tempfile.mkdtemp(prefix="convstream-kafka-"))
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"convstream-kafka-{self.node_id}-"))
         (self._workdir / "logs").mkdir()
-        self._tls = make_tls(self._workdir / "tls")
-        self.ports = {name: free_port() for name in (*LISTENERS, "CONTROLLER")}
-        (self._workdir / "server.properties").write_text(self._server_properties())
+        self._tls = tls or make_tls(self._workdir / "tls")
+        names = (*LISTENERS, "CONTROLLER")
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
+
+    @property
+    def controller_voter(self) -> str:
+        return f"{self.node_id}@127.0.0.1:{self.ports['CONTROLLER']}"
+
+    def configure(self) -> None:
+        """Write server.properties and the log4j2 config; format storage."""
+        self.workdir.joinpath("server.properties").write_text(self._server_properties())
+        self._configure_logging()
+        self._format()
+
+    def _configure_logging(self) -> None:
+        assert self._workdir is not None
         (self._workdir / "log4j2.properties").write_text(
             _LOG4J2.format(path=self.log_file.as_posix())
         )
-        self._format()
 
     def close(self) -> None:
         """Stop the broker (if running) and remove its temp dir."""
@@ -459,6 +496,12 @@ class ApacheKafka:
 
     def start(self) -> None:
         """Start the broker on the formatted dir and wait until it answers on PLAINTEXT."""
+        self.wait_ready(self.launch())
+
+    def launch(self) -> float:
+        """Start the JVM; returns its start time (``time.monotonic()``) for
+        :meth:`wait_ready`. A cluster launches every node before waiting for any: a node
+        is ready only once the controller quorum has a majority."""
         if self.running:
             raise ApacheKafkaError(f"the broker is already running (pid {self.pid})")
         out = (self.workdir / "logs" / "stdout.log").open("ab")
@@ -474,6 +517,10 @@ class ApacheKafka:
             )
         finally:
             out.close()
+        return started
+
+    def wait_ready(self, started: float) -> None:
+        """Until the broker answers on PLAINTEXT with itself in the metadata."""
         try:
             self._wait_ready(started)
         except BaseException:
@@ -510,9 +557,9 @@ class ApacheKafka:
                 )
             try:
                 metadata = admin.list_topics(timeout=1.0)
-                if NODE_ID in metadata.brokers:
+                if self.node_id in metadata.brokers:
                     return
-                last_error = f"metadata without node {NODE_ID}: {metadata.brokers}"
+                last_error = f"metadata without node {self.node_id}: {metadata.brokers}"
             except KafkaException as error:
                 last_error = str(error)
             if time.monotonic() > deadline:
@@ -559,11 +606,13 @@ class ApacheKafka:
 
     def _server_properties(self) -> str:
         tls, ports = self.tls, self.ports
+        rf = str(self.replication_factor)
+        min_isr = str(min(2, self.replication_factor))
         listeners = ",".join(f"{name}://127.0.0.1:{ports[name]}" for name in LISTENERS)
         properties = {
             "process.roles": "broker,controller",
-            "node.id": str(NODE_ID),
-            "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{ports['CONTROLLER']}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.quorum_voters or self.controller_voter,
             "controller.listener.names": "CONTROLLER",
             "listeners": f"{listeners},CONTROLLER://127.0.0.1:{ports['CONTROLLER']}",
             "advertised.listeners": listeners,
@@ -585,16 +634,17 @@ class ApacheKafka:
             "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;"
             ),
-            # One node: internal topics with one replica.
-            "offsets.topic.replication.factor": "1",
+            # The broker's own internal topics: one replica on one node, three (two in
+            # sync) in a cluster.
+            "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "num.partitions": "1",
-            "default.replication.factor": "1",
+            "default.replication.factor": rf,
             # Tests: joins without the 3 s initial delay; short sessions allowed (the
             # default minimum is 6 s, Faust's tests use 3-4 s).
             "group.initial.rebalance.delay.ms": "0",
@@ -620,3 +670,71 @@ class ApacheKafka:
         }
         properties |= self.extra_properties
         return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+class ApacheKafkaCluster:
+    """``size`` Apache Kafka nodes on 127.0.0.1, each broker and controller (a ``size``-voter
+    KRaft quorum), with distinct node ids, ports and log dirs, one cluster id and one set
+    of TLS files. Internal topics of the brokers get three replicas (two in sync).
+
+    ``nodes[i]`` is an :class:`ApacheKafka`: ``kill()`` / ``start()`` one of them to lose a
+    broker and bring it back; a majority of the quorum must stay up.
+    """
+
+    def __init__(self, size: int = 3, **options: object) -> None:
+        cluster_id = random_cluster_id()
+        self.nodes = [
+            ApacheKafka(
+                node_id=index + 1,
+                cluster_id=cluster_id,
+                replication_factor=min(3, size),
+                **options,  # type: ignore[arg-type]
+            )
+            for index in range(size)
+        ]
+        self.startup_seconds: float | None = None
+        self._tls_dir: Path | None = None
+
+    def bootstrap(self, listener: str = "PLAINTEXT") -> str:
+        """Every node, comma-separated (librdkafka's ``bootstrap.servers``)."""
+        return ",".join(node.bootstrap(listener) for node in self.nodes)
+
+    def node(self, node_id: int) -> ApacheKafka:
+        return next(node for node in self.nodes if node.node_id == node_id)
+
+    def __enter__(self) -> ApacheKafkaCluster:
+        started = time.monotonic()
+        try:
+            self._tls_dir = Path(tempfile.mkdtemp(prefix="convstream-kafka-tls-"))
+            tls = make_tls(self._tls_dir)
+            for node in self.nodes:
+                node.prepare(tls)
+            voters = ",".join(node.controller_voter for node in self.nodes)
+            for node in self.nodes:
+                node.quorum_voters = voters
+                node.configure()
+            launched = [node.launch() for node in self.nodes]
+            for node, at in zip(self.nodes, launched, strict=True):
+                node.wait_ready(at)
+        except BaseException:
+            self.close()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        log.info(
+            "Apache Kafka %s cluster of %d ready in %.2f s (%s)",
+            KAFKA_VERSION,
+            len(self.nodes),
+            self.startup_seconds,
+            self.bootstrap(),
+        )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None

@@ -192,6 +192,21 @@ async def test_a_takeover_reads_settlements_from_the_committed_offset_and_holds_
     assert h.pipeline.calls[:2] == [("resume", None), ("keep_read_ahead", {1})]
 
 
+async def test_assignment_settled_waits_for_an_assignment_under_way() -> None:
+    """The shutdown drain waits for it: records Faust delivered during the assignment
+    reach the agent only after the read-ahead is fed."""
+    h = Harness(committed={0: 0, 1: 2}, log={1: [SETTLED + "-0"]})
+    await asyncio.wait_for(h.partitions.assignment_settled(), 1)  # none under way
+    h.reads.release_settlements.clear()
+    assigned = asyncio.ensure_future(h.assign(1))
+    await until(lambda: len(h.reads.settlement_reads) == 1)
+    settled = asyncio.ensure_future(h.partitions.assignment_settled())
+    await asyncio.sleep(0.05)
+    assert not settled.done()
+    h.reads.release_settlements.set()
+    await asyncio.wait_for(asyncio.gather(assigned, settled), 5)
+
+
 async def test_nothing_is_held_before_any_assignment() -> None:
     h = Harness()
     done = await asyncio.wait_for(h.partitions.on_record(TP(TOPIC, 0), 0, lambda: None), 1)
