@@ -173,7 +173,10 @@ def test_client_refuses_a_broker_its_ca_did_not_sign(
     other_ca = make_ca(tmp_path, "untrusted CA")
     config = kafka.confluent_config(listener) | {"ssl.ca.location": str(other_ca.path)}
     error, elapsed = first_error(config)
-    assert error.code() == KafkaError._SSL, error
+    # librdkafka reports the failed handshake as _SSL or, when the socket error surfaces
+    # first, as _TRANSPORT (seen in a full run); the reason text is the same either way,
+    # and it is what streams/kafka/clients.py classifies.
+    assert error.code() in (KafkaError._SSL, KafkaError._TRANSPORT), error
     assert "certificate verify failed" in error.str(), error
     assert elapsed < FAIL_FAST_SECONDS
 
