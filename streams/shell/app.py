@@ -109,6 +109,33 @@ class ConvstreamApp(faust.App):
         """Read settlements ahead before the worker joins: set by :func:`create_app` to
         :meth:`BatchPartitions.read_ahead_at_start`, called by ``run_worker``."""
 
+    def declare_batch_topic(self) -> Any:
+        """The internal batch topic (raw bytes: :mod:`streams.stages.wire` reads them), as
+        its spec in :mod:`streams.core.topics` says."""
+        batches = spec_of(self.topic_specs, TopicRole.BATCHES)
+        return self.topic(
+            batches.name,
+            partitions=batches.partitions,
+            replicas=batches.replication_factor,
+            internal=True,
+            config=dict(batches.config),
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+    def declare_dedupe_table(self) -> Any:
+        """The dedupe table, its changelog as its spec says: compacted (Faust's default for
+        a table) with min.insync.replicas. JSON keys and values (Faust's default codec):
+        what recovery reads back equals what was written, str keys and list values (see
+        :class:`streams.core.dedupe.KeyRecord`)."""
+        changelog = spec_of(self.topic_specs, TopicRole.CHANGELOG)
+        return self.Table(
+            DEDUPE_TABLE,
+            partitions=changelog.partitions,
+            extra_topic_configs=dict(changelog.config),
+            key_type=str,
+        )
+
     @classmethod
     def for_worker(cls, settings: Settings) -> ConvstreamApp:
         """The worker's app: broker, store and client settings from ``settings``."""
@@ -216,27 +243,9 @@ def create_app(
 ) -> tuple[ConvstreamApp, BatchPipeline]:
     """Build the worker's Faust app around the given sinks."""
     app = ConvstreamApp.for_worker(settings)
-    batches = spec_of(app.topic_specs, TopicRole.BATCHES)
-    changelog = spec_of(app.topic_specs, TopicRole.CHANGELOG)
-    batch_topic = app.topic(
-        batches.name,
-        partitions=batches.partitions,
-        replicas=batches.replication_factor,
-        internal=True,
-        config=dict(batches.config),
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    batch_topic = app.declare_batch_topic()
     batch_topic_name = batch_topic.get_topic_name()
-    table = app.Table(
-        DEDUPE_TABLE,
-        partitions=changelog.partitions,
-        # Compacted (Faust's default for a table) with min.insync.replicas.
-        extra_topic_configs=dict(changelog.config),
-        # JSON keys and values (Faust's default codec): what recovery reads back equals
-        # what was written, str keys and list values (see streams.core.dedupe.KeyRecord).
-        key_type=str,
-    )
+    table = app.declare_dedupe_table()
 
     def current_partition() -> int:
         event = current_event()
