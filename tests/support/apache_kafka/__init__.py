@@ -479,8 +479,9 @@ class ApacheKafka:
         command = self._jvm(
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            self.cluster_id,
+            # One argument, "=" joined: a base64url id may start with "-", which argparse
+            # would take for an option (1 id in 64 does; its format failed).
+            f"--cluster-id={self.cluster_id}",
             "--config",
             str(self.workdir / "server.properties"),
             "--add-scram",
