@@ -25,7 +25,9 @@ import faust
 from faust.assignor import LeaderAssignor
 from faust.auth import Credentials
 from faust.streams import current_event
+from faust.transport import by_url as transport_by_url
 from faust.types import TP, TopicT
+from faust.types.transports import TransportT
 from mode.utils.objects import cached_property
 
 from streams.config import DedupeStore, Settings
@@ -39,6 +41,7 @@ from streams.kafka.topics import max_record_bytes, topic_specs
 from streams.ops.faults import FaultPlan
 from streams.ops.metrics import Metrics
 from streams.shell.dedupe_table import LibrdkafkaChangelogTable
+from streams.shell.faust_consumer import KeepingTransport
 from streams.shell.partitions import BatchPartitions, KafkaReads
 from streams.sinks import Sink
 from streams.stages import wire
@@ -164,6 +167,16 @@ class ConvstreamApp(faust.App):
             producer_max_request_size=max_record_bytes(settings),
             web_enabled=False,
         )
+
+    def _new_transport(self) -> TransportT:
+        # Faust's aiokafka transport, with a consumer that does not lose the records of a
+        # fetch that outlived a pause (a changelog recovery hung on them after a takeover:
+        # streams/shell/faust_consumer.py). Another transport is left as Faust makes it.
+        url = self.conf.broker_consumer[0]
+        cls = transport_by_url(url)
+        if issubclass(KeepingTransport, cls):
+            cls = KeepingTransport
+        return cls(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         self.home_loop = asyncio.get_running_loop()
