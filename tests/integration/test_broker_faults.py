@@ -138,6 +138,29 @@ def _check_invariants(
     }
 
 
+def _finish_and_check(
+    producer: Any,
+    bootstrap: str,
+    topics: Topics,
+    values: list[bytes],
+    results: TopicReader,
+    worker: WorkerProcess,
+    keys: set[str],
+) -> dict[str, int]:
+    """After the fault: the input ends, every input message is answered by the same worker
+    process (never restarted), the invariants hold, and the worker stops cleanly."""
+    producer.join(150)
+    assert not producer.is_alive()
+    assert not producer.errors, producer.errors
+    positions = _positions(bootstrap, topics.input, len(values))
+    wait_until(lambda: _answered(results) >= positions, 120, "every input answered")
+    assert worker.running, "the worker recovered by itself"
+    assert worker.runs == 1, "never restarted"
+    numbers = _check_invariants(results, positions, worker.uploads(), keys)
+    assert worker.stop() == 0
+    return numbers
+
+
 def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
     with capsys.disabled():
         print(f"\n{text}")
@@ -165,17 +188,9 @@ def test_broker_sigkilled_and_restarted_mid_stream(
             down = time.monotonic()
             kafka.start()  # same log dirs and ports
             restarted_in = time.monotonic() - down
-            producer.join(150)
-            assert not producer.is_alive()
-            assert not producer.errors, producer.errors
-            positions = _positions(bootstrap, topics.input, len(values))
             recovered = time.monotonic()
-            wait_until(lambda: _answered(results) >= positions, 120, "every input answered")
+            numbers = _finish_and_check(producer, bootstrap, topics, values, results, worker, keys)
             finished_in = time.monotonic() - recovered
-            assert worker.running, "the worker recovered by itself"
-            assert worker.runs == 1, "never restarted"
-            numbers = _check_invariants(results, positions, worker.uploads(), keys)
-            assert worker.stop() == 0
     _report(
         capsys,
         f"broker SIGKILL at {killed_at} of {EVENTS} answered, down 3 s, restart "
@@ -223,16 +238,8 @@ def test_a_three_broker_cluster_loses_one_broker_mid_stream(
             victim = _group_coordinator(bootstrap, topics.app_id)
             cluster.node(victim).kill()
             lost = time.monotonic()
-            producer.join(150)
-            assert not producer.is_alive()
-            assert not producer.errors, producer.errors
-            positions = _positions(bootstrap, topics.input, len(values))
-            wait_until(lambda: _answered(results) >= positions, 120, "every input answered")
+            numbers = _finish_and_check(producer, bootstrap, topics, values, results, worker, keys)
             finished_in = time.monotonic() - lost
-            assert worker.running, "the worker recovered by itself"
-            assert worker.runs == 1, "never restarted"
-            numbers = _check_invariants(results, positions, worker.uploads(), keys)
-            assert worker.stop() == 0
     _report(
         capsys,
         f"3-node cluster: node {victim} (the group's coordinator) SIGKILLed at {killed_at} "
