@@ -119,6 +119,36 @@ async def test_click_upload_maps_rows_and_sends_the_right_request(
     assert [c.gclid for c in other.request.conversions] == ["Cj0KCQiA-test-gclid-1"]
 
 
+async def test_conversion_environment_and_customer_type_reach_the_api(
+    sink: GoogleAdsSink, fake: FakeGoogleAds
+) -> None:
+    documents = [
+        click(0, conversion_environment="APP", customer_type="NEW"),
+        click(1, customer_type="REENGAGED"),  # Data Manager only
+        click(2, conversion_environment="WEB", customer_type="RETURNING"),
+    ]
+    outcomes = await sink.write(batch_of(documents))
+    assert [(o.status, o.code, o.retryable) for o in outcomes] == [
+        ("uploaded", None, False),
+        ("rejected", "CUSTOMER_TYPE_NEEDS_DATA_MANAGER", True),
+        ("uploaded", None, False),
+    ]
+    assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in (outcomes[1].message or "")
+    (request,) = fake.requests_of("UploadClickConversions")
+    rows = request.request.conversions
+    assert [r.gclid for r in rows] == ["Cj0KCQiA-test-gclid-0", "Cj0KCQiA-test-gclid-2"]
+    environment = rows[0].DESCRIPTOR.fields_by_name["conversion_environment"].enum_type
+    customer_type = rows[0].DESCRIPTOR.fields_by_name["customer_type"].enum_type
+    assert [environment.values_by_number[r.conversion_environment].name for r in rows] == [
+        "APP",
+        "WEB",
+    ]
+    assert [customer_type.values_by_number[r.customer_type].name for r in rows] == [
+        "NEW",
+        "RETURNING",
+    ]
+
+
 async def test_call_upload(sink: GoogleAdsSink, fake: FakeGoogleAds) -> None:
     outcomes = await sink.write(batch_of([call(1), call(2)]))
     assert [o.status for o in outcomes] == ["uploaded", "uploaded"]

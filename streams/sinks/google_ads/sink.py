@@ -190,7 +190,7 @@ class GoogleAdsSink:
         outcomes: list[EventOutcome | None] = [None] * len(batch.events)
         for rejection in built.rejections:
             outcomes[rejection.position] = settled.get(rejection.position) or EventOutcome(
-                "rejected", rejection.code, rejection.message
+                "rejected", rejection.code, rejection.message, retryable=rejection.retryable
             )
         transient: list[RequestFailure] = []
         for request in built.requests:
