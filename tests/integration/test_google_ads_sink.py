@@ -405,3 +405,58 @@ def test_the_default_version_is_the_newest_shipped() -> None:
     versions = shipped_api_versions()
     assert versions[0] == "v26"
     assert {"v23", "v24", "v25", "v26"} <= set(versions)
+
+
+# --- an account Google no longer lets upload through the Google Ads API ------------------------
+
+NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
+
+
+@pytest.mark.parametrize("mode", ["rows", "request"])
+async def test_not_allowlisted_account_dead_letters_retryable_naming_data_manager(
+    sink: GoogleAdsSink,
+    fake: FakeGoogleAds,
+    caplog: pytest.LogCaptureFixture,
+    mode: Any,
+) -> None:
+    """As a new integration sees it since 2026-06-15: every row (or the whole request)
+    refused. The events are not retried in a loop and not lost: rejected, retryable, with
+    the switch in the message, and one ERROR line per customer however many batches."""
+    fake.script.not_allowlisted = mode
+    documents = [
+        click(0, user_identifiers=[{"email": "jane.doe+promo@gmail.com"}]),
+        click(1),
+        click(2),
+    ]
+    with caplog.at_level(logging.ERROR):
+        first = await sink.write(batch_of(documents))
+        again = await sink.write(batch_of([click(3)]))
+    for outcome in (*first, *again):
+        assert (outcome.status, outcome.code, outcome.retryable) == (
+            "rejected",
+            NOT_ALLOWLISTED,
+            True,
+        )
+        assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in (outcome.message or "")
+    # sent once each, not retried: the rows went to Google and came back refused
+    assert len(fake.requests_of("UploadClickConversions")) == 2
+    lines = [r.getMessage() for r in caplog.records if NOT_ALLOWLISTED in r.getMessage()]
+    assert len(lines) == 1
+    assert f"customer={CUSTOMER}" in lines[0]
+    assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in lines[0]
+    for text in (caplog.text, *(o.message or "" for o in first)):
+        assert "jane.doe" not in text
+        assert "Cj0KCQiA-test-gclid" not in text
+
+
+async def test_a_single_not_allowlisted_row_leaves_the_others_uploaded(
+    sink: GoogleAdsSink, fake: FakeGoogleAds
+) -> None:
+    """Per row, e.g. a row sending a field only allowlisted users may send."""
+    fake.script.row_failures["Cj0KCQiA-test-gclid-1"] = NOT_ALLOWLISTED
+    outcomes = await sink.write(batch_of([click(0), click(1), click(2)]))
+    assert [(o.status, o.code, o.retryable) for o in outcomes] == [
+        ("uploaded", None, False),
+        ("rejected", NOT_ALLOWLISTED, True),
+        ("uploaded", None, False),
+    ]
