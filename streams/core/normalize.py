@@ -247,7 +247,7 @@ def _plain_text(raw: str) -> str:
     return text
 
 
-def parse_timestamp(raw: str | int, *, allow_unix: bool = False) -> datetime:
+def parse_timestamp(raw: str | int | float, *, allow_unix: bool = False) -> datetime:
     """An aware datetime, whole seconds, keeping the offset the producer gave.
 
     Accepts Google's ``yyyy-mm-dd hh:mm:ss±hh:mm``, ISO 8601 with ``T`` or a space, any
@@ -261,6 +261,12 @@ def parse_timestamp(raw: str | int, *, allow_unix: bool = False) -> datetime:
         expected += ", or unix seconds"
     if isinstance(raw, bool):
         raise NormalizationError(f"is not a date-time: {expected}")
+    if isinstance(raw, float):
+        # JSON Schema counts 1763600000.0 as an integer, so it passes the schema and lands
+        # here as a float: the same unix seconds, never an "internal error".
+        if not (allow_unix and raw.is_integer()):
+            raise NormalizationError(f"is not a date-time: {expected}")
+        raw = int(raw)
     if isinstance(raw, int) or (allow_unix and isinstance(raw, str) and _is_ascii_digits(raw)):
         if not allow_unix:
             raise NormalizationError(f"is not a date-time: {expected}")

@@ -190,6 +190,24 @@ def test_only_click_conversions_take_conversion_environment_and_customer_type() 
         assert (error.path, error.reason) == (f"$.{field}", f"'{field}' is not a known field")
 
 
+def test_a_yandex_date_time_given_as_a_whole_float_is_unix_seconds() -> None:
+    """Found by the random-values property test: it was an internal error before."""
+    document = {
+        "destination": "yandex_metrica",
+        "type": "offline_conversion",
+        "counter_id": "44147844",
+        "target": "purchase",
+        "client_id": "1614870231946412345",
+        "date_time": 1763600000.0,
+    }
+    assert parse_ok(document).body["date_time"] == 1763600000
+    error = parse_bad(document | {"date_time": 0.0})
+    assert (error.path, error.reason) == (
+        "$.date_time",
+        "date_time is out of range for unix seconds (years 2000 to 2100)",
+    )
+
+
 def test_the_schema_enums_are_the_models_constants() -> None:
     properties = schema_document("google_ads.click_conversion")["properties"]
     assert tuple(properties["conversion_environment"]["enum"]) == CONVERSION_ENVIRONMENTS

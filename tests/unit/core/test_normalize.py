@@ -345,6 +345,17 @@ def test_unix_seconds_only_when_allowed() -> None:
         parse_timestamp(True, allow_unix=True)  # type: ignore[arg-type]
 
 
+def test_unix_seconds_written_as_a_whole_float_are_the_same_seconds() -> None:
+    # JSON Schema calls 1704096000.0 an integer, so it reaches the normalizer as a float.
+    assert unix_seconds(parse_timestamp(1704096000.0, allow_unix=True)) == 1704096000
+    for raw, allow_unix in ((1704096000.5, True), (1704096000.0, False), (float("nan"), True)):
+        with pytest.raises(NormalizationError) as caught:
+            parse_timestamp(raw, allow_unix=allow_unix)
+        assert caught.value.reason.startswith("is not a date-time: expected")
+    with pytest.raises(NormalizationError, match="out of range"):
+        parse_timestamp(1e300, allow_unix=True)
+
+
 aware_datetimes = st.builds(
     lambda naive, minutes: naive.replace(tzinfo=timezone(timedelta(minutes=minutes))),
     st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2099, 12, 30)).map(
