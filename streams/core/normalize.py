@@ -69,8 +69,8 @@ def normalize_email(raw: str, dots: GmailDots = GmailDots.GMAIL_ONLY) -> str:
     that canonical form on its side: the reference formatter of ``google-ads-datamanager-util``
     (``Formatter.format_email_address``) and Data Manager's formatting guide remove both
     for gmail.com and googlemail.com, and nothing elsewhere. Keeping ``+promo`` would hash a
-    mailbox Google never sees, so the conversion silently never matches. A differential test
-    holds this function to that formatter (tests/unit/core/test_normalize.py).
+    mailbox Google never sees, so the conversion silently never matches. A differential
+    test holds this function to that formatter (tests/unit/core/test_normalize_reference.py).
 
     ``dots``: ``GMAIL_ONLY`` (default) is Google's rule; ``ALL_DOMAINS`` also drops dots
     (never the ``+suffix``) on other domains, for producers whose own provider ignores them;

@@ -438,6 +438,8 @@ async def test_not_allowlisted_account_dead_letters_retryable_naming_data_manage
             True,
         )
         assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in (outcome.message or "")
+        assert (outcome.message or "").startswith("Customer is not allowlisted for accessing")
+        assert ".:" not in (outcome.message or "")
     # sent once each, not retried: the rows went to Google and came back refused
     assert len(fake.requests_of("UploadClickConversions")) == 2
     lines = [r.getMessage() for r in caplog.records if NOT_ALLOWLISTED in r.getMessage()]

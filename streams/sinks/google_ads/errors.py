@@ -221,7 +221,7 @@ def outcome_for(errors: Sequence[ApiError]) -> EventOutcome:
         return EventOutcome("rejected", AUTH_FAILED, f"{chosen.code}: {message}", retryable=True)
     if klass is ErrorClass.DATA_MANAGER_ONLY:
         return EventOutcome(
-            "rejected", chosen.code, f"{message}: {DATA_MANAGER_FIX}", retryable=True
+            "rejected", chosen.code, f"{message.rstrip('.')}: {DATA_MANAGER_FIX}", retryable=True
         )
     if klass is ErrorClass.DUPLICATE:
         return EventOutcome("duplicate", chosen.code, message)
