@@ -36,10 +36,13 @@ class DedupeStore(StrEnum):
 
 
 class GmailDots(StrEnum):
-    """Which e-mail domains get dots removed from the local part before hashing.
+    """Which e-mail local parts are canonicalized before hashing (``CONVSTREAM_EMAIL_DOTS``).
 
-    Google's own normalization removes them for gmail.com and googlemail.com only, because
-    only those providers ignore dots; doing it elsewhere would hash a different mailbox.
+    Google's own normalization (its reference formatter and Data Manager's formatting
+    guide) removes the dots and any ``+suffix`` for gmail.com and googlemail.com only,
+    because only those providers are known to ignore them; doing it elsewhere would hash
+    a different mailbox. ``GMAIL_ONLY`` is that rule; ``ALL_DOMAINS`` also removes dots (not
+    the ``+suffix``) elsewhere; ``OFF`` leaves every local part as typed.
     """
 
     OFF = "off"
