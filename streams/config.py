@@ -449,6 +449,18 @@ class Settings:
     yandex_request_timeout_seconds: float = 300.0
 
     @property
+    def google_api(self) -> GoogleUploadApi | None:
+        """The API google_ads events go through: :attr:`google_upload_api`, or for settings
+        built in code without it, the same rule :meth:`from_env` applies."""
+        if self.google_upload_api is not None:
+            return self.google_upload_api
+        if self.data_manager is not None:
+            return GoogleUploadApi.DATA_MANAGER
+        if self.google_ads is not None:
+            return GoogleUploadApi.GOOGLE_ADS_API
+        return None
+
+    @property
     def bootstrap_servers(self) -> str:
         """The broker list in the ``host:port,host:port`` form Kafka clients take."""
         return self.kafka.bootstrap_servers
