@@ -70,6 +70,9 @@ class Script:
     invalid_without_index: set[str] = field(default_factory=set)
     """gclids or transaction ids whose event makes the request fail with a violation that
     names no event (the caller must bisect)."""
+    invalid_actions: dict[str, str] = field(default_factory=dict)
+    """Conversion action id -> the reason a destination naming it is refused
+    (``INVALID_CONVERSION_ACTION_ID``, ``CONVERSION_ACTION_TOO_RECENTLY_CREATED`` ...)."""
     denied_accounts: set[str] = field(default_factory=set)
     """Operating accounts the caller has no access to: PERMISSION_DENIED."""
     resource_exhausted: int = 0
@@ -186,6 +189,13 @@ class FakeDataManager:
                     code_pb2.PERMISSION_DENIED,
                     "The caller does not have permission to access the operating account.",
                     _error_info("PERMISSION_DENIED"),
+                )
+        for index, destination in enumerate(pb.destinations):
+            reason = self.script.invalid_actions.get(destination.product_destination_id)
+            if reason:
+                return "INVALID_ARGUMENT", _bad_request(
+                    [(f"destinations[{index}].product_destination_id", reason, "Not valid.")],
+                    reason,
                 )
         if not pb.destinations or not pb.events:
             return "INVALID_ARGUMENT", _bad_request(
@@ -316,7 +326,9 @@ def _status(code: int, message: str, *details: Any) -> status_pb2.Status:
     return status
 
 
-def _bad_request(violations: list[tuple[str, str, str]]) -> status_pb2.Status:
+def _bad_request(
+    violations: list[tuple[str, str, str]], reason: str = "INVALID_ARGUMENT"
+) -> status_pb2.Status:
     """INVALID_ARGUMENT as Data Manager sends it: ErrorInfo plus BadRequest violations."""
     bad = error_details_pb2.BadRequest()
     for path, reason, description in violations:
@@ -324,7 +336,7 @@ def _bad_request(violations: list[tuple[str, str, str]]) -> status_pb2.Status:
     return _status(
         code_pb2.INVALID_ARGUMENT,
         "Request contains an invalid argument.",
-        _error_info("INVALID_ARGUMENT"),
+        _error_info(reason),
         bad,
     )
 

@@ -59,6 +59,11 @@ class DataManagerConnection:
         return self._opened
 
     @property
+    def credentials(self) -> Any:
+        """The google-auth credentials (None before :meth:`open`)."""
+        return self._credentials
+
+    @property
     def principal(self) -> str:
         """Who the credentials act as (a service account's e-mail, or ``authorized user``);
         never a secret."""
