@@ -83,7 +83,7 @@ def classify(exc: BaseException) -> Failure:
     status_code = getattr(exc, "grpc_status_code", None)
     status = status_code.name if status_code is not None else _http_status(exc)
     details = list(getattr(exc, "details", None) or ())
-    reason = str(getattr(exc, "reason", None) or "")
+    reason = str(getattr(exc, "reason", None) or _error_info_reason(details))
     code = reason or status
     message = str(getattr(exc, "message", "") or status)
     hint = HINTS.get(code)
@@ -96,6 +96,15 @@ def classify(exc: BaseException) -> Failure:
     if status in _RETRY_STATUSES:
         return Failure("retry", status, code, message, retry_after=retry_delay(details))
     return Failure("reject", status, code, message)
+
+
+def _error_info_reason(details: list[Any]) -> str:
+    """``google.rpc.ErrorInfo.reason`` among the details (Google's ``ErrorReason``)."""
+    for detail in details:
+        reason = getattr(detail, "reason", None)
+        if reason and hasattr(detail, "domain"):
+            return str(reason)
+    return ""
 
 
 def _http_status(exc: Any) -> str:
