@@ -87,3 +87,46 @@ async def test_refused_credentials_fail_the_first_check(
     assert list(checks) == ["data_manager_credentials"]
     assert checks["data_manager_credentials"].status is CheckStatus.FAIL
     assert "invalid_grant" in checks["data_manager_credentials"].detail
+
+
+def test_the_command_runs_the_data_manager_checks_with_only_its_credentials(
+    dm_fake: FakeDataManager, tokens: FakeTokenEndpoint, tls: Tls, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+
+    import orjson
+
+    from streams.local.sandbox import data_manager as dm_sandbox
+    from tests.support.worker_harness import CONVSTREAM
+
+    credentials = authorized_user_file(tmp_path, tokens.url)
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GOOGLE_ADS_")},
+        **dm_sandbox.worker_env(dm_fake, credentials, tls.roots_file),
+    }
+    del environment["CONVSTREAM_GOOGLE_ADS_UPLOAD_API"]
+    done = subprocess.run(
+        [
+            CONVSTREAM,
+            "doctor",
+            "--google-customer-id",
+            "123-456-7890",
+            "--click-conversion-action",
+            "11",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = orjson.loads(done.stdout)
+    assert [(c["name"], c["status"]) for c in report["checks"]] == [
+        ("data_manager_credentials", "ok"),
+        ("data_manager_access", "ok"),
+        ("data_manager_action:11", "ok"),
+    ]
+    assert "sandbox-refresh-token" not in done.stdout + done.stderr
