@@ -175,6 +175,23 @@ async def test_a_violation_without_index_is_bisected(
     assert len(dm_fake.ingested) == 7
 
 
+async def test_a_refused_destination_rejects_its_events_in_one_go(
+    sink: DataManagerSink, dm_fake: FakeDataManager
+) -> None:
+    dm_fake.script.invalid_actions["42"] = "INVALID_CONVERSION_ACTION_ID"
+    documents = [click(1), click(2, conversion_action_id="42"), click(3)]
+    documents.append(click(4, conversion_action_id="42"))
+    outcomes = await sink.write(batch_of(documents))
+    assert [(o.status, o.code) for o in outcomes] == [
+        ("uploaded", None),
+        ("rejected", "INVALID_CONVERSION_ACTION_ID"),
+        ("uploaded", None),
+        ("rejected", "INVALID_CONVERSION_ACTION_ID"),
+    ]
+    assert "conversion customer" in (outcomes[1].message or "")
+    assert [r.outcome for r in dm_fake.received] == ["INVALID_ARGUMENT", "ingested"]
+
+
 async def test_quota_exhaustion_passes_googles_delay_on(
     sink: DataManagerSink, dm_fake: FakeDataManager, limiter: RecordingLimiter
 ) -> None:

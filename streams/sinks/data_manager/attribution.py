@@ -8,7 +8,11 @@ refusal carries ``google.rpc.BadRequest`` field violations whose ``field`` names
 * violations that name ``events[i]``: exactly those events are rejected with Google's
   reason, and the rest of the request is sent again at once (one more request, not one per
   event);
-* violations that name no event: the request is halved and each half sent (bisection),
+* violations that name a destination (``destinations[j]``: a conversion action Google does
+  not know, an account it refuses): every event of that destination is rejected with the
+  reason, the rest resent at once (bisecting would isolate them one by one, at the cost of
+  requests from the project's quota);
+* violations that name neither: the request is halved and each half sent (bisection),
   until the bad event is alone and can be rejected with the violation's reason.
 
 Each round either rejects at least one event or halves a request, so a request of n events
@@ -23,11 +27,12 @@ reporting what was settled and what was not (:attr:`Attribution.unsent`).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 _EVENT_INDEX: Final = re.compile(r"^events(?:\[(\d+)\]|\.(\d+))")
+_DESTINATION_INDEX: Final = re.compile(r"^destinations(?:\[(\d+)\]|\.(\d+))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,8 @@ class Violation:
     field: str
     reason: str
     description: str
+    destination: int | None = None
+    """The ``destinations[j]`` index it names, when it names one instead of an event."""
 
 
 class InvalidRequestError(Exception):
@@ -62,12 +69,15 @@ def violations_of(details: Sequence[Any]) -> list[Violation]:
             index = None
             if match is not None:
                 index = int(match.group(1) or match.group(2))
+            named = _DESTINATION_INDEX.match(path)
+            destination = int(named.group(1) or named.group(2)) if named else None
             found.append(
                 Violation(
                     index,
                     path,
                     str(getattr(violation, "reason", "") or ""),
                     str(violation.description),
+                    destination,
                 )
             )
     return found
@@ -75,6 +85,10 @@ def violations_of(details: Sequence[Any]) -> list[Violation]:
 
 #: ``send(positions) -> request_id``: send these batch positions as one request.
 Send = Callable[[Sequence[int]], Awaitable[str]]
+#: ``destination_of(position)``: the destination an event goes to. The request numbers its
+#: destinations in order of first appearance among its events (as
+#: :func:`streams.sinks.data_manager.events.build_request` does).
+DestinationOf = Callable[[int], Hashable]
 
 
 @dataclass(slots=True)
@@ -90,10 +104,13 @@ class Attribution:
     requests: int = 0
 
 
-async def attribute(positions: Sequence[int], send: Send) -> Attribution:
+async def attribute(
+    positions: Sequence[int], send: Send, destination_of: DestinationOf | None = None
+) -> Attribution:
     """Send ``positions`` as one request and settle every one of them; see the module
-    docstring. Never raises what ``send`` raises: a failure ends the attribution with the
-    rest in :attr:`Attribution.unsent`."""
+    docstring. Without ``destination_of`` a violation naming a destination is bisected like
+    one naming nothing. Never raises what ``send`` raises: a failure ends the attribution
+    with the rest in :attr:`Attribution.unsent`."""
     result = Attribution()
     pending: list[list[int]] = [list(positions)] if positions else []
     while pending:
@@ -102,7 +119,7 @@ async def attribute(positions: Sequence[int], send: Send) -> Attribution:
         try:
             request_id = await send(group)
         except InvalidRequestError as refused:
-            pending[:0] = _after_refusal(group, refused, result)
+            pending[:0] = _after_refusal(group, refused, result, destination_of)
             continue
         except Exception as exc:  # not about the events: the caller classifies it
             result.failure = exc
@@ -114,7 +131,10 @@ async def attribute(positions: Sequence[int], send: Send) -> Attribution:
 
 
 def _after_refusal(
-    group: list[int], refused: InvalidRequestError, result: Attribution
+    group: list[int],
+    refused: InvalidRequestError,
+    result: Attribution,
+    destination_of: DestinationOf | None,
 ) -> list[list[int]]:
     """Reject the events the violations name and return what to send next: the rest as
     one request, or the two halves of an unattributable request."""
@@ -122,6 +142,9 @@ def _after_refusal(
     for violation in refused.violations:
         if violation.index is not None and 0 <= violation.index < len(group):
             named.setdefault(violation.index, []).append(violation)
+    if destination_of is not None:
+        for index, violations in _by_destination(group, refused, destination_of).items():
+            named.setdefault(index, []).extend(violations)
     if named:
         for index, violations in named.items():
             result.rejected[group[index]] = _reason(violations, refused)
@@ -132,6 +155,27 @@ def _after_refusal(
         return []
     middle = len(group) // 2
     return [group[:middle], group[middle:]]
+
+
+def _by_destination(
+    group: list[int], refused: InvalidRequestError, destination_of: DestinationOf
+) -> dict[int, list[Violation]]:
+    """Request index -> the violations naming its event's destination (``destinations[j]``,
+    numbered in order of first appearance)."""
+    order: list[Hashable] = []
+    for position in group:
+        key = destination_of(position)
+        if key not in order:
+            order.append(key)
+    named: dict[int, list[Violation]] = {}
+    for violation in refused.violations:
+        j = violation.destination
+        if violation.index is not None or j is None or not 0 <= j < len(order):
+            continue
+        for index, position in enumerate(group):
+            if destination_of(position) == order[j]:
+                named.setdefault(index, []).append(violation)
+    return named
 
 
 def _reason(violations: list[Violation], refused: InvalidRequestError) -> tuple[str, str]:
@@ -148,5 +192,6 @@ def _reason(violations: list[Violation], refused: InvalidRequestError) -> tuple[
 
 def _relative(path: str) -> str:
     """``events[3].ad_identifiers.gclid`` -> ``event.ad_identifiers.gclid``: the index is
-    the request's, which means nothing to the reader of one event's result."""
-    return _EVENT_INDEX.sub("event", path, count=1)
+    the request's, which means nothing to the reader of one event's result (likewise
+    ``destinations[0]`` -> ``destination``)."""
+    return _DESTINATION_INDEX.sub("destination", _EVENT_INDEX.sub("event", path, count=1), count=1)

@@ -49,7 +49,7 @@ from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError, Sink, SinkConfigError
 from streams.sinks.data_manager.attribution import InvalidRequestError, attribute
 from streams.sinks.data_manager.client import AUTH_FAILED, DataManagerConnection
-from streams.sinks.data_manager.errors import Failure, classify
+from streams.sinks.data_manager.errors import HINTS, Failure, classify
 from streams.sinks.data_manager.events import (
     MAX_EVENTS_PER_REQUEST,
     UNSUPPORTED,
@@ -173,12 +173,19 @@ class DataManagerSink:
             if stop is not None:
                 outcomes.update((p, _failure_outcome(stop)) for p in positions)
                 continue
-            result = await attribute(positions, functools.partial(self._send, events=dict(group)))
+            events = dict(group)
+            result = await attribute(
+                positions,
+                functools.partial(self._send, events=events),
+                functools.partial(_destination_of, events),
+            )
             for position, request_id in result.accepted.items():
                 outcomes[position] = EventOutcome(
                     "validated" if self._dry_run else "uploaded", upload_id=request_id or None
                 )
             for position, (code, message) in result.rejected.items():
+                hint = HINTS.get(code)
+                message = f"{message} ({hint})" if hint else message
                 outcomes[position] = EventOutcome("rejected", code, message)
             if result.failure is not None:
                 failure = _as_failure(result.failure)
@@ -285,6 +292,10 @@ class DataManagerSink:
         await self._connection.aclose()
         if self._fallback is not None:
             await self._fallback.aclose()
+
+
+def _destination_of(events: dict[int, MappedEvent], position: int) -> DestinationKey:
+    return events[position].destination
 
 
 def _unsupported(reason: str) -> EventOutcome:

@@ -120,3 +120,48 @@ def test_violations_are_read_from_bad_request_details() -> None:
     detail.field_violations.add(field="destinations[0]", description="No access.")
     found = violations_of([error_details_pb2.ErrorInfo(reason="INVALID_ARGUMENT"), detail])
     assert [(v.index, v.reason) for v in found] == [(12, "INVALID_HEX_ENCODING"), (None, "")]
+
+
+async def test_a_violation_naming_a_destination_rejects_its_events_at_once() -> None:
+    """destinations[j] is numbered in order of first appearance among the request's events;
+    its events are rejected together instead of being bisected one by one."""
+    action = {0: "a", 1: "b", 2: "a", 3: "c", 4: "b"}
+    requests: list[list[int]] = []
+
+    async def send(positions: Sequence[int]) -> str:
+        requests.append(list(positions))
+        order = list(dict.fromkeys(action[p] for p in positions))
+        if "b" in order:
+            j = order.index("b")
+            raise InvalidRequestError(
+                "INVALID_CONVERSION_ACTION_ID",
+                "bad",
+                [
+                    Violation(
+                        None,
+                        f"destinations[{j}].product_destination_id",
+                        "INVALID_CONVERSION_ACTION_ID",
+                        "Not valid.",
+                        j,
+                    )
+                ],
+            )
+        return "ok"
+
+    result = await attribute(range(5), send, action.__getitem__)
+    assert set(result.rejected) == {1, 4}
+    assert result.rejected[1] == (
+        "INVALID_CONVERSION_ACTION_ID",
+        "destination.product_destination_id: Not valid.",
+    )
+    assert set(result.accepted) == {0, 2, 3}
+    assert requests == [[0, 1, 2, 3, 4], [0, 2, 3]]
+
+
+def test_violations_name_destinations() -> None:
+    from google.rpc import error_details_pb2
+
+    detail = error_details_pb2.BadRequest()
+    detail.field_violations.add(field="destinations[2].product_destination_id")
+    (found,) = violations_of([detail])
+    assert (found.index, found.destination) == (None, 2)
