@@ -130,6 +130,12 @@ class DataManagerSettings:
     """GOOGLE_DATA_MANAGER_LOGIN_ACCOUNT: the manager account used when an event has no
     ``login_customer_id`` (as GOOGLE_ADS_LOGIN_CUSTOMER_ID is for the Google Ads API)."""
     request_timeout_seconds: float = 120.0
+    encryption_kek_uri: str | None = None
+    """GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI: Cloud KMS key that wraps the user-data
+    encryption key; with ``encryption_wip_provider`` it turns encryption on (off by default)."""
+    encryption_wip_provider: str | None = None
+    """GOOGLE_DATA_MANAGER_ENCRYPTION_WIP_PROVIDER: the Workload Identity pool provider
+    Google uses to unwrap that key."""
 
 
 class SecurityProtocol(StrEnum):
@@ -652,7 +658,47 @@ def _data_manager(read: _Reader) -> DataManagerSettings | None:
         request_timeout_seconds=read.number(
             "GOOGLE_DATA_MANAGER_REQUEST_TIMEOUT_SECONDS", 120.0, float, 1, 3600
         ),
+        **_data_manager_encryption(read),
     )
+
+
+_KEK_URI = "GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI"
+_WIP_PROVIDER = "GOOGLE_DATA_MANAGER_ENCRYPTION_WIP_PROVIDER"
+
+
+def _data_manager_encryption(read: _Reader) -> dict[str, str | None]:
+    """Both encryption variables or neither: one without the other cannot work."""
+    kek = read.text(_KEK_URI, "", check=_check_kek_uri) or None
+    wip = read.text(_WIP_PROVIDER, "", check=_check_wip_provider) or None
+    if (kek is None) != (wip is None):
+        have, lack = (_KEK_URI, _WIP_PROVIDER) if wip is None else (_WIP_PROVIDER, _KEK_URI)
+        raise ConfigError(
+            f"{have} is set without {lack}: encrypting user data needs the KMS key and the "
+            "Workload Identity pool provider Google unwraps it with; set both or neither"
+        )
+    return {"encryption_kek_uri": kek, "encryption_wip_provider": wip}
+
+
+def _check_kek_uri(value: str) -> str | None:
+    if not re.fullmatch(
+        r"(gcp-kms://)?projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+", value
+    ):
+        return (
+            "expected projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY "
+            "(gcp-kms:// prefix allowed)"
+        )
+    return None
+
+
+def _check_wip_provider(value: str) -> str | None:
+    if not re.fullmatch(
+        r"projects/[^/]+/locations/global/workloadIdentityPools/[^/]+/providers/[^/]+", value
+    ):
+        return (
+            "expected projects/PROJECT_NUMBER/locations/global/workloadIdentityPools/POOL/"
+            "providers/PROVIDER"
+        )
+    return None
 
 
 def _google_upload_api(

@@ -443,3 +443,25 @@ def test_data_manager_variables_are_read(tmp_path: Path) -> None:
     assert config.endpoint == "localhost:8443"
     assert config.login_account == "1112223333"
     assert config.impersonate_service_account == "up@p.iam.gserviceaccount.com"
+
+
+def test_data_manager_encryption_needs_both_variables(tmp_path: Path) -> None:
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": _credentials_file(tmp_path)}
+    kek = "projects/p/locations/global/keyRings/r/cryptoKeys/k"
+    wip = "projects/1/locations/global/workloadIdentityPools/pool/providers/prov"
+    with pytest.raises(ConfigError, match="GOOGLE_DATA_MANAGER_ENCRYPTION_WIP_PROVIDER"):
+        Settings.from_env({**env, "GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI": kek})
+    with pytest.raises(ConfigError, match="GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI"):
+        Settings.from_env({**env, "GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI": "my-key"})
+    both = Settings.from_env(
+        {
+            **env,
+            "GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI": kek,
+            "GOOGLE_DATA_MANAGER_ENCRYPTION_WIP_PROVIDER": wip,
+        }
+    ).data_manager
+    assert both is not None
+    assert (both.encryption_kek_uri, both.encryption_wip_provider) == (kek, wip)
+    off = Settings.from_env(env).data_manager
+    assert off is not None
+    assert off.encryption_kek_uri is None

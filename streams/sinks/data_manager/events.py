@@ -49,6 +49,7 @@ from typing import Any, Final
 
 from streams.core.model import Event
 from streams.core.normalize import NormalizationError, parse_timestamp
+from streams.sinks.data_manager.encryption import UserDataEncryption
 
 #: Google's limit on events in one IngestEventsRequest.
 MAX_EVENTS_PER_REQUEST: Final = 2000
@@ -365,10 +366,14 @@ def pack(
 
 
 def build_request(
-    items: Sequence[tuple[int, MappedEvent]], *, validate_only: bool = False
+    items: Sequence[tuple[int, MappedEvent]],
+    *,
+    validate_only: bool = False,
+    encryption: UserDataEncryption | None = None,
 ) -> BuiltRequest:
     """One request for ``items`` (position, event): one destination per distinct
-    :class:`DestinationKey`, referenced by each event (``destination_references``)."""
+    :class:`DestinationKey`, referenced by each event (``destination_references``); the user
+    data encrypted when ``encryption`` is given."""
     from google.ads.datamanager_v1 import types as dm
 
     request_type = dm.IngestEventsRequest
@@ -389,6 +394,8 @@ def build_request(
         event = pb.events.add()
         event.CopyFrom(item.event)
         event.destination_references.append(references[key])
+    if encryption is not None:
+        encryption.apply(pb)
     return BuiltRequest(
         request_type.wrap(pb),
         tuple(references),

@@ -37,6 +37,7 @@ retrying is the pipeline's.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Sequence
@@ -49,6 +50,7 @@ from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError, Sink, SinkConfigError
 from streams.sinks.data_manager.attribution import InvalidRequestError, attribute
 from streams.sinks.data_manager.client import AUTH_FAILED, DataManagerConnection
+from streams.sinks.data_manager.encryption import UserDataEncryption
 from streams.sinks.data_manager.errors import HINTS, Failure, classify
 from streams.sinks.data_manager.events import (
     MAX_EVENTS_PER_REQUEST,
@@ -118,6 +120,7 @@ class DataManagerSink:
         self._limiter = limiter
         self._tracker = tracker
         self._connection = connection or DataManagerConnection(config)
+        self._encryption: UserDataEncryption | None = None
 
     @property
     def connection(self) -> DataManagerConnection:
@@ -140,8 +143,29 @@ class DataManagerSink:
             self._dry_run,
             type(self._fallback).__name__ if self._fallback else "none",
         )
+        if self._config.encryption_kek_uri and self._config.encryption_wip_provider:
+            self._encryption = await asyncio.to_thread(self._wrap_key)
         if self._fallback is not None:
             await self._fallback.setup()
+
+    def _wrap_key(self) -> UserDataEncryption:
+        """One data encryption key for this worker, wrapped by the KMS key (a KMS call)."""
+        config = self._config
+        assert config.encryption_kek_uri
+        assert config.encryption_wip_provider
+        try:
+            return UserDataEncryption.for_gcp_kms(
+                config.encryption_kek_uri,
+                config.encryption_wip_provider,
+                str(config.credentials_file),
+            )
+        except Exception as exc:  # tink / KMS errors: name the variable, never a key
+            raise SinkConfigError(
+                "CONFIGURATION",
+                "GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI: the KMS key could not wrap the data "
+                f"encryption key ({type(exc).__name__}); check the key and the credentials' "
+                "cloudkms.cryptoKeyEncrypterDecrypter role",
+            ) from exc
 
     async def write(self, batch: AccountBatch) -> Sequence[EventOutcome]:
         """Upload one batch; one outcome per event, in order (see the module docstring)."""
@@ -220,7 +244,11 @@ class DataManagerSink:
     async def _send(self, positions: Sequence[int], events: dict[int, MappedEvent]) -> str:
         """One IngestEvents call for ``positions``; the request id. Raises
         :class:`InvalidRequestError` (for attribution) or :class:`_StopError`."""
-        built = build_request([(p, events[p]) for p in positions], validate_only=self._dry_run)
+        built = build_request(
+            [(p, events[p]) for p in positions],
+            validate_only=self._dry_run,
+            encryption=self._encryption,
+        )
         request_id, failure = await self._call(built.request)
         if failure is not None and failure.kind == "auth":
             _log.info("destination=google_ads api=data_manager access token refused; refreshing")
