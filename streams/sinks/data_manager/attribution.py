@@ -31,6 +31,8 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from streams.errors import ConvstreamError
+
 _EVENT_INDEX: Final = re.compile(r"^events(?:\[(\d+)\]|\.(\d+))")
 _DESTINATION_INDEX: Final = re.compile(r"^destinations(?:\[(\d+)\]|\.(\d+))")
 
@@ -48,7 +50,7 @@ class Violation:
     """The ``destinations[j]`` index it names, when it names one instead of an event."""
 
 
-class InvalidRequestError(Exception):
+class InvalidRequestError(ConvstreamError):
     """``send`` raises it when Google refused the request as invalid (INVALID_ARGUMENT)."""
 
     def __init__(self, code: str, message: str, violations: Sequence[Violation]) -> None:

@@ -49,6 +49,7 @@ from typing import Any, Final
 
 from streams.core.model import Event
 from streams.core.normalize import NormalizationError, parse_timestamp
+from streams.errors import ConvstreamError
 from streams.sinks.data_manager.encryption import UserDataEncryption
 
 #: Google's limit on events in one IngestEventsRequest.
@@ -71,7 +72,7 @@ _GOOGLE_ADS_ACCOUNT: Final = 1  # ProductAccount.AccountType.GOOGLE_ADS
 _HEX_ENCODING: Final = 1  # Encoding.HEX
 
 
-class MappingError(ValueError):
+class MappingError(ConvstreamError, ValueError):
     """An event Data Manager would refuse, found before sending: code and reason (no PII)."""
 
     def __init__(self, code: str, message: str) -> None:
