@@ -84,6 +84,8 @@ def _google_sink(settings: Settings, metrics: Metrics | None) -> Sink:
         from streams.sinks.data_manager.sink import DataManagerSink
 
         assert settings.data_manager is not None  # Settings.from_env guarantees it
+        # The per-project request limiter (limiter=, streams.sinks.data_manager.quota) and the
+        # request-status tracker (tracker=, .request_status) plug in here; both optional.
         return DataManagerSink(
             settings.data_manager, dry_run=settings.dry_run, metrics=metrics, fallback=ads_api
         )
