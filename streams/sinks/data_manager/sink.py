@@ -259,7 +259,15 @@ class DataManagerSink:
                 request_id, failure = await self._call(built.request)
         if failure is None:
             if self._tracker is not None and not self._dry_run and request_id:
-                self._tracker.track(request_id, built.destinations, len(positions))
+                try:
+                    self._tracker.track(request_id, built.destinations, len(positions))
+                except Exception as exc:  # the events are in: a status poll lost, not an upload
+                    _log.warning(
+                        "destination=google_ads api=data_manager request status not tracked "
+                        "request_id=%s error=%s",
+                        request_id,
+                        type(exc).__name__,
+                    )
             return request_id
         if failure.kind == "invalid":
             _log.info(

@@ -111,3 +111,16 @@ async def test_an_outage_after_local_rejections_is_per_event() -> None:
         ("rejected", "REQUIRED_FIELD_MISSING"),
         ("retryable", "UNAVAILABLE"),
     ]
+
+
+async def test_a_failing_tracker_does_not_make_an_accepted_request_fail() -> None:
+    class BrokenTracker:
+        def track(self, *args: object) -> None:
+            raise RuntimeError("status topic down")
+
+    connection = FakeConnection()
+    config = DataManagerSettings(credentials_file=Path("unused.json"))
+    sink = DataManagerSink(config, connection=connection, tracker=BrokenTracker())  # type: ignore[arg-type]
+    outcomes = await sink.write(batch_of([_enhancement(1)]))
+    assert [o.status for o in outcomes] == ["uploaded"]
+    assert len(connection.requests) == 1
