@@ -32,6 +32,7 @@ ENHANCEMENT adjustment              an event with transaction_id = order_id and 
 What Data Manager cannot take stays on the Google Ads API (:func:`unsupported_reason`):
 call conversions (no caller id field), retractions and restatements (``IngestEvents`` only
 adds events), external attribution data and key-value session attributes (no field),
+enhancements without ``order_id`` (matched by transaction id only), and
 ``conversion_action_name`` (resolving a name needs the Google Ads API's GAQL).
 
 Everything that can be checked before sending is checked here (:class:`MappingError`),
@@ -115,6 +116,11 @@ def unsupported_reason(event: Event) -> str | None:
         return (
             f"{str(body.get('adjustment_type', '')).lower()}s change an uploaded conversion; "
             "IngestEvents only adds events"
+        )
+    if event.type == "conversion_adjustment" and not body.get("order_id"):
+        return (
+            "an enhancement without order_id: Data Manager matches enhancements to the tag "
+            "conversion by transaction id only"
         )
     if event.type not in ("click_conversion", "conversion_adjustment"):
         return f"event type {event.type} is not a Google Ads conversion"

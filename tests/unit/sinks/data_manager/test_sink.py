@@ -104,11 +104,11 @@ async def test_an_outage_after_local_rejections_is_per_event() -> None:
     sink, connection = _sink()
     connection.fail = exceptions.ServiceUnavailable("down")
     batch = batch_of([_enhancement(1), _enhancement(2)])
-    body = {k: v for k, v in batch.events[0].body.items() if k != "order_id"}
+    body = {**batch.events[0].body, "user_identifiers": [{"hashed_email": "not-hex"}]}
     batch = replace(batch, events=(replace(batch.events[0], body=body), batch.events[1]))
     outcomes = await sink.write(batch)
     assert [(o.status, o.code) for o in outcomes] == [
-        ("rejected", "REQUIRED_FIELD_MISSING"),
+        ("rejected", "INVALID_SHA256_FORMAT"),
         ("retryable", "UNAVAILABLE"),
     ]
 
