@@ -99,13 +99,6 @@ class MappedEvent:
     event: Any
 
 
-def _field(event: Event, name: str) -> Any:
-    """A field that newer schemas add (``conversion_environment``, ``customer_type``): from
-    the body, or an attribute of the event, or None, so this works before and after."""
-    value = event.body.get(name)
-    return value if value is not None else getattr(event, name, None)
-
-
 def unsupported_reason(event: Event) -> str | None:
     """Why the Data Manager API cannot take this event (it stays on the Google Ads API), or
     None when it can."""
@@ -189,10 +182,10 @@ def map_event(event: Event, default_login: str | None = None) -> MappedEvent:
         for name in ("ad_user_data", "ad_personalization"):
             if name in consent:
                 setattr(pb.consent, name, _CONSENT[consent[name]])
-    environment = _field(event, "conversion_environment")
+    environment = event.conversion_environment
     if environment in _EVENT_SOURCE:
         pb.event_source = _EVENT_SOURCE[environment]
-    customer_type = _field(event, "customer_type")
+    customer_type = event.customer_type
     if customer_type in _CUSTOMER_TYPE:
         pb.user_properties.customer_type = _CUSTOMER_TYPE[customer_type]
     if (
