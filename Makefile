@@ -17,14 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/convstream demo
 
-# The default suite on Apache Kafka (tests/support/brokers.py; CONVSTREAM_TEST_BROKER=tansu
-# for the quick embedded broker), then the short soak / chaos runs. Those run on tansu here
-# for now: the Faust changelog-recovery hang seen once in 4 two-worker runs on Apache Kafka is
-# fixed (streams/shell/faust_consumer.py, docs/faust.md) with 5 of 5 Kafka runs green so far;
-# they move to Kafka once more runs are behind the fix. `make soak` runs them on Kafka.
+# The default suite, then the short soak / chaos runs, both on Apache Kafka
+# (tests/support/brokers.py; CONVSTREAM_TEST_BROKER=tansu for the quick embedded broker).
 test: lint typecheck kafka-jars
 	$(BIN)/pytest
-	CONVSTREAM_TEST_BROKER=tansu $(BIN)/pytest -m "soak and not soak_long"
+	$(BIN)/pytest -m "soak and not soak_long"
 
 # Every short soak / chaos run (`make test` runs all but the soak_long ones;
 # bench/soak.py is the long form).
