@@ -447,6 +447,7 @@ def throughput(name: str, events: list[bytes], workdir: Path) -> dict[str, Any]:
         print(f"bare aiokafka consumer + orjson: {aiokafka_rate:,.0f} events/s")
         faust_rate = bare_faust(bootstrap, topics.input, len(events), workdir, tansu=tansu)
         print(f"bare faust agent (decode only): {faust_rate:,.0f} events/s")
+        (workdir / name).mkdir()
         result = pipeline_run(bootstrap, topics, len(events), workdir / name, tansu=tansu)
     ratio = result["rate"] / faust_rate
     print(
