@@ -432,10 +432,10 @@ def batch_topic_prefetch(settings: Settings) -> int:
     """How many batch-topic records Faust may hold for the batch agent before it stops
     fetching (``stream_buffer_maxsize``).
 
-    Faust's default, 4,096 records, is 4,096 chunks of up to 500 events here: after a
-    restart into a backlog the worker held up to two million events as raw chunk bytes
-    before the batch stage admitted any (the 1M soak peaked at 969 MB, over 700 MB of it
-    in the minute after a SIGKILL; bench/RESULTS.md). The batch stage admits at most
+    Faust's default, 4,096 records, is 4,096 chunks of up to 500 events here: facing a
+    backlog the worker could hold up to two million events as raw chunk bytes before the
+    batch stage admitted any (the 1M soak on Apache Kafka peaked at 969 MB before this
+    bound, 745-779 MB after; bench/RESULTS.md). The batch stage admits at most
     ``CONVSTREAM_MAX_OPEN_EVENTS`` at once, so prefetching more chunks than that many
     events fill buys no throughput, only memory.
     """
