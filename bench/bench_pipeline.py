@@ -136,6 +136,7 @@ def bare_aiokafka(bootstrap: str, topic: str, count: int) -> float:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
+            await consumer.topics()  # Apache Kafka sends no topic's metadata unasked (tansu does)
             partitions = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
