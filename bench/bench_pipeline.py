@@ -48,6 +48,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from streams.local.broker import EmbeddedBroker, create_topics
 from tests.support.apache_kafka import KAFKA_VERSION, measured_broker
@@ -132,12 +133,15 @@ def produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
 def bare_aiokafka(bootstrap: str, topic: str, count: int) -> float:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    # From librdkafka: aiokafka knows only the metadata it was sent, and Apache Kafka sends
+    # none for a topic nobody subscribed to (tansu sends every topic's).
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = list(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+
     async def consume() -> float:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            await consumer.topics()  # Apache Kafka sends no topic's metadata unasked (tansu does)
-            partitions = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
