@@ -1,0 +1,1 @@
+"""Google Data Manager API (``IngestionService``) for destination ``google_ads``."""
