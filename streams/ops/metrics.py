@@ -246,9 +246,9 @@ class Metrics:
         )
         self.data_manager_status_events = Counter(
             "convstream_data_manager_status_events_total",
-            "Events of finished Data Manager requests, by the final state of their "
-            "destination (Google's record_count).",
-            ["status"],
+            "Events of finished Data Manager requests, per operating customer and final state "
+            "of their destination (Google's record_count).",
+            ["customer_id", "status"],
             registry=registry,
         )
         self.data_manager_status_errors = Counter(

@@ -423,7 +423,9 @@ class RequestStatusTracker:
         for destination in record["destinations"]:
             account, status = destination["account"], destination["status"]
             metrics.data_manager_destination_status.labels(account, status).inc()
-            metrics.data_manager_status_events.labels(status).inc(destination["record_count"])
+            metrics.data_manager_status_events.labels(account, status).inc(
+                destination["record_count"]
+            )
             for error in destination["errors"]:
                 metrics.data_manager_status_errors.labels(account, error["reason"]).inc(
                     error["count"]

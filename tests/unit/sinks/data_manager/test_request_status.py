@@ -173,7 +173,7 @@ async def test_google_schedule_first_poll_after_30_minutes_then_backoff_until_fi
     assert sample(metrics, "convstream_data_manager_status_polls_total", outcome="final") == 1
     success = {"customer_id": CUSTOMER, "status": "SUCCESS"}
     assert sample(metrics, "convstream_data_manager_destination_status_total", **success) == 1
-    assert sample(metrics, "convstream_data_manager_status_events_total", status="SUCCESS") == 2000
+    assert sample(metrics, "convstream_data_manager_status_events_total", **success) == 2000
 
 
 async def test_one_record_only_when_every_destination_is_final_with_error_counts() -> None:
