@@ -313,8 +313,9 @@ class RequestStatusTracker:
                     await asyncio.wait_for(self._wake.wait(), timeout)
             try:
                 await self.poll_due()
-            except Exception:  # the poller must outlive any one bad answer
+            except Exception:  # the poller must outlive any bug; pause rather than spin
                 _log.exception("data manager status poll failed")
+                await asyncio.sleep(MIN_INTERVAL_SECONDS)
 
     async def poll_due(self) -> int:
         """Poll every request whose time has come, at most ``concurrency`` at once; returns
@@ -324,7 +325,7 @@ class RequestStatusTracker:
         polled = 0
         for start in range(0, len(due), self._concurrency):
             group = due[start : start + self._concurrency]
-            results = await asyncio.gather(*(self._poll(t) for t in group))
+            results = await asyncio.gather(*(self._poll_safely(t) for t in group))
             polled += sum(1 for went in results if went)
             if not all(results):
                 # The read budget is spent: the rest waits as long as the deferred ones.
@@ -333,6 +334,21 @@ class RequestStatusTracker:
                 break
         self._metrics.data_manager_requests_tracked.set(len(self._tracked))
         return polled
+
+    async def _poll_safely(self, entry: _Tracked) -> bool:
+        """:meth:`_poll`, with an answer that cannot be understood (a bug here or a field
+        Google added) treated like a failed poll: retried on the schedule, never a crash
+        of the pass and never a hot loop on the same request."""
+        try:
+            return await self._poll(entry)
+        except Exception:
+            _log.exception(
+                "data manager status answer not understood request_id=%s", entry.request_id
+            )
+            self._metrics.data_manager_status_polls.labels("error").inc()
+            entry.record = None
+            self._reschedule(entry)
+            return True
 
     async def _poll(self, entry: _Tracked) -> bool:
         """One request's turn; False when the read budget deferred it."""

@@ -289,6 +289,38 @@ async def test_poll_errors_are_retried_and_unreadable_requests_dropped() -> None
     assert sample(metrics, "convstream_data_manager_status_polls_total", outcome="error") == 4
 
 
+class Garbled:
+    """A final answer whose counts cannot be read (a field that raises)."""
+
+    request_status = State.SUCCESS
+
+    @property
+    def events_ingestion_status(self) -> Any:
+        raise ValueError("unexpected shape")
+
+
+async def test_an_answer_that_cannot_be_read_is_retried_on_the_schedule() -> None:
+    google, time, published, metrics = FakeGoogle(), ManualTime(T0), Published(), Metrics()
+    google.answer("req-g", [Garbled()], [per_destination(State.SUCCESS, records=1)])
+
+    async def retrieve(request_id: str) -> Any:
+        answer = google.answers[request_id]
+        statuses = answer.pop(0) if len(answer) > 1 else answer[0]
+        return type("Response", (), {"request_status_per_destination": statuses})()
+
+    status = RequestStatusTracker(retrieve, on_status=published, metrics=metrics, clock=time.clock)
+    status.track("req-g", [destination("111")], 1)
+    time.advance(1800)
+    assert await status.poll_due() == 1
+    assert published.records == []
+    assert status.tracked == 1
+    assert sample(metrics, "convstream_data_manager_status_polls_total", outcome="error") == 1
+    assert await status.poll_due() == 0, "rescheduled, not retried at once"
+    time.advance(1800)
+    await status.poll_due()
+    assert [r["upload_id"] for r in published.records] == ["req-g"]
+
+
 async def test_a_failed_publish_is_retried_without_polling_google_again() -> None:
     google, time, published, metrics = FakeGoogle(), ManualTime(T0), Published(1), Metrics()
     google.answer("req-5", [per_destination(State.SUCCESS, records=1)])
