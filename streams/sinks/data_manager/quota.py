@@ -216,11 +216,12 @@ class QuotaLimiter:
         self._requests.inc()
         self._waited.inc(max(0.0, self._clock() - started))
 
-    def penalize(self, seconds: float) -> None:
+    def penalize(self, seconds: float | None) -> None:
         """Hold every lane off for ``seconds`` from now: called by the sink when Google
-        answered RESOURCE_EXHAUSTED (:func:`server_delay` reads Google's own delay). A
+        answered RESOURCE_EXHAUSTED (:func:`server_delay` reads Google's own delay; None,
+        when Google gave none, means a minute: a per-minute quota frees within one). A
         shorter penalty never shortens a longer one already in force."""
-        seconds = max(0.0, float(seconds))
+        seconds = MINUTE if seconds is None else max(0.0, float(seconds))
         until = self._clock() + seconds
         self._exhausted.labels(self.project, self.quota, "server").inc()
         if until > self._hold_until:

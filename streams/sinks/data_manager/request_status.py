@@ -139,11 +139,18 @@ class TrackedDestination:
 
     @classmethod
     def of(cls, destination: Any) -> TrackedDestination:
-        """From a ``google.ads.datamanager_v1.Destination`` (proto-plus or raw protobuf)."""
+        """From a ``google.ads.datamanager_v1.Destination`` (proto-plus or raw protobuf), or
+        from the sink's own destination key (``operating_account`` a string,
+        ``conversion_action_id``)."""
         operating = getattr(destination, "operating_account", None)
-        account = str(getattr(operating, "account_id", "") or "")
-        product = str(getattr(destination, "product_destination_id", "") or "")
-        return cls(account, product)
+        if isinstance(operating, str):
+            account = operating
+        else:
+            account = str(getattr(operating, "account_id", "") or "")
+        product = getattr(destination, "product_destination_id", None) or getattr(
+            destination, "conversion_action_id", None
+        )
+        return cls(account, str(product or ""))
 
 
 @dataclass(slots=True)

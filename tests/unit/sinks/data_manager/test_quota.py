@@ -164,6 +164,18 @@ async def test_penalize_holds_every_lane_off_and_a_long_one_is_not_waited() -> N
     assert sample(metrics, "convstream_data_manager_quota_exhausted_total", **server) == 3
 
 
+async def test_penalize_without_a_delay_from_google_holds_off_a_minute() -> None:
+    time = ManualTime(NOON_ISH)
+    quota = limiter(time)
+    quota.penalize(None)
+    assert quota.held_until == NOON_ISH + 60
+    lane = asyncio.create_task(quota.acquire())
+    await time.sleepers(1)
+    assert time.parked_deadlines() == [NOON_ISH + 60]
+    time.advance(60)
+    await lane
+
+
 async def test_a_penalty_that_arrives_while_a_lane_waits_is_honoured() -> None:
     time = ManualTime(NOON_ISH)
     quota = limiter(time, per_minute=1, max_wait=300)

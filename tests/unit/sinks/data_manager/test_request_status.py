@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
@@ -354,6 +355,33 @@ async def test_the_cap_drops_the_oldest_request() -> None:
     abandoned = "convstream_data_manager_status_abandoned_total"
     assert sample(metrics, abandoned, reason="capacity") == 2
     assert sample(metrics, "convstream_data_manager_requests_tracked") == 0
+
+
+async def test_the_sinks_own_destination_keys_are_understood() -> None:
+    @dataclass(frozen=True)
+    class DestinationKey:  # the shape of streams.sinks.data_manager.events.DestinationKey
+        operating_account: str
+        login_account: str | None
+        conversion_action_id: str
+
+    google, time, published = FakeGoogle(), ManualTime(T0), Published()
+    bare = dm.RequestStatusPerDestination(request_status=State.SUCCESS)  # names no destination
+    google.answer("req-k", [bare, bare])
+    status = tracker(google, time, published)
+    keys = [
+        DestinationKey("5555555555", "1111111111", "111"),
+        DestinationKey("5555555555", None, "222"),
+    ]
+    status.track("req-k", keys, 3)
+    time.advance(1800)
+    await status.poll_due()
+    [record] = published.records
+    valid_upload_status(record)
+    assert record["account"] == "5555555555"
+    assert [(d["account"], d["product_destination_id"]) for d in record["destinations"]] == [
+        ("5555555555", "111"),
+        ("5555555555", "222"),
+    ]
 
 
 async def test_track_never_raises_and_zero_turns_tracking_off() -> None:
