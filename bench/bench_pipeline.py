@@ -1,8 +1,8 @@
-"""Benchmark: the whole worker on the embedded broker, against what Kafka and Faust allow.
+"""Benchmark: the whole worker on a fresh broker, against what Kafka and Faust allow.
 
-One run, one fresh embedded broker, one topic of N events (default 200,000) over 50
-accounts, 10% duplicates (a later message repeating an earlier conversion) and 2% invalid.
-It measures, on that same topic:
+One run, one fresh broker (the embedded tansu, Apache Kafka, or each in turn), one topic of
+N events (default 200,000) over 50 accounts, 10% duplicates (a later message repeating an
+earlier conversion) and 2% invalid. It measures, on that same topic:
 
 1. a bare aiokafka consumer (getmany + orjson decode): what the broker and client allow;
 2. a bare Faust agent that only decodes each value: Faust's per-event ceiling;
@@ -13,6 +13,7 @@ It measures, on that same topic:
    an empty data dir, time until its RocksDB table holds them all, and the disk it used.
 
     .venv/bin/python -m bench.bench_pipeline [--events 200000] [--skip-store]
+    .venv/bin/python -m bench.bench_pipeline --broker both --skip-store   # tansu, then Kafka
     .venv/bin/python -m bench.bench_pipeline --profile FILE [--events 120000]
 
 ``--profile`` runs only the worker on the backlog under ``py-spy record --gil`` and prints
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ import orjson
 from confluent_kafka import Producer
 
 from streams.local.broker import EmbeddedBroker, create_topics
+from tests.support.apache_kafka import KAFKA_VERSION, measured_broker
 from tests.support.worker_harness import (
     TopicReader,
     Topics,
@@ -156,9 +159,10 @@ def bare_aiokafka(bootstrap: str, topic: str, count: int) -> float:
     return asyncio.run(consume())
 
 
-def bare_faust(bootstrap: str, topic: str, count: int, workdir: Path) -> float:
+def bare_faust(bootstrap: str, topic: str, count: int, workdir: Path, *, tansu: bool) -> float:
     out = workdir / "faust_bare.json"
     env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic}
+    env["BENCH_SESSION_TIMEOUT"] = "3" if tansu else "6"
     env |= {"BENCH_COUNT": str(count), "BENCH_OUT": str(out), "BENCH_DIR": str(workdir)}
     with (workdir / "faust_bare.log").open("wb") as log:
         subprocess.run(
@@ -195,10 +199,12 @@ def worker_env() -> dict[str, str]:
     }
 
 
-def pipeline_run(bootstrap: str, topics: Topics, count: int, workdir: Path) -> dict[str, Any]:
+def pipeline_run(
+    bootstrap: str, topics: Topics, count: int, workdir: Path, *, tansu: bool
+) -> dict[str, Any]:
     """Drain the backlog, then a steady live stream for latency."""
     env = worker_env()
-    worker = WorkerProcess(topics, workdir, tansu=True, **env)
+    worker = WorkerProcess(topics, workdir, tansu=tansu, **env)
     with worker, TopicReader(bootstrap, topics.results) as results:
         worker.start()
         wait_until(lambda: (results.poll(0.5), len(results.messages) >= count)[1], 900, "results")
@@ -285,13 +291,15 @@ COMPONENTS = (
 )
 
 
-def profile_run(bootstrap: str, topics: Topics, count: int, workdir: Path, out: Path) -> None:
+def profile_run(
+    bootstrap: str, topics: Topics, count: int, workdir: Path, out: Path, *, tansu: bool
+) -> None:
     """The worker on a backlog of ``count`` events under py-spy; prints the breakdown."""
     env = worker_env()
     spy = Path(sys.executable).with_name("py-spy")
     if not spy.exists():  # the dev extra installs it; else one on PATH
         spy = Path(shutil.which("py-spy") or "py-spy")
-    worker = WorkerProcess(topics, workdir, tansu=True, **env)
+    worker = WorkerProcess(topics, workdir, tansu=tansu, **env)
     with worker, TopicReader(bootstrap, topics.results) as results:
         worker.start()
         assert worker.process is not None
@@ -363,7 +371,7 @@ def print_profile(collapsed: Path, top: int = 25) -> None:
         print(f"  {n / total:6.1%}  {frame}")
 
 
-def store_run(bootstrap: str, workdir: Path, keys: int) -> dict[str, Any]:
+def store_run(bootstrap: str, workdir: Path, keys: int, *, tansu: bool) -> dict[str, Any]:
     """1M keys straight into the changelog, then a cold worker recovers them."""
     topics = Topics(bootstrap)
     partitions = 4
@@ -399,7 +407,7 @@ def store_run(bootstrap: str, workdir: Path, keys: int) -> dict[str, Any]:
         "CONVSTREAM_BATCH_PARTITIONS": str(partitions),
         "CONVSTREAM_DATA_DIR": str(data),
     }
-    worker = WorkerProcess(topics, workdir, tansu=True, **env)
+    worker = WorkerProcess(topics, workdir, tansu=tansu, **env)
     expected = keys + partitions
     with worker:
         started = time.monotonic()
@@ -415,11 +423,60 @@ def store_run(bootstrap: str, workdir: Path, keys: int) -> dict[str, Any]:
     return {"keys": expected, "seconds": recovered_in, "disk_mb": disk / 1e6}
 
 
+@contextlib.contextmanager
+def fresh_broker(name: str) -> Iterator[str]:
+    """A fresh broker of its own for one measurement; yields its bootstrap address."""
+    if name == "kafka":
+        with measured_broker() as kafka:
+            print(f"Apache Kafka {KAFKA_VERSION} ready in {kafka.startup_seconds:.1f} s")
+            yield kafka.bootstrap("PLAINTEXT")
+    else:
+        with EmbeddedBroker() as broker:
+            yield broker.address
+
+
+def throughput(name: str, events: list[bytes], workdir: Path) -> dict[str, Any]:
+    """Sections 1-4 on one fresh broker; prints as it goes and returns the rates."""
+    tansu = name == "tansu"
+    print(f"--- broker: {name} ---")
+    with fresh_broker(name) as bootstrap:
+        topics = Topics(bootstrap)
+        rate = produce(bootstrap, topics.input, events)
+        print(f"produce (confluent-kafka): {rate:,.0f} events/s")
+        aiokafka_rate = bare_aiokafka(bootstrap, topics.input, len(events))
+        print(f"bare aiokafka consumer + orjson: {aiokafka_rate:,.0f} events/s")
+        faust_rate = bare_faust(bootstrap, topics.input, len(events), workdir, tansu=tansu)
+        print(f"bare faust agent (decode only): {faust_rate:,.0f} events/s")
+        result = pipeline_run(bootstrap, topics, len(events), workdir / name, tansu=tansu)
+    ratio = result["rate"] / faust_rate
+    print(
+        f"pipeline (first consumed -> last result): {result['rate']:,.0f} events/s, "
+        f"{ratio:.2f}x bare faust, {result['rate'] / aiokafka_rate:.3f}x bare aiokafka "
+        f"(target >= 0.70x faust: {'met' if ratio >= 0.7 else 'NOT met'})"
+    )
+    print(f"  statuses: {result['statuses']}")
+    print(
+        f"latency (live stream, 1,000 events/s, window {BATCH_WINDOW:g} s): "
+        f"p50 {result['p50']:.2f} s, p99 {result['p99']:.2f} s "
+        f"(target <= {BATCH_WINDOW + 2:g} s: "
+        f"{'met' if result['p99'] <= BATCH_WINDOW + 2 else 'NOT met'})"
+    )
+    print(f"worker peak RSS: {result['rss_mb']:.0f} MB")
+    rates = {"broker": name, "produce": rate, "aiokafka": aiokafka_rate, "faust": faust_rate}
+    return rates | result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--store-keys", type=int, default=1_000_000)
     parser.add_argument("--skip-store", action="store_true")
+    parser.add_argument(
+        "--broker",
+        choices=("tansu", "kafka", "both"),
+        default="tansu",
+        help="both: the throughput sections on tansu, then on Apache Kafka (make kafka-jars)",
+    )
     parser.add_argument("--profile", type=Path, metavar="FILE", help="profile the worker only")
     args = parser.parse_args()
     print(
@@ -430,47 +487,37 @@ def main() -> None:
     mean = sum(map(len, events)) / len(events)
     print(f"events: {len(events):,} ({invalid:,} invalid), mean {mean:.0f} bytes")
     workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    if args.profile is not None:
-        try:
-            with EmbeddedBroker() as broker:
-                topics = Topics(broker.address)
-                produce(broker.address, topics.input, events)
-                profile_run(broker.address, topics, len(events), workdir, args.profile)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        return
+    names = ["tansu", "kafka"] if args.broker == "both" else [args.broker]
     try:
-        with EmbeddedBroker() as broker:
-            bootstrap = broker.address
-            topics = Topics(bootstrap)
-            rate = produce(bootstrap, topics.input, events)
-            print(f"produce (confluent-kafka): {rate:,.0f} events/s")
-            aiokafka_rate = bare_aiokafka(bootstrap, topics.input, len(events))
-            print(f"bare aiokafka consumer + orjson: {aiokafka_rate:,.0f} events/s")
-            faust_rate = bare_faust(bootstrap, topics.input, len(events), workdir)
-            print(f"bare faust agent (decode only): {faust_rate:,.0f} events/s")
-            result = pipeline_run(bootstrap, topics, len(events), workdir)
-            ratio = result["rate"] / faust_rate
-            print(
-                f"pipeline (first consumed -> last result): {result['rate']:,.0f} events/s, "
-                f"{ratio:.2f}x bare faust, {result['rate'] / aiokafka_rate:.3f}x bare aiokafka "
-                f"(target >= 0.70x faust: {'met' if ratio >= 0.7 else 'NOT met'})"
-            )
-            print(f"  statuses: {result['statuses']}")
-            print(
-                f"latency (live stream, 1,000 events/s, window {BATCH_WINDOW:g} s): "
-                f"p50 {result['p50']:.2f} s, p99 {result['p99']:.2f} s "
-                f"(target <= {BATCH_WINDOW + 2:g} s: "
-                f"{'met' if result['p99'] <= BATCH_WINDOW + 2 else 'NOT met'})"
-            )
-            print(f"worker peak RSS: {result['rss_mb']:.0f} MB")
+        if args.profile is not None:
+            with fresh_broker(names[-1]) as bootstrap:
+                topics = Topics(bootstrap)
+                produce(bootstrap, topics.input, events)
+                profile_run(
+                    bootstrap,
+                    topics,
+                    len(events),
+                    workdir,
+                    args.profile,
+                    tansu=names[-1] == "tansu",
+                )
+            return
+        runs = [throughput(name, events, workdir) for name in names]
+        if len(runs) > 1:
+            print("--- side by side (events/s) ---")
+            print(f"{'broker':8} {'produce':>9} {'aiokafka':>9} {'faust':>9} {'pipeline':>9} ratio")
+            for run in runs:
+                print(
+                    f"{run['broker']:8} {run['produce']:9,.0f} {run['aiokafka']:9,.0f} "
+                    f"{run['faust']:9,.0f} {run['rate']:9,.0f} {run['rate'] / run['faust']:.2f}x"
+                )
         if not args.skip_store:
-            with EmbeddedBroker() as broker:
-                store = store_run(broker.address, workdir, args.store_keys)
+            with fresh_broker(names[-1]) as bootstrap:
+                store = store_run(bootstrap, workdir, args.store_keys, tansu=names[-1] == "tansu")
             print(
-                f"dedupe store: {store['keys']:,} keys recovered from the changelog in "
-                f"{store['seconds']:.1f} s (from process start), {store['disk_mb']:.0f} MB on disk "
-                f"(targets < 60 s, < 200 MB)"
+                f"dedupe store ({names[-1]}): {store['keys']:,} keys recovered from the "
+                f"changelog in {store['seconds']:.1f} s (from process start), "
+                f"{store['disk_mb']:.0f} MB on disk (targets < 60 s, < 200 MB)"
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,11 +1,13 @@
 """Soak / chaos run: a million events through real `convstream worker` processes on the
-embedded broker into the local Google Ads (gRPC over TLS) and Yandex Metrica (HTTP) fakes,
-with SIGKILLs, destination outages, poison input and (``--workers 2``) a rebalance; then
-every invariant is checked and printed. Exit 0 when all hold, 1 otherwise.
+embedded broker (or Apache Kafka, ``--broker kafka``) into the local Google Ads (gRPC over
+TLS) and Yandex Metrica (HTTP) fakes, with SIGKILLs, destination outages, poison input,
+(``--workers 2``) a rebalance and (``--broker-restarts``) broker crashes; then every
+invariant is checked and printed. Exit 0 when all hold, 1 otherwise.
 
     .venv/bin/python -m bench.soak                      # 1,000,000 events, 5 kills, 60 s outages
     .venv/bin/python -m bench.soak --events 20000 --accounts 50 --kills 2 --outage-seconds 10
     .venv/bin/python -m bench.soak --workers 2 --stop-signal kill
+    .venv/bin/python -m bench.soak --broker kafka --broker-restarts 1   # on Apache Kafka
 
 The engine lives in tests/support/soak_engine.py (shared with tests/soak/test_soak.py).
 """
@@ -72,6 +74,18 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
     parser.add_argument(
         "--rate", type=float, default=defaults.rate, help="input events/s (0: unthrottled)"
     )
+    parser.add_argument(
+        "--broker",
+        choices=("tansu", "kafka"),
+        default=defaults.broker,
+        help="the run's own broker: embedded tansu, or Apache Kafka (make kafka-jars)",
+    )
+    parser.add_argument(
+        "--broker-restarts",
+        type=int,
+        default=defaults.broker_restarts,
+        help="SIGKILL + restart of the Apache Kafka broker (--broker kafka)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs here")
     args = parser.parse_args(argv)
     return SoakOptions(
@@ -96,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         timeout=args.timeout,
         rate=args.rate,
         dedupe_store=args.dedupe_store,
+        broker=args.broker,
+        broker_restarts=args.broker_restarts,
         workdir=args.workdir,
     )
 

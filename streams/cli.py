@@ -298,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
             "summary. Nothing leaves this machine."
         ),
     )
+    demo.add_argument(
+        "--google-ads-api",
+        action="store_true",
+        help=(
+            "upload Google events through the Google Ads API (the pre-Data Manager path) "
+            "instead of the Data Manager API"
+        ),
+    )
     demo.set_defaults(handler=_run_demo)
     return parser
 
@@ -440,7 +448,7 @@ def _run_topics(args: argparse.Namespace, settings: Settings) -> int:
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.commands.demo import run_demo
 
-    return run_demo(settings)
+    return run_demo(settings, google_ads_api=args.google_ads_api)
 
 
 if __name__ == "__main__":

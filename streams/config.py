@@ -36,10 +36,13 @@ class DedupeStore(StrEnum):
 
 
 class GmailDots(StrEnum):
-    """Which e-mail domains get dots removed from the local part before hashing.
+    """Which e-mail local parts are canonicalized before hashing (``CONVSTREAM_EMAIL_DOTS``).
 
-    Google's own normalization removes them for gmail.com and googlemail.com only, because
-    only those providers ignore dots; doing it elsewhere would hash a different mailbox.
+    Google's own normalization (its reference formatter and Data Manager's formatting
+    guide) removes the dots and any ``+suffix`` for gmail.com and googlemail.com only,
+    because only those providers are known to ignore them; doing it elsewhere would hash
+    a different mailbox. ``GMAIL_ONLY`` is that rule; ``ALL_DOMAINS`` also removes dots (not
+    the ``+suffix``) elsewhere; ``OFF`` leaves every local part as typed.
     """
 
     OFF = "off"
@@ -88,6 +91,54 @@ class GoogleAdsSettings:
     action_name_ttl_seconds: float = 3600.0
     """How long a customer's conversion action names stay cached
     (``CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS``)."""
+
+
+class GoogleUploadApi(StrEnum):
+    """Which Google API carries the ``google_ads`` events (``CONVSTREAM_GOOGLE_ADS_UPLOAD_API``).
+
+    Since 2026-06-15 Google lets only existing users upload click conversions through the
+    Google Ads API; new integrations must use the Data Manager API (``IngestEvents``).
+    """
+
+    DATA_MANAGER = "data_manager"
+    GOOGLE_ADS_API = "google_ads_api"
+
+
+GOOGLE_ADS_UPLOAD_API = "CONVSTREAM_GOOGLE_ADS_UPLOAD_API"
+GOOGLE_APPLICATION_CREDENTIALS = "GOOGLE_APPLICATION_CREDENTIALS"
+DATA_MANAGER_ENDPOINT = "GOOGLE_DATA_MANAGER_ENDPOINT"
+DATA_MANAGER_IMPERSONATE = "GOOGLE_DATA_MANAGER_IMPERSONATE_SERVICE_ACCOUNT"
+DATA_MANAGER_LOGIN_ACCOUNT = "GOOGLE_DATA_MANAGER_LOGIN_ACCOUNT"
+DEFAULT_DATA_MANAGER_ENDPOINT = "datamanager.googleapis.com"
+
+
+@dataclass(frozen=True, slots=True)
+class DataManagerSettings:
+    """The Data Manager API block: present when ``GOOGLE_APPLICATION_CREDENTIALS`` is set.
+
+    No developer token: the Data Manager API authenticates with Google Cloud credentials
+    (a service-account key or an authorized-user file, scope ``datamanager``). The file is
+    read by the sink's ``setup()``, which names the variable when it is not usable.
+    """
+
+    credentials_file: Path
+    """GOOGLE_APPLICATION_CREDENTIALS: service-account key or authorized-user JSON file."""
+    endpoint: str = DEFAULT_DATA_MANAGER_ENDPOINT
+    """GOOGLE_DATA_MANAGER_ENDPOINT: ``host[:port]`` of the gRPC service; TLS roots for a
+    private one come from gRPC's ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``."""
+    impersonate_service_account: str | None = None
+    """GOOGLE_DATA_MANAGER_IMPERSONATE_SERVICE_ACCOUNT: act as this service account (the
+    file's principal needs ``roles/iam.serviceAccountTokenCreator`` on it)."""
+    login_account: str | None = None
+    """GOOGLE_DATA_MANAGER_LOGIN_ACCOUNT: the manager account used when an event has no
+    ``login_customer_id`` (as GOOGLE_ADS_LOGIN_CUSTOMER_ID is for the Google Ads API)."""
+    request_timeout_seconds: float = 120.0
+    encryption_kek_uri: str | None = None
+    """GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI: Cloud KMS key that wraps the user-data
+    encryption key; with ``encryption_wip_provider`` it turns encryption on (off by default)."""
+    encryption_wip_provider: str | None = None
+    """GOOGLE_DATA_MANAGER_ENCRYPTION_WIP_PROVIDER: the Workload Identity pool provider
+    Google uses to unwrap that key."""
 
 
 class SecurityProtocol(StrEnum):
@@ -384,6 +435,11 @@ class Settings:
     :mod:`streams.doctor.accounts`). The worker does not need it: accounts come with events."""
     google_ads: GoogleAdsSettings | None = None
     """Google Ads credentials; None when GOOGLE_ADS_DEVELOPER_TOKEN is not set."""
+    data_manager: DataManagerSettings | None = None
+    """Data Manager API credentials; None when GOOGLE_APPLICATION_CREDENTIALS is not set."""
+    google_upload_api: GoogleUploadApi | None = None
+    """The API google_ads events are uploaded through (see :func:`_google_upload_api`); None
+    when neither API has credentials (the destination is then not configured)."""
     google_diagnostics_interval_seconds: float = 3600.0
     """How often the offline data diagnostics of every Google Ads customer the worker
     uploaded to are polled (exported as convstream_google_diagnostics_*); 0 disables.
@@ -400,6 +456,18 @@ class Settings:
     yandex_status_poll_seconds: float = 60.0
     """How often the status of each Yandex upload is polled until it is final."""
     yandex_request_timeout_seconds: float = 300.0
+
+    @property
+    def google_api(self) -> GoogleUploadApi | None:
+        """The API google_ads events go through: :attr:`google_upload_api`, or for settings
+        built in code without it, the same rule :meth:`from_env` applies."""
+        if self.google_upload_api is not None:
+            return self.google_upload_api
+        if self.data_manager is not None:
+            return GoogleUploadApi.DATA_MANAGER
+        if self.google_ads is not None:
+            return GoogleUploadApi.GOOGLE_ADS_API
+        return None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -421,6 +489,8 @@ class Settings:
         read = _Reader(env)
         defaults = cls()
         broker = read.text("CONVSTREAM_BROKER", defaults.broker, check=_check_broker)
+        google_ads = _google_ads(read)
+        data_manager = _data_manager(read)
         settings = cls(
             kafka=_kafka_connection(read, bootstrap_servers(broker)),
             app_id=read.text("CONVSTREAM_APP_ID", defaults.app_id),
@@ -530,7 +600,9 @@ class Settings:
                 1,
                 3600,
             ),
-            google_ads=_google_ads(read),
+            google_ads=google_ads,
+            data_manager=data_manager,
+            google_upload_api=_google_upload_api(read, google_ads, data_manager),
             google_diagnostics_interval_seconds=_google_diagnostics_interval(
                 read, defaults.google_diagnostics_interval_seconds
             ),
@@ -567,6 +639,108 @@ def _google_ads(read: _Reader) -> GoogleAdsSettings | None:
             "CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS", 3600.0, float, 1, 86400 * 7
         ),
     )
+
+
+def _data_manager(read: _Reader) -> DataManagerSettings | None:
+    """The Data Manager block, or None without ``GOOGLE_APPLICATION_CREDENTIALS``."""
+    credentials = read.path(GOOGLE_APPLICATION_CREDENTIALS)
+    if credentials is None:
+        return None
+    _check_readable(
+        GOOGLE_APPLICATION_CREDENTIALS, credentials, "a service-account key or authorized-user file"
+    )
+    login = read.text(DATA_MANAGER_LOGIN_ACCOUNT, "", check=_check_customer_id)
+    return DataManagerSettings(
+        credentials_file=credentials,
+        endpoint=read.text(
+            DATA_MANAGER_ENDPOINT, DEFAULT_DATA_MANAGER_ENDPOINT, check=_check_grpc_endpoint
+        ),
+        impersonate_service_account=read.text(DATA_MANAGER_IMPERSONATE, "", check=_check_email)
+        or None,
+        login_account=login.replace("-", "") or None,
+        request_timeout_seconds=read.number(
+            "GOOGLE_DATA_MANAGER_REQUEST_TIMEOUT_SECONDS", 120.0, float, 1, 3600
+        ),
+        **_data_manager_encryption(read),
+    )
+
+
+_KEK_URI = "GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI"
+_WIP_PROVIDER = "GOOGLE_DATA_MANAGER_ENCRYPTION_WIP_PROVIDER"
+
+
+def _data_manager_encryption(read: _Reader) -> dict[str, str | None]:
+    """Both encryption variables or neither: one without the other cannot work."""
+    kek = read.text(_KEK_URI, "", check=_check_kek_uri) or None
+    wip = read.text(_WIP_PROVIDER, "", check=_check_wip_provider) or None
+    if (kek is None) != (wip is None):
+        have, lack = (_KEK_URI, _WIP_PROVIDER) if wip is None else (_WIP_PROVIDER, _KEK_URI)
+        raise ConfigError(
+            f"{have} is set without {lack}: encrypting user data needs the KMS key and the "
+            "Workload Identity pool provider Google unwraps it with; set both or neither"
+        )
+    return {"encryption_kek_uri": kek, "encryption_wip_provider": wip}
+
+
+def _check_kek_uri(value: str) -> str | None:
+    if not re.fullmatch(
+        r"(gcp-kms://)?projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+", value
+    ):
+        return (
+            "expected projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY "
+            "(gcp-kms:// prefix allowed)"
+        )
+    return None
+
+
+def _check_wip_provider(value: str) -> str | None:
+    if not re.fullmatch(
+        r"projects/[^/]+/locations/global/workloadIdentityPools/[^/]+/providers/[^/]+", value
+    ):
+        return (
+            "expected projects/PROJECT_NUMBER/locations/global/workloadIdentityPools/POOL/"
+            "providers/PROVIDER"
+        )
+    return None
+
+
+def _google_upload_api(
+    read: _Reader, google_ads: GoogleAdsSettings | None, data_manager: DataManagerSettings | None
+) -> GoogleUploadApi | None:
+    """``CONVSTREAM_GOOGLE_ADS_UPLOAD_API``, or when unset: ``data_manager`` if its credentials
+    are configured, else ``google_ads_api`` if a developer token is set (so a deployment
+    configured before the Data Manager API existed keeps its path), else None."""
+    chosen = read.choice(GOOGLE_ADS_UPLOAD_API, None, GoogleUploadApi)
+    if chosen is GoogleUploadApi.DATA_MANAGER and data_manager is None:
+        raise ConfigError(
+            f"{GOOGLE_ADS_UPLOAD_API}=data_manager needs {GOOGLE_APPLICATION_CREDENTIALS}: set it "
+            "to a service-account key or authorized-user file with the datamanager scope"
+        )
+    if chosen is GoogleUploadApi.GOOGLE_ADS_API and google_ads is None:
+        raise ConfigError(
+            f"{GOOGLE_ADS_UPLOAD_API}=google_ads_api needs GOOGLE_ADS_DEVELOPER_TOKEN (and the "
+            "GOOGLE_ADS_* credentials); or set it to data_manager"
+        )
+    if chosen is not None:
+        return chosen
+    if data_manager is not None:
+        return GoogleUploadApi.DATA_MANAGER
+    if google_ads is not None:
+        return GoogleUploadApi.GOOGLE_ADS_API
+    return None
+
+
+def _check_grpc_endpoint(value: str) -> str | None:
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
+    if "://" in value or not host or (port and not (port.isascii() and port.isdigit())):
+        return "expected host or host:port of a gRPC endpoint, e.g. datamanager.googleapis.com"
+    return None
+
+
+def _check_email(value: str) -> str | None:
+    if "@" not in value or " " in value:
+        return "expected a service account e-mail, e.g. uploader@project.iam.gserviceaccount.com"
+    return None
 
 
 _GOOGLE_DIAGNOSTICS_INTERVAL = "CONVSTREAM_GOOGLE_DIAGNOSTICS_INTERVAL_SECONDS"

@@ -1,11 +1,15 @@
 """``convstream demo``: the whole pipeline on the embedded broker, in one command.
 
-It starts the tansu broker on a free loopback port, the sandbox Google Ads API (gRPC over
-TLS with a self-signed certificate, plus an OAuth token endpoint) and the sandbox Yandex
-Metrica API (HTTP) on 127.0.0.1, creates the topics, and starts ``convstream worker``
-with the *real* sinks pointed at the sandboxes. It sends the bundled sample (clicks,
-calls, adjustments, Yandex conversions and calls, duplicates, invalid events), waits until
-every message has its result, stops the worker gracefully and prints what happened:
+It starts the tansu broker on a free loopback port, the sandbox Data Manager API and the
+sandbox Google Ads API (gRPC over TLS with a self-signed certificate, plus an OAuth token
+endpoint) and the sandbox Yandex Metrica API (HTTP) on 127.0.0.1, creates the topics, and
+starts ``convstream worker`` with the *real* sinks pointed at the sandboxes. Google events
+go through the Data Manager API (Google's current path), and the event types it cannot
+take (calls, retractions, restatements ...) through the Google Ads API;
+``--google-ads-api`` sends them all through the Google Ads API instead. It sends the
+bundled sample (clicks, calls, adjustments, Yandex conversions and calls, duplicates,
+invalid events), waits until every message has its result, stops the worker gracefully and
+prints what happened:
 results by destination and status, dead letters with their reasons, what each sandbox
 received, and a few metrics. Nothing leaves this machine.
 """
@@ -42,6 +46,8 @@ from streams.core import headers as H
 from streams.core.headers import decode_headers
 from streams.kafka.clients import librdkafka_config
 from streams.local.broker import ONE_NODE_TOPIC_ENV, EmbeddedBroker, create_topics, free_port
+from streams.local.sandbox import data_manager as dm_sandbox
+from streams.local.sandbox.data_manager import FakeDataManager
 from streams.local.sandbox.google_ads import (
     FakeGoogleAds,
     FakeTokenEndpoint,
@@ -75,6 +81,9 @@ class DemoRun:
     dead_letters: list[Message] = field(default_factory=list)
     google_requests: int = 0
     google_rows: int = 0
+    data_manager_requests: int = 0
+    data_manager_refused: int = 0
+    data_manager_events: int = 0
     yandex_files: int = 0
     yandex_rows: int = 0
     upload_statuses: list[dict[str, Any]] = field(default_factory=list)
@@ -82,13 +91,19 @@ class DemoRun:
     worker_exit: int | None = None
 
 
-def run_demo(settings: Settings, console: Console | None = None) -> int:
-    """The CLI handler. Returns 0 when every sample message got its result."""
+def run_demo(
+    settings: Settings, console: Console | None = None, *, google_ads_api: bool = False
+) -> int:
+    """The CLI handler. Returns 0 when every sample message got its result.
+
+    ``google_ads_api``: upload every Google event through the Google Ads API (the path of
+    deployments from before the Data Manager API); by default the Data Manager API."""
     console = console or Console()
     console.print(
         Panel(
-            "convstream demo: an embedded Kafka-protocol broker, a sandbox Google Ads API "
-            "(gRPC over TLS, OAuth) and a sandbox Yandex Metrica API, all on 127.0.0.1, and "
+            "convstream demo: an embedded Kafka-protocol broker, sandbox Google Data Manager "
+            "and Google Ads APIs (gRPC over TLS, OAuth) and a sandbox Yandex Metrica API, all "
+            "on 127.0.0.1, and "
             "`convstream worker` with its real sinks pointed at them.\nNothing leaves this "
             "machine: no request reaches Google or Yandex.",
             title="sandbox",
@@ -106,15 +121,25 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="convstream-demo-") as workdir,
         EmbeddedBroker() as b,
-        _sandboxes(Path(workdir)) as (google, tokens, yandex, sandbox_env),
+        _sandboxes(Path(workdir), google_ads_api) as (google, dm, tokens, yandex, sandbox_env),
     ):
         console.print(f"broker: [bold]{b.url}[/]")
         console.print(
-            f"sandbox Google Ads API: [bold]{google.endpoint}[/] (TLS), token endpoint "
-            f"{tokens.url}; sandbox Yandex Metrica API: [bold]{yandex.url}[/]"
+            f"sandbox Google Data Manager API: [bold]{dm.endpoint}[/] (TLS); sandbox Google Ads "
+            f"API: [bold]{google.endpoint}[/] (TLS); token endpoint {tokens.url}; sandbox "
+            f"Yandex Metrica API: [bold]{yandex.url}[/]"
+        )
+        console.print(
+            "Google events go through the "
+            + (
+                "Google Ads API (--google-ads-api)"
+                if google_ads_api
+                else "Data Manager API; calls, retractions and restatements, which it cannot "
+                "take, through the Google Ads API"
+            )
         )
         # One outage on the first Google upload: the worker retries it, nothing is lost.
-        google.script.unavailable_calls = 1
+        (google if google_ads_api else dm).script.unavailable_calls = 1
         topics = [
             settings.input_topic,
             settings.results_topic,
@@ -144,6 +169,11 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
         run.dead_letters = _read(local, settings.dlq_topic, _rejected(run.results), None)
         run.google_requests = len(google.received)
         run.google_rows = sum(_rows(r.request) for r in google.received)
+        run.data_manager_requests = len(dm.received)
+        run.data_manager_refused = sum(
+            1 for r in dm.received if r.outcome not in ("ingested", "validated")
+        )
+        run.data_manager_events = len(dm.ingested)
         run.yandex_files = len(yandex.uploads)
         run.yandex_rows = len(yandex.rows())
     _print_report(console, settings, run)
@@ -187,22 +217,32 @@ class _WorkerProcess:
 
 @contextmanager
 def _sandboxes(
-    workdir: Path,
-) -> Iterator[tuple[FakeGoogleAds, FakeTokenEndpoint, FakeYandex, dict[str, str]]]:
-    """Both sandbox APIs, and the worker environment that points the real sinks at them."""
+    workdir: Path, google_ads_api: bool
+) -> Iterator[tuple[FakeGoogleAds, FakeDataManager, FakeTokenEndpoint, FakeYandex, dict[str, str]]]:
+    """The sandbox APIs, and the worker environment that points the real sinks at them:
+    the Data Manager sink with the Google Ads API sink as its fallback (both sharing one
+    token endpoint and one certificate), or the Google Ads API sink alone."""
     cert, key, roots = tls_certificate(workdir)
     with (
         FakeTokenEndpoint() as tokens,
         FakeGoogleAds(cert, key, tokens) as google,
+        FakeDataManager(cert, key, tokens) as dm,
         FakeYandex() as yandex,
     ):
+        credentials = dm_sandbox.authorized_user_file(workdir, tokens.url)
+        google_env = (
+            {"CONVSTREAM_GOOGLE_ADS_UPLOAD_API": "google_ads_api"}
+            if google_ads_api
+            else dm_sandbox.worker_env(dm, credentials, roots)
+        )
         env = {
             **worker_env(google, tokens, roots),
+            **google_env,
             "YANDEX_METRICA_OAUTH_TOKEN": yandex.token,
             "YANDEX_METRICA_API_URL": yandex.url,
             "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS": "0.5",
         }
-        yield google, tokens, yandex, env
+        yield google, dm, tokens, yandex, env
 
 
 def _rows(request: Any) -> int:
@@ -326,9 +366,15 @@ def _print_report(console: Console, settings: Settings, run: DemoRun) -> None:
         )
     console.print(letters)
 
+    if run.data_manager_requests:
+        console.print(
+            f"sandbox Data Manager received {run.data_manager_events} events in "
+            f"{run.data_manager_requests} IngestEvents requests; {run.data_manager_refused} "
+            "refused (the first one with a scripted UNAVAILABLE), their events sent again"
+        )
     console.print(
         f"sandbox Google Ads received {run.google_rows} conversions and adjustments in "
-        f"{run.google_requests} requests (one answered UNAVAILABLE and was retried); "
+        f"{run.google_requests} requests through the Google Ads API; "
         f"sandbox Yandex Metrica received {run.yandex_rows} rows in {run.yandex_files} CSV "
         "files. Duplicates were answered without an upload."
     )

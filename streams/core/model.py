@@ -40,6 +40,13 @@ YANDEX_ID_COLUMNS: Final[Mapping[str, str]] = {
 }
 
 
+#: ``conversion_environment`` of a Google click conversion: where it was recorded.
+CONVERSION_ENVIRONMENTS: Final = ("APP", "WEB")
+#: ``customer_type`` of a Google click conversion (Data Manager's ``UserProperties``).
+#: The Google Ads API's ``ClickConversion.customer_type`` has no ``REENGAGED``.
+CUSTOMER_TYPES: Final = ("NEW", "RETURNING", "REENGAGED")
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A valid event, normalized and ready for dedupe, batching and a sink.
@@ -69,6 +76,25 @@ class Event:
             if field in self.body:
                 return column
         return None  # unreachable for a validated event
+
+    @property
+    def conversion_environment(self) -> str | None:
+        """``APP`` or ``WEB`` when a Google click conversion says where it was recorded.
+
+        Read from the body rather than stored beside it, so it travels through the batch
+        topic and dead letters with the body and cannot disagree with it; the sinks (Google
+        Ads API, Data Manager) read it here instead of knowing the body's layout.
+        """
+        value = self.body.get("conversion_environment")
+        return value if isinstance(value, str) else None
+
+    @property
+    def customer_type(self) -> str | None:
+        """``NEW``, ``RETURNING`` or ``REENGAGED`` when a Google click conversion says who
+        converted (new-customer acquisition); None otherwise. From the body, like
+        :attr:`conversion_environment`."""
+        value = self.body.get("customer_type")
+        return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,10 @@
 
 One function per rule, pure, no I/O. Google matches hashed identifiers against its own
 hashes of signed-in users, so a single differing character (a capital letter, a space, a
-dot in a Gmail address, a phone written without its country code) silently turns an
-uploaded conversion into one that never matches. Every rule here exists to produce the
-exact string Google hashed on its side.
+dot or a ``+suffix`` in a Gmail address, a phone written without its country code)
+silently turns an uploaded conversion into one that never matches. Every rule here exists
+to produce the exact string Google hashed on its side. Both Google upload paths (the
+Google Ads API and Data Manager) send these hashes, so they match on both.
 
 Errors are :class:`NormalizationError` with a ``reason`` in plain words that never quotes
 the input: the reason ends up in results and dead-letter headers, which must carry no PII.
@@ -62,11 +63,20 @@ def is_sha256_hex(value: str) -> bool:
 
 
 def normalize_email(raw: str, dots: GmailDots = GmailDots.GMAIL_ONLY) -> str:
-    """Trim and lower-case; drop dots in the local part where the provider ignores them.
+    """Trim and lower-case; for Gmail, drop the dots and any ``+suffix`` of the local part.
 
-    Gmail delivers ``t.e.s.t@gmail.com`` to ``test@gmail.com``, and Google hashes the
-    dot-less form; other providers may treat dots as significant, so by default only
-    gmail.com and googlemail.com lose them.
+    Gmail delivers ``t.e.s.t+promo@gmail.com`` to ``test@gmail.com``, and Google hashes
+    that canonical form on its side: the reference formatter of ``google-ads-datamanager-util``
+    (``Formatter.format_email_address``) and Data Manager's formatting guide remove both
+    for gmail.com and googlemail.com, and nothing elsewhere. Keeping ``+promo`` would hash a
+    mailbox Google never sees, so the conversion silently never matches. A differential
+    test holds this function to that formatter (tests/unit/core/test_normalize_reference.py).
+
+    ``dots``: ``GMAIL_ONLY`` (default) is Google's rule; ``ALL_DOMAINS`` also drops dots
+    (never the ``+suffix``) on other domains, for producers whose own provider ignores them;
+    ``OFF`` leaves every local part as typed (canonicalization done upstream).
+    Stricter than the formatter in one way: the domain must be a host name (``a@localhost``
+    is refused), because such an address can never match a Google account.
     """
     email = raw.strip().lower()
     if not email:
@@ -83,10 +93,14 @@ def normalize_email(raw: str, dots: GmailDots = GmailDots.GMAIL_ONLY) -> str:
     labels = domain.split(".")
     if len(labels) < 2 or not all(labels):
         raise NormalizationError("is not a valid e-mail address: the domain is not a host name")
-    if dots is GmailDots.ALL_DOMAINS or (dots is GmailDots.GMAIL_ONLY and domain in _GMAIL_DOMAINS):
+    if dots is not GmailDots.OFF and domain in _GMAIL_DOMAINS:
+        local = local.partition("+")[0].replace(".", "")
+    elif dots is GmailDots.ALL_DOMAINS:
         local = local.replace(".", "")
-        if not local:
-            raise NormalizationError("is not a valid e-mail address: nothing before '@'")
+    else:
+        return email
+    if not local:
+        raise NormalizationError("is not a valid e-mail address: nothing before '@'")
     return f"{local}@{domain}"
 
 
@@ -107,6 +121,11 @@ def normalize_phone(raw: str, default_region: str = "US") -> str:
     rejecting a real customer's number loses a conversion, while a possible-but-unassigned
     number merely fails to match. The cache key includes the region, so results never
     leak between regions.
+
+    Deliberately not Google's reference formatter (``google-ads-datamanager-util``), which
+    only keeps digits behind a ``+``: it turns the national ``6505550100`` into
+    ``+6505550100`` and ``+49 (0)30 123456`` into ``+49030123456``, neither of them the
+    E.164 number Google hashed, so both would never match. A test documents the divergence.
     """
     text = raw.strip()
     if not text:
@@ -228,7 +247,7 @@ def _plain_text(raw: str) -> str:
     return text
 
 
-def parse_timestamp(raw: str | int, *, allow_unix: bool = False) -> datetime:
+def parse_timestamp(raw: str | int | float, *, allow_unix: bool = False) -> datetime:
     """An aware datetime, whole seconds, keeping the offset the producer gave.
 
     Accepts Google's ``yyyy-mm-dd hh:mm:ss±hh:mm``, ISO 8601 with ``T`` or a space, any
@@ -242,6 +261,12 @@ def parse_timestamp(raw: str | int, *, allow_unix: bool = False) -> datetime:
         expected += ", or unix seconds"
     if isinstance(raw, bool):
         raise NormalizationError(f"is not a date-time: {expected}")
+    if isinstance(raw, float):
+        # JSON Schema counts 1763600000.0 as an integer, so it passes the schema and lands
+        # here as a float: the same unix seconds, never an "internal error".
+        if not (allow_unix and raw.is_integer()):
+            raise NormalizationError(f"is not a date-time: {expected}")
+        raw = int(raw)
     if isinstance(raw, int) or (allow_unix and isinstance(raw, str) and _is_ascii_digits(raw)):
         if not allow_unix:
             raise NormalizationError(f"is not a date-time: {expected}")

@@ -11,13 +11,18 @@ nothing, and each is invisible until then:
   actions, and uploads to the client account fail;
 * auto-tagging: without it clicks carry no gclid, so there is nothing to upload;
 * each conversion action: exists, ENABLED, the right type for the upload (UPLOAD_CLICKS,
-  UPLOAD_CALLS), and older than six hours (TOO_RECENT_CONVERSION_ACTION before that).
+  UPLOAD_CALLS), and older than six hours (TOO_RECENT_CONVERSION_ACTION before that);
+* the upload itself is allowed: since 2026-06-15 Google answers a new integration's click
+  uploads with CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE on every row, and the worker would
+  dead-letter every click conversion (retryable, for a replay through Data Manager).
 
 The API has no creation time for a conversion action (``change_event`` does not cover
 conversion actions), so its age is asked of Google itself: one validate-only upload of a
 probe row, which Google checks like a real one and never records. A TOO_RECENT_CONVERSION_ACTION
-answer means "younger than six hours"; any other answer about the probe's made-up click id
-or caller means the action itself is old enough.
+answer means "younger than six hours"; CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE means the
+account may not upload through the Google Ads API at all (a failed check naming the switch to
+Data Manager); any other answer about the probe's made-up click id or caller means the
+action itself is fine.
 
 Everything goes through the same :class:`~streams.sinks.google_ads.client.GoogleAdsConnection`
 as the worker's uploads, with GAQL reads through GoogleAdsService.Search.
@@ -37,6 +42,9 @@ from streams.sinks.google_ads.client import TOKEN_ENDPOINT_UNREACHABLE, GoogleAd
 from streams.sinks.google_ads.diagnostics import CustomerDiagnostics, fetch_diagnostics
 from streams.sinks.google_ads.errors import (
     AUTH_FAILED,
+    DATA_MANAGER_FIX,
+    NOT_ALLOWLISTED,
+    ApiError,
     ErrorClass,
     RequestFailure,
     api_errors,
@@ -338,6 +346,16 @@ async def _action_check(
             f"use an action of type {wanted} (an 'Import' conversion action for {kind}s)",
         )
     refused = await _probe(connection, customer, login, kind, action.resource_name)
+    if refused == NOT_ALLOWLISTED:
+        return _check(
+            customer,
+            name,
+            CheckStatus.FAIL,
+            f"{described}; the Google Ads API refused a validate-only {kind} upload with "
+            f"{NOT_ALLOWLISTED}: a worker on the Google Ads API would dead-letter every "
+            f"{kind} conversion of this account",
+            DATA_MANAGER_FIX,
+        )
     if refused == TOO_RECENT:
         return _check(
             customer,
@@ -368,8 +386,9 @@ async def _action_check(
 async def _probe(
     connection: GoogleAdsConnection, customer: str, login: str | None, kind: str, action: str
 ) -> str | None:
-    """One validate-only upload for ``action``: TOO_RECENT when Google says the action is
-    too young, None when it does not, or why the probe itself failed."""
+    """One validate-only upload for ``action``: NOT_ALLOWLISTED when Google refuses the
+    upload to this account, TOO_RECENT when it says the action is too young, None when it
+    says neither, or why the probe itself failed."""
     version = connection.version
     t = proto_types(version)
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
@@ -405,12 +424,21 @@ async def _probe(
         )
     except Exception as exc:  # classified: the probe's failure is a warning, not a crash
         failure = classify_exception(exc, version, "conversions")
-        if any(error.code == TOO_RECENT for error in failure.errors):
-            return TOO_RECENT
-        return f"{failure.status} {failure.code}"
+        verdict = _verdict(failure.errors)
+        return verdict if verdict is not None else f"{failure.status} {failure.code}"
     pb = raw_message(response)
-    errors = api_errors(failure_from_status(pb.partial_failure_error, version), "conversions")
-    return TOO_RECENT if any(error.code == TOO_RECENT for error in errors) else None
+    return _verdict(
+        api_errors(failure_from_status(pb.partial_failure_error, version), "conversions")
+    )
+
+
+def _verdict(errors: Sequence[ApiError]) -> str | None:
+    """The probe's answer that matters, most final first: not allowlisted, then too recent."""
+    codes = {error.code for error in errors}
+    for code in (NOT_ALLOWLISTED, TOO_RECENT):
+        if code in codes:
+            return code
+    return None
 
 
 def _diagnostics_check(customer: str, found: CustomerDiagnostics) -> Check:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from streams.config import Settings
+from streams.config import GoogleUploadApi, Settings
 from streams.doctor.accounts import Accounts, AccountsError, load_accounts, merge
 from streams.doctor.checks import Check
 from streams.doctor.report import as_json, render
@@ -82,11 +82,20 @@ async def _run_checks(
     async def google() -> tuple[list[Check], dict[str, CustomerDiagnostics]]:
         if not accounts.google_ads:
             return [], {}
+        checks: list[Check] = []
+        if settings.google_api is GoogleUploadApi.DATA_MANAGER:
+            from streams.doctor.data_manager import check_data_manager_accounts
+
+            assert settings.data_manager is not None
+            checks = await check_data_manager_accounts(accounts.google_ads, settings.data_manager)
+            if settings.google_ads is None:
+                return checks, {}  # no Google Ads API fallback configured: nothing more to check
         from streams.doctor.google_ads import check_google_accounts  # google-ads: ~1 s import
 
-        return await check_google_accounts(
+        ads_checks, found = await check_google_accounts(
             accounts.google_ads, settings.google_ads, diagnostics=diagnostics
         )
+        return [*checks, *ads_checks], found
 
     async def yandex() -> list[Check]:
         if not accounts.yandex_metrica:

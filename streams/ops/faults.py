@@ -6,9 +6,9 @@ kills the process (SIGKILL, no cleanup, like the OOM killer) the n-th time the b
 (:mod:`streams.stages.batch_stage`) passes ``point``. Unset in production, where
 :meth:`FaultPlan.hit` is a dict lookup.
 
-Points: ``after_upload`` (sink accepted a batch, results not published),
-``after_publish`` (results delivered, settlement not sent), ``after_settle`` (settlement
-delivered, events not acked).
+Points, in the order a batch passes them: ``after_upload`` (sink accepted a batch,
+nothing sent yet), ``after_settle`` (settlement delivered, results not published),
+``after_publish`` (results delivered too, events not acked).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -163,6 +164,7 @@ class ConvstreamApp(faust.App):
             producer_max_batch_size=settings.producer_batch_bytes,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
+            stream_buffer_maxsize=batch_topic_prefetch(settings),
             # Room for a dead letter of a maximal event, and for a chunk of events.
             producer_max_request_size=max_record_bytes(settings),
             web_enabled=False,
@@ -424,6 +426,20 @@ def cast_app(app: Any) -> ConvstreamApp:
     """The app a Faust service belongs to, as the ConvstreamApp it is."""
     assert isinstance(app, ConvstreamApp), type(app)
     return app
+
+
+def batch_topic_prefetch(settings: Settings) -> int:
+    """How many batch-topic records Faust may hold for the batch agent before it stops
+    fetching (``stream_buffer_maxsize``).
+
+    Faust's default, 4,096 records, is 4,096 chunks of up to 500 events here: after a
+    restart into a backlog the worker held up to two million events as raw chunk bytes
+    before the batch stage admitted any (the 1M soak peaked at 969 MB, over 700 MB of it
+    in the minute after a SIGKILL; bench/RESULTS.md). The batch stage admits at most
+    ``CONVSTREAM_MAX_OPEN_EVENTS`` at once, so prefetching more chunks than that many
+    events fill buys no throughput, only memory.
+    """
+    return max(16, math.ceil(settings.max_open_events / wire.CHUNK_MAX_EVENTS))
 
 
 def broker_credentials(security: AiokafkaSecurity) -> Credentials | None:

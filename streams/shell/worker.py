@@ -16,7 +16,7 @@ import faust
 import mode
 import orjson
 
-from streams.config import ConfigError, DedupeStore, Settings
+from streams.config import ConfigError, DedupeStore, GoogleUploadApi, Settings
 from streams.core.events import warm_up
 from streams.kafka.changelog_restore import restore_changelog
 from streams.kafka.clients import PREFLIGHT_SECONDS, KafkaConnectError, check_connection
@@ -40,25 +40,19 @@ def build_sinks(
     DESTINATION_NOT_CONFIGURED results.
 
     A destination named in CONVSTREAM_RECORDING_SINK keeps the recording sink (demo,
-    tests); otherwise google_ads gets the real sink when GOOGLE_ADS_DEVELOPER_TOKEN is
-    set, and yandex_metrica when YANDEX_METRICA_OAUTH_TOKEN is set. ``on_status`` receives
-    the Yandex upload-status records.
+    tests); otherwise google_ads gets the sink of the API CONVSTREAM_GOOGLE_ADS_UPLOAD_API
+    selects (:attr:`Settings.google_api`: the Data Manager API, with the Google Ads
+    API sink as its fallback for the event types Data Manager cannot take when a developer
+    token is set too; or the Google Ads API alone), and yandex_metrica when
+    YANDEX_METRICA_OAUTH_TOKEN is set. ``on_status`` receives the upload-status records.
     """
     sinks: dict[str, Sink] = {}
     for destination in sorted(settings.recording_sink):
         sinks[destination] = RecordingSink.standing_in_for(
             destination, log_path=settings.recording_sink_log
         )
-    if "google_ads" not in sinks and settings.google_ads is not None:
-        from streams.sinks.google_ads.sink import GoogleAdsSink  # google-ads imports take ~1 s
-
-        sinks["google_ads"] = GoogleAdsSink(
-            settings.google_ads,
-            dry_run=settings.dry_run,
-            metrics=metrics,
-            worker_name=f"{settings.app_id}/{socket.gethostname()}",
-            diagnostics_interval=settings.google_diagnostics_interval_seconds,
-        )
+    if "google_ads" not in sinks and settings.google_api is not None:
+        sinks["google_ads"] = _google_sink(settings, metrics)
     if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
         sinks["yandex_metrica"] = YandexMetricaSink(
             settings.yandex_oauth_token,
@@ -71,6 +65,32 @@ def build_sinks(
             request_timeout=settings.yandex_request_timeout_seconds,
         )
     return sinks
+
+
+def _google_sink(settings: Settings, metrics: Metrics | None) -> Sink:
+    """The google_ads sink of the selected upload API (see :func:`build_sinks`)."""
+    ads_api: Sink | None = None
+    if settings.google_ads is not None:
+        from streams.sinks.google_ads.sink import GoogleAdsSink  # google-ads imports take ~1 s
+
+        ads_api = GoogleAdsSink(
+            settings.google_ads,
+            dry_run=settings.dry_run,
+            metrics=metrics,
+            worker_name=f"{settings.app_id}/{socket.gethostname()}",
+            diagnostics_interval=settings.google_diagnostics_interval_seconds,
+        )
+    if settings.google_api is GoogleUploadApi.DATA_MANAGER:
+        from streams.sinks.data_manager.sink import DataManagerSink
+
+        assert settings.data_manager is not None  # Settings.from_env guarantees it
+        # The per-project request limiter (limiter=, streams.sinks.data_manager.quota) and the
+        # request-status tracker (tracker=, .request_status) plug in here; both optional.
+        return DataManagerSink(
+            settings.data_manager, dry_run=settings.dry_run, metrics=metrics, fallback=ads_api
+        )
+    assert ads_api is not None  # Settings.from_env guarantees it
+    return ads_api
 
 
 class StatusPublisher:

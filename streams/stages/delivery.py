@@ -1,13 +1,20 @@
-"""The end of a batch: outcomes -> results and dead letters -> settlement -> acks.
+"""The end of a batch: outcomes -> settlement -> results and dead letters -> acks.
 
 Called by the batch stage (:mod:`streams.stages.batch_stage`), outside stream iteration:
 :meth:`Delivery.finish` once per written batch, in its batch key's flush task, and
 :meth:`Delivery.deliver` for answers that need no upload (duplicates, events that hit a
 bug). The order is fixed, and each step waits for the broker::
 
-    results + dead letters published, acks awaited      (publish)
-        -> the settlement sent to the batch partition, its ack awaited  (settle)
-        -> the events' chunks acked                      (PendingSources.answered)
+    the settlement sent to the batch partition, its ack awaited  (settle)
+        -> results + dead letters published, acks awaited       (publish)
+        -> the events' chunks acked                              (PendingSources.answered)
+
+The settlement goes first because it is what prevents a second upload: a crash after it
+leaves the events answered ``uploaded`` again from their settlement on restart, without
+an upload; a crash before it repeats the upload. Publishing the results first made that
+window as long as the results' round trip too, and a crash right after the results were
+seen (the soak harness kills on progress, an operator on a dashboard) landed in it: the
+1M soak on Apache Kafka uploaded 404 conversions three times that way (bench/RESULTS.md).
 
 A failure at any step raises out of the flush task (the stage logs it) and acks nothing:
 the chunks are read again after a restart and, thanks to dedupe, their events are
@@ -67,21 +74,21 @@ class Delivery:
         batch_id: str,
         attempts: int,
     ) -> None:
-        """Answer a written batch (one final outcome per event, in order): results and
-        dead letters, then its settlement, then its chunks' acks."""
+        """Answer a written batch (one final outcome per event, in order): its
+        settlement, then results and dead letters, then its chunks' acks."""
         dry_run = self._dry_run
         resolutions = [
             resolution(p, outcome, batch_id, attempts, dry_run)
             for p, outcome in zip(batch, outcomes, strict=True)
         ]
-        await self.deliver(resolutions, [])
-        self._faults.hit("after_publish")
         entries = [
             SettlementEntry(p.key, key_status(r.status), p.received.source)
             for p, r in zip(batch, resolutions, strict=True)
         ]
         await self._settle(str(key), batch[0].partition, encode_settlement(entries))
         self._faults.hit("after_settle")
+        await self.deliver(resolutions, [])
+        self._faults.hit("after_publish")
         self._pending.answered(batch)
 
     async def deliver(self, resolutions: list[Resolution], counters: list[AckCounter]) -> None:

@@ -127,6 +127,29 @@ def test_a_failing_check_exits_one_with_its_fix(
     assert report["failed"] == 2
 
 
+def test_an_account_refused_as_not_allowlisted_exits_one_naming_data_manager(
+    fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls, yandex: FakeYandex, accounts: Path
+) -> None:
+    script(fake)
+    fake.script.not_allowlisted = "rows"
+    done = doctor(
+        "--accounts",
+        str(accounts),
+        "--json",
+        fake=fake,
+        tokens=tokens,
+        tls=tls,
+        yandex=yandex,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = orjson.loads(done.stdout)
+    failed = {(c["destination"], c["name"]): c for c in report["checks"] if c["status"] == "fail"}
+    assert set(failed) == {("google_ads", "click_action:Purchase")}
+    check = failed[("google_ads", "click_action:Purchase")]
+    assert "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE" in check["detail"]
+    assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in check["fix"]
+
+
 def test_accounts_on_the_command_line_and_diagnostics(
     fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls, yandex: FakeYandex
 ) -> None:

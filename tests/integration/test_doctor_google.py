@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from google.ads.googleads.v26.resources.types import (
     offline_conversion_upload_client_summary as client_types,
 )
@@ -179,6 +180,29 @@ async def test_each_conversion_action_problem_is_named(
     assert too_recent.status is CheckStatus.FAIL
     assert "TOO_RECENT_CONVERSION_ACTION" in too_recent.detail
     assert "6 hours" in too_recent.fix
+
+
+@pytest.mark.parametrize("mode", ["rows", "request"])
+async def test_an_account_not_allowlisted_for_click_uploads_fails_with_the_switch(
+    fake: FakeGoogleAds, tokens: FakeTokenEndpoint, mode: Any
+) -> None:
+    """Before issue 18 the doctor called this account healthy (the probe's error was "not
+    too recent"), and the worker then dead-lettered every click conversion."""
+    healthy(fake)
+    fake.script.not_allowlisted = mode
+    checks = await run(fake, tokens)
+    for name in ("click_action:Purchase", "click_action:11"):
+        check = checks[name]
+        assert check.status is CheckStatus.FAIL, check
+        assert "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE" in check.detail
+        assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in check.fix
+        assert "GOOGLE_APPLICATION_CREDENTIALS" in check.fix
+    # only click uploads are refused: calls and the account itself stay healthy
+    assert checks["call_action:Phone sale"].status is CheckStatus.OK
+    assert checks["reachable"].status is CheckStatus.OK
+    probes = fake.requests_of("UploadClickConversions")
+    assert probes
+    assert all(p.request.validate_only for p in probes)
 
 
 async def test_diagnostics_become_a_check_and_a_table(

@@ -119,6 +119,36 @@ async def test_click_upload_maps_rows_and_sends_the_right_request(
     assert [c.gclid for c in other.request.conversions] == ["Cj0KCQiA-test-gclid-1"]
 
 
+async def test_conversion_environment_and_customer_type_reach_the_api(
+    sink: GoogleAdsSink, fake: FakeGoogleAds
+) -> None:
+    documents = [
+        click(0, conversion_environment="APP", customer_type="NEW"),
+        click(1, customer_type="REENGAGED"),  # Data Manager only
+        click(2, conversion_environment="WEB", customer_type="RETURNING"),
+    ]
+    outcomes = await sink.write(batch_of(documents))
+    assert [(o.status, o.code, o.retryable) for o in outcomes] == [
+        ("uploaded", None, False),
+        ("rejected", "CUSTOMER_TYPE_NEEDS_DATA_MANAGER", True),
+        ("uploaded", None, False),
+    ]
+    assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in (outcomes[1].message or "")
+    (request,) = fake.requests_of("UploadClickConversions")
+    rows = request.request.conversions
+    assert [r.gclid for r in rows] == ["Cj0KCQiA-test-gclid-0", "Cj0KCQiA-test-gclid-2"]
+    environment = rows[0].DESCRIPTOR.fields_by_name["conversion_environment"].enum_type
+    customer_type = rows[0].DESCRIPTOR.fields_by_name["customer_type"].enum_type
+    assert [environment.values_by_number[r.conversion_environment].name for r in rows] == [
+        "APP",
+        "WEB",
+    ]
+    assert [customer_type.values_by_number[r.customer_type].name for r in rows] == [
+        "NEW",
+        "RETURNING",
+    ]
+
+
 async def test_call_upload(sink: GoogleAdsSink, fake: FakeGoogleAds) -> None:
     outcomes = await sink.write(batch_of([call(1), call(2)]))
     assert [o.status for o in outcomes] == ["uploaded", "uploaded"]
@@ -375,3 +405,60 @@ def test_the_default_version_is_the_newest_shipped() -> None:
     versions = shipped_api_versions()
     assert versions[0] == "v26"
     assert {"v23", "v24", "v25", "v26"} <= set(versions)
+
+
+# --- an account Google no longer lets upload through the Google Ads API ------------------------
+
+NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
+
+
+@pytest.mark.parametrize("mode", ["rows", "request"])
+async def test_not_allowlisted_account_dead_letters_retryable_naming_data_manager(
+    sink: GoogleAdsSink,
+    fake: FakeGoogleAds,
+    caplog: pytest.LogCaptureFixture,
+    mode: Any,
+) -> None:
+    """As a new integration sees it since 2026-06-15: every row (or the whole request)
+    refused. The events are not retried in a loop and not lost: rejected, retryable, with
+    the switch in the message, and one ERROR line per customer however many batches."""
+    fake.script.not_allowlisted = mode
+    documents = [
+        click(0, user_identifiers=[{"email": "jane.doe+promo@gmail.com"}]),
+        click(1),
+        click(2),
+    ]
+    with caplog.at_level(logging.ERROR):
+        first = await sink.write(batch_of(documents))
+        again = await sink.write(batch_of([click(3)]))
+    for outcome in (*first, *again):
+        assert (outcome.status, outcome.code, outcome.retryable) == (
+            "rejected",
+            NOT_ALLOWLISTED,
+            True,
+        )
+        assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in (outcome.message or "")
+        assert (outcome.message or "").startswith("Customer is not allowlisted for accessing")
+        assert ".:" not in (outcome.message or "")
+    # sent once each, not retried: the rows went to Google and came back refused
+    assert len(fake.requests_of("UploadClickConversions")) == 2
+    lines = [r.getMessage() for r in caplog.records if NOT_ALLOWLISTED in r.getMessage()]
+    assert len(lines) == 1
+    assert f"customer={CUSTOMER}" in lines[0]
+    assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in lines[0]
+    for text in (caplog.text, *(o.message or "" for o in first)):
+        assert "jane.doe" not in text
+        assert "Cj0KCQiA-test-gclid" not in text
+
+
+async def test_a_single_not_allowlisted_row_leaves_the_others_uploaded(
+    sink: GoogleAdsSink, fake: FakeGoogleAds
+) -> None:
+    """Per row, e.g. a row sending a field only allowlisted users may send."""
+    fake.script.row_failures["Cj0KCQiA-test-gclid-1"] = NOT_ALLOWLISTED
+    outcomes = await sink.write(batch_of([click(0), click(1), click(2)]))
+    assert [(o.status, o.code, o.retryable) for o in outcomes] == [
+        ("uploaded", None, False),
+        ("rejected", NOT_ALLOWLISTED, True),
+        ("uploaded", None, False),
+    ]

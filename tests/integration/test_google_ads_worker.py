@@ -173,6 +173,64 @@ def test_refused_credentials_dead_letter_then_replay_after_the_fix_uploads_once(
         assert worker.stop() == 0
 
 
+def test_a_not_allowlisted_account_dead_letters_replayable_with_the_switch_named(
+    kafka_bootstrap: str, tmp_path: Path, fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls
+) -> None:
+    """Google's answer to a new integration since 2026-06-15, through the whole worker: the
+    result and the dead letter say rejected, retryable, and how to fix it (the switch to
+    Data Manager); a replay once uploads are allowed uploads the conversion once."""
+    topics = Topics(kafka_bootstrap)
+    fake.script.not_allowlisted = "rows"
+    produce(kafka_bootstrap, topics.input, [encode(click(8))], b"k")
+    with (
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="yandex_metrica",
+            **worker_env(fake, tokens, tls.roots_file),
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.dlq) as dead_letters,
+    ):
+        worker.start()
+        [first] = [orjson.loads(m.value()) for m in results.wait_for(1, timeout=90)]
+        assert first["status"] == "rejected"
+        error = first["error"]
+        assert (error["code"], error["retryable"]) == (
+            "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
+            True,
+        )
+        assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in error["message"]
+        [letter] = dead_letters.wait_for(1)
+        headers = headers_of(letter)
+        assert headers["convstream.error.retryable"] == "true"
+        assert (
+            "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in headers["convstream.error.message"]
+        )
+        assert len(fake.requests_of("UploadClickConversions")) == 1  # no retry loop
+
+        fake.script.not_allowlisted = None  # the account may upload again
+        done = subprocess.run(
+            [
+                CONVSTREAM,
+                "replay",
+                "--no-progress",
+                "--error-code",
+                "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
+            ],
+            env={**os.environ, **topics.env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        results.wait_for(2, timeout=60)
+        second = orjson.loads(results.messages[1].value())
+        assert (second["event_id"], second["status"]) == ("click-8", "uploaded")
+        assert len(fake.requests_of("UploadClickConversions")) == 2
+        assert worker.stop() == 0
+
+
 def test_a_30_second_outage_loses_nothing_and_uploads_each_conversion_once(
     kafka_bootstrap: str, tmp_path: Path, fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls
 ) -> None:

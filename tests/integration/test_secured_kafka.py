@@ -1,8 +1,8 @@
 """convstream on a secured Apache Kafka, configured only through CONVSTREAM_BROKER and the
 CONVSTREAM_KAFKA_* variables: the worker (librdkafka and Faust's aiokafka clients alike),
-``send`` and ``replay`` over SASL_SSL with SCRAM-SHA-512 and over mTLS; and a refused
-login or certificate ends the command within seconds, naming the variable to check and
-never showing the secret.
+``send`` and ``replay`` over SASL_SSL with SCRAM-SHA-512 and over mTLS, the worker over
+SASL_PLAINTEXT with PLAIN and SCRAM-SHA-256; and a refused login or certificate ends the
+command within seconds, naming the variable to check and never showing the secret.
 
 One Apache Kafka broker for this module (tests.support.apache_kafka). Topics are created
 through its PLAINTEXT listener, as an operator pre-creates them; everything convstream does
@@ -46,6 +46,16 @@ def sasl_ssl_env(kafka: ApacheKafka, **changes: str) -> dict[str, str]:
         "CONVSTREAM_KAFKA_SASL_PASSWORD": kafka.scram_password,
         "CONVSTREAM_KAFKA_SSL_CA_FILE": str(kafka.ca_file),
         **changes,
+    }
+
+
+def sasl_plaintext_env(kafka: ApacheKafka, mechanism: str) -> dict[str, str]:
+    return {
+        "CONVSTREAM_BROKER": f"kafka://{kafka.bootstrap('SASL_PLAINTEXT')}",
+        "CONVSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CONVSTREAM_KAFKA_SASL_MECHANISM": mechanism,
+        "CONVSTREAM_KAFKA_SASL_USERNAME": kafka.scram_user,
+        "CONVSTREAM_KAFKA_SASL_PASSWORD": kafka.scram_password,
     }
 
 
@@ -123,6 +133,15 @@ def test_worker_uploads_the_demo_sample_over_sasl_ssl_with_scram(
 
 def test_worker_uploads_the_demo_sample_over_mtls(kafka: ApacheKafka, tmp_path: Path) -> None:
     upload_the_sample(kafka, tmp_path, mtls_env(kafka))
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_worker_uploads_the_demo_sample_over_sasl_plaintext(
+    kafka: ApacheKafka, tmp_path: Path, mechanism: str
+) -> None:
+    """The other mechanisms of the contract, on the listener that offers them (the broker
+    fixture's SASL_SSL has SCRAM-SHA-512 only)."""
+    upload_the_sample(kafka, tmp_path, sasl_plaintext_env(kafka, mechanism))
 
 
 def _topic_env(topics: Topics) -> dict[str, str]:

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from streams.local.sandbox.google_ads import (
     worker_env,
 )
 from streams.local.sandbox.yandex import FakeYandex
+from tests.support.apache_kafka import KAFKA_VERSION, ApacheKafka, measured_broker
 from tests.support.worker_harness import Topics, WorkerProcess
 
 YANDEX_TOKEN = "soak-token"
@@ -97,10 +98,16 @@ class SoakOptions:
     timeout: float = 3600.0
     rate: float = 0.0  # input events/s the producer keeps to (0: as fast as the broker takes)
     dedupe_store: str = "rocksdb"
-    # The broker: None starts an embedded tansu of the run's own (bench/soak.py's default);
+    # The broker: None starts one of the run's own, ``broker`` says which (``tansu``, the
+    # embedded default, or ``kafka``: Apache Kafka tuned for throughput, not start-up);
     # else the bootstrap of a running one, Apache Kafka unless ``tansu`` says otherwise.
     bootstrap: str | None = None
     tansu: bool = False
+    broker: str = "tansu"
+    # SIGKILLs of the run's own Apache Kafka at seeded random points, each restarted on the
+    # same log dirs after ``broker_down_seconds`` (needs broker="kafka" and no bootstrap).
+    broker_restarts: int = 0
+    broker_down_seconds: float = 5.0
     workdir: Path | None = None
     verbose: bool = True
 
@@ -414,9 +421,17 @@ def wait_ready(worker: WorkerProcess, timeout: float = 120) -> bool:
 
 
 def peak_rss_mb(pid: int) -> float:
+    return _proc_status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float:
+    return _proc_status_mb(pid, "VmRSS:")
+
+
+def _proc_status_mb(pid: int, field: str) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -430,6 +445,7 @@ class Chaos:
         rng = random.Random(options.seed * 7919 + 17)
         plan: list[tuple[float, str]] = []
         plan += [(rng.uniform(0.05, 0.9), "kill") for _ in range(options.kills)]
+        plan += [(rng.uniform(0.1, 0.8), "broker_restart") for _ in range(options.broker_restarts)]
         if options.outage_seconds > 0:
             google_at, yandex_at = rng.uniform(0.1, 0.7), rng.uniform(0.1, 0.7)
             if options.google_outage_at is not None:
@@ -449,6 +465,14 @@ class Chaos:
         return fired
 
 
+@contextlib.contextmanager
+def own_apache_kafka(log: Callable[..., None]) -> Iterator[ApacheKafka]:
+    """The run's own Apache Kafka, set up for throughput rather than start-up time."""
+    with measured_broker() as kafka:
+        log(f"Apache Kafka {KAFKA_VERSION} ready in {kafka.startup_seconds:.1f} s")
+        yield kafka
+
+
 def run_soak(options: SoakOptions) -> SoakReport:
     report = SoakReport(options)
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="soak-"))
@@ -463,10 +487,16 @@ def run_soak(options: SoakOptions) -> SoakReport:
     )
     cert, key, roots = tls_certificate(workdir)
     with contextlib.ExitStack() as stack:
-        if options.bootstrap is None:
+        kafka = None
+        if options.bootstrap is None and options.broker == "kafka":
+            kafka = stack.enter_context(own_apache_kafka(log))
+            bootstrap, tansu = kafka.bootstrap("PLAINTEXT"), False
+        elif options.bootstrap is None:
             bootstrap, tansu = stack.enter_context(EmbeddedBroker()).address, True
         else:
             bootstrap, tansu = options.bootstrap, options.tansu
+        if options.broker_restarts and kafka is None:
+            raise ValueError("broker restarts need the run's own Apache Kafka (broker='kafka')")
         tokens = stack.enter_context(FakeTokenEndpoint())
         google = stack.enter_context(FakeGoogleAds(cert, key, tokens))
         yandex = stack.enter_context(FakeYandex(YANDEX_TOKEN, polls_before_final=1))
@@ -548,6 +578,16 @@ def run_soak(options: SoakOptions) -> SoakReport:
                             f"{now:6.1f} s  SIGKILL worker {slot} at {answered:,} answered, "
                             "restarted"
                         )
+                    elif action == "broker_restart":
+                        assert kafka is not None
+                        kafka.kill()
+                        time.sleep(options.broker_down_seconds)  # the outage itself
+                        kafka.start()
+                        report.faults.append(
+                            f"{now:6.1f} s  SIGKILL Apache Kafka at {answered:,} answered, down "
+                            f"{options.broker_down_seconds:g} s, restarted on its log dirs in "
+                            f"{kafka.startup_seconds:.1f} s"
+                        )
                     elif action == "google_outage":
                         google.script.unavailable_until = time.monotonic() + options.outage_seconds
                         report.faults.append(
@@ -583,7 +623,10 @@ def run_soak(options: SoakOptions) -> SoakReport:
                         f"{now:6.1f} s  answered {answered:,}/{total:,}, results "
                         f"{results.count:,}, dead letters {dlq.count:,}, "
                         f"google requests {len(google.received):,}, "
-                        f"yandex uploads {len(yandex.uploads):,}"
+                        f"yandex uploads {len(yandex.uploads):,}, worker RSS "
+                        + ", ".join(
+                            f"{rss_mb(w.process.pid):,.0f} MB" for w in workers if w.process
+                        )
                     )
                 if answered >= total and not chaos.plan and producer.done.is_set():
                     break

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import ConfigError, GmailDots, Settings, bootstrap_servers
+from streams.config import ConfigError, GmailDots, GoogleUploadApi, Settings, bootstrap_servers
 
 
 def test_defaults_match_the_contract() -> None:
@@ -356,3 +356,112 @@ def test_min_insync_above_the_replication_factor_is_refused(env: dict[str, str])
     assert message.startswith("CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS=")
     assert "at most CONVSTREAM_TOPIC_REPLICATION_FACTOR=" in message
     assert "on a one-node broker set both to 1" in message
+
+
+# --- the Google upload API: Data Manager or Google Ads API (issue 18) ----------------------
+
+
+def _credentials_file(tmp_path: Path) -> str:
+    path = tmp_path / "credentials.json"
+    path.write_text('{"type": "authorized_user"}')
+    return str(path)
+
+
+def test_upload_api_is_data_manager_when_its_credentials_are_configured(tmp_path: Path) -> None:
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": _credentials_file(tmp_path)}
+    settings = Settings.from_env(env)
+    assert settings.google_upload_api is GoogleUploadApi.DATA_MANAGER
+    assert settings.data_manager is not None
+    assert settings.data_manager.endpoint == "datamanager.googleapis.com"
+    both = Settings.from_env({**env, "GOOGLE_ADS_DEVELOPER_TOKEN": "t"})
+    assert both.google_upload_api is GoogleUploadApi.DATA_MANAGER
+
+
+def test_upload_api_stays_google_ads_api_for_todays_deployments() -> None:
+    settings = Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t"})
+    assert settings.google_upload_api is GoogleUploadApi.GOOGLE_ADS_API
+    assert settings.data_manager is None
+
+
+def test_upload_api_is_none_without_any_google_credentials() -> None:
+    settings = Settings.from_env({})
+    assert settings.google_upload_api is None
+    assert settings.google_api is None
+
+
+def test_upload_api_can_be_chosen_explicitly(tmp_path: Path) -> None:
+    env = {
+        "GOOGLE_APPLICATION_CREDENTIALS": _credentials_file(tmp_path),
+        "GOOGLE_ADS_DEVELOPER_TOKEN": "t",
+        "CONVSTREAM_GOOGLE_ADS_UPLOAD_API": "google_ads_api",
+    }
+    assert Settings.from_env(env).google_upload_api is GoogleUploadApi.GOOGLE_ADS_API
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"CONVSTREAM_GOOGLE_ADS_UPLOAD_API": "data_manager"}, "GOOGLE_APPLICATION_CREDENTIALS"),
+        ({"CONVSTREAM_GOOGLE_ADS_UPLOAD_API": "google_ads_api"}, "GOOGLE_ADS_DEVELOPER_TOKEN"),
+        ({"CONVSTREAM_GOOGLE_ADS_UPLOAD_API": "rest"}, "data_manager, google_ads_api"),
+        ({"GOOGLE_APPLICATION_CREDENTIALS": "/no/such/file.json"}, "no such file"),
+    ],
+)
+def test_upload_api_errors_name_the_variable(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GOOGLE_DATA_MANAGER_ENDPOINT", "https://datamanager.googleapis.com"),
+        ("GOOGLE_DATA_MANAGER_LOGIN_ACCOUNT", "123"),
+        ("GOOGLE_DATA_MANAGER_IMPERSONATE_SERVICE_ACCOUNT", "not an email"),
+    ],
+)
+def test_invalid_data_manager_values_name_the_variable(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": _credentials_file(tmp_path), name: value}
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(env)
+
+
+def test_data_manager_variables_are_read(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "GOOGLE_APPLICATION_CREDENTIALS": _credentials_file(tmp_path),
+            "GOOGLE_DATA_MANAGER_ENDPOINT": "localhost:8443",
+            "GOOGLE_DATA_MANAGER_LOGIN_ACCOUNT": "111-222-3333",
+            "GOOGLE_DATA_MANAGER_IMPERSONATE_SERVICE_ACCOUNT": "up@p.iam.gserviceaccount.com",
+        }
+    )
+    config = settings.data_manager
+    assert config is not None
+    assert config.endpoint == "localhost:8443"
+    assert config.login_account == "1112223333"
+    assert config.impersonate_service_account == "up@p.iam.gserviceaccount.com"
+
+
+def test_data_manager_encryption_needs_both_variables(tmp_path: Path) -> None:
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": _credentials_file(tmp_path)}
+    kek = "projects/p/locations/global/keyRings/r/cryptoKeys/k"
+    wip = "projects/1/locations/global/workloadIdentityPools/pool/providers/prov"
+    with pytest.raises(ConfigError, match="GOOGLE_DATA_MANAGER_ENCRYPTION_WIP_PROVIDER"):
+        Settings.from_env({**env, "GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI": kek})
+    with pytest.raises(ConfigError, match="GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI"):
+        Settings.from_env({**env, "GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI": "my-key"})
+    both = Settings.from_env(
+        {
+            **env,
+            "GOOGLE_DATA_MANAGER_ENCRYPTION_KEK_URI": kek,
+            "GOOGLE_DATA_MANAGER_ENCRYPTION_WIP_PROVIDER": wip,
+        }
+    ).data_manager
+    assert both is not None
+    assert (both.encryption_kek_uri, both.encryption_wip_provider) == (kek, wip)
+    off = Settings.from_env(env).data_manager
+    assert off is not None
+    assert off.encryption_kek_uri is None

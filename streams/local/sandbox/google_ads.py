@@ -6,8 +6,10 @@ The real ``GoogleAdsClient`` talks to :class:`FakeGoogleAds` through
 whole test session: :func:`tls_certificate`). The server speaks the library's own protos
 (``Request.deserialize`` / ``Response.serialize``) for the three upload RPCs and can be
 scripted: per-row failures, UNAVAILABLE for a while, RESOURCE_EXHAUSTED with a retry delay,
-a row limit (``TOO_MANY_CONVERSIONS_IN_REQUEST``), and stale access tokens
-(UNAUTHENTICATED) issued by :class:`FakeTokenEndpoint`, which can also answer
+a row limit (``TOO_MANY_CONVERSIONS_IN_REQUEST``), an account that may no longer upload
+click conversions (``CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE`` on every row or for the
+whole request, as Google answers new integrations since 2026-06-15), and stale access
+tokens (UNAUTHENTICATED) issued by :class:`FakeTokenEndpoint`, which can also answer
 ``invalid_grant``.
 
 Both run in threads of their own, so they keep answering while a test's event loop waits.
@@ -26,7 +28,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from cryptography import x509
@@ -47,6 +49,8 @@ _ADJUST_SERVICE = f"google.ads.googleads.{V}.services.ConversionAdjustmentUpload
 _SEARCH_SERVICE = f"google.ads.googleads.{V}.services.GoogleAdsService"
 #: Google refuses uploads to a conversion action younger than this (TOO_RECENT_CONVERSION_ACTION).
 ACTION_MIN_AGE_SECONDS = 6 * 3600
+NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
+_NOT_ALLOWLISTED_MESSAGE = "Customer is not allowlisted for accessing this feature."
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,11 @@ class Script:
     """Every call answers PERMISSION_DENIED / USER_PERMISSION_DENIED."""
     max_rows: int = 2000
     """More rows than this: INVALID_ARGUMENT / TOO_MANY_CONVERSIONS_IN_REQUEST."""
+    not_allowlisted: Literal["rows", "request"] | None = None
+    """UploadClickConversions of a customer not allowlisted for the Google Ads API upload:
+    ``"rows"`` fails every row with CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE at its index
+    (partial failure, validate-only probes included); ``"request"`` refuses the whole call
+    (PERMISSION_DENIED with that error, naming no row). Single rows: ``row_failures``."""
     customers: dict[str, FakeCustomer] = field(default_factory=dict)
     """Accounts GoogleAdsService.Search can read. Uploads to a customer listed here are
     checked against its conversion actions (unknown: NO_CONVERSION_ACTION_FOUND; younger
@@ -368,10 +377,18 @@ class FakeGoogleAds:
         pb = type(request).pb(request)
         self._too_many(len(pb.conversions), "conversions", context)
         self._record("UploadClickConversions", pb, metadata)
+        if self.script.not_allowlisted == "request":
+            self._note(f"UploadClickConversions:{NOT_ALLOWLISTED}")
+            detail = failure(ads_error(NOT_ALLOWLISTED, message=_NOT_ALLOWLISTED_MESSAGE))
+            context.set_trailing_metadata(((FAILURE_KEY, detail.SerializeToString()),))
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, _NOT_ALLOWLISTED_MESSAGE)
         response = upload_types.UploadClickConversionsResponse.pb()(job_id=pb.job_id or 4242)
         errors = []
         for index, row in enumerate(pb.conversions):
             result = response.results.add()
+            if self.script.not_allowlisted == "rows":
+                errors.append(ads_error(NOT_ALLOWLISTED, index, message=_NOT_ALLOWLISTED_MESSAGE))
+                continue
             code = self.script.row_failures.get(row.gclid or row.order_id)
             code = code or self._action_problem(pb.customer_id, row.conversion_action, "click")
             if code:

@@ -40,6 +40,7 @@ FAMILY = {
     "TRANSIENT_ERROR": "internal_error",
     "OAUTH_TOKEN_EXPIRED": "authentication_error",
     "USER_PERMISSION_DENIED": "authorization_error",
+    "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE": "not_allowlisted_error",
 }
 
 

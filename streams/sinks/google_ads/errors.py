@@ -42,6 +42,11 @@ class ErrorClass(StrEnum):
     """The request was too big: split it in halves and send those."""
     AUTH = "auth"
     """Credentials refused: loud, ``GOOGLE_ADS_AUTH_FAILED``, never a retry storm."""
+    DATA_MANAGER_ONLY = "data_manager_only"
+    """The account may not use this Google Ads API feature (click conversion uploads for new
+    integrations since 2026-06-15, session attributes, IP addresses): ``rejected`` with
+    Google's code, ``retryable`` (the event is fine; replayed through the Data Manager API,
+    which takes them from everyone, it goes) and a message naming the switch."""
     REJECT = "reject"
     """Anything else: the row is ``rejected`` with Google's code and goes to the DLQ."""
 
@@ -73,6 +78,8 @@ CLASSIFICATION: Final[dict[str, ErrorClass]] = {
     "CONVERSION_ALREADY_RETRACTED": ErrorClass.DUPLICATE,
     "TOO_MANY_CONVERSIONS_IN_REQUEST": ErrorClass.SPLIT,
     "TOO_MANY_ADJUSTMENTS_IN_REQUEST": ErrorClass.SPLIT,
+    # NotAllowlistedError: since 2026-06-15 for every row of a new integration's click upload
+    "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE": ErrorClass.DATA_MANAGER_ONLY,
 }
 AUTH_FAMILIES: Final = frozenset({"authentication_error", "authorization_error"})
 
@@ -84,12 +91,23 @@ AUTH_FAILED: Final = "GOOGLE_ADS_AUTH_FAILED"
 DELAYED_RETRY_SECONDS: Final = 1800.0
 #: A row Google answered with an empty result but no error naming it.
 ROW_NOT_UPLOADED: Final = "GOOGLE_ADS_ROW_NOT_UPLOADED"
+#: Google's code for an account that may not use a Google Ads API feature.
+NOT_ALLOWLISTED: Final = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
+#: What an operator does about it; part of every such result and dead letter.
+DATA_MANAGER_FIX: Final = (
+    "since 2026-06-15 Google lets only existing users upload click conversions (and only "
+    "allowlisted ones send session attributes or IP addresses) through the Google Ads API; "
+    "the Data Manager API takes them from everyone: set CONVSTREAM_GOOGLE_ADS_UPLOAD_API="
+    "data_manager with Data Manager credentials (GOOGLE_APPLICATION_CREDENTIALS) and replay "
+    "the dead letters"
+)
 #: OAuth token-endpoint answers that a refresh cannot fix.
 FATAL_OAUTH_ERRORS: Final = ("invalid_grant", "invalid_client", "unauthorized_client")
 
 # Which outcome wins when one row has several errors: final verdicts first.
 _PRIORITY: Final = (
     ErrorClass.AUTH,
+    ErrorClass.DATA_MANAGER_ONLY,
     ErrorClass.REJECT,
     ErrorClass.DUPLICATE,
     ErrorClass.SPLIT,
@@ -201,6 +219,10 @@ def outcome_for(errors: Sequence[ApiError]) -> EventOutcome:
     klass = chosen.error_class
     if klass is ErrorClass.AUTH:
         return EventOutcome("rejected", AUTH_FAILED, f"{chosen.code}: {message}", retryable=True)
+    if klass is ErrorClass.DATA_MANAGER_ONLY:
+        return EventOutcome(
+            "rejected", chosen.code, f"{message.rstrip('.')}: {DATA_MANAGER_FIX}", retryable=True
+        )
     if klass is ErrorClass.DUPLICATE:
         return EventOutcome("duplicate", chosen.code, message)
     if klass is ErrorClass.DELAYED_RETRY:

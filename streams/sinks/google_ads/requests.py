@@ -107,16 +107,23 @@ class BuiltRequest:
 
 @dataclass(frozen=True, slots=True)
 class BuildRejection:
-    """An event that cannot become a row; ``message`` names the field, never its value."""
+    """An event that cannot become a row; ``message`` names the field, never its value.
+
+    ``retryable``: the event itself is fine and a replay can succeed once the operator
+    changed the worker (it goes into the dead letter's ``retryable`` header)."""
 
     position: int
     code: str
     message: str
+    retryable: bool = False
 
 
 #: Build rejection of an event whose ``conversion_action_name`` was not resolved; the sink
 #: replaces it with the resolver's own answer (not found, ambiguous, lookup failed).
 ACTION_NAME_UNRESOLVED: Final = "CONVERSION_ACTION_NAME_UNRESOLVED"
+#: Build rejection of a ``customer_type`` the Google Ads API has no value for (REENGAGED:
+#: Data Manager only). Retryable: the event is fine, replayed through Data Manager it goes.
+CUSTOMER_TYPE_NEEDS_DATA_MANAGER: Final = "CUSTOMER_TYPE_NEEDS_DATA_MANAGER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +133,11 @@ class BuiltBatch:
 
 
 class _RowError(ValueError):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retryable = retryable
 
 
 @cache
@@ -146,6 +154,8 @@ def proto_types(version: str) -> SimpleNamespace:
     source = importlib.import_module(f"{base}.enums.types.user_identifier_source")
     status = importlib.import_module(f"{base}.enums.types.consent_status")
     adjustment_type = importlib.import_module(f"{base}.enums.types.conversion_adjustment_type")
+    environment = importlib.import_module(f"{base}.enums.types.conversion_environment_enum")
+    customer_type = importlib.import_module(f"{base}.enums.types.conversion_customer_type")
     return SimpleNamespace(
         upload=upload,
         adjust=adjust,
@@ -169,6 +179,8 @@ def proto_types(version: str) -> SimpleNamespace:
         FIRST_PARTY=int(source.UserIdentifierSourceEnum.UserIdentifierSource.FIRST_PARTY),
         ConsentStatus=status.ConsentStatusEnum.ConsentStatus,
         AdjustmentType=adjustment_type.ConversionAdjustmentTypeEnum.ConversionAdjustmentType,
+        ConversionEnvironment=environment.ConversionEnvironmentEnum.ConversionEnvironment,
+        CustomerType=customer_type.ConversionCustomerTypeEnum.ConversionCustomerType,
     )
 
 
@@ -210,7 +222,7 @@ def build_requests(
         try:
             row = build_row(t, body)
         except _RowError as exc:
-            rejections.append(BuildRejection(position, exc.code, exc.message))
+            rejections.append(BuildRejection(position, exc.code, exc.message, exc.retryable))
             continue
         group_key = (event.body["customer_id"], event.body.get("login_customer_id"))
         rows, positions = groups.setdefault(group_key, ([], []))
@@ -421,7 +433,27 @@ def _click_row(t: SimpleNamespace, body: dict[str, Any]) -> Any:
             )
     if "user_ip_address" in body:
         row.user_ip_address = body["user_ip_address"]
+    if "conversion_environment" in body:
+        row.conversion_environment = int(t.ConversionEnvironment[body["conversion_environment"]])
+    if "customer_type" in body:
+        row.customer_type = _customer_type(t, body["customer_type"])
     return row
+
+
+def _customer_type(t: SimpleNamespace, value: str) -> int:
+    """``ClickConversion.customer_type`` knows NEW and RETURNING only. REENGAGED is Data
+    Manager's (``UserProperties.customer_type``); sending it as either would tell Google
+    something the advertiser did not say, and leaving it out would drop it silently, so
+    the event is rejected, retryable after switching the worker to Data Manager."""
+    if value not in t.CustomerType.__members__ or value in ("UNSPECIFIED", "UNKNOWN"):
+        raise _RowError(
+            CUSTOMER_TYPE_NEEDS_DATA_MANAGER,
+            f"customer_type {value} is taken by the Data Manager API only, not by the Google "
+            "Ads API: set CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager (with Data Manager "
+            "credentials) and replay this dead letter, or send NEW or RETURNING",
+            retryable=True,
+        )
+    return int(t.CustomerType[value])
 
 
 def _decode_session_attributes(encoded: str) -> bytes:

@@ -26,7 +26,12 @@ What happens to errors (the table is :data:`streams.sinks.google_ads.errors.CLAS
   refresh (``invalid_grant``) is logged at ERROR, counted in
   ``convstream_auth_failures_total`` and answered ``rejected`` / ``GOOGLE_ADS_AUTH_FAILED``:
   the events dead-letter for a replay once the credentials are fixed, instead of hammering
-  the token endpoint.
+  the token endpoint;
+* ``CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE`` (per row or for the whole request; since
+  2026-06-15 a new integration's click uploads get it on every row): ``rejected`` with that
+  code, ``retryable`` and the fix (``CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager``) in the
+  message, plus one ERROR line per customer, so the dead letters can be replayed through
+  the Data Manager API once the worker is switched.
 
 How the sink authenticates and talks gRPC (token endpoint, per-call login customer id,
 async services per loop): :mod:`streams.sinks.google_ads.client`.
@@ -50,6 +55,7 @@ from streams.sinks.google_ads.client import GoogleAdsConnection
 from streams.sinks.google_ads.diagnostics import DiagnosticsPoller
 from streams.sinks.google_ads.errors import (
     AUTH_FAILED,
+    NOT_ALLOWLISTED,
     ErrorClass,
     RequestFailure,
     classify_exception,
@@ -120,6 +126,8 @@ class GoogleAdsSink:
         self._worker_name = worker_name or socket.gethostname()
         self._options = RequestOptions(validate_only=dry_run, job_id=config.job_id)
         self._options_day: datetime.date | None = None
+        self._not_allowlisted: set[str] = set()
+        """Customers already reported as not allowlisted (logged once each)."""
         self._diagnostics: DiagnosticsPoller | None = None
         if metrics is not None and diagnostics_interval > 0 and not dry_run:
             self._diagnostics = DiagnosticsPoller(
@@ -190,7 +198,7 @@ class GoogleAdsSink:
         outcomes: list[EventOutcome | None] = [None] * len(batch.events)
         for rejection in built.rejections:
             outcomes[rejection.position] = settled.get(rejection.position) or EventOutcome(
-                "rejected", rejection.code, rejection.message
+                "rejected", rejection.code, rejection.message, retryable=rejection.retryable
             )
         transient: list[RequestFailure] = []
         for request in built.requests:
@@ -285,6 +293,7 @@ class GoogleAdsSink:
             if failure.error_class is ErrorClass.AUTH:
                 return _Sent(self._auth_outcomes(rows, f"{failure.status} {failure.code}"))
             outcomes = request_outcomes(failure, rows)
+            self._report_not_allowlisted(request.customer_id, outcomes)
             whole = failure.error_class is ErrorClass.RETRY and not failure.per_row
             _log.warning(
                 "destination=google_ads request failed customer=%s rows=%d status=%s code=%s",
@@ -303,7 +312,26 @@ class GoogleAdsSink:
         refused = sum(1 for o in outcomes if o.code == AUTH_FAILED)
         if refused:
             self._report_auth_failure(f"{refused} rows refused by authorization errors")
+        self._report_not_allowlisted(request.customer_id, outcomes)
         return _Sent(outcomes)
+
+    def _report_not_allowlisted(self, customer: str, outcomes: Sequence[EventOutcome]) -> None:
+        """One ERROR line per customer the first time Google answers
+        ``CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE``: every later batch is refused the same
+        way until an operator switches the upload API, and one line says so without flooding
+        the log. The events themselves are already ``rejected`` with the fix (errors.py)."""
+        rows = sum(1 for outcome in outcomes if outcome.code == NOT_ALLOWLISTED)
+        if not rows or customer in self._not_allowlisted:
+            return
+        self._not_allowlisted.add(customer)
+        _log.error(
+            "destination=google_ads customer=%s rows=%d code=%s: this account may not use "
+            "this Google Ads API upload; set CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager "
+            "(Data Manager credentials) and replay the dead letters",
+            customer,
+            rows,
+            NOT_ALLOWLISTED,
+        )
 
     async def _call(self, request: BuiltRequest) -> Any:
         service_name, method_name = _SERVICES[request.kind]

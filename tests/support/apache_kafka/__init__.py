@@ -6,6 +6,8 @@ Listeners (``bootstrap(name)``):
 - ``PLAINTEXT``: no auth; the readiness probe and inter-broker traffic use it.
 - ``SASL_SSL``: SCRAM-SHA-512 over TLS; the user is created at format time.
 - ``SSL``: mutual TLS, ``ssl.client.auth=required``.
+- ``SASL_PLAINTEXT``: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 without TLS (a private
+  network's setup); the same user and password for each mechanism.
 - ``CONTROLLER``: the KRaft controller listener (not for clients).
 
 The jars come from ``pom.xml`` beside this file: ``make kafka-jars`` copies them once into
@@ -52,14 +54,24 @@ log = logging.getLogger(__name__)
 KAFKA_VERSION = "4.4.0"  # keep equal to <kafka.version> in pom.xml
 JARS_ENV = "CONVSTREAM_KAFKA_JARS"
 POM = Path(__file__).with_name("pom.xml")
-LISTENERS = ("PLAINTEXT", "SASL_SSL", "SSL")
+LISTENERS = ("PLAINTEXT", "SASL_SSL", "SSL", "SASL_PLAINTEXT")
 SCRAM_MECHANISM = "SCRAM-SHA-512"
+SASL_PLAINTEXT_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 NODE_ID = 1
 _LOG_TAIL_LINES = 30
 # A test broker starts and stops often and moves little data: C1 only and the serial
 # collector start it faster on 2 cores (median of 3 starts 3.0-3.6 s -> 2.6-3.0 s here).
 # Pass jvm_options=() for a broker whose throughput is being measured.
 FAST_START_JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+
+
+def measured_broker() -> ApacheKafka:
+    """A broker whose throughput is measured (bench/): the JVM's default compilers and
+    collector, a 1 GiB heap."""
+    return ApacheKafka(jvm_options=(), heap="1g")
+
+
+_SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 
 
 class ApacheKafkaError(RuntimeError):
@@ -382,14 +394,17 @@ class ApacheKafka:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def confluent_config(self, listener: str = "PLAINTEXT") -> dict[str, str]:
-        """librdkafka settings for a client of ``listener`` (add group.id etc.)."""
+    def confluent_config(
+        self, listener: str = "PLAINTEXT", mechanism: str = SCRAM_MECHANISM
+    ) -> dict[str, str]:
+        """librdkafka settings for a client of ``listener`` (add group.id etc.);
+        ``mechanism``: SASL_PLAINTEXT's (SASL_SSL has SCRAM-SHA-512 only)."""
         config = {"bootstrap.servers": self.bootstrap(listener), "security.protocol": listener}
         if listener in ("SASL_SSL", "SSL"):
             config["ssl.ca.location"] = str(self.ca_file)
-        if listener == "SASL_SSL":
+        if listener.startswith("SASL_"):
             config |= {
-                "sasl.mechanism": SCRAM_MECHANISM,
+                "sasl.mechanism": mechanism,
                 "sasl.username": self.scram_user,
                 "sasl.password": self.scram_password,
             }
@@ -475,7 +490,10 @@ class ApacheKafka:
         ]
 
     def _format(self) -> None:
-        scram = f"{SCRAM_MECHANISM}=[name={self.scram_user},password={self.scram_password}]"
+        scram_users = [
+            f"{mechanism}=[name={self.scram_user},password={self.scram_password}]"
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+        ]
         command = self._jvm(
             "kafka.tools.StorageTool",
             "format",
@@ -484,8 +502,7 @@ class ApacheKafka:
             f"--cluster-id={self.cluster_id}",
             "--config",
             str(self.workdir / "server.properties"),
-            "--add-scram",
-            scram,
+            *(argument for user in scram_users for argument in ("--add-scram", user)),
             "--ignore-formatted",
         )
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -619,7 +636,8 @@ class ApacheKafka:
             "advertised.listeners": listeners,
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": (
-                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL"
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,"
+                "SASL_PLAINTEXT:SASL_PLAINTEXT"
             ),
             "log.dirs": str(self.workdir / "data"),
             # TLS for both TLS listeners: PEM files, no JKS/PKCS12 step.
@@ -629,11 +647,19 @@ class ApacheKafka:
             "ssl.truststore.location": str(tls.ca),
             "ssl.endpoint.identification.algorithm": "https",
             "listener.name.ssl.ssl.client.auth": "required",
-            # SCRAM on the SASL_SSL listener only.
-            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            # SCRAM-SHA-512 on SASL_SSL; PLAIN and both SCRAMs on SASL_PLAINTEXT. PLAIN's
+            # users are the JAAS line's user_<name> entries; SCRAM's are in the metadata.
+            "sasl.enabled.mechanisms": ",".join(SASL_PLAINTEXT_MECHANISMS),
             "listener.name.sasl_ssl.sasl.enabled.mechanisms": SCRAM_MECHANISM,
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": _SCRAM_JAAS,
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": ",".join(
+                SASL_PLAINTEXT_MECHANISMS
+            ),
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": _SCRAM_JAAS,
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": _SCRAM_JAAS,
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'user_{self.scram_user}="{self.scram_password}";'
             ),
             # The broker's own internal topics: one replica on one node, three (two in
             # sync) in a cluster.

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.config import GmailDots, NormalizeOptions
-from streams.core.events import Event, EventError, parse_event
-from streams.core.model import EVENT_TYPES
+from streams.core.events import Event, EventError, parse_event, schema_document
+from streams.core.model import CONVERSION_ENVIRONMENTS, CUSTOMER_TYPES, EVENT_TYPES
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "examples"
 EVENT_SCHEMAS = [f"{d}.{t}" for d, types in EVENT_TYPES.items() for t in types]
@@ -145,6 +145,73 @@ def test_identifiers_are_hashed_with_the_published_vectors() -> None:
     assert address["country_code"] == "US"
     assert address["city"] == "Berlin"
     assert "test@gmail.com" not in orjson.dumps(event.body).decode()
+
+
+def test_conversion_environment_and_customer_type_are_event_attributes() -> None:
+    """The sinks (Google Ads API, Data Manager) read them as plain strings or None."""
+    both = {"conversion_environment": "APP", "customer_type": "NEW"}
+    event = parse_ok(CLICK | {"gclid": "g"} | both)
+    assert (event.conversion_environment, event.customer_type) == ("APP", "NEW")
+    plain = parse_ok(CLICK | {"gclid": "g"})
+    assert (plain.conversion_environment, plain.customer_type) == (None, None)
+    reengaged = parse_ok(CLICK | {"gclid": "g", "customer_type": "REENGAGED"})
+    assert reengaged.customer_type == "REENGAGED"
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "reason"),
+    [
+        ({"customer_type": "new"}, "$.customer_type", "one of NEW, RETURNING, REENGAGED"),
+        ({"customer_type": None}, "$.customer_type", "one of NEW, RETURNING, REENGAGED"),
+        ({"conversion_environment": "IOS"}, "$.conversion_environment", "one of APP, WEB"),
+        ({"conversion_environment": 2}, "$.conversion_environment", "one of APP, WEB"),
+    ],
+)
+def test_conversion_environment_and_customer_type_take_only_their_values(
+    extra: dict[str, Any], path: str, reason: str
+) -> None:
+    error = parse_bad(CLICK | {"gclid": "g"} | extra)
+    assert error.path == path
+    assert reason in error.reason
+
+
+def test_only_click_conversions_take_conversion_environment_and_customer_type() -> None:
+    call = {
+        "destination": "google_ads",
+        "type": "call_conversion",
+        "customer_id": "1234567890",
+        "conversion_action_id": "1",
+        "caller_id": "+1 650 555 0100",
+        "call_start_date_time": "2024-01-01T10:00:00+02:00",
+        "conversion_date_time": "2024-01-01T10:05:00+02:00",
+    }
+    for field, value in (("customer_type", "NEW"), ("conversion_environment", "WEB")):
+        error = parse_bad(call | {field: value})
+        assert (error.path, error.reason) == (f"$.{field}", f"'{field}' is not a known field")
+
+
+def test_a_yandex_date_time_given_as_a_whole_float_is_unix_seconds() -> None:
+    """Found by the random-values property test: it was an internal error before."""
+    document = {
+        "destination": "yandex_metrica",
+        "type": "offline_conversion",
+        "counter_id": "44147844",
+        "target": "purchase",
+        "client_id": "1614870231946412345",
+        "date_time": 1763600000.0,
+    }
+    assert parse_ok(document).body["date_time"] == 1763600000
+    error = parse_bad(document | {"date_time": 0.0})
+    assert (error.path, error.reason) == (
+        "$.date_time",
+        "date_time is out of range for unix seconds (years 2000 to 2100)",
+    )
+
+
+def test_the_schema_enums_are_the_models_constants() -> None:
+    properties = schema_document("google_ads.click_conversion")["properties"]
+    assert tuple(properties["conversion_environment"]["enum"]) == CONVERSION_ENVIRONMENTS
+    assert tuple(properties["customer_type"]["enum"]) == CUSTOMER_TYPES
 
 
 def test_email_dot_policy_is_configurable() -> None:

@@ -92,7 +92,14 @@ def test_published_time_vectors() -> None:
         ("first.last@example.com", GmailDots.GMAIL_ONLY, "first.last@example.com"),
         ("first.last@example.com", GmailDots.ALL_DOMAINS, "firstlast@example.com"),
         ("test.user@gmail.com", GmailDots.OFF, "test.user@gmail.com"),
-        ("user+tag@gmail.com", GmailDots.GMAIL_ONLY, "user+tag@gmail.com"),
+        ("user+tag@gmail.com", GmailDots.GMAIL_ONLY, "user@gmail.com"),
+        ("Test.User+Promo@GoogleMail.com", GmailDots.GMAIL_ONLY, "testuser@googlemail.com"),
+        ("a.b+c.d+e@gmail.com", GmailDots.GMAIL_ONLY, "ab@gmail.com"),
+        ("user+tag@example.com", GmailDots.GMAIL_ONLY, "user+tag@example.com"),
+        ("first.last+tag@example.com", GmailDots.ALL_DOMAINS, "firstlast+tag@example.com"),
+        ("first.last+tag@gmail.com", GmailDots.ALL_DOMAINS, "firstlast@gmail.com"),
+        ("first.last+tag@gmail.com", GmailDots.OFF, "first.last+tag@gmail.com"),
+        ("user+tag@mail.gmail.com", GmailDots.GMAIL_ONLY, "user+tag@mail.gmail.com"),
         ("  MiXeD@Sub.Example.ORG ", GmailDots.GMAIL_ONLY, "mixed@sub.example.org"),
     ],
 )
@@ -112,6 +119,8 @@ def test_email_rules(raw: str, dots: GmailDots, expected: str) -> None:
         ("user@example..com", "is not a valid e-mail address: the domain is not a host name"),
         ("us er@example.com", "is not a valid e-mail address: it contains whitespace"),
         ("...@gmail.com", "is not a valid e-mail address: nothing before '@'"),
+        ("+promo@gmail.com", "is not a valid e-mail address: nothing before '@'"),
+        (".+x@googlemail.com", "is not a valid e-mail address: nothing before '@'"),
     ],
 )
 def test_email_errors_are_specific(raw: str, reason: str) -> None:
@@ -123,7 +132,8 @@ def test_email_errors_are_specific(raw: str, reason: str) -> None:
 emails = st.builds(
     lambda local, domain: f"{local}@{domain}",
     st.text(string.ascii_letters + string.digits + "._+-", min_size=1, max_size=20).filter(
-        lambda local: local.strip(".")
+        # a Gmail local part is what stands before "+", without dots: it must not be empty
+        lambda local: local.partition("+")[0].strip(".")
     ),
     st.sampled_from(["gmail.com", "googlemail.com", "example.com", "Mail.Example.org"]),
 )
@@ -333,6 +343,17 @@ def test_unix_seconds_only_when_allowed() -> None:
         parse_timestamp(1704096000)
     with pytest.raises(NormalizationError):
         parse_timestamp(True, allow_unix=True)  # type: ignore[arg-type]
+
+
+def test_unix_seconds_written_as_a_whole_float_are_the_same_seconds() -> None:
+    # JSON Schema calls 1704096000.0 an integer, so it reaches the normalizer as a float.
+    assert unix_seconds(parse_timestamp(1704096000.0, allow_unix=True)) == 1704096000
+    for raw, allow_unix in ((1704096000.5, True), (1704096000.0, False), (float("nan"), True)):
+        with pytest.raises(NormalizationError) as caught:
+            parse_timestamp(raw, allow_unix=allow_unix)
+        assert caught.value.reason.startswith("is not a date-time: expected")
+    with pytest.raises(NormalizationError, match="out of range"):
+        parse_timestamp(1e300, allow_unix=True)
 
 
 aware_datetimes = st.builds(

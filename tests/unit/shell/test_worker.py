@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from streams.config import Settings
@@ -29,6 +31,29 @@ def test_google_ads_gets_the_real_sink_when_a_developer_token_is_set() -> None:
     sinks = build_sinks(Settings.from_env(GOOGLE), Metrics())
     assert set(sinks) == {"google_ads"}
     assert isinstance(sinks["google_ads"], GoogleAdsSink)
+
+
+def test_data_manager_credentials_give_google_ads_the_data_manager_sink(tmp_path: Path) -> None:
+    from streams.sinks.data_manager.sink import DataManagerSink
+
+    key = tmp_path / "credentials.json"
+    key.write_text("{}")
+    only = build_sinks(Settings.from_env({"GOOGLE_APPLICATION_CREDENTIALS": str(key)}))
+    assert isinstance(only["google_ads"], DataManagerSink)
+    assert only["google_ads"]._fallback is None
+    both = build_sinks(Settings.from_env({**GOOGLE, "GOOGLE_APPLICATION_CREDENTIALS": str(key)}))
+    assert isinstance(both["google_ads"], DataManagerSink)
+    assert isinstance(both["google_ads"]._fallback, GoogleAdsSink)
+    chosen = build_sinks(
+        Settings.from_env(
+            {
+                **GOOGLE,
+                "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+                "CONVSTREAM_GOOGLE_ADS_UPLOAD_API": "google_ads_api",
+            }
+        )
+    )
+    assert isinstance(chosen["google_ads"], GoogleAdsSink)
 
 
 def test_without_a_developer_token_google_ads_is_not_configured() -> None:

@@ -1,4 +1,4 @@
-"""The end of a batch: results and dead letters, then the settlement, then the acks; and
+"""The end of a batch: the settlement, then results and dead letters, then the acks; and
 nothing acked when a step fails."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout=5))
 
 
-def test_results_then_settlement_then_acks() -> None:
+def test_settlement_then_results_then_acks() -> None:
     f = Fakes()
     batch = f.batch(click(1), click(2), click(3))
     outcomes = [
@@ -82,7 +82,7 @@ def test_results_then_settlement_then_acks() -> None:
         EventOutcome("retryable", "UNAVAILABLE", "down (retries exhausted after 3 attempts)"),
     ]
     run(f.delivery.finish(KEY, batch, outcomes, "b1", 3))
-    assert f.log == ["publish 5", "settle", "ack"], "3 results + 2 dead letters, then the rest"
+    assert f.log == ["settle", "publish 5", "ack"], "then 3 results + 2 dead letters, then acks"
     (key, partition, value) = f.settlements[0]
     assert (key, partition) == (str(KEY), 2), "keyed by batch key, to the chunks' partition"
     settlement = wire.decode(value)
@@ -107,8 +107,8 @@ def test_a_failed_step_acks_nothing(failing: str) -> None:
     assert "ack" not in f.log
     assert not batch[0].finished
     assert f.sources.get(batch[0].received.source) is batch[0], "still waiting"
-    if failing == "publish":
-        assert f.settlements == [], "no settlement before the results are delivered"
+    if failing == "settle":
+        assert f.results() == [], "no result before the settlement is delivered"
 
 
 def test_the_sinks_ids_go_into_the_result_as_given() -> None:

@@ -152,6 +152,7 @@ def test_validate_only_answers_validated() -> None:
         ("UNAUTHENTICATED", ErrorClass.AUTH),
         ("NO_CONVERSION_ACTION_FOUND", ErrorClass.REJECT),
         ("TOO_MANY_ADJUSTMENTS", ErrorClass.REJECT),
+        ("CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE", ErrorClass.DATA_MANAGER_ONLY),
     ],
 )
 def test_classification_table(code: str, expected: ErrorClass) -> None:
@@ -270,3 +271,52 @@ def test_a_row_that_is_still_too_many_is_rejected_not_retried() -> None:
     response = click_response(1, failed={0: ads_error("TOO_MANY_CONVERSIONS_IN_REQUEST", 0)})
     (result,) = outcomes(response, 1)
     assert (result.status, result.code) == ("rejected", "TOO_MANY_CONVERSIONS_IN_REQUEST")
+
+
+# --- CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE: the upload belongs on Data Manager ------------
+
+NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
+
+
+def _is_the_data_manager_answer(outcome: Any) -> bool:
+    return (
+        outcome.status == "rejected"
+        and outcome.code == NOT_ALLOWLISTED
+        and outcome.retryable
+        and "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in (outcome.message or "")
+    )
+
+
+def test_not_allowlisted_rows_are_rejected_retryable_with_the_switch_to_name() -> None:
+    response = click_response(
+        3, failed={0: ads_error(NOT_ALLOWLISTED, 0), 2: ads_error(NOT_ALLOWLISTED, 2)}
+    )
+    first, second, third = outcomes(response, 3)
+    assert _is_the_data_manager_answer(first)
+    assert _is_the_data_manager_answer(third)
+    assert (second.status, second.code) == ("uploaded", None)
+    # Google's own text stays first; the fix follows it
+    assert (first.message or "").startswith("customer not allowlisted for this feature: ")
+
+
+def test_not_allowlisted_wins_over_a_rows_other_rejection() -> None:
+    response = click_response(
+        1,
+        failed={0: ads_error("UNPARSEABLE_GCLID", 0)},
+        extra_errors=(ads_error(NOT_ALLOWLISTED, 0),),
+    )
+    (result,) = outcomes(response, 1)
+    assert _is_the_data_manager_answer(result)
+    assert "also: UNPARSEABLE_GCLID" in (result.message or "")
+
+
+def test_a_whole_request_refused_as_not_allowlisted_rejects_every_row_retryable() -> None:
+    key = f"google.ads.googleads.{V}.errors.googleadsfailure-bin"
+    pb = failure(ads_error(NOT_ALLOWLISTED))  # names no row
+    exc = _FakeCall(grpc.StatusCode.PERMISSION_DENIED, "no", ((key, pb.SerializeToString()),))
+    result = classify_exception(exc, V, "conversions")
+    # not an auth failure: the credentials are fine, the upload path is not
+    assert (result.error_class, result.code) == (ErrorClass.DATA_MANAGER_ONLY, NOT_ALLOWLISTED)
+    rows = request_outcomes(result, 3)
+    assert len(rows) == 3
+    assert all(_is_the_data_manager_answer(row) for row in rows)

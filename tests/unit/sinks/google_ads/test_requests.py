@@ -58,6 +58,8 @@ def test_click_maps_every_field() -> None:
             session_attributes_encoded="eyJnYWRfc291cmNlIjoiMSJ9",
             user_ip_address="2001:db8::1",
             conversion_date_time="2026-11-20T13:03:00+01:00",
+            conversion_environment="WEB",
+            customer_type="RETURNING",
         )
     )
     built = build_requests([event], V, RequestOptions(job_id=123))
@@ -120,6 +122,8 @@ def test_click_maps_every_field() -> None:
     assert row.session_attributes_encoded == b'{"gad_source":"1"}'
     assert not row.HasField("session_attributes_key_value_pairs")
     assert row.user_ip_address == "2001:db8::1"
+    assert row.conversion_environment == 3  # ConversionEnvironment.WEB
+    assert row.customer_type == 3  # ConversionCustomerType.RETURNING
 
 
 def _sha(text: str) -> str:
@@ -245,11 +249,47 @@ def test_rows_are_grouped_by_login_customer_id() -> None:
     ]
 
 
+@pytest.mark.parametrize("version", ["v23", "v24", "v25", "v26"])
+def test_conversion_environment_and_customer_type_map_to_the_apis_enums(version: str) -> None:
+    events = [
+        event_of(click(0, conversion_environment="APP", customer_type="NEW")),
+        event_of(click(1, conversion_environment="WEB", customer_type="RETURNING")),
+        event_of(click(2)),
+    ]
+    (request,) = build_requests(events, version).requests
+    app, web, plain = request.pb.conversions
+    environment = app.DESCRIPTOR.fields_by_name["conversion_environment"].enum_type
+    customer_type = app.DESCRIPTOR.fields_by_name["customer_type"].enum_type
+    assert environment.values_by_number[app.conversion_environment].name == "APP"
+    assert environment.values_by_number[web.conversion_environment].name == "WEB"
+    assert customer_type.values_by_number[app.customer_type].name == "NEW"
+    assert customer_type.values_by_number[web.customer_type].name == "RETURNING"
+    # absent means absent: UNSPECIFIED (0), not a guess
+    assert (plain.conversion_environment, plain.customer_type) == (0, 0)
+
+
+def test_reengaged_has_no_google_ads_api_value_so_the_event_waits_for_data_manager() -> None:
+    events = [
+        event_of(click(0, customer_type="REENGAGED", conversion_environment="APP")),
+        event_of(click(1, customer_type="NEW")),
+    ]
+    built = build_requests(events, V)
+    (rejection,) = built.rejections
+    assert (rejection.position, rejection.code, rejection.retryable) == (
+        0,
+        "CUSTOMER_TYPE_NEEDS_DATA_MANAGER",
+        True,
+    )
+    assert "CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager" in rejection.message
+    assert built.requests[0].positions == (1,)
+
+
 def test_a_bad_row_is_rejected_alone() -> None:
     events = [event_of(click(0, session_attributes_encoded="not base64 !")), event_of(click(1))]
     built = build_requests(events, V)
     (rejection,) = built.rejections
     assert (rejection.position, rejection.code) == (0, "INVALID_SESSION_ATTRIBUTES")
+    assert not rejection.retryable  # the event itself is wrong: a replay cannot help
     assert "not base64 !" not in rejection.message
     assert built.requests[0].positions == (1,)
 
