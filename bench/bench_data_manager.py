@@ -40,12 +40,13 @@ from dataclasses import dataclass
 import orjson
 
 from bench.bench_google_ads import customer_counts, minimum_requests, pipeline_events
+from streams.config import QuotaBudget
 from streams.core.events import parse_event
 from streams.core.model import BatchKey, Event
 from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError
 from streams.sinks.data_manager import packing
-from streams.sinks.data_manager.quota import QuotaBudget, QuotaLimiter
+from streams.sinks.data_manager.quota import QuotaLimiter
 
 
 def parse(values: Sequence[bytes], actions: int) -> list[Event]:

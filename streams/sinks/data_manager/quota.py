@@ -7,11 +7,12 @@ minute and 100,000 per day, counted separately. A request over a limit is refuse
 ``RESOURCE_EXHAUSTED`` (HTTP 429); its ``ErrorInfo`` names the limit in
 ``metadata.quota_limit`` (``IngestionMutateRequestsPerMinutePerProject``,
 ``IngestionMutateRequestsPerDayPerProject``, ``IngestionRead...``). Those are the defaults
-here; the environment overrides them (:class:`QuotaSettings`).
+here; the environment overrides them (``streams.config.QuotaSettings``, read by
+``Settings.from_env``; re-exported here with ``QuotaBudget``).
 
 Who calls what::
 
-    quotas = ProjectQuotas(QuotaSettings.from_env(env), metrics=metrics)   # once per worker
+    quotas = ProjectQuotas(settings.data_manager_quota, metrics=metrics)   # once per worker
     limiter = quotas.mutate(project_id)  # the same object for every lane of the project
     await limiter.acquire()              # the sink, before each IngestEvents call: waits
                                          # for budget (at most max_wait_seconds), or raises
@@ -46,11 +47,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Final
 
-from streams.config import _Reader
+from streams.config import QuotaBudget, QuotaSettings
 from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError
 
@@ -61,16 +61,8 @@ QUOTA_EXHAUSTED: Final = "DATA_MANAGER_QUOTA_EXHAUSTED"
 (or Google's own hold-off) is longer than ``max_wait_seconds``."""
 
 MINUTE: Final = 60.0
-DEFAULT_PER_MINUTE: Final = 300
-DEFAULT_PER_DAY: Final = 100_000
-DEFAULT_MAX_WAIT_SECONDS: Final = 60.0
+DEFAULT_MAX_WAIT_SECONDS: Final = QuotaSettings().max_wait_seconds
 """One minute: the longest the minute window alone can make a caller wait."""
-
-ENV_PER_MINUTE: Final = "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE"
-ENV_PER_DAY: Final = "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_DAY"
-ENV_STATUS_PER_MINUTE: Final = "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE"
-ENV_STATUS_PER_DAY: Final = "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_DAY"
-ENV_MAX_WAIT: Final = "CONVSTREAM_DATA_MANAGER_QUOTA_MAX_WAIT_SECONDS"
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -100,51 +92,6 @@ def next_day_start(now: float, zone: tzinfo = PACIFIC) -> float:
     # Aware datetime arithmetic is wall-clock arithmetic: the next local midnight, also on
     # the 23- and 25-hour days of a DST change.
     return (local + timedelta(days=1)).timestamp()
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaBudget:
-    """Requests allowed per minute and per (Pacific) day for one kind of request."""
-
-    per_minute: int = DEFAULT_PER_MINUTE
-    per_day: int = DEFAULT_PER_DAY
-
-    def __post_init__(self) -> None:
-        if self.per_minute < 1 or self.per_day < 1:
-            raise ValueError("a quota budget needs at least 1 request per minute and per day")
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaSettings:
-    """The limiter's settings, read from the environment once (by the CLI's config).
-
-    ``CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE`` (300) and ``..._PER_DAY`` (100000):
-    IngestEvents (mutate) budget of this worker. ``CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_
-    PER_MINUTE`` (300) and ``..._PER_DAY`` (100000): RetrieveRequestStatus (read) budget.
-    ``CONVSTREAM_DATA_MANAGER_QUOTA_MAX_WAIT_SECONDS`` (60): the longest ``acquire`` waits
-    before it raises a retryable error instead. Defaults: Google's per-project limits.
-    """
-
-    mutate: QuotaBudget = field(default_factory=QuotaBudget)
-    read: QuotaBudget = field(default_factory=QuotaBudget)
-    max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> QuotaSettings:
-        """Settings from an environment mapping; an invalid value raises ConfigError naming
-        the variable and the accepted range."""
-        read = _Reader(environ)
-        return cls(
-            mutate=QuotaBudget(
-                read.number(ENV_PER_MINUTE, DEFAULT_PER_MINUTE, int, 1, 1_000_000),
-                read.number(ENV_PER_DAY, DEFAULT_PER_DAY, int, 1, 1_000_000_000),
-            ),
-            read=QuotaBudget(
-                read.number(ENV_STATUS_PER_MINUTE, DEFAULT_PER_MINUTE, int, 1, 1_000_000),
-                read.number(ENV_STATUS_PER_DAY, DEFAULT_PER_DAY, int, 1, 1_000_000_000),
-            ),
-            max_wait_seconds=read.number(ENV_MAX_WAIT, DEFAULT_MAX_WAIT_SECONDS, float, 0, 3600),
-        )
 
 
 class QuotaLimiter:

@@ -55,7 +55,7 @@ from typing import Any, Final
 
 from google.api_core import exceptions as core_exceptions
 
-from streams.config import _Reader
+from streams.config import RequestStatusSettings
 from streams.core.outcomes import iso_utc
 from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError
@@ -69,10 +69,6 @@ FINAL_STATES: Final = frozenset({"SUCCESS", "PARTIAL_SUCCESS", "FAILED"})
 """``RequestStatusPerDestination.RequestStatus`` values after which nothing changes;
 ``PROCESSING`` and ``REQUEST_STATUS_UNKNOWN`` are polled again."""
 
-DEFAULT_FIRST_POLL_SECONDS: Final = 1800.0
-DEFAULT_MAX_INTERVAL_SECONDS: Final = 4 * 3600.0
-DEFAULT_MAX_AGE_SECONDS: Final = 2 * 86_400.0
-DEFAULT_MAX_TRACKED: Final = 20_000
 MIN_INTERVAL_SECONDS: Final = 60.0
 """Backoff base when ``first_poll_seconds`` is shorter (tests, the local sandbox)."""
 PUBLISH_RETRY_SECONDS: Final = 60.0
@@ -85,48 +81,9 @@ _PERMANENT: Final = (
     core_exceptions.PermissionDenied,
 )
 
-ENV_FIRST_POLL: Final = "CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS"
-ENV_MAX_INTERVAL: Final = "CONVSTREAM_DATA_MANAGER_STATUS_MAX_INTERVAL_SECONDS"
-ENV_MAX_AGE: Final = "CONVSTREAM_DATA_MANAGER_STATUS_MAX_AGE_SECONDS"
-ENV_MAX_TRACKED: Final = "CONVSTREAM_DATA_MANAGER_STATUS_MAX_TRACKED"
-
 Retrieve = Callable[[str], Awaitable[Any]]
 """``request_id -> RetrieveRequestStatusResponse`` (the client's ``retrieve_request_status``
 wrapped by the sink, with its credentials, endpoint and timeout)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RequestStatusSettings:
-    """The tracker's settings, read from the environment once (by the CLI's config).
-
-    ``CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS`` (1800: Google's "wait for 30
-    minutes"), ``..._STATUS_MAX_INTERVAL_SECONDS`` (14400: the backoff's cap),
-    ``..._STATUS_MAX_AGE_SECONDS`` (172800: give up after 2 days, as for Yandex uploads),
-    ``..._STATUS_MAX_TRACKED`` (20000; 0 turns status tracking off).
-    """
-
-    first_poll_seconds: float = DEFAULT_FIRST_POLL_SECONDS
-    max_interval_seconds: float = DEFAULT_MAX_INTERVAL_SECONDS
-    max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS
-    max_tracked: int = DEFAULT_MAX_TRACKED
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> RequestStatusSettings:
-        """Settings from an environment mapping; an invalid value raises ConfigError naming
-        the variable and the accepted range."""
-        read = _Reader(environ)
-        return cls(
-            first_poll_seconds=read.number(
-                ENV_FIRST_POLL, DEFAULT_FIRST_POLL_SECONDS, float, 0, 86_400
-            ),
-            max_interval_seconds=read.number(
-                ENV_MAX_INTERVAL, DEFAULT_MAX_INTERVAL_SECONDS, float, 60, 86_400
-            ),
-            max_age_seconds=read.number(
-                ENV_MAX_AGE, DEFAULT_MAX_AGE_SECONDS, float, 60, 30 * 86_400
-            ),
-            max_tracked=read.number(ENV_MAX_TRACKED, DEFAULT_MAX_TRACKED, int, 0, 1_000_000),
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,16 +10,14 @@ from google.api_core import exceptions as core_exceptions
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 
-from streams.config import ConfigError
+from streams.config import QuotaBudget, QuotaSettings
 from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError
 from streams.sinks.data_manager.quota import (
     PACIFIC,
     QUOTA_EXHAUSTED,
     ProjectQuotas,
-    QuotaBudget,
     QuotaLimiter,
-    QuotaSettings,
     day_start,
     is_day_quota,
     next_day_start,
@@ -251,23 +249,6 @@ def test_server_delay_reads_google_error_details() -> None:
     assert not is_day_quota(per_minute)
     assert server_delay(_resource_exhausted(None, None), NOON_ISH) == 60
     assert server_delay(RuntimeError("no details"), NOON_ISH) == 60
-
-
-def test_settings_from_env_defaults_overrides_and_errors() -> None:
-    defaults = QuotaSettings.from_env({})
-    assert defaults == QuotaSettings(QuotaBudget(300, 100_000), QuotaBudget(300, 100_000), 60.0)
-    custom = QuotaSettings.from_env(
-        {
-            "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE": "100",
-            "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_DAY": "50000",
-            "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE": "30",
-            "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_DAY": "5000",
-            "CONVSTREAM_DATA_MANAGER_QUOTA_MAX_WAIT_SECONDS": "5",
-        }
-    )
-    assert custom == QuotaSettings(QuotaBudget(100, 50_000), QuotaBudget(30, 5000), 5.0)
-    with pytest.raises(ConfigError, match="CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE='0'"):
-        QuotaSettings.from_env({"CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE": "0"})
 
 
 def test_one_limiter_per_project_and_quota() -> None:

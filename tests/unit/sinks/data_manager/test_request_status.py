@@ -9,18 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-import pytest
 from google.ads import datamanager_v1 as dm
 from google.api_core import exceptions as core_exceptions
 
-from streams.config import ConfigError
+from streams.config import QuotaBudget, RequestStatusSettings
 from streams.core.events import schema_document
 from streams.ops.metrics import Metrics
-from streams.sinks.data_manager.quota import QuotaBudget, QuotaLimiter
-from streams.sinks.data_manager.request_status import (
-    RequestStatusSettings,
-    RequestStatusTracker,
-)
+from streams.sinks.data_manager.quota import QuotaLimiter
+from streams.sinks.data_manager.request_status import RequestStatusTracker
 from tests.unit.sinks.data_manager.manual_time import ManualTime
 
 T0 = 1_765_000_000.0
@@ -443,20 +439,3 @@ async def test_the_poller_task_reports_without_being_driven_and_stops_cleanly() 
     assert status.tracked == 0
     abandoned = "convstream_data_manager_status_abandoned_total"
     assert sample(metrics, abandoned, reason="shutdown") == 1
-
-
-def test_settings_from_env() -> None:
-    assert RequestStatusSettings.from_env({}) == RequestStatusSettings(
-        1800.0, 14400.0, 172800.0, 20000
-    )
-    custom = RequestStatusSettings.from_env(
-        {
-            "CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS": "60",
-            "CONVSTREAM_DATA_MANAGER_STATUS_MAX_INTERVAL_SECONDS": "600",
-            "CONVSTREAM_DATA_MANAGER_STATUS_MAX_AGE_SECONDS": "3600",
-            "CONVSTREAM_DATA_MANAGER_STATUS_MAX_TRACKED": "0",
-        }
-    )
-    assert custom == RequestStatusSettings(60.0, 600.0, 3600.0, 0)
-    with pytest.raises(ConfigError, match="CONVSTREAM_DATA_MANAGER_STATUS_MAX_TRACKED='-1'"):
-        RequestStatusSettings.from_env({"CONVSTREAM_DATA_MANAGER_STATUS_MAX_TRACKED": "-1"})
