@@ -320,7 +320,10 @@ class DataManagerSink:
         """IngestEvents once (after the limiter's permit): (request id, None) when accepted,
         ("", the failure) when not."""
         if self._limiter is not None:
-            await self._limiter.acquire()
+            try:
+                await self._limiter.acquire()
+            except RetryableSinkError as exc:  # the project's budget: nothing was sent
+                return "", Failure("retry", "QUOTA_BUDGET", exc.code, exc.message, exc.retry_after)
         client = self._connection.client()
         try:
             response = await client.ingest_events(
