@@ -20,8 +20,19 @@
    slept), at Google's default budget (300/min) and at 20/min with and without a long
    enough max wait; prints when the last request goes, the most requests in any 60 s, and
    how many lanes were told to retry later. Then the limiter's real cost per ``acquire``.
+4. Through the real sink: the ``google_ads`` sink exactly as ``convstream worker`` builds it
+   (``build_sinks``: the Data Manager sink with the project's quota limiter and the
+   request-status tracker, first status poll after 0 s here instead of 30 min), over the
+   real ``IngestionServiceAsyncClient`` (TLS gRPC, OAuth through the local token endpoint)
+   against the local sandbox (``streams/local/sandbox/data_manager.py``), all in this
+   process. The same 10,000 conversions (one conversion action per customer), one lane per
+   customer, the lanes concurrent, each writing its batches (cut at the sink's
+   ``max_batch_events``) one after another as the pipeline does. Prints the IngestEvents
+   requests the sandbox received against the minimum (53), the status records and polls,
+   and the time (the sandbox competes for the same 2 vCPUs and GIL).
 
     .venv/bin/python -m bench.bench_data_manager [--conversions 10000] [--acquires 100000]
+        [--skip-sink]
 """
 
 from __future__ import annotations
@@ -32,18 +43,24 @@ import math
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import orjson
 
 from bench.bench_google_ads import customer_counts, minimum_requests, pipeline_events
-from streams.config import QuotaBudget
+from streams.config import QuotaBudget, Settings
 from streams.core.events import parse_event
-from streams.core.model import BatchKey, Event
+from streams.core.model import AccountBatch, BatchKey, Event, SourcePosition
+from streams.local.sandbox.data_manager import FakeDataManager, authorized_user_file, worker_env
+from streams.local.sandbox.google_ads import FakeTokenEndpoint, tls_certificate
 from streams.ops.metrics import Metrics
+from streams.shell.worker import build_sinks
 from streams.sinks import RetryableSinkError
 from streams.sinks.data_manager import packing
 from streams.sinks.data_manager.quota import QuotaLimiter
@@ -155,6 +172,121 @@ async def acquire_cost(count: int) -> float:
     return (time.perf_counter() - started) / count * 1e6
 
 
+@dataclass
+class SinkRun:
+    conversions: int
+    batches: int
+    requests: list[int]
+    """Events of each IngestEvents request the sandbox ingested."""
+    refused: int
+    """IngestEvents calls the sandbox refused (none expected)."""
+    minimum: int
+    seconds: float
+    status_records: list[dict[str, Any]]
+    status_polls: int
+    mutate_permits: float
+    read_permits: float
+
+
+async def bench_sink(values: Sequence[bytes], minimum: int, workdir: Path) -> SinkRun:
+    """The worker-built Data Manager sink against the sandbox (section 4 of the docstring)."""
+    events = parse(values, 1)
+    cert, key, roots = tls_certificate(workdir)
+    os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(roots)  # before the first channel
+    with FakeTokenEndpoint() as tokens, FakeDataManager(cert, key, tokens) as fake:
+        env = {
+            **worker_env(fake, authorized_user_file(workdir, tokens.url), roots),
+            "CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS": "0",
+        }
+        metrics = Metrics()
+        records: list[dict[str, Any]] = []
+        published = asyncio.Event()
+
+        async def on_status(record: dict[str, Any]) -> None:
+            records.append(record)
+            published.set()
+
+        sink = build_sinks(Settings.from_env(env), metrics, on_status)["google_ads"]
+        limit = sink.max_batch_events
+        assert limit is not None
+        lanes = lane_batches(events, limit)
+        batches = [
+            [_account_batch(f"{key.account}-{n}", batch) for n, batch in enumerate(cut)]
+            for key, cut in lanes.items()
+        ]
+
+        async def lane(work: list[AccountBatch]) -> None:
+            for batch in work:
+                outcomes = await sink.write(batch)
+                assert all(o.status == "uploaded" for o in outcomes), outcomes[:3]
+
+        await sink.setup()
+        try:
+            started = time.perf_counter()
+            await asyncio.gather(*(lane(work) for work in batches))
+            seconds = time.perf_counter() - started
+            accepted = sum(1 for r in fake.received if r.outcome == "ingested")
+            async with asyncio.timeout(60):  # the status poller publishes meanwhile
+                while len(records) < accepted:
+                    published.clear()
+                    await published.wait()
+        finally:
+            await sink.aclose()
+
+        def permits(quota: str) -> float:
+            labels = {"project": "default", "quota": quota}
+            name = "convstream_data_manager_quota_requests_total"
+            return metrics.registry.get_sample_value(name, labels) or 0.0
+
+        return SinkRun(
+            conversions=len(events),
+            batches=sum(len(b) for b in batches),
+            requests=[len(r.request.events) for r in fake.received if r.outcome == "ingested"],
+            refused=sum(1 for r in fake.received if r.outcome != "ingested"),
+            minimum=minimum,
+            seconds=seconds,
+            status_records=records,
+            status_polls=len(fake.status_polls),
+            mutate_permits=permits("mutate"),
+            read_permits=permits("read"),
+        )
+
+
+def _account_batch(batch_id: str, events: Sequence[Event]) -> AccountBatch:
+    return AccountBatch(
+        batch_id=batch_id,
+        key=BatchKey.of(events[0]),
+        events=tuple(events),
+        sources=tuple(SourcePosition("bench", 0, i) for i in range(len(events))),
+        dedupe_keys=tuple(f"{batch_id}-{i}" for i in range(len(events))),
+    )
+
+
+def report_sink(run: SinkRun) -> None:
+    requests = len(run.requests)
+    verdict = "the minimum" if requests == run.minimum else f"{requests - run.minimum} above"
+    statuses: dict[str, int] = defaultdict(int)
+    for record in run.status_records:
+        statuses[record["status"]] += 1
+    print(
+        f"4. through the real sink (build_sinks' Data Manager sink, real async client, TLS "
+        f"gRPC sandbox): {run.conversions:,} conversions in {run.batches} batches -> "
+        f"{requests} IngestEvents requests received by the sandbox (+{run.refused} refused); "
+        f"theoretical minimum {run.minimum}: {verdict}"
+    )
+    print(
+        f"    events per request median {statistics.median(run.requests):.0f}, max "
+        f"{max(run.requests)}; {run.seconds:.2f} s for the uploads "
+        f"({run.conversions / run.seconds:,.0f} conversions/s, sandbox in-process)"
+    )
+    print(
+        f"    quota permits: {run.mutate_permits:.0f} IngestEvents (mutate), "
+        f"{run.read_permits:.0f} RetrieveRequestStatus (read); status polls received "
+        f"{run.status_polls}; upload_status records {len(run.status_records)} "
+        f"({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))})"
+    )
+
+
 def report_packing(run: PackingRun, counts: dict[str, int]) -> None:
     requests = len(run.requests)
     verdict = "the minimum" if requests == run.minimum else f"{requests - run.minimum} above"
@@ -181,6 +313,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--conversions", type=int, default=10_000)
     parser.add_argument("--acquires", type=int, default=100_000)
+    parser.add_argument("--skip-sink", action="store_true", help="leave out section 4")
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
@@ -236,6 +369,9 @@ def main() -> None:
         )
     cost = asyncio.run(acquire_cost(args.acquires))
     print(f"  acquire() without waiting: {cost:.1f} us per call ({args.acquires:,} calls)")
+    if not args.skip_sink:
+        with tempfile.TemporaryDirectory(prefix="bench-dm-") as workdir:
+            report_sink(asyncio.run(bench_sink(values, ads_minimum, Path(workdir))))
 
 
 if __name__ == "__main__":
