@@ -6,6 +6,7 @@ published and their offsets committed before the process exits.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import sys
@@ -115,11 +116,12 @@ def _data_manager_sink(
     quotas = ProjectQuotas(settings.data_manager_quota, metrics=metrics)
     project = credentials_project(config)
     connection = DataManagerConnection(config)
+    reads = quotas.read(project)
     tracker = RequestStatusTracker(
-        connection.retrieve_request_status,
+        functools.partial(connection.retrieve_request_status, limiter=reads),
         on_status=on_status,
         metrics=metrics,
-        limiter=quotas.read(project),
+        limiter=reads,
         settings=settings.data_manager_status,
     )
     _log.info(

@@ -180,6 +180,19 @@ async def test_one_status_record_per_accepted_request_with_each_destinations_sta
     assert worker_sink.sample("convstream_data_manager_requests_tracked") == 0
 
 
+async def test_a_refused_token_costs_one_status_poll_and_one_more_permit(
+    worker_sink: Harness, dm_fake: FakeDataManager, tokens: FakeTokenEndpoint
+) -> None:
+    outcomes = await worker_sink.sink.write(batch("b-1", [click(1, SUCCESS_CUSTOMER)]))
+    assert [o.status for o in outcomes] == ["uploaded"]
+    tokens.expire_all()  # before the first poll (0.2 s): it is refused, refreshed, repeated
+    await wait_until(lambda: len(worker_sink.records) >= 1, 30, "the upload_status record")
+    assert worker_sink.records[0]["status"] == "SUCCESS"
+    assert len(dm_fake.status_polls) == 1  # the sandbox counts the answered poll only
+    requests = "convstream_data_manager_quota_requests_total"
+    assert worker_sink.sample(requests, project=PROJECT, quota="read") == 2
+
+
 async def test_a_dry_run_tracks_nothing(
     build: Callable[..., Harness], dm_fake: FakeDataManager
 ) -> None:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from streams.config import (
     DATA_MANAGER_IMPERSONATE,
@@ -32,6 +32,13 @@ from streams.config import (
 from streams.sinks import SinkConfigError
 
 _log = logging.getLogger(__name__)
+
+
+class RequestPermits(Protocol):
+    """A request budget's ``acquire`` (``streams.sinks.data_manager.quota.QuotaLimiter``)."""
+
+    async def acquire(self) -> None: ...
+
 
 SCOPE: Final = "https://www.googleapis.com/auth/datamanager"
 _GOOGLE_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
@@ -152,12 +159,16 @@ class DataManagerConnection:
                 _log.warning("destination=google_ads api=data_manager token endpoint unreachable")
         return None
 
-    async def retrieve_request_status(self, request_id: str) -> Any:
+    async def retrieve_request_status(
+        self, request_id: str, *, limiter: RequestPermits | None = None
+    ) -> Any:
         """``RetrieveRequestStatus`` of one accepted request: the request-status tracker's
-        ``retrieve`` (the tracker takes the read quota's permit before calling it). Like the
+        ``retrieve`` (the tracker takes the read budget's permit before calling it). Like the
         sink's ingest calls: the library's retry off (the tracker reschedules), the
         configured deadline, and a refused token refreshed once and the call repeated, so an
-        expired token costs one poll, not every poll until the next upload refreshes it."""
+        expired token costs one poll, not every poll until the next upload refreshes it; the
+        repeat is a request too, so it takes a permit of ``limiter`` (the read budget)
+        first."""
         from google.ads.datamanager_v1 import types as dm
         from google.api_core import exceptions as core_exceptions
 
@@ -170,6 +181,8 @@ class DataManagerConnection:
         except core_exceptions.Unauthenticated:
             if await self.refresh() is not None:
                 raise
+        if limiter is not None:
+            await limiter.acquire()  # RetryableSinkError: a failed poll, rescheduled
         return await self.client().retrieve_request_status(
             request=request, retry=None, timeout=timeout
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,10 @@ def test_the_data_manager_sink_gets_the_project_budget_and_a_status_tracker(
     assert isinstance(tracker._limiter, QuotaLimiter)
     assert (tracker._limiter.project, tracker._limiter.quota) == ("convstream-test", "read")
     assert tracker._limiter.budget.per_minute == 30
-    assert tracker._retrieve == sink.connection.retrieve_request_status
+    retrieve = tracker._retrieve
+    assert isinstance(retrieve, functools.partial)
+    assert retrieve.func == sink.connection.retrieve_request_status
+    assert retrieve.keywords == {"limiter": tracker._limiter}  # a repeated poll takes a permit
 
 
 def test_without_a_developer_token_google_ads_is_not_configured() -> None:
