@@ -49,6 +49,7 @@ from streams.core.model import (
     AccountBatch,
     BatchKey,
     Event,
+    SourcePosition,
 )
 from streams.local.broker import EmbeddedBroker
 from streams.local.sandbox.google_ads import (
@@ -58,7 +59,6 @@ from streams.local.sandbox.google_ads import (
     worker_env,
 )
 from streams.local.sandbox.google_ads_protos import ads_error, partial_failure_status
-from streams.sinks import SourcePosition
 from streams.sinks.google_ads.errors import response_outcomes
 from streams.sinks.google_ads.requests import RequestOptions, build_requests
 from streams.sinks.google_ads.sink import GoogleAdsSink

@@ -141,6 +141,60 @@ class DataManagerSettings:
     Google uses to unwrap that key."""
 
 
+DATA_MANAGER_REQUESTS_PER_MINUTE = "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE"
+DATA_MANAGER_REQUESTS_PER_DAY = "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_DAY"
+DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE = "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE"
+DATA_MANAGER_STATUS_REQUESTS_PER_DAY = "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_DAY"
+DATA_MANAGER_QUOTA_MAX_WAIT = "CONVSTREAM_DATA_MANAGER_QUOTA_MAX_WAIT_SECONDS"
+DATA_MANAGER_STATUS_FIRST_POLL = "CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS"
+DATA_MANAGER_STATUS_MAX_INTERVAL = "CONVSTREAM_DATA_MANAGER_STATUS_MAX_INTERVAL_SECONDS"
+DATA_MANAGER_STATUS_MAX_AGE = "CONVSTREAM_DATA_MANAGER_STATUS_MAX_AGE_SECONDS"
+DATA_MANAGER_STATUS_MAX_TRACKED = "CONVSTREAM_DATA_MANAGER_STATUS_MAX_TRACKED"
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaBudget:
+    """Requests allowed per minute and per (Pacific) day for one kind of Data Manager
+    request. Defaults: Google's per-project limits (300 per minute, 100,000 per day, for
+    IngestEvents and RetrieveRequestStatus alike; docs/data-manager-quota-and-status.md)."""
+
+    per_minute: int = 300
+    per_day: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.per_minute < 1 or self.per_day < 1:
+            raise ValueError("a quota budget needs at least 1 request per minute and per day")
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSettings:
+    """The Data Manager request limiter of a worker (``streams.sinks.data_manager.quota``):
+    ``CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE`` / ``..._PER_DAY`` (IngestEvents),
+    ``CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE`` / ``..._PER_DAY``
+    (RetrieveRequestStatus), ``CONVSTREAM_DATA_MANAGER_QUOTA_MAX_WAIT_SECONDS`` (the longest
+    a request waits for budget before its batch is retried later instead). The budgets are
+    per worker: replicas sharing a Cloud project divide the project's quota among them."""
+
+    mutate: QuotaBudget = field(default_factory=QuotaBudget)
+    read: QuotaBudget = field(default_factory=QuotaBudget)
+    max_wait_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStatusSettings:
+    """How accepted Data Manager requests are followed with RetrieveRequestStatus
+    (``streams.sinks.data_manager.request_status``):
+    ``CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS`` (1800: Google's "wait for 30
+    minutes"), ``..._STATUS_MAX_INTERVAL_SECONDS`` (14400: the backoff's cap),
+    ``..._STATUS_MAX_AGE_SECONDS`` (172800: give up after 2 days), ``..._STATUS_MAX_TRACKED``
+    (20000 requests followed at once; 0 turns status tracking off)."""
+
+    first_poll_seconds: float = 1800.0
+    max_interval_seconds: float = 4 * 3600.0
+    max_age_seconds: float = 2 * 86_400.0
+    max_tracked: int = 20_000
+
+
 class SecurityProtocol(StrEnum):
     """How Kafka clients talk to the brokers (librdkafka's and Kafka's names)."""
 
@@ -437,6 +491,12 @@ class Settings:
     """Google Ads credentials; None when GOOGLE_ADS_DEVELOPER_TOKEN is not set."""
     data_manager: DataManagerSettings | None = None
     """Data Manager API credentials; None when GOOGLE_APPLICATION_CREDENTIALS is not set."""
+    data_manager_quota: QuotaSettings = QuotaSettings()
+    """The Data Manager request budget per Google Cloud project (CONVSTREAM_DATA_MANAGER_
+    REQUESTS_* and ..._QUOTA_MAX_WAIT_SECONDS); read even without credentials, so a typo
+    fails the start-up."""
+    data_manager_status: RequestStatusSettings = RequestStatusSettings()
+    """How Data Manager request statuses are polled (CONVSTREAM_DATA_MANAGER_STATUS_*)."""
     google_upload_api: GoogleUploadApi | None = None
     """The API google_ads events are uploaded through (see :func:`_google_upload_api`); None
     when neither API has credentials (the destination is then not configured)."""
@@ -602,6 +662,8 @@ class Settings:
             ),
             google_ads=google_ads,
             data_manager=data_manager,
+            data_manager_quota=_data_manager_quota(read),
+            data_manager_status=_data_manager_status(read),
             google_upload_api=_google_upload_api(read, google_ads, data_manager),
             google_diagnostics_interval_seconds=_google_diagnostics_interval(
                 read, defaults.google_diagnostics_interval_seconds
@@ -662,6 +724,46 @@ def _data_manager(read: _Reader) -> DataManagerSettings | None:
             "GOOGLE_DATA_MANAGER_REQUEST_TIMEOUT_SECONDS", 120.0, float, 1, 3600
         ),
         **_data_manager_encryption(read),
+    )
+
+
+def _data_manager_quota(read: _Reader) -> QuotaSettings:
+    """The request limiter's budgets; defaults are Google's per-project limits."""
+    default = QuotaSettings()
+    per_minute, per_day = default.mutate.per_minute, default.mutate.per_day
+    return QuotaSettings(
+        mutate=QuotaBudget(
+            read.number(DATA_MANAGER_REQUESTS_PER_MINUTE, per_minute, int, 1, 1_000_000),
+            read.number(DATA_MANAGER_REQUESTS_PER_DAY, per_day, int, 1, 1_000_000_000),
+        ),
+        read=QuotaBudget(
+            read.number(DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE, per_minute, int, 1, 1_000_000),
+            read.number(DATA_MANAGER_STATUS_REQUESTS_PER_DAY, per_day, int, 1, 1_000_000_000),
+        ),
+        max_wait_seconds=read.number(
+            DATA_MANAGER_QUOTA_MAX_WAIT, default.max_wait_seconds, float, 0, 3600
+        ),
+    )
+
+
+def _data_manager_status(read: _Reader) -> RequestStatusSettings:
+    """The request-status schedule. The first poll may be short (tests, the local sandbox);
+    the backoff and the age limit stay at least a minute, so a typo cannot make a worker
+    poll Google in a loop."""
+    default = RequestStatusSettings()
+    return RequestStatusSettings(
+        first_poll_seconds=read.number(
+            DATA_MANAGER_STATUS_FIRST_POLL, default.first_poll_seconds, float, 0, 86_400
+        ),
+        max_interval_seconds=read.number(
+            DATA_MANAGER_STATUS_MAX_INTERVAL, default.max_interval_seconds, float, 60, 86_400
+        ),
+        max_age_seconds=read.number(
+            DATA_MANAGER_STATUS_MAX_AGE, default.max_age_seconds, float, 60, 30 * 86_400
+        ),
+        max_tracked=read.number(
+            DATA_MANAGER_STATUS_MAX_TRACKED, default.max_tracked, int, 0, 1_000_000
+        ),
     )
 
 

@@ -156,11 +156,13 @@ def run_demo(
                 orjson.loads(m.value() or b"null")
                 for m in _read(local, settings.results_topic, run.sent, worker)
             ]
-            # Yandex processes a file after accepting it: the worker polls each upload
-            # until it is final and publishes one status record per file.
+            # Yandex processes a file, and Data Manager a request, after accepting it: the
+            # worker polls each until it is final and publishes one status record per
+            # Yandex file and per accepted Data Manager request.
+            statuses = len(yandex.uploads) + sum(1 for r in dm.received if r.request_id)
             run.upload_statuses = [
                 orjson.loads(m.value() or b"null")
-                for m in _read(local, settings.upload_status_topic, len(yandex.uploads), worker)
+                for m in _read(local, settings.upload_status_topic, statuses, worker)
             ]
             run.metrics = worker.scrape()
             run.worker_exit = worker.stop()
@@ -241,6 +243,8 @@ def _sandboxes(
             "YANDEX_METRICA_OAUTH_TOKEN": yandex.token,
             "YANDEX_METRICA_API_URL": yandex.url,
             "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS": "0.5",
+            # Google's schedule starts 30 minutes after an upload; the sandbox is final at once.
+            "CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS": "0.5",
         }
         yield google, dm, tokens, yandex, env
 
@@ -378,13 +382,22 @@ def _print_report(console: Console, settings: Settings, run: DemoRun) -> None:
         f"sandbox Yandex Metrica received {run.yandex_rows} rows in {run.yandex_files} CSV "
         "files. Duplicates were answered without an upload."
     )
-    final = Counter(str(s.get("status")) for s in run.upload_statuses)
-    linked = sum(int(s.get("linked_quantity") or 0) for s in run.upload_statuses)
+    yandex_statuses = [s for s in run.upload_statuses if s.get("destination") != "google_ads"]
+    final = Counter(str(s.get("status")) for s in yandex_statuses)
+    linked = sum(int(s.get("linked_quantity") or 0) for s in yandex_statuses)
     console.print(
         f"Yandex upload statuses on {settings.upload_status_topic}: "
         + (", ".join(f"{n} {status}" for status, n in sorted(final.items())) or "none")
         + f" ({linked} rows linked to visits)"
     )
+    google_statuses = [s for s in run.upload_statuses if s.get("destination") == "google_ads"]
+    if google_statuses:
+        final = Counter(str(s.get("status")) for s in google_statuses)
+        console.print(
+            f"Data Manager request statuses on {settings.upload_status_topic}: "
+            + ", ".join(f"{n} {status}" for status, n in sorted(final.items()))
+            + f" ({sum(int(s.get('event_count') or 0) for s in google_statuses)} events)"
+        )
     totals: Counter[str] = Counter()
     for line in run.metrics.splitlines():
         if line.startswith(DEMO_METRICS):

@@ -199,6 +199,90 @@ class Metrics:
             "Yandex uploads whose status is still being polled.",
             registry=registry,
         )
+        # Google Data Manager: the client-side quota (labels: Google Cloud project id, quota
+        # mutate|read, window minute|day) and request-status tracking (labels: customer id
+        # digits, Google's enum names). streams.sinks.data_manager.{quota,request_status}.
+        self.data_manager_quota_requests = Counter(
+            "convstream_data_manager_quota_requests_total",
+            "Data Manager requests the client-side limiter let through (mutate: IngestEvents, "
+            "read: RetrieveRequestStatus).",
+            ["project", "quota"],
+            registry=registry,
+        )
+        self.data_manager_quota_used = Gauge(
+            "convstream_data_manager_quota_used",
+            "Requests this worker counted in the current minute (sliding) or Pacific-time "
+            "day, as of its last request.",
+            ["project", "quota", "window"],
+            registry=registry,
+        )
+        self.data_manager_quota_limit = Gauge(
+            "convstream_data_manager_quota_limit",
+            "This worker's Data Manager budget per minute or per day "
+            "(CONVSTREAM_DATA_MANAGER_*REQUESTS_PER_*).",
+            ["project", "quota", "window"],
+            registry=registry,
+        )
+        self.data_manager_quota_wait_seconds = Counter(
+            "convstream_data_manager_quota_wait_seconds_total",
+            "Time lanes spent waiting for the Data Manager budget.",
+            ["project", "quota"],
+            registry=registry,
+        )
+        self.data_manager_quota_exhausted = Counter(
+            "convstream_data_manager_quota_exhausted_total",
+            "Data Manager budget refusals: day (this worker's day budget used up), wait "
+            "(longer than the allowed wait; the batch retries later), server (Google "
+            "answered RESOURCE_EXHAUSTED).",
+            ["project", "quota", "reason"],
+            registry=registry,
+        )
+        self.data_manager_destination_status = Counter(
+            "convstream_data_manager_destination_status_total",
+            "Destinations of accepted Data Manager requests that reached a final state "
+            "(SUCCESS, PARTIAL_SUCCESS, FAILED), per operating customer.",
+            ["customer_id", "status"],
+            registry=registry,
+        )
+        self.data_manager_status_events = Counter(
+            "convstream_data_manager_status_events_total",
+            "Events of finished Data Manager requests, per operating customer and final state "
+            "of their destination (Google's record_count).",
+            ["customer_id", "status"],
+            registry=registry,
+        )
+        self.data_manager_status_errors = Counter(
+            "convstream_data_manager_status_errors_total",
+            "Events Google reported failed after accepting them, per operating customer and "
+            "ProcessingErrorReason.",
+            ["customer_id", "reason"],
+            registry=registry,
+        )
+        self.data_manager_status_warnings = Counter(
+            "convstream_data_manager_status_warnings_total",
+            "Events Google processed with a warning, by ProcessingWarningReason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.data_manager_status_polls = Counter(
+            "convstream_data_manager_status_polls_total",
+            "RetrieveRequestStatus calls, by outcome (final, processing, error, deferred: "
+            "no read budget).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.data_manager_status_abandoned = Counter(
+            "convstream_data_manager_status_abandoned_total",
+            "Accepted Data Manager requests whose final status will not be reported, by "
+            "reason (max_age, capacity, unreadable, shutdown).",
+            ["reason"],
+            registry=registry,
+        )
+        self.data_manager_requests_tracked = Gauge(
+            "convstream_data_manager_requests_tracked",
+            "Accepted Data Manager requests whose status is still being polled.",
+            registry=registry,
+        )
         # Google Ads offline data diagnostics (labels: customer id digits, upload client,
         # conversion action id, enum names; never an action's name, which is free text).
         self.google_diagnostics = GoogleDiagnosticsCollector()

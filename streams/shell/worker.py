@@ -6,6 +6,7 @@ published and their offsets committed before the process exits.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import sys
@@ -52,7 +53,7 @@ def build_sinks(
             destination, log_path=settings.recording_sink_log
         )
     if "google_ads" not in sinks and settings.google_api is not None:
-        sinks["google_ads"] = _google_sink(settings, metrics)
+        sinks["google_ads"] = _google_sink(settings, metrics, on_status)
     if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
         sinks["yandex_metrica"] = YandexMetricaSink(
             settings.yandex_oauth_token,
@@ -67,7 +68,9 @@ def build_sinks(
     return sinks
 
 
-def _google_sink(settings: Settings, metrics: Metrics | None) -> Sink:
+def _google_sink(
+    settings: Settings, metrics: Metrics | None, on_status: StatusCallback | None
+) -> Sink:
     """The google_ads sink of the selected upload API (see :func:`build_sinks`)."""
     ads_api: Sink | None = None
     if settings.google_ads is not None:
@@ -81,16 +84,63 @@ def _google_sink(settings: Settings, metrics: Metrics | None) -> Sink:
             diagnostics_interval=settings.google_diagnostics_interval_seconds,
         )
     if settings.google_api is GoogleUploadApi.DATA_MANAGER:
-        from streams.sinks.data_manager.sink import DataManagerSink
-
-        assert settings.data_manager is not None  # Settings.from_env guarantees it
-        # The per-project request limiter (limiter=, streams.sinks.data_manager.quota) and the
-        # request-status tracker (tracker=, .request_status) plug in here; both optional.
-        return DataManagerSink(
-            settings.data_manager, dry_run=settings.dry_run, metrics=metrics, fallback=ads_api
-        )
+        return _data_manager_sink(settings, metrics, on_status, fallback=ads_api)
     assert ads_api is not None  # Settings.from_env guarantees it
     return ads_api
+
+
+def _data_manager_sink(
+    settings: Settings,
+    metrics: Metrics | None,
+    on_status: StatusCallback | None,
+    *,
+    fallback: Sink | None,
+) -> Sink:
+    """The Data Manager sink with the worker's request budget and status tracker.
+
+    Google counts Data Manager requests per Google Cloud project, so the worker keeps one
+    :class:`ProjectQuotas` (one limiter per project and kind of request) shared by all its
+    lanes, keyed by the project of the credentials. Accepted requests are followed with
+    RetrieveRequestStatus through the sink's own connection (its credentials, endpoint and
+    channel), paced by the project's read budget, and each final status goes to
+    ``on_status``: the same publisher the Yandex sink reports to, so both land on
+    CONVSTREAM_UPLOAD_STATUS_TOPIC. The sink starts the poller in ``setup()`` and stops it
+    in ``aclose()``."""
+    from streams.sinks.data_manager.client import DataManagerConnection, credentials_project
+    from streams.sinks.data_manager.quota import ProjectQuotas
+    from streams.sinks.data_manager.request_status import RequestStatusTracker
+    from streams.sinks.data_manager.sink import DataManagerSink
+
+    config = settings.data_manager
+    assert config is not None  # Settings.from_env guarantees it
+    quotas = ProjectQuotas(settings.data_manager_quota, metrics=metrics)
+    project = credentials_project(config)
+    connection = DataManagerConnection(config)
+    reads = quotas.read(project)
+    tracker = RequestStatusTracker(
+        functools.partial(connection.retrieve_request_status, limiter=reads),
+        on_status=on_status,
+        metrics=metrics,
+        limiter=reads,
+        settings=settings.data_manager_status,
+    )
+    _log.info(
+        "destination=google_ads api=data_manager quota_project=%s requests_per_minute=%d "
+        "requests_per_day=%d status_first_poll_seconds=%g",
+        project,
+        settings.data_manager_quota.mutate.per_minute,
+        settings.data_manager_quota.mutate.per_day,
+        settings.data_manager_status.first_poll_seconds,
+    )
+    return DataManagerSink(
+        config,
+        dry_run=settings.dry_run,
+        metrics=metrics,
+        fallback=fallback,
+        limiter=quotas.mutate(project),
+        tracker=tracker,
+        connection=connection,
+    )
 
 
 class StatusPublisher:

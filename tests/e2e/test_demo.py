@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.support.cli_runner import run_cli
@@ -27,3 +29,7 @@ def test_demo_runs_and_summarizes_the_sample() -> None:
     assert "google_ads/call_conversion" in out
     assert "yandex_metrica/call" in out
     assert "Yandex upload statuses on conversions.upload_status: 6 PROCESSED" in out
+    # One record per accepted Data Manager request (how many depends on the batch windows).
+    assert re.search(
+        r"Data Manager request statuses on conversions.upload_status: \d+ SUCCESS", out
+    )

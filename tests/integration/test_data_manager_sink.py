@@ -48,13 +48,33 @@ class RecordingLimiter:
     def penalize(self, seconds: float | None) -> None:
         self.penalties.append(seconds)
 
+    def exhaust_day(self) -> float:
+        self.penalties.append(-1.0)
+        return 3600.0
+
 
 class RecordingTracker:
     def __init__(self) -> None:
         self.tracked: list[tuple[str, tuple[DestinationKey, ...], int]] = []
+        self.batch_ids: list[str | None] = []
+        self.running = False
 
-    def track(self, request_id: str, destinations: Sequence[DestinationKey], count: int) -> None:
+    async def start(self) -> None:
+        self.running = True
+
+    async def aclose(self) -> None:
+        self.running = False
+
+    def track(
+        self,
+        request_id: str,
+        destinations: Sequence[DestinationKey],
+        count: int,
+        *,
+        batch_id: str | None = None,
+    ) -> None:
         self.tracked.append((request_id, tuple(destinations), count))
+        self.batch_ids.append(batch_id)
 
 
 @pytest.fixture

@@ -7,15 +7,24 @@ request id, what Data Manager cannot take rejected with the reason, an outage re
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 
 from streams.commands.demo import sample_file
+from streams.core.events import schema_document
 from streams.local.sandbox import data_manager as dm_sandbox
 from streams.local.sandbox.data_manager import FakeDataManager, Invalid
 from streams.local.sandbox.google_ads import FakeTokenEndpoint, Tls
-from tests.support.worker_harness import TopicReader, Topics, WorkerProcess, produce
+from tests.support.worker_harness import (
+    TopicReader,
+    Topics,
+    WorkerProcess,
+    metric_value,
+    produce,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +62,28 @@ def test_worker_uploads_the_samples_google_events_through_data_manager(
             reason="INVALID_AD_IDENTIFIER_FOR_ACCOUNT", description="Not this account's click."
         )
         fake.script.unavailable_calls = 1
+        fake.script.failed_events.add("Cj0KCQiA-demo-gclid-002")  # Google fails it later
         credentials = dm_sandbox.authorized_user_file(tmp_path, tokens.url)
         env = dm_sandbox.worker_env(fake, credentials, tls.roots_file)
         del env["CONVSTREAM_GOOGLE_ADS_UPLOAD_API"]  # credentials alone select Data Manager
+        env["CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS"] = "0.2"  # Google: 30 min
         produced = produce(kafka_bootstrap, topics.input, (lines[n] for n in google), b"k")
         with (
             WorkerProcess(
                 topics, tmp_path, CONVSTREAM_RECORDING_SINK="yandex_metrica", **env
             ) as worker,
             TopicReader(kafka_bootstrap, topics.results) as results,
+            TopicReader(kafka_bootstrap, topics.upload_status) as status,
         ):
             worker.start()
             results.wait_for(produced, timeout=120)
             assert worker.running, worker.log_text()[-3000:]
             assert "api=data_manager" in worker.log_text()
+            accepted = [r for r in fake.received if r.outcome == "ingested"]
+            status.wait_for(len(accepted), timeout=60)
+            metrics = worker.scrape()
+        check_status_records(status.values(), accepted)
+        check_quota_and_status_metrics(metrics, accepted, fake.status_polls)
         answers = [orjson.loads(m.value()) for m in results.messages]
         by_line = {google[a["source"]["offset"]]: a for a in answers}
         assert len(by_line) == len(google)
@@ -85,3 +102,38 @@ def test_worker_uploads_the_samples_google_events_through_data_manager(
         outcomes = [r.outcome for r in fake.received]
         assert outcomes.count("UNAVAILABLE") == 1
         assert outcomes.count("INVALID_ARGUMENT") == 1  # one refusal, then the rest at once
+
+
+def check_status_records(records: list[dict[str, Any]], accepted: list[Any]) -> None:
+    """One upload_status record per accepted request on the upload-status topic, valid
+    against the schema; the customer whose event Google failed later says so."""
+    validator = jsonschema.Draft202012Validator(schema_document("upload_status"))
+    for record in records:
+        validator.validate(record)
+    google = [r for r in records if r["destination"] == "google_ads"]
+    assert sorted(r["upload_id"] for r in google) == sorted(r.request_id for r in accepted)
+    states = {r["upload_id"]: (r["account"], r["status"], r["error_count"]) for r in google}
+    failed = [state for state in states.values() if state[1] != "SUCCESS"]
+    assert len(failed) == 1, states
+    account, state, errors = failed[0]
+    assert account == "3456789012"  # the customer of Cj0KCQiA-demo-gclid-002
+    assert state in ("PARTIAL_SUCCESS", "FAILED")
+    assert errors == 1
+
+
+def check_quota_and_status_metrics(text: str, accepted: list[Any], polls: list[str]) -> None:
+    """/metrics exposes the project's budget and what the status polls found."""
+    project = "default"  # an authorized-user file without quota_project_id
+    requests = "convstream_data_manager_quota_requests_total"
+    mutate = metric_value(text, requests, project=project, quota="mutate")
+    assert mutate == len(accepted) + 2  # + the refused request (INVALID_ARGUMENT), UNAVAILABLE
+    assert metric_value(text, requests, project=project, quota="read") == len(polls)
+    limit = "convstream_data_manager_quota_limit"
+    assert metric_value(text, limit, project=project, quota="mutate", window="minute") == 300
+    assert metric_value(text, limit, project=project, quota="read", window="day") == 100_000
+    finals = "convstream_data_manager_destination_status_total"
+    assert metric_value(text, finals, customer_id="1234567890", status="SUCCESS") >= 1
+    assert metric_value(text, "convstream_data_manager_status_polls_total", outcome="final") == len(
+        accepted
+    )
+    assert metric_value(text, "convstream_data_manager_requests_tracked") == 0

@@ -23,6 +23,9 @@ REQUIRED = {
     "ConvstreamUploadErrorRatioHigh",
     "ConvstreamGoogleDiagnosticsLowSuccessRate",
     "ConvstreamGoogleDiagnosticsPollFailing",
+    "ConvstreamDataManagerRequestFailed",
+    "ConvstreamDataManagerErrorRatioHigh",
+    "ConvstreamDataManagerQuotaExhausted",
 }
 
 

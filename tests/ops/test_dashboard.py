@@ -101,6 +101,10 @@ def test_panels_cover_the_operations_view() -> None:
         "convstream_google_diagnostics_events",
         "convstream_google_diagnostics_alert_percentage",
         "convstream_google_diagnostics_poll_errors_total",
+        "convstream_data_manager_quota_requests_total",  # Data Manager quota used vs budget
+        "convstream_data_manager_quota_limit",
+        "convstream_data_manager_destination_status_total",  # Google's final request states
+        "convstream_data_manager_status_errors_total",
     ):
         assert needle in exprs, needle
 

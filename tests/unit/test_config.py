@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import ConfigError, GmailDots, GoogleUploadApi, Settings, bootstrap_servers
+from streams.config import (
+    ConfigError,
+    GmailDots,
+    GoogleUploadApi,
+    QuotaBudget,
+    QuotaSettings,
+    RequestStatusSettings,
+    Settings,
+    bootstrap_servers,
+)
 
 
 def test_defaults_match_the_contract() -> None:
@@ -465,3 +474,53 @@ def test_data_manager_encryption_needs_both_variables(tmp_path: Path) -> None:
     off = Settings.from_env(env).data_manager
     assert off is not None
     assert off.encryption_kek_uri is None
+
+
+# --- Data Manager quota and request status (CONVSTREAM_DATA_MANAGER_*) ---------------------
+
+
+def test_data_manager_quota_and_status_defaults_are_googles() -> None:
+    settings = Settings.from_env({})
+    assert settings.data_manager_quota == QuotaSettings(
+        QuotaBudget(300, 100_000), QuotaBudget(300, 100_000), 60.0
+    )
+    assert settings.data_manager_status == RequestStatusSettings(1800.0, 14400.0, 172800.0, 20000)
+
+
+def test_data_manager_quota_and_status_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE": "100",
+            "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_DAY": "50000",
+            "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE": "30",
+            "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_DAY": "5000",
+            "CONVSTREAM_DATA_MANAGER_QUOTA_MAX_WAIT_SECONDS": "5",
+            "CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS": "0.2",
+            "CONVSTREAM_DATA_MANAGER_STATUS_MAX_INTERVAL_SECONDS": "600",
+            "CONVSTREAM_DATA_MANAGER_STATUS_MAX_AGE_SECONDS": "3600",
+            "CONVSTREAM_DATA_MANAGER_STATUS_MAX_TRACKED": "0",
+        }
+    )
+    assert settings.data_manager_quota == QuotaSettings(
+        QuotaBudget(100, 50_000), QuotaBudget(30, 5000), 5.0
+    )
+    assert settings.data_manager_status == RequestStatusSettings(0.2, 600.0, 3600.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE", "0"),
+        ("CONVSTREAM_DATA_MANAGER_REQUESTS_PER_DAY", "many"),
+        ("CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE", "-1"),
+        ("CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_DAY", "0"),
+        ("CONVSTREAM_DATA_MANAGER_QUOTA_MAX_WAIT_SECONDS", "3601"),
+        ("CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS", "-1"),
+        ("CONVSTREAM_DATA_MANAGER_STATUS_MAX_INTERVAL_SECONDS", "10"),
+        ("CONVSTREAM_DATA_MANAGER_STATUS_MAX_AGE_SECONDS", "59"),
+        ("CONVSTREAM_DATA_MANAGER_STATUS_MAX_TRACKED", "-1"),
+    ],
+)
+def test_data_manager_quota_and_status_errors_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name}='{value}' is invalid"):
+        Settings.from_env({name: value})

@@ -15,11 +15,14 @@ from typing import Any
 import jsonschema
 import jsonschema_rs
 import pytest
+from google.ads import datamanager_v1 as dm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core import headers
 from streams.core.events import EVENT_TYPES, schema_document
+from streams.sinks.data_manager.request_status import TrackedDestination
+from streams.sinks.data_manager.request_status import status_record as data_manager_status_record
 from streams.sinks.yandex.sink import status_record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +30,8 @@ SCHEMAS = ROOT / "schemas"
 EVENT_SCHEMAS = [f"{d}.{t}" for d, types in EVENT_TYPES.items() for t in types]
 RECORD_SCHEMAS = {
     "result": "the results topic: one record per input message",
-    "upload_status": "the upload-status topic: one record per finished Yandex upload",
+    "upload_status": "the upload-status topic: one record per finished Yandex upload or "
+    "Data Manager request",
 }
 """Schemas of what the worker publishes, one per output topic that carries JSON values."""
 
@@ -160,14 +164,68 @@ def test_upload_status_schema_matches_what_the_yandex_sink_publishes() -> None:
         "goal_not_found_quantity": 1,
     }
     record = status_record("44147844", "1000", "b-1", uploading, 1_763_892_000.25)
-    assert set(schema_document("upload_status")["properties"]) == set(record)
+    schema = schema_document("upload_status")
+    assert set(schema["$defs"]["yandex_metrica_status"]["required"]) == set(record)
     validator = reference_validator("upload_status")
     validator.validate(record)
     assert fast_accepts("upload_status", record)
     assert not validator.is_valid(record | {"status": "PENDING"}), "only final statuses"
+    assert not validator.is_valid(record | {"status": "SUCCESS"}), "and Metrica's own"
     assert not validator.is_valid(record | {"type": "click_conversion"})
     assert not validator.is_valid(record | {"event_id": "x"}), "not a per-message result"
+    assert not validator.is_valid(record | {"error_count": 0}), "no Google field"
+    assert not validator.is_valid({k: v for k, v in record.items() if k != "batch_id"})
     assert not reference_validator("result").is_valid(record), "and not a result either"
+
+
+def test_upload_status_schema_matches_what_the_data_manager_tracker_publishes() -> None:
+    destinations = [
+        TrackedDestination("1234567890", "111"),
+        TrackedDestination("1234567890", "222"),
+    ]
+    statuses = [
+        dm.RequestStatusPerDestination(
+            request_status=dm.RequestStatusPerDestination.RequestStatus.PARTIAL_SUCCESS,
+            error_info=dm.ErrorInfo(
+                error_counts=[
+                    dm.ErrorCount(
+                        reason=dm.ProcessingErrorReason.PROCESSING_ERROR_REASON_INVALID_GCLID,
+                        record_count=2,
+                    )
+                ]
+            ),
+            events_ingestion_status=dm.RequestStatusPerDestination.IngestEventsStatus(
+                record_count=10
+            ),
+        ),
+        dm.RequestStatusPerDestination(
+            request_status=dm.RequestStatusPerDestination.RequestStatus.SUCCESS
+        ),
+    ]
+    record = data_manager_status_record(
+        "req-1", destinations, statuses, 10, "b-1", 1_763_892_000.0, 1_763_895_600.5
+    )
+    schema = schema_document("upload_status")
+    yandex_only = set(schema["$defs"]["yandex_metrica_status"]["required"]) - set(record)
+    assert set(schema["properties"]) == set(record) | yandex_only, "every field is described"
+    validator = reference_validator("upload_status")
+    validator.validate(record)
+    assert fast_accepts("upload_status", record)
+    assert record["account"] == "1234567890"
+    assert [d["account"] for d in record["destinations"]] == ["1234567890"] * 2
+    without_batch = {k: v for k, v in record.items() if k != "batch_id"}
+    assert validator.is_valid(without_batch), "a request tracked without its batch id"
+    assert fast_accepts("upload_status", without_batch)
+    for bad in (
+        record | {"status": "PROCESSING"},
+        record | {"status": "PROCESSED"},
+        record | {"line_quantity": 1},
+        record | {"destinations": []},
+        {k: v for k, v in record.items() if k != "destinations"},
+        record | {"destinations": [record["destinations"][0] | {"email": "x"}]},
+    ):
+        assert not validator.is_valid(bad), bad
+        assert not fast_accepts("upload_status", bad), bad
 
 
 def example_documents() -> list[tuple[str, str, dict[str, Any]]]:

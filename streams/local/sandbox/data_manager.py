@@ -78,12 +78,19 @@ class Script:
     resource_exhausted: int = 0
     """The next N calls answer RESOURCE_EXHAUSTED with RetryInfo."""
     retry_delay_seconds: int = 7
+    quota_limit: str = "IngestionMutateRequestsPerMinutePerProject"
+    """The ``ErrorInfo.metadata.quota_limit`` of that RESOURCE_EXHAUSTED (Google names the
+    limit there; ``...PerDayPerProject`` is the day's quota)."""
     unavailable_calls: int = 0
     """The next N calls answer UNAVAILABLE."""
     processing_polls: int = 0
     """RetrieveRequestStatus answers PROCESSING this many times per request first."""
     failed_records: dict[str, int] = field(default_factory=dict)
     """request_id -> events Google later failed to process (PARTIAL_SUCCESS / FAILED)."""
+    failed_events: set[str] = field(default_factory=set)
+    """gclids or transaction ids of events Google accepts and later fails to process: their
+    destination reports PARTIAL_SUCCESS (FAILED when all its events are such). Scripted
+    before the upload, unlike ``failed_records``, whose request ids exist only after it."""
 
 
 class FakeDataManager:
@@ -172,10 +179,12 @@ class FakeDataManager:
                 self.script.resource_exhausted -= 1
                 retry = error_details_pb2.RetryInfo()
                 retry.retry_delay.seconds = self.script.retry_delay_seconds
+                info = _error_info("RESOURCE_EXHAUSTED")
+                info.metadata["quota_limit"] = self.script.quota_limit
                 return "RESOURCE_EXHAUSTED", _status(
                     code_pb2.RESOURCE_EXHAUSTED,
-                    "Quota exceeded for requests per minute.",
-                    _error_info("RESOURCE_EXHAUSTED"),
+                    f"Quota exceeded for quota metric {self.script.quota_limit}.",
+                    info,
                     retry,
                 )
         return None
@@ -264,15 +273,21 @@ class FakeDataManager:
         answer = dm.RetrieveRequestStatusResponse.pb()()
         failed = self.script.failed_records.get(request_id, 0)
         for destination in ingested.destinations:
-            count = len(
-                [e for e in ingested.events if destination.reference in e.destination_references]
+            events = [
+                e for e in ingested.events if destination.reference in e.destination_references
+            ]
+            count = len(events)
+            scripted = sum(
+                1
+                for e in events
+                if {e.ad_identifiers.gclid, e.transaction_id} & self.script.failed_events
             )
             entry = answer.request_status_per_destination.add()
             entry.destination.CopyFrom(destination)
             if polls <= self.script.processing_polls:
                 entry.request_status = status_type.RequestStatus.PROCESSING
                 continue
-            failures = min(failed, count)
+            failures = min(failed + scripted, count)
             entry.request_status = (
                 status_type.RequestStatus.SUCCESS
                 if not failures

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from streams.config import (
     DATA_MANAGER_IMPERSONATE,
@@ -32,6 +32,13 @@ from streams.config import (
 from streams.sinks import SinkConfigError
 
 _log = logging.getLogger(__name__)
+
+
+class RequestPermits(Protocol):
+    """A request budget's ``acquire`` (``streams.sinks.data_manager.quota.QuotaLimiter``)."""
+
+    async def acquire(self) -> None: ...
+
 
 SCOPE: Final = "https://www.googleapis.com/auth/datamanager"
 _GOOGLE_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
@@ -152,12 +159,69 @@ class DataManagerConnection:
                 _log.warning("destination=google_ads api=data_manager token endpoint unreachable")
         return None
 
+    async def retrieve_request_status(
+        self, request_id: str, *, limiter: RequestPermits | None = None
+    ) -> Any:
+        """``RetrieveRequestStatus`` of one accepted request: the request-status tracker's
+        ``retrieve`` (the tracker takes the read budget's permit before calling it). Like the
+        sink's ingest calls: the library's retry off (the tracker reschedules), the
+        configured deadline, and a refused token refreshed once and the call repeated, so an
+        expired token costs one poll, not every poll until the next upload refreshes it; the
+        repeat is a request too, so it takes a permit of ``limiter`` (the read budget)
+        first."""
+        from google.ads.datamanager_v1 import types as dm
+        from google.api_core import exceptions as core_exceptions
+
+        request = dm.RetrieveRequestStatusRequest(request_id=request_id)
+        timeout = self.config.request_timeout_seconds
+        try:
+            return await self.client().retrieve_request_status(
+                request=request, retry=None, timeout=timeout
+            )
+        except core_exceptions.Unauthenticated:
+            if await self.refresh() is not None:
+                raise
+        if limiter is not None:
+            await limiter.acquire()  # RetryableSinkError: a failed poll, rescheduled
+        return await self.client().retrieve_request_status(
+            request=request, retry=None, timeout=timeout
+        )
+
     async def aclose(self) -> None:
         """Close the gRPC channel (once, at shutdown)."""
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):  # shutting down; nothing left to do
                 await client.transport.close()
+
+
+_SERVICE_ACCOUNT_DOMAIN: Final = ".iam.gserviceaccount.com"
+
+
+def credentials_project(config: DataManagerSettings) -> str:
+    """The Google Cloud project whose Data Manager quota the credentials use: the key
+    for the worker's request limiter (Google counts requests per project).
+
+    An impersonated service account's project (``name@PROJECT.iam.gserviceaccount.com``:
+    its tokens are the ones sent); else a service-account key's ``project_id``; else the
+    file's ``quota_project_id`` (an authorized user's calls are charged to it); else
+    ``default``. Never raises: an unreadable file is ``default`` here and reported, naming
+    the variable, by the sink's ``setup()``. A project id is no secret (it is a metric
+    label)."""
+    target = config.impersonate_service_account or ""
+    if target.endswith(_SERVICE_ACCOUNT_DOMAIN):
+        return target.partition("@")[2].removesuffix(_SERVICE_ACCOUNT_DOMAIN) or "default"
+    try:
+        info = json.loads(config.credentials_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "default"
+    if not isinstance(info, dict):
+        return "default"
+    for key in ("project_id", "quota_project_id"):
+        value = info.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return "default"
 
 
 def load_credentials(config: DataManagerSettings) -> Any:

@@ -52,13 +52,11 @@ from streams.core.model import Event
 from streams.core.normalize import NormalizationError, parse_timestamp
 from streams.errors import ConvstreamError
 from streams.sinks.data_manager.encryption import UserDataEncryption
+from streams.sinks.data_manager.packing import (
+    MAX_USER_IDENTIFIERS_PER_EVENT,
+    plan_requests,
+)
 
-#: Google's limit on events in one IngestEventsRequest.
-MAX_EVENTS_PER_REQUEST: Final = 2000
-#: Google's limit on destinations in one request (TOO_MANY_DESTINATIONS beyond).
-MAX_DESTINATIONS_PER_REQUEST: Final = 10
-#: Google's limit on user identifiers per event (UserData).
-MAX_USER_IDENTIFIERS: Final = 10
 #: The code of an event the Data Manager API cannot take and no Google Ads API sink serves.
 UNSUPPORTED: Final = "DATA_MANAGER_UNSUPPORTED"
 #: The code of an event whose conversion action belongs to another customer.
@@ -276,10 +274,11 @@ def _enhancement(pb: Any, body: dict[str, Any]) -> None:
 def _user_data(pb: Any, identifiers: list[dict[str, Any]]) -> None:
     """Hashed identifiers (the core normalized and hashed them); hex, checked here because
     one malformed hash would sink the whole request."""
-    if len(identifiers) > MAX_USER_IDENTIFIERS:
+    if len(identifiers) > MAX_USER_IDENTIFIERS_PER_EVENT:
         raise MappingError(
             "TOO_MANY_USER_IDENTIFIERS",
-            f"user_identifiers has {len(identifiers)} entries, at most {MAX_USER_IDENTIFIERS}",
+            f"user_identifiers has {len(identifiers)} entries, "
+            f"at most {MAX_USER_IDENTIFIERS_PER_EVENT}",
         )
     for position, entry in enumerate(identifiers):
         identifier = pb.user_data.user_identifiers.add()
@@ -343,26 +342,13 @@ class BuiltRequest:
 def pack(
     mapped: Sequence[tuple[int, MappedEvent]],
 ) -> list[list[tuple[int, MappedEvent]]]:
-    """Events in order, packed into as few requests as Google allows: at most
+    """Events packed into as few requests as Google allows (at most
     :data:`MAX_EVENTS_PER_REQUEST` events and :data:`MAX_DESTINATIONS_PER_REQUEST`
-    destinations each."""
-    groups: list[list[tuple[int, MappedEvent]]] = []
-    current: list[tuple[int, MappedEvent]] = []
-    destinations: set[DestinationKey] = set()
-    for item in mapped:
-        key = item[1].destination
-        new_destination = key not in destinations
-        if current and (
-            len(current) >= MAX_EVENTS_PER_REQUEST
-            or (new_destination and len(destinations) >= MAX_DESTINATIONS_PER_REQUEST)
-        ):
-            groups.append(current)
-            current, destinations = [], set()
-        current.append(item)
-        destinations.add(key)
-    if current:
-        groups.append(current)
-    return groups
+    destinations each), by the one packing rule,
+    :func:`~streams.sinks.data_manager.packing.plan_requests`, with each event's
+    :class:`DestinationKey` as its destination; each request's events in batch order."""
+    plan = plan_requests([item.destination for _, item in mapped])
+    return [[mapped[index] for index in request] for request in plan]
 
 
 def build_request(

@@ -17,12 +17,15 @@ Lifecycle (see :mod:`streams.sinks` for the contract)::
     await sink.aclose()     # closes the gRPC channel (and the fallback's)
 
 Call sites for the per-project quota limiter and the request-status tracker (both
-optional, both shared by every lane of a worker)::
+optional, both shared by every lane of a worker; the worker builds them,
+``streams.shell.worker._google_sink``)::
 
     await limiter.acquire()            # before every IngestEvents call
     limiter.penalize(seconds)          # on RESOURCE_EXHAUSTED, with the server's delay
                                        # (RetryInfo), or None when it gave none
-    tracker.track(request_id, destinations, event_count)
+    limiter.exhaust_day()              # ... instead, when it names a per-day quota
+    await tracker.start()              # setup() (not in a dry run); tracker.aclose() in aclose()
+    tracker.track(request_id, destinations, event_count, batch_id=...)
                                        # after every accepted request (not in a dry run);
                                        # destinations: tuple[DestinationKey, ...]
 
@@ -53,7 +56,6 @@ from streams.sinks.data_manager.client import AUTH_FAILED, DataManagerConnection
 from streams.sinks.data_manager.encryption import UserDataEncryption
 from streams.sinks.data_manager.errors import HINTS, Failure, classify
 from streams.sinks.data_manager.events import (
-    MAX_EVENTS_PER_REQUEST,
     UNSUPPORTED,
     DestinationKey,
     MappedEvent,
@@ -63,6 +65,8 @@ from streams.sinks.data_manager.events import (
     pack,
     unsupported_reason,
 )
+from streams.sinks.data_manager.packing import MAX_EVENTS_PER_REQUEST
+from streams.sinks.data_manager.quota import is_day_quota, server_delay
 
 _log = logging.getLogger(__name__)
 
@@ -70,18 +74,31 @@ DESTINATION: Final = "google_ads"
 
 
 class RequestLimiter(Protocol):
-    """The per-project request budget (``streams.sinks.data_manager.quota``)."""
+    """The per-project request budget (``streams.sinks.data_manager.quota.QuotaLimiter``)."""
 
     async def acquire(self) -> None: ...
 
     def penalize(self, seconds: float | None) -> None: ...
 
+    def exhaust_day(self) -> float: ...
+
 
 class RequestTracker(Protocol):
-    """Polls each accepted request's status (``streams.sinks.data_manager.request_status``)."""
+    """Polls each accepted request's status
+    (``streams.sinks.data_manager.request_status.RequestStatusTracker``); the sink runs its
+    poller from ``setup()`` to ``aclose()``, as the Yandex sink runs its own."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
     def track(
-        self, request_id: str, destinations: Sequence[DestinationKey], event_count: int
+        self,
+        request_id: str,
+        destinations: Sequence[DestinationKey],
+        event_count: int,
+        *,
+        batch_id: str | None = None,
     ) -> None: ...
 
 
@@ -98,6 +115,8 @@ class DataManagerSink:
 
     destination = DESTINATION
     max_batch_events: int | None = MAX_EVENTS_PER_REQUEST
+    """Google's maximum events per request (packing.py): the pipeline hands over at most one
+    full request per customer at a time, so a backlog flushes as full requests."""
 
     def __init__(
         self,
@@ -147,6 +166,8 @@ class DataManagerSink:
             self._encryption = await asyncio.to_thread(self._wrap_key)
         if self._fallback is not None:
             await self._fallback.setup()
+        if self._tracker is not None and not self._dry_run:
+            await self._tracker.start()  # a dry run is validate_only: no status to follow
 
     def _wrap_key(self) -> UserDataEncryption:
         """One data encryption key for this worker, wrapped by the KMS key (a KMS call)."""
@@ -200,7 +221,7 @@ class DataManagerSink:
             events = dict(group)
             result = await attribute(
                 positions,
-                functools.partial(self._send, events=events),
+                functools.partial(self._send, events=events, batch_id=batch.batch_id),
                 functools.partial(_destination_of, events),
             )
             for position, request_id in result.accepted.items():
@@ -241,7 +262,9 @@ class DataManagerSink:
             return dict.fromkeys(positions, retry)
         return dict(zip(positions, answers, strict=True))
 
-    async def _send(self, positions: Sequence[int], events: dict[int, MappedEvent]) -> str:
+    async def _send(
+        self, positions: Sequence[int], events: dict[int, MappedEvent], batch_id: str
+    ) -> str:
         """One IngestEvents call for ``positions``; the request id. Raises
         :class:`InvalidRequestError` (for attribution) or :class:`_StopError`."""
         built = build_request(
@@ -260,7 +283,9 @@ class DataManagerSink:
         if failure is None:
             if self._tracker is not None and not self._dry_run and request_id:
                 try:
-                    self._tracker.track(request_id, built.destinations, len(positions))
+                    self._tracker.track(
+                        request_id, built.destinations, len(positions), batch_id=batch_id
+                    )
                 except Exception as exc:  # the events are in: a status poll lost, not an upload
                     _log.warning(
                         "destination=google_ads api=data_manager request status not tracked "
@@ -295,7 +320,10 @@ class DataManagerSink:
         """IngestEvents once (after the limiter's permit): (request id, None) when accepted,
         ("", the failure) when not."""
         if self._limiter is not None:
-            await self._limiter.acquire()
+            try:
+                await self._limiter.acquire()
+            except RetryableSinkError as exc:  # the project's budget: nothing was sent
+                return "", Failure("retry", "QUOTA_BUDGET", exc.code, exc.message, exc.retry_after)
         client = self._connection.client()
         try:
             response = await client.ingest_events(
@@ -303,10 +331,22 @@ class DataManagerSink:
             )
         except Exception as exc:  # classified; never escapes as a foreign type
             failure = classify(exc)
-            if failure.status == "RESOURCE_EXHAUSTED" and self._limiter is not None:
-                self._limiter.penalize(failure.retry_after)
+            if failure.status == "RESOURCE_EXHAUSTED":
+                failure = self._quota_refused(exc, failure)
             return "", failure
         return str(response.request_id), None
+
+    def _quota_refused(self, exc: Exception, failure: Failure) -> Failure:
+        """Google's RESOURCE_EXHAUSTED: every lane of the project holds off (the limiter is
+        shared), for Google's delay, or until midnight Pacific when the error names a
+        per-day quota (a minute's pause would only spend the next day's first requests on
+        refusals); the batch's ``retry_after`` says the same."""
+        if is_day_quota(exc):
+            wait = self._limiter.exhaust_day() if self._limiter is not None else server_delay(exc)
+            return replace(failure, retry_after=wait)
+        if self._limiter is not None:
+            self._limiter.penalize(failure.retry_after)
+        return failure
 
     def _report_auth_failure(self, reason: str) -> None:
         """The loud part of an auth failure: a metric and an ERROR line without secrets."""
@@ -324,7 +364,10 @@ class DataManagerSink:
             self._metrics.auth_failures.labels(DESTINATION).inc()
 
     async def aclose(self) -> None:
-        """Close the gRPC channel, and the fallback's (once, at shutdown)."""
+        """Stop the status poller (it uses the channel), then close the gRPC channel, and
+        the fallback's (once, at shutdown)."""
+        if self._tracker is not None:
+            await self._tracker.aclose()
         await self._connection.aclose()
         if self._fallback is not None:
             await self._fallback.aclose()

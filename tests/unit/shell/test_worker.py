@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,50 @@ def test_data_manager_credentials_give_google_ads_the_data_manager_sink(tmp_path
         )
     )
     assert isinstance(chosen["google_ads"], GoogleAdsSink)
+
+
+def test_the_data_manager_sink_gets_the_project_budget_and_a_status_tracker(
+    tmp_path: Path,
+) -> None:
+    from streams.local.sandbox.google_ads import service_account_key
+    from streams.sinks.data_manager.quota import QuotaLimiter
+    from streams.sinks.data_manager.request_status import RequestStatusTracker
+    from streams.sinks.data_manager.sink import DataManagerSink
+
+    published: list[dict[str, object]] = []
+
+    async def on_status(record: dict[str, object]) -> None:
+        published.append(record)
+
+    key = service_account_key(tmp_path, "http://127.0.0.1:9/token")
+    settings = Settings.from_env(
+        {
+            "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+            "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE": "120",
+            "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE": "30",
+            "CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS": "0.2",
+        }
+    )
+    sink = build_sinks(settings, Metrics(), on_status)["google_ads"]
+    assert isinstance(sink, DataManagerSink)
+    assert DataManagerSink.max_batch_events == 2000  # Google's maximum events per request
+    limiter, tracker = sink._limiter, sink._tracker
+    assert isinstance(limiter, QuotaLimiter)
+    assert (limiter.project, limiter.quota, limiter.budget.per_minute) == (
+        "convstream-test",
+        "mutate",
+        120,
+    )
+    assert isinstance(tracker, RequestStatusTracker)
+    assert tracker.settings == settings.data_manager_status
+    assert tracker._on_status is on_status  # the upload-status topic, as for Yandex
+    assert isinstance(tracker._limiter, QuotaLimiter)
+    assert (tracker._limiter.project, tracker._limiter.quota) == ("convstream-test", "read")
+    assert tracker._limiter.budget.per_minute == 30
+    retrieve = tracker._retrieve
+    assert isinstance(retrieve, functools.partial)
+    assert retrieve.func == sink.connection.retrieve_request_status
+    assert retrieve.keywords == {"limiter": tracker._limiter}  # a repeated poll takes a permit
 
 
 def test_without_a_developer_token_google_ads_is_not_configured() -> None:

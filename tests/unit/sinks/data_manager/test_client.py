@@ -12,7 +12,7 @@ from streams.config import DataManagerSettings
 from streams.local.sandbox.data_manager import authorized_user_file
 from streams.local.sandbox.google_ads import service_account_key
 from streams.sinks import SinkConfigError
-from streams.sinks.data_manager.client import SCOPE, load_credentials
+from streams.sinks.data_manager.client import SCOPE, credentials_project, load_credentials
 
 
 def test_an_authorized_user_file_keeps_its_own_token_uri(tmp_path: Path) -> None:
@@ -56,3 +56,20 @@ def test_unusable_files_name_the_variable(tmp_path: Path, content: str, words: s
     assert "GOOGLE_APPLICATION_CREDENTIALS" in caught.value.message
     assert words in caught.value.message
     assert "secret" not in caught.value.message.replace("client_secret", "")
+
+
+def test_the_quota_project_is_the_credentials_project(tmp_path: Path) -> None:
+    key = service_account_key(tmp_path, "http://127.0.0.1:9/token")
+    assert json.loads(key.read_text())["project_id"] == "convstream-test"
+    assert credentials_project(DataManagerSettings(credentials_file=key)) == "convstream-test"
+    user = authorized_user_file(tmp_path, "http://127.0.0.1:9/token")
+    assert credentials_project(DataManagerSettings(credentials_file=user)) == "default"
+    info = json.loads(user.read_text())
+    user.write_text(json.dumps({**info, "quota_project_id": "billing-project"}))
+    assert credentials_project(DataManagerSettings(credentials_file=user)) == "billing-project"
+    impersonating = DataManagerSettings(
+        credentials_file=key, impersonate_service_account="up@ads-uploads.iam.gserviceaccount.com"
+    )
+    assert credentials_project(impersonating) == "ads-uploads"
+    missing = DataManagerSettings(credentials_file=tmp_path / "absent.json")
+    assert credentials_project(missing) == "default"  # setup() names the variable

@@ -9,14 +9,16 @@ import pytest
 from google.ads.datamanager_v1 import types as dm
 
 from streams.sinks.data_manager.events import (
-    MAX_DESTINATIONS_PER_REQUEST,
-    MAX_EVENTS_PER_REQUEST,
     NOT_CONVERSION_CUSTOMER,
     MappingError,
     build_request,
     map_event,
     pack,
     unsupported_reason,
+)
+from streams.sinks.data_manager.packing import (
+    MAX_DESTINATIONS_PER_REQUEST,
+    MAX_EVENTS_PER_REQUEST,
 )
 from tests.support.event_factory import click
 from tests.support.google_ads_events import adjustment, call, event_of
