@@ -30,6 +30,7 @@ from streams.config import (
     DataManagerSettings,
 )
 from streams.sinks import SinkConfigError
+from streams.sinks.google_auth import oauth_error, refresh_blocking, refresh_once
 
 _log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class DataManagerConnection:
         if self._credentials is None:
             self._credentials = load_credentials(self.config)
         try:
-            await asyncio.to_thread(self._refresh_blocking)
+            await asyncio.to_thread(refresh_blocking, self._credentials)
         except auth_exceptions.RefreshError as exc:
             variable = (
                 DATA_MANAGER_IMPERSONATE
@@ -116,11 +117,6 @@ class DataManagerConnection:
     def token_uri(self) -> str:
         return str(getattr(self._credentials, "_token_uri", None) or _GOOGLE_TOKEN_URI)
 
-    def _refresh_blocking(self) -> None:
-        from google.auth.transport.requests import Request
-
-        self._credentials.refresh(Request())
-
     def client(self) -> Any:
         """The ``IngestionServiceAsyncClient`` of the running loop, created once per loop."""
         if not self._opened:
@@ -139,25 +135,11 @@ class DataManagerConnection:
         return self._client
 
     async def refresh(self) -> str | None:
-        """Fetch a new access token now (after the API refused the current one), off the
-        event loop. Returns why the credentials were refused, or None when all is well; a
-        network failure of the token endpoint returns None (the next call fails
-        transiently and is retried like any outage)."""
-        from google.auth import exceptions as auth_exceptions
-
+        """Fetch a new access token now (after the API refused the current one); see
+        :func:`streams.sinks.google_auth.refresh_once`."""
         self.client()
         assert self._refresh_lock is not None
-        token_before = self._credentials.token
-        async with self._refresh_lock:
-            if self._credentials.token != token_before and self._credentials.valid:
-                return None  # another request refreshed it meanwhile
-            try:
-                await asyncio.to_thread(self._refresh_blocking)
-            except auth_exceptions.RefreshError as exc:
-                return oauth_error(exc)
-            except auth_exceptions.TransportError:
-                _log.warning("destination=google_ads api=data_manager token endpoint unreachable")
-        return None
+        return await refresh_once(self._credentials, self._refresh_lock, "data_manager")
 
     async def retrieve_request_status(
         self, request_id: str, *, limiter: RequestPermits | None = None
@@ -285,19 +267,3 @@ def load_credentials(config: DataManagerSettings) -> Any:
         target_principal=config.impersonate_service_account,
         target_scopes=[SCOPE],
     )
-
-
-def oauth_error(exc: Exception) -> str:
-    """The OAuth error name from a RefreshError (``invalid_grant`` ...), never its full
-    text: that can quote request details."""
-    text = str(exc)
-    for marker in (
-        "invalid_grant",
-        "invalid_client",
-        "unauthorized_client",
-        "invalid_scope",
-        "access_denied",
-    ):
-        if marker in text:
-            return f"token endpoint answered {marker}"
-    return "token refresh refused"

@@ -33,6 +33,7 @@ from streams.config import GoogleAdsSettings
 from streams.sinks import SinkConfigError
 from streams.sinks.google_ads.errors import AUTH_FAILED
 from streams.sinks.google_ads.requests import proto_types
+from streams.sinks.google_auth import oauth_error, refresh_blocking, refresh_once
 
 _log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class GoogleAdsConnection:
         from google.auth import exceptions as auth_exceptions
 
         try:
-            await asyncio.to_thread(self._refresh_blocking)
+            await asyncio.to_thread(refresh_blocking, self._credentials)
         except auth_exceptions.RefreshError as exc:
             variable = (
                 "GOOGLE_ADS_REFRESH_TOKEN"
@@ -167,11 +168,6 @@ class GoogleAdsConnection:
             "GOOGLE_ADS_REFRESH_TOKEN, or GOOGLE_ADS_JSON_KEY_FILE_PATH",
         )
 
-    def _refresh_blocking(self) -> None:
-        from google.auth.transport.requests import Request
-
-        self._credentials.refresh(Request())
-
     def metadata(self, login_customer_id: str | None) -> tuple[tuple[str, str], ...]:
         """Per-call metadata: the request's manager account, else the configured one."""
         login = login_customer_id or self.config.login_customer_id
@@ -199,24 +195,12 @@ class GoogleAdsConnection:
         A network failure of the token endpoint returns None: the call then fails with a
         transient gRPC error and is retried like any other outage.
         """
-        from google.auth import exceptions as auth_exceptions
-
         if not force and self._credentials.valid:
             return None
         if self._refresh_lock is None or self._services_loop is not asyncio.get_running_loop():
             self.service("GoogleAdsService")
         assert self._refresh_lock is not None
-        token_before = self._credentials.token
-        async with self._refresh_lock:
-            if self._credentials.token != token_before and self._credentials.valid:
-                return None  # another request refreshed it meanwhile
-            try:
-                await asyncio.to_thread(self._refresh_blocking)
-            except auth_exceptions.RefreshError as exc:
-                return oauth_error(exc)
-            except auth_exceptions.TransportError:
-                _log.warning("destination=google_ads token endpoint unreachable")
-        return None
+        return await refresh_once(self._credentials, self._refresh_lock, "google_ads_api")
 
     async def aclose(self) -> None:
         """Close the gRPC channels (called once, at shutdown)."""
@@ -240,13 +224,3 @@ def shipped_api_versions() -> list[str]:
         if module.ispkg and re.fullmatch(r"v[0-9]+", module.name)
     }
     return sorted(names, key=lambda name: int(name[1:]), reverse=True)
-
-
-def oauth_error(exc: Exception) -> str:
-    """The OAuth error name from a RefreshError (``invalid_grant`` ...), never its full
-    text: that can quote request details."""
-    text = str(exc)
-    for marker in ("invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"):
-        if marker in text:
-            return f"token endpoint answered {marker}"
-    return "token refresh refused"
