@@ -13,16 +13,24 @@ letter carries for replay.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
 from streams.config import NormalizeOptions
 from streams.core import normalize
+from streams.core.currencies import ISO_4217
 from streams.core.model import YANDEX_ID_COLUMNS, Event, InvalidFieldError
 from streams.core.normalize import NormalizationError
 
 CLICK_IDS: Final = ("gclid", "gbraid", "wbraid")
+_WHITESPACE: Final = re.compile(r"\s")
+#: A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+FORMULA_PREFIXES: Final = ("=", "+", "-", "@")
+#: Yandex fields written into the upload CSV as the producer gave them (phone numbers are
+#: E.164 and ids digits after normalization, so they cannot start a formula).
+YANDEX_FREE_TEXT: Final = ("target", "user_id", "purchase_id", "tag", "url")
 _ADDRESS_HASHED: Final = ("first_name", "last_name", "street")
 _ADDRESS_PLAIN: Final[dict[str, Callable[[str], str]]] = {
     "city": normalize.normalize_city,
@@ -101,6 +109,10 @@ def _google_common(body: dict[str, Any]) -> tuple[str, str]:
         action = f"name:{name}"
     for variable in body.get("custom_variables", ()):
         variable["conversion_custom_variable_id"] = str(variable["conversion_custom_variable_id"])
+    _check_currency(body.get("currency_code"), "currency_code")
+    restatement = body.get("restatement_value")
+    if restatement is not None:
+        _check_currency(restatement.get("currency_code"), "restatement_value.currency_code")
     return customer_id, action
 
 
@@ -112,6 +124,8 @@ def _click_conversion(body: dict[str, Any], options: NormalizeOptions) -> dateti
             f"$.{given[1]}",
             f"{' and '.join(given)} are {both} set; give at most one click id",
         )
+    for name in given:
+        _check_click_id(body[name], name)
     if not given and not body.get("user_identifiers"):
         raise InvalidFieldError(
             "$.gclid",
@@ -161,6 +175,7 @@ def _conversion_adjustment(body: dict[str, Any], options: NormalizeOptions) -> d
     adjusted = _google_time(body, "adjustment_date_time")
     pair = body.get("gclid_date_time_pair")
     if pair is not None:
+        _check_click_id(pair["gclid"], "gclid_date_time_pair.gclid")
         converted = _google_time(pair, "conversion_date_time", "$.gclid_date_time_pair.")
         if adjusted < converted:
             raise InvalidFieldError(
@@ -235,6 +250,15 @@ def _yandex_common(body: dict[str, Any]) -> tuple[str, str | None]:
             f"$.{given[1]}", f"{' and '.join(given)} are {both} set; give exactly one of {choices}"
         )
     body[given[0]] = str(body[given[0]])
+    for name in YANDEX_FREE_TEXT:
+        text = body.get(name)
+        if isinstance(text, str) and text.startswith(FORMULA_PREFIXES):
+            raise InvalidFieldError(
+                f"$.{name}",
+                f"{name} starts with {text[0]!r}; a spreadsheet opening the upload file would "
+                "run it as a formula, so Metrica's CSV may not hold it",
+            )
+    _check_currency(body.get("currency"), "currency")
     target: str | None = body.get("target")
     return counter_id, target
 
@@ -254,6 +278,19 @@ def _yandex_event(body: dict[str, Any], event_type: str, options: NormalizeOptio
 
 
 # --- shared field helpers ---------------------------------------------------------------------
+
+
+def _check_currency(code: str | None, label: str) -> None:
+    """The schema checks three capitals; only a real ISO 4217 code uploads."""
+    if code is not None and code not in ISO_4217:
+        raise InvalidFieldError(f"$.{label}", f"{label} is not an ISO 4217 currency code")
+
+
+def _check_click_id(value: str, label: str) -> None:
+    """Google's click ids are URL-safe text; whitespace means a copy-paste accident that
+    Google would reject (or, trimmed, silently match another click)."""
+    if _WHITESPACE.search(value) is not None:
+        raise InvalidFieldError(f"$.{label}", f"{label} contains whitespace")
 
 
 def _digits(value: str | int) -> str:

@@ -12,7 +12,9 @@ Validation has two layers:
 1. The JSON Schema 2020-12 files in ``schemas/`` (the published contract), compiled once
    with jsonschema-rs. A test cross-checks it against the reference Python validator
    (``jsonschema``) on every example and on random mutations of them.
-2. The rules a schema cannot express or cannot explain well (one click id at most, times
+2. Exact types and clean text (:mod:`streams.core.value_rules`): JSON Schema counts
+   ``1.0`` as an integer and says nothing about control characters.
+3. The rules a schema cannot express or cannot explain well (one click id at most, times
    with a timezone, a conversion action that belongs to the customer...), checked while
    normalizing, in :mod:`streams.core.event_rules`.
 
@@ -45,6 +47,7 @@ from streams.core.model import (
     InvalidFieldError,
 )
 from streams.core.schema_errors import echo, explain_schema_error, json_type
+from streams.core.value_rules import check_values
 
 __all__ = ["DEFAULT_MAX_BYTES", "Event", "EventError", "parse_event", "schema_document", "warm_up"]
 
@@ -104,6 +107,11 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
     except ValueError:  # jsonschema-rs refuses input nested deeper than ~250 levels
         reason = "is nested too deeply: no event has lists or objects 250 levels deep"
         return EventError("validate", INVALID_EVENT, "$", reason, **_known_fields(document))
+    name = f"{destination}.{event_type}"
+    problem = check_values(name, schema_document(name), document, data)
+    if problem is not None:
+        known = _known_fields(document)
+        return EventError("validate", INVALID_EVENT, problem.path, problem.reason, **known)
     try:
         return normalize_event(destination, event_type, document, options)
     except InvalidFieldError as exc:

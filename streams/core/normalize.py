@@ -39,9 +39,12 @@ _TIMESTAMP: Final = re.compile(
     r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?",
     re.ASCII,  # \d must not match other scripts' digits
 )
-# Unix seconds accepted for Yandex: 2000-01-01 .. 2100-01-01, to catch milliseconds sent as seconds.
+# Every time, text or (Yandex) unix seconds, lies in 2000-01-01 .. 2100-01-01 UTC: that
+# catches milliseconds sent as seconds, and a year 1 or 9999 with an offset (which has no
+# UTC instant in Python's datetime) is a specific error instead of an OverflowError.
 _UNIX_MIN: Final = 946_684_800
 _UNIX_MAX: Final = 4_102_444_800
+_OUT_OF_RANGE: Final = "is out of range (years 2000 to 2100)"
 
 
 class NormalizationError(ConvstreamError, ValueError):
@@ -309,6 +312,9 @@ def _parse_text(raw: str, expected: str) -> tuple[datetime, re.Match[str]]:
         moment = datetime.fromisoformat(text if _ISO_READY.fullmatch(text) else _iso_ready(text))
     except ValueError:
         raise NormalizationError("is not a valid date") from None
+    # timestamp() of an aware datetime never overflows; astimezone() would near year 1 or 9999.
+    if not _UNIX_MIN <= moment.timestamp() <= _UNIX_MAX:
+        raise NormalizationError(_OUT_OF_RANGE)
     return (moment.replace(microsecond=0) if moment.microsecond else moment), match
 
 

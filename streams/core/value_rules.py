@@ -1,0 +1,173 @@
+"""Exact types and clean text: the checks every schema-valid event gets before normalizing.
+
+JSON Schema is looser than an upload can afford in three ways, each of which once let an
+event through that then failed later (a result that broke ``schemas/result.schema.json``, a
+row Google or Metrica refused, a CSV file split in two):
+
+* it counts ``1234567890.0`` and ``1e+30`` as integers, so a customer, counter or client id
+  written that way passed and became the account ``"1e+30"``. A field whose schema type is
+  integer takes a JSON integer here, never a number written with a fraction or an exponent
+  (orjson reads those as floats, which is how they are told apart). The one exception is
+  Yandex ``date_time``, where ``1763600000.0`` is read as unix seconds (it is a time, not
+  an id, and its range is checked when it is parsed);
+* ``minimum: 1`` binds only the integer form of an id, so ``"0"`` and ``"000-0"`` passed as
+  a customer id. The digit-string form of such an id gets the same minimum;
+* nothing stopped a control character (NUL, a bare ``\\r``, ESC...) or a line separator in
+  an id, a name or any other text. None has a use in a conversion; each can break a log
+  line, a terminal or a CSV row. Every string and every object key is checked.
+
+Called by :func:`streams.core.events.parse_event` after schema validation. Pure; the shapes
+are derived once per event type from the schema documents, so a new integer field in a
+schema is covered without touching this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from streams.core.schema_errors import json_path
+
+#: Cc (C0, DEL, C1) and the Unicode line and paragraph separators.
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: What a message's bytes must contain for any string in it to hold such a character: an
+#: escape (orjson refuses raw C0 bytes in strings), a raw DEL, or UTF-8 of C1 or U+2028/9.
+_MAYBE_CONTROL: Final = re.compile(rb"[\\\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+#: $defs that are integers in the schema but read floats on purpose (see the module doc).
+_FLOATS_ALLOWED: Final = frozenset({"unix_or_date_time"})
+
+
+@dataclass(frozen=True, slots=True)
+class ValueProblem:
+    """The first value that breaks a rule: its JSON path and the reason in plain words."""
+
+    path: str
+    reason: str
+
+
+@dataclass(slots=True)
+class _Shape:
+    """Where an event type's integer fields are (only branches that lead to one)."""
+
+    integer: bool = False
+    digit_strings: bool = False
+    digits_minimum: int | None = None
+    properties: dict[str, _Shape] = field(default_factory=dict)
+    items: _Shape | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.integer or self.properties or self.items)
+
+
+def check_values(
+    name: str, schema: Mapping[str, Any], document: dict[str, Any], raw: bytes
+) -> ValueProblem | None:
+    """The first float-as-integer, zero id or control character in ``document``, or None.
+
+    ``schema`` is the event type's schema document (already validated against) and ``name``
+    its name, ``raw`` the
+    message bytes ``document`` was parsed from: they tell cheaply whether any string can
+    hold a control character at all, which spares most events the walk over every string.
+    """
+    problem = _check_numbers(_shape_of(name, schema), document, [])
+    if problem is None and _MAYBE_CONTROL.search(raw) is not None:
+        problem = _check_text(document, [])
+    return problem
+
+
+_SHAPES: dict[str, _Shape] = {}
+
+
+def _shape_of(key: str, schema: Mapping[str, Any]) -> _Shape:
+    shape = _SHAPES.get(key)
+    if shape is None:
+        shape = _SHAPES[key] = _build(schema, schema) or _Shape()
+    return shape
+
+
+def _build(node: Mapping[str, Any], root: Mapping[str, Any]) -> _Shape | None:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        if name in _FLOATS_ALLOWED:
+            return None
+        return _build(root["$defs"][name], root)
+    types = node.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    shape = _Shape()
+    if "integer" in types and "number" not in types:
+        shape.integer = True
+        shape.digit_strings = "string" in types and "pattern" in node
+        minimum = node.get("minimum")
+        if shape.digit_strings and isinstance(minimum, int):
+            shape.digits_minimum = minimum
+    for name, child in node.get("properties", {}).items():
+        built = _build(child, root)
+        if built is not None:
+            shape.properties[name] = built
+    items = node.get("items")
+    if isinstance(items, Mapping):
+        shape.items = _build(items, root)
+    return None if shape.is_empty() else shape
+
+
+def _check_numbers(shape: _Shape, value: Any, path: list[str | int]) -> ValueProblem | None:
+    if shape.integer:
+        if isinstance(value, float):
+            where = json_path(path)
+            wanted = "an integer or a string of digits" if shape.digit_strings else "an integer"
+            return ValueProblem(
+                where,
+                f"{where[2:]} is written as a decimal number (with a fraction or an exponent); "
+                f"give {wanted}",
+            )
+        if shape.digits_minimum is not None and isinstance(value, str):
+            digits = value.replace("-", "")
+            if digits.isascii() and digits.isdigit() and int(digits) < shape.digits_minimum:
+                where = json_path(path)
+                return ValueProblem(where, f"{where[2:]} must be at least {shape.digits_minimum}")
+    if shape.properties and isinstance(value, dict):
+        for name, child in shape.properties.items():
+            if name in value:
+                problem = _check_numbers(child, value[name], [*path, name])
+                if problem is not None:
+                    return problem
+    if shape.items is not None and isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _check_numbers(shape.items, item, [*path, index])
+            if problem is not None:
+                return problem
+    return None
+
+
+def _check_text(value: Any, path: list[str | int]) -> ValueProblem | None:
+    if isinstance(value, str):
+        found = _CONTROL.search(value)
+        if found is None:
+            return None
+        where = json_path(path)
+        label = where[2:] or "the event"
+        return ValueProblem(
+            where,
+            f"{label} contains a control character (U+{ord(found.group()):04X}); "
+            "ids, names and text may hold none",
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _CONTROL.search(key) is not None:
+                holder = json_path(path)[2:] or "the event"
+                return ValueProblem(
+                    json_path([*path, key]),
+                    f"a field name in {holder} contains a control character",
+                )
+            problem = _check_text(item, [*path, key])
+            if problem is not None:
+                return problem
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _check_text(item, [*path, index])
+            if problem is not None:
+                return problem
+    return None
