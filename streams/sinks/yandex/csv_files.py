@@ -20,6 +20,12 @@ File shape (what Metrica's ``offline_conversions/upload`` expects)::
   the whole file at Metrica, so such an event is rejected here (``YANDEX_DATETIME_IN_FUTURE``);
 * calls carry no ``Target`` column: Metrica attributes uploaded calls to the counter's call
   goals itself (the event's ``target`` still takes part in dedupe);
+* no cell can split a row or be run as a formula: validation refuses control characters
+  (bare ``\r``, ``\n``, NUL...) in every string and formula prefixes (``=``, ``+``, ``-``,
+  ``@``) in Yandex free text; this module checks again and rejects such a row
+  (``YANDEX_UNSAFE_VALUE``), because an event validated by an older version may still sit
+  on the batch topic. Commas and quotes are quoted as RFC 4180 says; E.164 phone numbers
+  start with ``+`` by definition and are the one column exempt from the prefix rule;
 * files are split so none exceeds ``max_file_bytes`` (Metrica's limit is 1 GB); a single
   row that cannot fit even alone is rejected (``YANDEX_ROW_TOO_LARGE``).
 """
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -43,6 +50,14 @@ DEFAULT_MAX_FILE_BYTES: Final = 1_000_000_000
 DATETIME_IN_FUTURE: Final = "YANDEX_DATETIME_IN_FUTURE"
 ROW_TOO_LARGE: Final = "YANDEX_ROW_TOO_LARGE"
 MISSING_ID: Final = "YANDEX_MISSING_ID"
+UNSAFE_VALUE: Final = "YANDEX_UNSAFE_VALUE"
+
+#: Characters that end or split a line for some CSV reader, or a NUL that ends a C string.
+_LINE_BREAKING: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: What a spreadsheet runs as a formula when a cell starts with it.
+_FORMULA_PREFIXES: Final = ("=", "+", "-", "@")
+#: Columns whose values start with ``+`` by their format (E.164), never free text.
+_PREFIX_EXEMPT: Final = frozenset({"PhoneNumber"})
 
 #: CSV id column -> the upload's ``client_id_type`` query value.
 CLIENT_ID_TYPES: Final[Mapping[str, str]] = {
@@ -170,6 +185,18 @@ def header_for(
     return fixed + [column for column, field, _ in optional if field in used]
 
 
+def unsafe_cell(header: Sequence[str], row: Sequence[str]) -> str | None:
+    """Why a row cannot be written safely (naming the column, quoting no value), or None."""
+    for column, cell in zip(header, row, strict=True):
+        if _LINE_BREAKING.search(cell) is not None:
+            return f"the {column} value holds a control character that would break the CSV row"
+        if cell.startswith(_FORMULA_PREFIXES) and column not in _PREFIX_EXEMPT:
+            return (
+                f"the {column} value starts with {cell[0]!r}, which a spreadsheet runs as a formula"
+            )
+    return None
+
+
 def _files_for(
     upload_type: UploadType,
     id_column: str,
@@ -212,6 +239,10 @@ def _files_for(
                 field, fmt = optional[column]
                 value = body.get(field)
                 row.append("" if value is None else fmt(value))
+        unsafe = unsafe_cell(header, row)
+        if unsafe is not None:
+            rejected[index] = RowRejection(UNSAFE_VALUE, unsafe)
+            continue
         line = encode(row)
         if len(header_bytes) + len(line) > max_file_bytes:
             rejected[index] = RowRejection(

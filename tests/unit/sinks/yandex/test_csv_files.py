@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.core.events import parse_event
 from streams.core.model import BatchKey, Event
 from streams.sinks.yandex.csv_files import (
     DATETIME_IN_FUTURE,
     ROW_TOO_LARGE,
+    UNSAFE_VALUE,
     build_files,
 )
 from tests.support.event_factory import encode, yandex
@@ -120,14 +124,14 @@ def test_calls_file_has_call_columns_and_no_target() -> None:
     )
 
 
-def test_commas_quotes_and_newlines_are_quoted_and_round_trip() -> None:
-    tricky = 'a,"b"\nc'
+def test_commas_and_quotes_are_quoted_and_round_trip() -> None:
+    tricky = 'a,"b" c'
     plan = build_files([conversion("user_id", tricky, target='goal "x", y')], NOW)
     data = plan.files[0].data
     assert (
         data
         == (
-            f'UserId,Target,DateTime,Price,Currency\n"a,""b""\nc","goal ""x"", y",{T},99.5,RUB\n'
+            f'UserId,Target,DateTime,Price,Currency\n"a,""b"" c","goal ""x"", y",{T},99.5,RUB\n'
         ).encode()
     )
     rows = list(csv.reader(io.StringIO(data.decode())))
@@ -194,3 +198,112 @@ def test_a_row_too_large_for_any_file_is_rejected() -> None:
     plan = build_files(events, NOW, max_file_bytes=120)
     assert plan.rejected[0].code == ROW_TOO_LARGE
     assert [f.rows for f in plan.files] == [(1,)]
+
+
+# --- issue 19 item 8: no value can split a row, break a file or run as a formula -----------------
+
+FREE_TEXT = ("target", "user_id", "purchase_id", "tag", "url")
+
+
+def call_fields(**extra: Any) -> dict[str, Any]:
+    fields = yandex(1, date_time=T, type="call", **extra)
+    fields.pop("price"), fields.pop("currency")
+    return fields
+
+
+def with_field(name: str, value: str) -> dict[str, Any]:
+    fields = call_fields() if name in ("tag", "url") else yandex(1, date_time=T)
+    if name in ("user_id", "purchase_id"):
+        del fields["client_id"]
+    return fields | {name: value}
+
+
+@pytest.mark.parametrize("prefix", ["=", "+", "-", "@"])
+@pytest.mark.parametrize("name", FREE_TEXT)
+def test_formula_prefixes_are_refused_at_validation(name: str, prefix: str) -> None:
+    outcome = parse_event(encode(with_field(name, f"{prefix}HYPERLINK(1)")))
+    assert not isinstance(outcome, Event)
+    assert outcome.path == f"$.{name}"
+    assert outcome.reason.startswith(f"{name} starts with {prefix!r}; a spreadsheet")
+
+
+@pytest.mark.parametrize("char", ["\r", "\n", "\x00", "\u2028", "\x85"])
+@pytest.mark.parametrize("name", FREE_TEXT)
+def test_bare_cr_nul_and_line_breaks_are_refused_at_validation(name: str, char: str) -> None:
+    outcome = parse_event(encode(with_field(name, f"a{char}b")))
+    assert not isinstance(outcome, Event)
+    assert outcome.path == f"$.{name}"
+    assert "control character" in outcome.reason
+
+
+def test_a_phone_number_starts_with_plus_and_is_written_as_is() -> None:
+    plan = build_files([event(**call_fields(phone_number="+7 999 123-45-67"))], NOW)
+    assert plan.rejected == {}
+    assert b",+79991234567" in plan.files[0].data
+
+
+def test_unsafe_values_that_skipped_validation_are_rejected_not_written() -> None:
+    """An event validated by an older version may still be on the batch topic."""
+    good = event(**yandex(1, date_time=T))
+    bodies = [
+        good.body | {"target": "=1+1"},
+        good.body | {"target": "a\rb"},
+        good.body | {"target": "nul\x00"},
+        good.body | {"currency": "@SUM"},
+    ]
+    events = [good] + [
+        Event(good.destination, good.type, None, good.account, good.action, good.event_time, body)
+        for body in bodies
+    ]
+    plan = build_files(events, NOW)
+    assert set(plan.rejected) == {1, 2, 3, 4}
+    assert {r.code for r in plan.rejected.values()} == {UNSAFE_VALUE}
+    assert plan.rejected[1].message == (
+        "the Target value starts with '=', which a spreadsheet runs as a formula"
+    )
+    assert plan.rejected[2].message == (
+        "the Target value holds a control character that would break the CSV row"
+    )
+    assert [f.rows for f in plan.files] == [(0,)]
+    assert b"\r" not in plan.files[0].data
+    assert b"\x00" not in plan.files[0].data
+
+
+_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=30) | st.sampled_from(
+    ['a,"b"', "=1+1", "x\ry", "\x00", "-5", "@me", "+1", "a\u2028b", ' "quoted" ', ",", '"']
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(FREE_TEXT), _text, st.booleans()), min_size=1, max_size=8)
+)
+def test_no_value_can_split_a_row_or_break_a_file(drawn: list[tuple[str, str, bool]]) -> None:
+    """Whatever text a producer sends, each valid event is exactly one line of its file and
+    reads back as the same values; invalid ones never reach a file."""
+    events = []
+    for name, value, phone in drawn:
+        fields = with_field(name, value)
+        if phone and fields["type"] == "call":
+            fields["phone_number"] = "+7 999 123-45-67"
+        parsed = parse_event(encode(fields))
+        if isinstance(parsed, Event):
+            events.append(parsed)
+    plan = build_files(events, NOW)
+    placed = [i for f in plan.files for i in f.rows]
+    assert sorted(placed + list(plan.rejected)) == list(range(len(events)))
+    for file in plan.files:
+        text = file.data.decode("utf-8")
+        assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", text.replace("\n", ""))
+        assert text.endswith("\n")
+        assert len(text.split("\n")) - 1 == 1 + len(file.rows)  # header + one line per row
+        header, *rows = list(csv.reader(io.StringIO(text)))
+        assert len(rows) == len(file.rows)
+        for index, row in zip(file.rows, rows, strict=True):
+            assert len(row) == len(header)
+            body = events[index].body
+            for column, field in (("Target", "target"), ("Tag", "tag"), ("URL", "url")):
+                if column in header:
+                    assert row[header.index(column)] == str(body.get(field, ""))
+            for cell, column in zip(row, header, strict=True):
+                assert column == "PhoneNumber" or not cell.startswith(("=", "+", "-", "@"))
