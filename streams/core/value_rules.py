@@ -11,7 +11,8 @@ row Google or Metrica refused, a CSV file split in two):
   Yandex ``date_time``, where ``1763600000.0`` is read as unix seconds (it is a time, not
   an id, and its range is checked when it is parsed);
 * ``minimum: 1`` binds only the integer form of an id, so ``"0"`` and ``"000-0"`` passed as
-  a customer id. The digit-string form of such an id gets the same minimum;
+  a customer id; ``maxLength`` binds only the string form, so a 17-digit integer passed and
+  became a string its own dead letter could not replay. Each form gets the other's bound;
 * nothing stopped a control character (NUL, a bare ``\\r``, ESC...) or a line separator in
   an id, a name or any other text. None has a use in a conversion; each can break a log
   line, a terminal or a CSV row. Every string and every object key is checked.
@@ -54,6 +55,7 @@ class _Shape:
     integer: bool = False
     digit_strings: bool = False
     digits_minimum: int | None = None
+    digits_max_length: int | None = None
     properties: dict[str, _Shape] = field(default_factory=dict)
     items: _Shape | None = None
 
@@ -103,6 +105,8 @@ def _build(node: Mapping[str, Any], root: Mapping[str, Any]) -> _Shape | None:
         minimum = node.get("minimum")
         if shape.digit_strings and isinstance(minimum, int):
             shape.digits_minimum = minimum
+        if shape.digit_strings and isinstance(node.get("maxLength"), int):
+            shape.digits_max_length = node["maxLength"]
     for name, child in node.get("properties", {}).items():
         built = _build(child, root)
         if built is not None:
@@ -122,6 +126,12 @@ def _check_numbers(shape: _Shape, value: Any, path: list[str | int]) -> ValuePro
                 where,
                 f"{where[2:]} is written as a decimal number (with a fraction or an exponent); "
                 f"give {wanted}",
+            )
+        longest = shape.digits_max_length
+        if longest is not None and isinstance(value, int) and len(str(value)) > longest:
+            where = json_path(path)
+            return ValueProblem(
+                where, f"{where[2:]} has {len(str(value))} digits, at most {longest}"
             )
         if shape.digits_minimum is not None and isinstance(value, str):
             digits = value.replace("-", "")

@@ -121,6 +121,13 @@ def test_a_zero_id_is_refused_in_any_form(field: str, value: str | int) -> None:
     assert (error.path, error.reason) == (f"$.{field}", f"{field} must be at least 1")
 
 
+def test_an_integer_id_has_the_length_limit_of_its_string_form() -> None:
+    """Found by the schema property test: the normalized string failed its own replay."""
+    error = rejected(CLICK | {"customer_id": 10**16})
+    assert (error.path, error.reason) == ("$.customer_id", "customer_id has 17 digits, at most 16")
+    assert isinstance(parse_event(orjson.dumps(CLICK | {"customer_id": 10**15})), Event)
+
+
 @pytest.mark.parametrize("field", ["counter_id", "client_id"])
 def test_a_zero_yandex_id_is_refused(field: str) -> None:
     assert rejected(YANDEX | {field: "0"}).reason == f"{field} must be at least 1"
