@@ -88,6 +88,8 @@ def _price(value: Any) -> str:
     """Dot decimal without an exponent: 1499.0 -> "1499", 99.5 -> "99.5", 1e-7 -> "0.0000001"."""
     if isinstance(value, int):
         return str(value)
+    if value == 0:
+        return "0"  # -0.0 passes the schema's minimum 0; "-0" would look like a formula
     text = format(Decimal(repr(float(value))), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")

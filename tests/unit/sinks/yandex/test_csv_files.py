@@ -242,6 +242,12 @@ def test_a_phone_number_starts_with_plus_and_is_written_as_is() -> None:
     assert b",+79991234567" in plan.files[0].data
 
 
+def test_a_negative_zero_price_is_written_as_zero() -> None:
+    plan = build_files([event(**yandex(1, date_time=T, price=-0.0))], NOW)
+    assert plan.rejected == {}
+    assert plan.files[0].data.splitlines()[1].endswith(b",0,RUB")
+
+
 def test_unsafe_values_that_skipped_validation_are_rejected_not_written() -> None:
     """An event validated by an older version may still be on the batch topic."""
     good = event(**yandex(1, date_time=T))
@@ -274,16 +280,27 @@ _text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=30) | st.samp
 )
 
 
+_prices = st.none() | st.just(-0.0) | st.floats(0, 1e15, allow_nan=False)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.tuples(st.sampled_from(FREE_TEXT), _text, st.booleans()), min_size=1, max_size=8)
+    st.lists(
+        st.tuples(st.sampled_from(FREE_TEXT), _text, st.booleans(), _prices),
+        min_size=1,
+        max_size=8,
+    )
 )
-def test_no_value_can_split_a_row_or_break_a_file(drawn: list[tuple[str, str, bool]]) -> None:
+def test_no_value_can_split_a_row_or_break_a_file(
+    drawn: list[tuple[str, str, bool, float | None]],
+) -> None:
     """Whatever text a producer sends, each valid event is exactly one line of its file and
     reads back as the same values; invalid ones never reach a file."""
     events = []
-    for name, value, phone in drawn:
+    for name, value, phone, price in drawn:
         fields = with_field(name, value)
+        if price is not None:
+            fields["price"] = price
         if phone and fields["type"] == "call":
             fields["phone_number"] = "+7 999 123-45-67"
         parsed = parse_event(encode(fields))
