@@ -47,7 +47,7 @@ from streams.core.model import (
     InvalidFieldError,
 )
 from streams.core.schema_errors import echo, explain_schema_error, json_type
-from streams.core.value_rules import check_values
+from streams.core.value_rules import check_values, has_control
 
 __all__ = ["DEFAULT_MAX_BYTES", "Event", "EventError", "parse_event", "schema_document", "warm_up"]
 
@@ -159,7 +159,11 @@ def _known_fields(document: dict[str, Any]) -> dict[str, Any]:
     return {
         "destination": known_destination,
         "type": event_type if isinstance(event_type, str) and len(event_type) <= 64 else None,
-        "event_id": event_id if isinstance(event_id, str) and 0 < len(event_id) <= 256 else None,
+        # An id with a control character would carry it into the result, a dead-letter header
+        # and every terminal that prints them: the result falls back to topic:partition:offset.
+        "event_id": event_id
+        if isinstance(event_id, str) and 0 < len(event_id) <= 256 and not has_control(event_id)
+        else None,
         "account": digits if usable_account else None,
     }
 

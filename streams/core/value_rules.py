@@ -64,6 +64,11 @@ class _Shape:
         return not (self.integer or self.properties or self.items)
 
 
+def has_control(text: str) -> bool:
+    """True when ``text`` holds a character :func:`check_values` refuses in any string."""
+    return _CONTROL.search(text) is not None
+
+
 def check_values(
     name: str, schema: Mapping[str, Any], document: dict[str, Any], raw: bytes
 ) -> ValueProblem | None:

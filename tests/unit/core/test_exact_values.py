@@ -256,6 +256,13 @@ def test_control_characters_are_refused_in_every_id_name_and_text(
     )
 
 
+def test_an_event_id_with_a_control_character_is_not_echoed_in_the_result() -> None:
+    error = rejected(CLICK | {"event_id": "e-1\x1b[2J"})
+    assert error.path == "$.event_id"
+    assert error.event_id is None
+    assert rejected(CLICK | {"event_id": "e-1", "currency_code": "XYZ"}).event_id == "e-1"
+
+
 def test_a_control_character_in_a_free_form_key_is_refused_without_quoting_it() -> None:
     error = rejected(CLICK | {"session_attributes": {"bad\x00key": "v"}})
     assert error.path == "$.session_attributes[*]"
