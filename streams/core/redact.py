@@ -66,6 +66,8 @@ _ADDRESS_PLAIN: Final[dict[str, _Rule]] = {
     "country_code": lambda v, _: normalize.normalize_country_code(v),
 }
 _CONTAINERS_ONLY: Final = frozenset({"address", "user_identifiers"})
+IDENTIFIER_FIELDS: Final = frozenset(_HASHED) | frozenset(_ADDRESS_PLAIN) | _CONTAINERS_ONLY
+"""Every field name this module rewrites; a test holds the event schemas to it."""
 
 
 def redact(document: Any, options: NormalizeOptions = _DEFAULT_OPTIONS) -> Any:
@@ -144,9 +146,9 @@ def find_redacted(document: Any) -> str | None:
         if node == REDACTED:
             return path
         if isinstance(node, dict):
-            items = [(f"{path}.{key}", v) for key, v in node.items()]
+            items = [(v, f"{path}.{key}") for key, v in node.items()]
         elif isinstance(node, list):
-            items = [(f"{path}[{index}]", v) for index, v in enumerate(node)]
+            items = [(v, f"{path}[{index}]") for index, v in enumerate(node)]
         else:
             continue
         stack.extend(reversed(items))  # depth-first, in document order
