@@ -6,8 +6,8 @@ checks run while the normalized body is built, so each field is read once. Every
 an :class:`InvalidFieldError` with the JSON path and a reason that quotes no PII.
 
 The normalized body is a valid event again (hashes instead of raw identifiers, times in the
-destination's canonical form, ids as digit strings): it is what sinks map and what a dead
-letter carries for replay.
+destination's canonical form, ids as digit strings): it is what sinks map and, redacted
+(:mod:`streams.core.redact`), what a dead letter carries for replay.
 """
 
 from __future__ import annotations

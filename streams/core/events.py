@@ -17,8 +17,9 @@ Validation has two layers:
    normalizing, in :mod:`streams.core.event_rules`.
 
 The event that comes out carries its body already normalized (identifiers hashed, times in
-the destination's form, ids as digit strings). That body is what sinks map and what a
-dead letter holds, so a replayed dead letter validates again and hashes to the same key.
+the destination's form, ids as digit strings). That body is what sinks map; a dead letter
+holds it with the numbers of calls hashed too (:mod:`streams.core.redact`), and a replayed
+dead letter holding the redaction marker is refused here before anything else.
 """
 
 from __future__ import annotations
