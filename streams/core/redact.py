@@ -16,7 +16,11 @@ mis-nested ``email`` is caught too), becomes:
   normalized plain text (Google receives them plain; none identifies a person alone);
 * :data:`REDACTED` when the value does not normalize (not an e-mail, not a phone number,
   a number, a list...), and for an ``address`` or ``user_identifiers`` that is no object
-  or list (a street written as a string).
+  or list (a street written as a string);
+* :data:`REDACTED` for a string or number directly in a list, and for a message that is a
+  bare string or number: no event has one there (every list of the schemas holds
+  objects), so nothing is lost, and ``["jane@example.com"]`` or a double-encoded event
+  cannot carry an identifier past the names above.
 
 An already hashed value (64 hex characters) stays as it is, lower-cased, so redacting is
 idempotent and a replayed dead letter hashes to the same values. ``null`` stays ``null``.
@@ -76,11 +80,17 @@ def redact(document: Any, options: NormalizeOptions = _DEFAULT_OPTIONS) -> Any:
     Iterative, so a document nested as deeply as the JSON parser allows costs no recursion.
     Returns the document (the same object unless the root itself had to be replaced).
     """
+    if _is_bare(document):
+        return REDACTED
     stack: list[tuple[Any, bool]] = [(document, False)]
     while stack:
         node, in_address = stack.pop()
         if isinstance(node, list):
-            stack.extend((item, False) for item in node if isinstance(item, dict | list))
+            for index, item in enumerate(node):
+                if isinstance(item, dict | list):
+                    stack.append((item, False))
+                elif _is_bare(item):
+                    node[index] = REDACTED
             continue
         for key, value in node.items():
             if value is None:
@@ -93,6 +103,11 @@ def redact(document: Any, options: NormalizeOptions = _DEFAULT_OPTIONS) -> Any:
             elif isinstance(value, dict | list):
                 stack.append((value, key == "address" and isinstance(value, dict)))
     return document
+
+
+def _is_bare(value: Any) -> bool:
+    """A string or a number: what a list item or a whole message never is in an event."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
 def _apply(rule: _Rule, key: str, value: Any, options: NormalizeOptions) -> Any:

@@ -341,6 +341,25 @@ def test_only_unreadable_json_keeps_its_original_bytes() -> None:
     ] == hashed_email("jane@example.com")
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        b'"jane@example.com"',
+        b"16505550100",
+        b'["jane@example.com", "+1 650 555 0100"]',
+        b'{"user_identifiers": ["jane@example.com"]}',
+        orjson.dumps(orjson.dumps({"user_identifiers": [{"email": "jane@example.com"}]}).decode()),
+    ],
+    ids=["bare string", "bare number", "list of strings", "identifiers as strings", "double"],
+)
+def test_strings_where_no_event_has_one_are_redacted(message: bytes) -> None:
+    letter = dead_letter_message(message)
+    assert b"jane" not in letter
+    assert b"555" not in letter
+    assert REDACTED.encode() in letter
+    assert orjson.loads(dead_letter_message(b"[null, true, {}]")) == [None, True, {}]
+
+
 def test_too_deep_to_write_back_becomes_the_marker_alone() -> None:
     deep = b"[" * 300 + b'{"email": "jane@example.com"}' + b"]" * 300
     assert dead_letter_message(deep) == orjson.dumps(REDACTED)
