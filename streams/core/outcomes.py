@@ -108,7 +108,10 @@ def invalid_input(
     on the dead-letter topic either, so its dead letter is empty and its headers point at
     the original, which stays on the input topic.
     """
-    original = b"" if len(original) > max_bytes else dead_letter_message(original, options)
+    if len(original) > max_bytes:
+        original = b""
+    else:
+        original = dead_letter_message(original, options, max_bytes)
     return Resolution(
         received=received,
         status="rejected",

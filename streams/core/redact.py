@@ -17,10 +17,15 @@ mis-nested ``email`` is caught too), becomes:
 * :data:`REDACTED` when the value does not normalize (not an e-mail, not a phone number,
   a number, a list...), and for an ``address`` or ``user_identifiers`` that is no object
   or list (a street written as a string);
-* :data:`REDACTED` for a string or number directly in a list, and for a message that is a
-  bare string or number: no event has one there (every list of the schemas holds
-  objects), so nothing is lost, and ``["jane@example.com"]`` or a double-encoded event
-  cannot carry an identifier past the names above.
+* :data:`REDACTED` for a string directly in a list, and for a message that is a bare
+  string or number: no event has one there (every list of the schemas holds objects), so
+  nothing is lost, and ``["jane@example.com"]`` or a double-encoded event cannot carry an
+  identifier past the names above.
+
+Hostile input stays cheap: a document far beyond any event (more than
+:data:`MAX_VALUES` values or :data:`MAX_IDENTIFIERS` identifiers to normalize) is not
+walked to the end, and its dead letter is the marker alone, as is a redacted document
+larger than the message limit (a 1 MiB list of short strings would grow tenfold).
 
 An already hashed value (64 hex characters) stays as it is, lower-cased, so redacting is
 idempotent and a replayed dead letter hashes to the same values. ``null`` stays ``null``.
@@ -47,7 +52,12 @@ from streams.core.normalize import NormalizationError
 REDACTED: Final = "[redacted by convstream]"
 """What replaces an identifier that could not be normalized (and so not hashed)."""
 REDACTED_BYTES: Final = REDACTED.encode()
+_MARKER_JSON: Final = orjson.dumps(REDACTED)
 
+MAX_VALUES: Final = 10_000
+"""Values (object members and list items) redacted at most; an event has about 1,000."""
+MAX_IDENTIFIERS: Final = 100
+"""Identifiers normalized at most; an event has at most 36 (5 addresses of 7 fields, a caller)."""
 _DEFAULT_OPTIONS: Final = NormalizeOptions()
 _Rule = Callable[[str, NormalizeOptions], str]
 
@@ -78,18 +88,23 @@ def redact(document: Any, options: NormalizeOptions = _DEFAULT_OPTIONS) -> Any:
     """Hash or redact every identifier of ``document`` in place (see the module docstring).
 
     Iterative, so a document nested as deeply as the JSON parser allows costs no recursion.
-    Returns the document (the same object unless the root itself had to be replaced).
+    Returns the document (the same object unless the root itself had to be replaced), or
+    the marker alone for a document beyond :data:`MAX_VALUES` / :data:`MAX_IDENTIFIERS`.
     """
     if _is_bare(document):
         return REDACTED
+    values = identifiers = 0
     stack: list[tuple[Any, bool]] = [(document, False)]
     while stack:
         node, in_address = stack.pop()
+        values += len(node)
+        if values > MAX_VALUES:
+            return REDACTED
         if isinstance(node, list):
             for index, item in enumerate(node):
                 if isinstance(item, dict | list):
                     stack.append((item, False))
-                elif _is_bare(item):
+                elif isinstance(item, str):
                     node[index] = REDACTED
             continue
         for key, value in node.items():
@@ -97,6 +112,9 @@ def redact(document: Any, options: NormalizeOptions = _DEFAULT_OPTIONS) -> Any:
                 continue
             rule = _HASHED.get(key) or (_ADDRESS_PLAIN.get(key) if in_address else None)
             if rule is not None:
+                identifiers += 1
+                if identifiers > MAX_IDENTIFIERS:
+                    return REDACTED
                 node[key] = _apply(rule, key, value, options)
             elif key in _CONTAINERS_ONLY and not isinstance(value, dict | list):
                 node[key] = REDACTED
@@ -106,7 +124,7 @@ def redact(document: Any, options: NormalizeOptions = _DEFAULT_OPTIONS) -> Any:
 
 
 def _is_bare(value: Any) -> bool:
-    """A string or a number: what a list item or a whole message never is in an event."""
+    """A string or a number: what a whole message never is."""
     return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
@@ -130,22 +148,27 @@ def dead_letter_body(body: Any) -> bytes:
     return orjson.dumps(redact(orjson.loads(orjson.dumps(body))))
 
 
-def dead_letter_message(data: bytes, options: NormalizeOptions = _DEFAULT_OPTIONS) -> bytes:
+def dead_letter_message(
+    data: bytes, options: NormalizeOptions = _DEFAULT_OPTIONS, max_bytes: int | None = None
+) -> bytes:
     """The dead-letter value of a message rejected at parse or validation.
 
     The JSON that could be read, redacted (``options`` are the worker's, so an e-mail
     hashes as it would have been uploaded); the original bytes only when no JSON could be
     read; the marker alone (as a JSON string) when the redacted document cannot be written
-    back (nested deeper than the serializer allows).
+    back (nested deeper than the serializer allows), is beyond any event's size, or comes
+    out over ``max_bytes`` (default: the message's own size or 64 KiB, the larger).
     """
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
         return data
     try:
-        return orjson.dumps(redact(document, options))
+        letter = orjson.dumps(redact(document, options))
     except orjson.JSONEncodeError:
-        return orjson.dumps(REDACTED)
+        return _MARKER_JSON
+    limit = max_bytes if max_bytes is not None else max(len(data), 65_536)
+    return letter if len(letter) <= limit else _MARKER_JSON
 
 
 def find_redacted(document: Any) -> str | None:

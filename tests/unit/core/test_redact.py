@@ -357,7 +357,22 @@ def test_strings_where_no_event_has_one_are_redacted(message: bytes) -> None:
     assert b"jane" not in letter
     assert b"555" not in letter
     assert REDACTED.encode() in letter
-    assert orjson.loads(dead_letter_message(b"[null, true, {}]")) == [None, True, {}]
+    assert orjson.loads(dead_letter_message(b"[null, true, {}, 1]")) == [None, True, {}, 1]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        orjson.dumps([""] * 200_000),  # 1 MiB of empty strings: tenfold as markers
+        orjson.dumps([{"email": "a@b.co"}] * 30_000),  # beyond any event's identifiers
+        orjson.dumps([[0] * 10] * 10_000),  # beyond any event's values
+    ],
+    ids=["grows past the limit", "too many identifiers", "too many values"],
+)
+def test_a_document_far_beyond_any_event_dead_letters_as_the_marker_alone(
+    message: bytes,
+) -> None:
+    assert dead_letter_message(message, OPTIONS, max_bytes=1 << 20) == orjson.dumps(REDACTED)
 
 
 def test_too_deep_to_write_back_becomes_the_marker_alone() -> None:
