@@ -176,13 +176,19 @@ def find_redacted(document: Any) -> str | None:
 
     Called by :func:`streams.core.events.parse_event` when a message's bytes contain the
     marker: a replayed dead letter whose identifier was redacted must fail validation
-    with that reason instead of uploading the marker as data.
+    with that reason instead of uploading the marker as data. Gives up (None) past
+    :data:`MAX_VALUES` values: no event is that large, so validation refuses it anyway.
     """
     stack: list[tuple[Any, str]] = [(document, "$")]
+    visited = 0
     while stack:
         node, path = stack.pop()
         if node == REDACTED:
             return path
+        if isinstance(node, dict | list):
+            visited += len(node)
+            if visited > MAX_VALUES:
+                return None
         if isinstance(node, dict):
             items = [(v, f"{path}.{key}") for key, v in node.items()]
         elif isinstance(node, list):

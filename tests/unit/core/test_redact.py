@@ -18,6 +18,7 @@ from streams.core.model import Event, EventError, SourcePosition
 from streams.core.outcomes import Received, invalid_input
 from streams.core.redact import (
     IDENTIFIER_FIELDS,
+    MAX_VALUES,
     REDACTED,
     dead_letter_body,
     dead_letter_message,
@@ -406,6 +407,7 @@ def test_find_redacted_names_the_first_marker_in_document_order() -> None:
     assert find_redacted(document) == "$.a[1].b"
     assert find_redacted(REDACTED) == "$"
     assert find_redacted({"a": "[redacted]"}) is None
+    assert find_redacted([0] * MAX_VALUES + [REDACTED]) is None, "bounded: no event is so big"
     assert redact({"email": None}) == {"email": None}
 
 
