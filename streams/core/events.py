@@ -17,8 +17,9 @@ Validation has two layers:
    normalizing, in :mod:`streams.core.event_rules`.
 
 The event that comes out carries its body already normalized (identifiers hashed, times in
-the destination's form, ids as digit strings). That body is what sinks map and what a
-dead letter holds, so a replayed dead letter validates again and hashes to the same key.
+the destination's form, ids as digit strings). That body is what sinks map; a dead letter
+holds it with the numbers of calls hashed too (:mod:`streams.core.redact`), and a replayed
+dead letter holding the redaction marker is refused here before anything else.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from streams.core.model import (
     EventError,
     InvalidFieldError,
 )
+from streams.core.redact import REDACTED_BYTES, find_redacted
 from streams.core.schema_errors import echo, explain_schema_error, json_type
 
 __all__ = ["DEFAULT_MAX_BYTES", "Event", "EventError", "parse_event", "schema_document", "warm_up"]
@@ -87,6 +89,10 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         return EventError("parse", INVALID_JSON, "$", f"not valid JSON: {exc.msg}")
+    if REDACTED_BYTES in data:  # one substring search: a replayed, redacted dead letter
+        redacted = _redacted_error(document)
+        if redacted is not None:
+            return redacted
     if not isinstance(document, dict):
         return EventError(
             "validate", INVALID_EVENT, "$", f"must be a JSON object, got {json_type(document)}"
@@ -109,6 +115,21 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
     except InvalidFieldError as exc:
         known = _known_fields(document)
         return EventError("validate", INVALID_EVENT, exc.path, exc.reason, **known)
+
+
+def _redacted_error(document: Any) -> EventError | None:
+    """A document holding the dead letters' redaction marker: refused, so a replayed dead
+    letter never uploads the marker as an e-mail, a name or a phone number."""
+    path = find_redacted(document)
+    if path is None:
+        return None
+    label = path.removeprefix("$.") if path != "$" else "the message"
+    reason = (
+        f"{label} was redacted in a dead letter (convstream keeps no personal data there): "
+        "resend this event from its source"
+    )
+    known = _known_fields(document) if isinstance(document, dict) else {}
+    return EventError("validate", INVALID_EVENT, path, reason, **known)
 
 
 def _check_destination_and_type(document: dict[str, Any]) -> tuple[str, str] | None:
