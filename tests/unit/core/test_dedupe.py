@@ -7,6 +7,8 @@ import hashlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.core.dedupe import (
     DedupeGate,
@@ -136,6 +138,15 @@ def test_length_prefixes_say_where_each_part_ends() -> None:
     assert encode_parts(["ab", "", "\u00e9"]) == b"2:ab0:1:\xc3\xa9"
     assert encode_parts(["a:b"]) != encode_parts(["a", "b"])
     assert encode_parts([f"a{S}b"]) != encode_parts(["a", "b"])
+
+
+PART = st.text(alphabet="a1:\x1f\u00e9", max_size=4) | st.text()
+"""Short parts of digits, colons and separators make near-collisions likely."""
+
+
+@given(st.lists(PART, max_size=4), st.lists(PART, max_size=4))
+def test_different_part_lists_never_encode_alike(a: list[str], b: list[str]) -> None:
+    assert (encode_parts(a) == encode_parts(b)) == (a == b)
 
 
 @pytest.mark.parametrize(("doc", "legacy"), LEGACY_KEYS)
