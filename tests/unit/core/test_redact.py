@@ -38,7 +38,7 @@ NOT_IDENTIFIERS = frozenset(
         # envelope, accounts, actions, times, amounts, flags
         "event_id", "destination", "type", "customer_id", "login_customer_id",
         "conversion_action", "conversion_action_id", "conversion_action_name",
-        "conversion_custom_variable_id", "custom_variables", "value", "consent",
+        "conversion_custom_variable_id", "custom_variables", "name", "value", "consent",
         "ad_personalization", "ad_user_data", "conversion_date_time", "call_start_date_time",
         "adjustment_date_time", "date_time", "adjustment_type", "adjusted_value",
         "restatement_value", "conversion_value", "currency", "currency_code", "price",
