@@ -701,6 +701,9 @@ def test_network_policy_kafka_ports_follow_the_bootstrap_list() -> None:
             id="secret-from-a-config-map",
         ),
         pytest.param({"metrics": {"bindAddress": "localhost"}}, id="bind-address-not-an-ip"),
+        pytest.param(
+            {"yandexMetrica": {"apiUrl": "http://api-metrika.yandex.net"}}, id="http-api-url"
+        ),
         pytest.param({"config": {"CONVSTREAM_METRICS_ADDRESS": "0.0.0.0"}}, id="address-config"),
         pytest.param(
             {"networkPolicy": {"enabled": True, "metrics": {"namespaceSelector": None}}},
