@@ -7,9 +7,9 @@ reach one of those goes through one :class:`SecretScrubber` first (the Yandex si
 doctor share :func:`streams.sinks.yandex.sink.error_text`).
 
 What is removed: each configured secret verbatim, in its URL-encoded and JSON-escaped
-forms, and whatever follows an ``OAuth`` / ``Bearer`` scheme word (a token convstream does
-not know, e.g. one a proxy added). Scrubbing happens before truncation, so a cut can never
-leave the head of a secret behind.
+forms, and any 8+ character word after an ``OAuth`` / ``Bearer`` scheme word (a token
+convstream does not know, e.g. one a proxy added). Scrubbing happens before truncation, so
+a cut can never leave the head of a secret behind.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from typing import Final
 from urllib.parse import quote, quote_plus
 
 REDACTED: Final = "***"
-_SCHEME_TOKEN: Final = re.compile(r"(?i)\b(OAuth|Bearer)(\s+|%20|\+)[^\s\"',;&<>]+")
+_SCHEME_TOKEN: Final = re.compile(r"(?i)\b(OAuth|Bearer)(\s+|%20|\+)[^\s\"',;&<>]{8,}")
+"""A credential after an auth scheme word. At least 8 characters: real tokens are far
+longer, and short words ("OAuth token is missing") stay readable."""
 
 
 class SecretScrubber:

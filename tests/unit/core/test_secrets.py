@@ -29,10 +29,11 @@ def test_every_form_of_a_configured_secret_is_removed() -> None:
 
 def test_unknown_credentials_after_an_auth_scheme_are_removed() -> None:
     scrubber = SecretScrubber([])
-    text = "header Authorization: OAuth abc.def-1 and bearer XYZ%2F9, not OAuthorized"
+    text = "header Authorization: OAuth abc.def-1234 and bearer XYZ%2F9abc, not OAuthorized"
     assert scrubber.scrub(text) == (
         "header Authorization: OAuth *** and bearer ***, not OAuthorized"
     )
+    assert scrubber.scrub("OAuth token is missing") == "OAuth token is missing"
 
 
 def test_the_cut_comes_after_the_scrub_so_no_head_of_a_secret_survives() -> None:
