@@ -41,7 +41,7 @@ from rich.table import Table
 from streams.commands.jsonl import iter_lines
 from streams.commands.send import send_jsonl
 from streams.commands.validate import validate_lines
-from streams.config import KafkaConnection, Settings
+from streams.config import ALLOW_INSECURE_ENDPOINTS, KafkaConnection, Settings
 from streams.core import headers as H
 from streams.core.headers import decode_headers
 from streams.kafka.clients import librdkafka_config
@@ -242,6 +242,8 @@ def _sandboxes(
             **google_env,
             "YANDEX_METRICA_OAUTH_TOKEN": yandex.token,
             "YANDEX_METRICA_API_URL": yandex.url,
+            # The sandboxes' API and token endpoints are plain HTTP on 127.0.0.1.
+            ALLOW_INSECURE_ENDPOINTS: "true",
             "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS": "0.5",
             # Google's schedule starts 30 minutes after an upload; the sandbox is final at once.
             "CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS": "0.5",

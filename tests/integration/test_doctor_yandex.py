@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import astuple
+from urllib.parse import quote
 
 import pytest
 
@@ -280,3 +281,32 @@ async def test_the_token_never_reaches_a_check_or_a_log_line(
         assert not any(TOKEN in str(field) for field in astuple(check)), check
     assert caplog.records  # the reads did log
     assert TOKEN not in caplog.text
+
+
+async def test_credentials_the_sandbox_echoes_never_reach_a_check_or_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The shared scrubber: the token as sent (Authorization header), URL-encoded, and any
+    other configured secret in Metrica's text are all replaced before the report."""
+    token = "y0_AgAA/doctor+token=9"
+    with FakeYandex(token) as echoing:
+        echoing.echo_token = True
+        echoing.counters[COUNTER] = FakeCounter("Shop", GOALS)
+        echoing.management_failure = 400
+        echoing.management_failure_message = "bad request near sasl-pa55word"
+        caplog.set_level(logging.DEBUG)
+        checks = await check_yandex_counters(
+            [YandexCounter(COUNTER, ("purchase",))],
+            token=token,
+            api_url=echoing.url,
+            retry_delay=0,
+            secrets=["sasl-pa55word"],
+        )
+    detail = checks[0].detail
+    assert "Authorization: OAuth ***" in detail, detail
+    assert "oauth_token=***" in detail, detail
+    assert "bad request near ***" in detail, detail
+    for check in checks:
+        for secret in (token, quote(token, safe=""), "sasl-pa55word"):
+            assert not any(secret in str(field) for field in astuple(check)), check
+            assert secret not in caplog.text
