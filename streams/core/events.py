@@ -44,6 +44,7 @@ from streams.core.model import (
     EventError,
     InvalidFieldError,
 )
+from streams.core.nesting import structure_error
 from streams.core.schema_errors import echo, explain_schema_error, json_type
 
 __all__ = ["DEFAULT_MAX_BYTES", "Event", "EventError", "parse_event", "schema_document", "warm_up"]
@@ -83,6 +84,9 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
         return EventError(
             "parse", INVALID_EVENT, "$", f"message is {len(data)} bytes, at most {max_bytes}"
         )
+    shape_error = structure_error(data)  # before orjson builds 500,000 nested lists
+    if shape_error is not None:
+        return EventError("parse", INVALID_EVENT, "$", f"message {shape_error}")
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
