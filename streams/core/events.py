@@ -90,7 +90,7 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return EventError("parse", INVALID_JSON, "$", f"not valid JSON: {exc.msg}")
+        return EventError("parse", INVALID_JSON, "$", _unreadable_reason(data, exc.msg))
     if not isinstance(document, dict):
         return EventError(
             "validate", INVALID_EVENT, "$", f"must be a JSON object, got {json_type(document)}"
@@ -113,6 +113,33 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
     except InvalidFieldError as exc:
         known = _known_fields(document)
         return EventError("validate", INVALID_EVENT, exc.path, exc.reason, **known)
+
+
+def _unreadable_reason(data: bytes, parser_message: str) -> str:
+    """Why orjson could not read ``data``, in words a producer can act on.
+
+    orjson says "str is not valid UTF-8: surrogates not allowed" for every encoding error,
+    surrogates or not; the decoder's own answer names the byte offset and what is wrong
+    there (never the bytes themselves: they may be part of an e-mail).
+    """
+    if "byte order mark" in parser_message:
+        return "not valid JSON: starts with a UTF-8 byte order mark (BOM); send it without one"
+    if "surrogate" in parser_message and "UTF-8" not in parser_message:
+        return (
+            f"not valid JSON: {parser_message} (a \\uD800-\\uDFFF escape must be half of a "
+            "pair: a high surrogate followed by a low one)"
+        )
+    if "UTF-8" in parser_message:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return (
+                "not valid JSON: the message is UTF-16 (it starts with its byte order mark); "
+                "send UTF-8"
+            )
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"not valid JSON: not valid UTF-8 at byte {exc.start}: {exc.reason}"
+    return f"not valid JSON: {parser_message}"
 
 
 def _check_destination_and_type(document: dict[str, Any]) -> tuple[str, str] | None:
