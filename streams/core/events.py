@@ -45,6 +45,7 @@ from streams.core.model import (
     EventError,
     InvalidFieldError,
 )
+from streams.core.nesting import structure_error
 from streams.core.redact import REDACTED_BYTES, find_redacted
 from streams.core.schema_errors import echo, explain_schema_error, json_type
 
@@ -85,10 +86,13 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
         return EventError(
             "parse", INVALID_EVENT, "$", f"message is {len(data)} bytes, at most {max_bytes}"
         )
+    shape_error = structure_error(data)  # before orjson builds 500,000 nested lists
+    if shape_error is not None:
+        return EventError("parse", INVALID_EVENT, "$", f"message {shape_error}")
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return EventError("parse", INVALID_JSON, "$", f"not valid JSON: {exc.msg}")
+        return EventError("parse", INVALID_JSON, "$", _unreadable_reason(data, exc.msg))
     if REDACTED_BYTES in data:  # one substring search: a replayed, redacted dead letter
         redacted = _redacted_error(document)
         if redacted is not None:
@@ -130,6 +134,33 @@ def _redacted_error(document: Any) -> EventError | None:
     )
     known = _known_fields(document) if isinstance(document, dict) else {}
     return EventError("validate", INVALID_EVENT, path, reason, **known)
+
+
+def _unreadable_reason(data: bytes, parser_message: str) -> str:
+    """Why orjson could not read ``data``, in words a producer can act on.
+
+    orjson says "str is not valid UTF-8: surrogates not allowed" for every encoding error,
+    surrogates or not; the decoder's own answer names the byte offset and what is wrong
+    there (never the bytes themselves: they may be part of an e-mail).
+    """
+    if "byte order mark" in parser_message:
+        return "not valid JSON: starts with a UTF-8 byte order mark (BOM); send it without one"
+    if "surrogate" in parser_message and "UTF-8" not in parser_message:
+        return (
+            f"not valid JSON: {parser_message} (a \\uD800-\\uDFFF escape must be half of a "
+            "pair: a high surrogate followed by a low one)"
+        )
+    if "UTF-8" in parser_message:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return (
+                "not valid JSON: the message is UTF-16 (it starts with its byte order mark); "
+                "send UTF-8"
+            )
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"not valid JSON: not valid UTF-8 at byte {exc.start}: {exc.reason}"
+    return f"not valid JSON: {parser_message}"
 
 
 def _check_destination_and_type(document: dict[str, Any]) -> tuple[str, str] | None:
