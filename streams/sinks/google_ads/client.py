@@ -115,7 +115,7 @@ class GoogleAdsConnection:
 
     def _resolve_version(self) -> str:
         shipped = shipped_api_versions()
-        version = self.config.api_version or shipped[0]
+        version = self.config.api_version
         if version not in shipped:
             raise SinkConfigError(
                 "CONFIGURATION",
