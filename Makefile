@@ -32,10 +32,18 @@ LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 LOCK_HEADER := \# Locked by `make lock` (uv pip compile --generate-hashes) for CPython 3.11 on Linux x86_64.
 UV_COMPILE   = $(BIN)/uv pip compile --quiet --no-header --generate-hashes $(LOCK_TARGET) $(LOCK_FLAGS)
 
+# Each lock is compiled into a copy (uv keeps the versions it finds there) and replaces the
+# old one only when it differs, so an unchanged lock does not rebuild .venv.
 lock: $(STAMP)
-	$(UV_COMPILE) pyproject.toml -o $(LOCK)
-	$(UV_COMPILE) pyproject.toml --extra dev -o $(DEV_LOCK)
-	sed -i '1i $(LOCK_HEADER)' $(LOCK) $(DEV_LOCK)
+	@set -e; for lock in $(LOCK):'' $(DEV_LOCK):'--extra dev'; do \
+		file=$${lock%%:*}; extra=$${lock#*:}; \
+		if [ -e $$file ]; then cp $$file $$file.new; fi; \
+		echo "$(UV_COMPILE) pyproject.toml $$extra -o $$file"; \
+		$(UV_COMPILE) pyproject.toml $$extra -o $$file.new; \
+		sed -i '1i $(LOCK_HEADER)' $$file.new; \
+		if cmp -s $$file.new $$file; then rm $$file.new; echo "$$file unchanged"; \
+		else mv $$file.new $$file; echo "$$file updated"; fi; \
+	done
 
 # The locked versions against the Python advisory database (PyPI's JSON API, then OSV).
 # Needs network; .ci/run runs it when pypi.org's per-version JSON API answers (README "Dependencies").
