@@ -8,19 +8,20 @@ import pytest
 
 from streams.config import DEFAULT_GOOGLE_ADS_API_VERSION, GoogleAdsSettings
 from streams.sinks import SinkConfigError
-from streams.sinks.google_ads import client
+from streams.sinks.google_ads.client import api_version
 
 
-def test_a_newer_shipped_version_is_not_picked_up_by_default(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(client, "shipped_api_versions", lambda: ["v27", "v26", "v25"])
-    connection = client.GoogleAdsConnection(GoogleAdsSettings(developer_token="t"))
-    assert connection._resolve_version() == DEFAULT_GOOGLE_ADS_API_VERSION == "v26"
+def test_a_newer_shipped_version_is_not_picked_up_by_default() -> None:
+    config = GoogleAdsSettings(developer_token="t")
+    assert api_version(config, ["v27", "v26", "v25"]) == DEFAULT_GOOGLE_ADS_API_VERSION == "v26"
 
 
-def test_a_configured_version_must_be_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client, "shipped_api_versions", lambda: ["v25", "v24"])
-    connection = client.GoogleAdsConnection(GoogleAdsSettings(developer_token="t"))
+def test_a_configured_version_is_used_when_shipped() -> None:
+    config = GoogleAdsSettings(developer_token="t", api_version="v25")
+    assert api_version(config, ["v27", "v26", "v25"]) == "v25"
+
+
+def test_a_version_that_is_not_shipped_is_a_configuration_error() -> None:
+    config = GoogleAdsSettings(developer_token="t")
     with pytest.raises(SinkConfigError, match="GOOGLE_ADS_API_VERSION='v26'"):
-        connection._resolve_version()
+        api_version(config, ["v25", "v24"])
