@@ -48,7 +48,7 @@ lock: $(STAMP)
 # The locked versions against the Python advisory database (PyPI's JSON API, then OSV).
 # Needs network; .ci/run runs it when pypi.org's per-version JSON API answers (README "Dependencies").
 audit: $(STAMP)
-	$(BIN)/pip-audit --strict --progress-spinner off --disable-pip --no-deps -r $(DEV_LOCK)
+	$(BIN)/pip-audit --strict --progress-spinner off --disable-pip --require-hashes -r $(DEV_LOCK)
 
 demo: $(STAMP)
 	$(BIN)/convstream demo
