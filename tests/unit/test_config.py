@@ -264,6 +264,15 @@ def test_google_ads_variables_are_read_and_secrets_stay_out_of_repr() -> None:
         assert secret not in text
 
 
+def test_google_ads_api_version_defaults_to_the_tested_one_not_the_newest() -> None:
+    google = Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t"}).google_ads
+    assert google is not None
+    assert google.api_version == "v26"
+    blank = Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t", "GOOGLE_ADS_API_VERSION": " "})
+    assert blank.google_ads is not None
+    assert blank.google_ads.api_version == "v26"
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
