@@ -5,14 +5,50 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The locked dependency set (exact versions, sha256 of every file): requirements.lock for the
+# worker (the Dockerfile installs it), requirements-dev.lock for it plus the dev extra.
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
 
-.PHONY: demo test lint typecheck unit integration ops bench soak clean kafka-jars java-maven
+.PHONY: demo test lint typecheck unit integration ops bench soak clean kafka-jars java-maven \
+	lock audit
 
-$(STAMP): pyproject.toml
+# Every package from the lock, hash-checked, then convstream itself without resolving anything:
+# the virtualenv is exactly the lock, on any machine, on any day.
+$(STAMP): pyproject.toml $(DEV_LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --only-binary=:all: -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Regenerate both locks from pyproject.toml, for CPython 3.11 on Linux x86_64 whatever machine
+# runs it. Versions already locked stay unless pyproject rules them out; to move them:
+# `make lock LOCK_FLAGS=--upgrade` (everything) or `LOCK_FLAGS='--upgrade-package aiohttp'`.
+# tests/unit/test_lock.py checks the locks still match pyproject.toml.
+LOCK_FLAGS  ?=
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+LOCK_HEADER := \# Locked by `make lock` (uv pip compile --generate-hashes) for CPython 3.11 on Linux x86_64.
+UV_COMPILE   = $(BIN)/uv pip compile --quiet --no-header --generate-hashes $(LOCK_TARGET) $(LOCK_FLAGS)
+
+# Each lock is compiled into a copy (uv keeps the versions it finds there) and replaces the
+# old one only when it differs, so an unchanged lock does not rebuild .venv.
+lock: $(STAMP)
+	@set -e; for lock in $(LOCK):'' $(DEV_LOCK):'--extra dev'; do \
+		file=$${lock%%:*}; extra=$${lock#*:}; \
+		if [ -e $$file ]; then cp $$file $$file.new; fi; \
+		echo "$(UV_COMPILE) pyproject.toml $$extra -o $$file"; \
+		$(UV_COMPILE) pyproject.toml $$extra -o $$file.new; \
+		sed -i '1i $(LOCK_HEADER)' $$file.new; \
+		if cmp -s $$file.new $$file; then rm $$file.new; echo "$$file unchanged"; \
+		else mv $$file.new $$file; echo "$$file updated"; fi; \
+	done
+
+# The locked versions against the Python advisory database (PyPI's JSON API, then OSV).
+# Needs network; .ci/run runs it when pypi.org's per-version JSON API answers (README "Dependencies").
+audit: $(STAMP)
+	$(BIN)/pip-audit --strict --progress-spinner off --disable-pip --require-hashes -r $(DEV_LOCK)
 
 demo: $(STAMP)
 	$(BIN)/convstream demo

@@ -8,6 +8,8 @@ a typo fails the start-up instead of an upload hours later.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -62,6 +64,13 @@ class NormalizeOptions:
 _MAX_JOB_ID = 2**31 - 1
 _GOOGLE_ADS_VERSION = re.compile(r"v[0-9]{1,3}")
 
+#: The Google Ads API version used when ``GOOGLE_ADS_API_VERSION`` is unset: the one the tests
+#: run against (tests/unit/sinks/google_ads, tests/integration). Not "the newest the library
+#: ships": a google-ads release that adds a version must not change the wire format of a
+#: running deployment before anyone has tested it. pyproject pins google-ads to a major that
+#: ships it; raise both together.
+DEFAULT_GOOGLE_ADS_API_VERSION = "v26"
+
 
 @dataclass(frozen=True, slots=True)
 class GoogleAdsSettings:
@@ -83,8 +92,8 @@ class GoogleAdsSettings:
     login_customer_id: str | None = None
     endpoint: str | None = None
     token_uri: str | None = None
-    api_version: str | None = None
-    """None: the newest version the installed google-ads ships."""
+    api_version: str = DEFAULT_GOOGLE_ADS_API_VERSION
+    """The tested version unless ``GOOGLE_ADS_API_VERSION`` names another shipped one."""
     job_id: int | None = None
     """None: one stable id per worker per UTC day (see ``daily_job_id``)."""
     request_timeout_seconds: float = 120.0
@@ -448,6 +457,20 @@ class Settings:
     dedupe_ttl_days: float = 90.0
     retry_max_seconds: float = 3600.0
     metrics_port: int = 9108
+    metrics_address: str = "0.0.0.0"  # noqa: S104 (scraped from other pods)
+    """CONVSTREAM_METRICS_ADDRESS: the address /metrics, /ready and /healthz bind to
+    (``127.0.0.1`` keeps them on the host, ``::`` serves IPv6)."""
+    metrics_accounts: frozenset[str] = frozenset()
+    """CONVSTREAM_METRICS_ACCOUNTS: the accounts (Yandex counters, Google customer ids) that
+    get a metric label of their own; every other account is counted as ``other``. Empty:
+    the first CONVSTREAM_METRICS_MAX_ACCOUNTS accounts seen get one."""
+    metrics_max_accounts: int = 100
+    """CONVSTREAM_METRICS_MAX_ACCOUNTS: how many distinct account labels a metric family may
+    hold before the rest go to ``other`` (accounts come from event data: unbounded)."""
+    allow_insecure_endpoints: bool = False
+    """CONVSTREAM_ALLOW_INSECURE_ENDPOINTS: accept ``http://`` API and OAuth token
+    endpoints. Development only (the local sandboxes serve plain HTTP); in production a
+    plain-HTTP endpoint would carry the OAuth token and the conversions in clear text."""
     data_dir: Path = Path("data")
     dry_run: bool = False
     max_message_bytes: int = 1024 * 1024
@@ -530,6 +553,22 @@ class Settings:
         return None
 
     @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value configured (tokens, client secrets, passwords): what a
+        :class:`~streams.core.secrets.SecretScrubber` removes from remote error text."""
+        google = self.google_ads
+        kafka = self.kafka
+        values = (
+            self.yandex_oauth_token,
+            google.developer_token if google else None,
+            google.client_secret if google else None,
+            google.refresh_token if google else None,
+            kafka.sasl_password,
+            kafka.ssl_key_password,
+        )
+        return tuple(v for v in values if v)
+
+    @property
     def bootstrap_servers(self) -> str:
         """The broker list in the ``host:port,host:port`` form Kafka clients take."""
         return self.kafka.bootstrap_servers
@@ -549,8 +588,13 @@ class Settings:
         read = _Reader(env)
         defaults = cls()
         broker = read.text("CONVSTREAM_BROKER", defaults.broker, check=_check_broker)
-        google_ads = _google_ads(read)
-        data_manager = _data_manager(read)
+        insecure = read.flag(ALLOW_INSECURE_ENDPOINTS, defaults.allow_insecure_endpoints)
+        google_ads = _google_ads(read, insecure)
+        data_manager = _data_manager(read, insecure)
+        yandex_api_url = read.text(
+            "YANDEX_METRICA_API_URL", defaults.yandex_api_url, check=_check_http_url
+        )
+        require_https("YANDEX_METRICA_API_URL", yandex_api_url, insecure)
         settings = cls(
             kafka=_kafka_connection(read, bootstrap_servers(broker)),
             app_id=read.text("CONVSTREAM_APP_ID", defaults.app_id),
@@ -584,6 +628,14 @@ class Settings:
             metrics_port=read.number(
                 "CONVSTREAM_METRICS_PORT", defaults.metrics_port, int, 0, 65_535
             ),
+            metrics_address=read.text(
+                "CONVSTREAM_METRICS_ADDRESS", defaults.metrics_address, check=_check_address
+            ),
+            metrics_accounts=read.accounts("CONVSTREAM_METRICS_ACCOUNTS"),
+            metrics_max_accounts=read.number(
+                "CONVSTREAM_METRICS_MAX_ACCOUNTS", defaults.metrics_max_accounts, int, 0, 100_000
+            ),
+            allow_insecure_endpoints=insecure,
             data_dir=Path(read.text("CONVSTREAM_DATA_DIR", str(defaults.data_dir))),
             dry_run=read.flag("CONVSTREAM_DRY_RUN", defaults.dry_run),
             max_message_bytes=read.number(
@@ -674,7 +726,7 @@ class Settings:
         return settings
 
 
-def _google_ads(read: _Reader) -> GoogleAdsSettings | None:
+def _google_ads(read: _Reader, insecure: bool) -> GoogleAdsSettings | None:
     """The Google Ads block, or None without a developer token (the destination is then
     not configured and its events get DESTINATION_NOT_CONFIGURED)."""
     developer_token = read.text("GOOGLE_ADS_DEVELOPER_TOKEN", "")
@@ -682,17 +734,23 @@ def _google_ads(read: _Reader) -> GoogleAdsSettings | None:
         return None
     login = read.text("GOOGLE_ADS_LOGIN_CUSTOMER_ID", "", check=_check_customer_id)
     job_id = read.text("GOOGLE_ADS_JOB_ID", "", check=_check_job_id)
+    token_uri = read.text("GOOGLE_ADS_TOKEN_URI", "", check=_check_url)
+    require_https("GOOGLE_ADS_TOKEN_URI", token_uri, insecure)
+    key_file = read.path("GOOGLE_ADS_JSON_KEY_FILE_PATH")
+    _require_https_token_uri("GOOGLE_ADS_JSON_KEY_FILE_PATH", key_file, insecure)
     return GoogleAdsSettings(
         developer_token=developer_token,
         client_id=read.text("GOOGLE_ADS_CLIENT_ID", "") or None,
         client_secret=read.text("GOOGLE_ADS_CLIENT_SECRET", "") or None,
         refresh_token=read.text("GOOGLE_ADS_REFRESH_TOKEN", "") or None,
-        json_key_file_path=read.path("GOOGLE_ADS_JSON_KEY_FILE_PATH"),
+        json_key_file_path=key_file,
         impersonated_email=read.text("GOOGLE_ADS_IMPERSONATED_EMAIL", "") or None,
         login_customer_id=login.replace("-", "") or None,
         endpoint=read.text("GOOGLE_ADS_ENDPOINT", "") or None,
-        token_uri=read.text("GOOGLE_ADS_TOKEN_URI", "", check=_check_url) or None,
-        api_version=read.text("GOOGLE_ADS_API_VERSION", "", check=_check_api_version) or None,
+        token_uri=token_uri or None,
+        api_version=read.text(
+            "GOOGLE_ADS_API_VERSION", DEFAULT_GOOGLE_ADS_API_VERSION, check=_check_api_version
+        ),
         job_id=int(job_id) if job_id else None,
         request_timeout_seconds=read.number(
             "GOOGLE_ADS_REQUEST_TIMEOUT_SECONDS", 120.0, float, 1, 3600
@@ -703,7 +761,7 @@ def _google_ads(read: _Reader) -> GoogleAdsSettings | None:
     )
 
 
-def _data_manager(read: _Reader) -> DataManagerSettings | None:
+def _data_manager(read: _Reader, insecure: bool) -> DataManagerSettings | None:
     """The Data Manager block, or None without ``GOOGLE_APPLICATION_CREDENTIALS``."""
     credentials = read.path(GOOGLE_APPLICATION_CREDENTIALS)
     if credentials is None:
@@ -711,6 +769,7 @@ def _data_manager(read: _Reader) -> DataManagerSettings | None:
     _check_readable(
         GOOGLE_APPLICATION_CREDENTIALS, credentials, "a service-account key or authorized-user file"
     )
+    _require_https_token_uri(GOOGLE_APPLICATION_CREDENTIALS, credentials, insecure)
     login = read.text(DATA_MANAGER_LOGIN_ACCOUNT, "", check=_check_customer_id)
     return DataManagerSettings(
         credentials_file=credentials,
@@ -927,6 +986,48 @@ def _check_url(value: str) -> str | None:
     return None
 
 
+ALLOW_INSECURE_ENDPOINTS = "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS"
+
+
+def require_https(name: str, url: str, insecure: bool) -> None:
+    """Refuse a plain-HTTP API or OAuth token endpoint unless the development switch is on.
+
+    Why: the OAuth token (or the refresh token and client secret sent to a token
+    endpoint) and the conversions would cross the network in clear text. The local
+    sandboxes serve http://, so ``convstream demo`` and the tests set the switch.
+    """
+    if insecure or not url.lower().startswith("http://"):
+        return
+    raise ConfigError(
+        f"{name}={url!r} is refused: a plain http:// endpoint would carry credentials in "
+        f"clear text. Use https://, or set {ALLOW_INSECURE_ENDPOINTS}=true for local "
+        "development only (the sandboxes of `convstream demo` and the tests)"
+    )
+
+
+def _require_https_token_uri(name: str, path: Path | None, insecure: bool) -> None:
+    """The ``token_uri`` a credentials file names (service-account key, authorized-user
+    file): google-auth sends the refresh token or the signed assertion there. An unreadable
+    or malformed file is left to the sink, which reports it with its own context."""
+    if path is None or insecure:
+        return
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    token_uri = document.get("token_uri") if isinstance(document, dict) else None
+    if isinstance(token_uri, str):
+        require_https(f"the token_uri of {name}", token_uri, insecure)
+
+
+def _check_address(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "expected an IP address to bind to, e.g. 0.0.0.0, 127.0.0.1 or ::"
+    return None
+
+
 def _check_api_version(value: str) -> str | None:
     if not _GOOGLE_ADS_VERSION.fullmatch(value):
         return "expected a Google Ads API version such as v26"
@@ -1045,6 +1146,20 @@ class _Reader:
         nothing here can fail, so nothing ever quotes it."""
         value = self._env.get(name)
         return value if value else None
+
+    def accounts(self, name: str) -> frozenset[str]:
+        """A comma-separated list of account ids (dashes dropped: Google's customer ids
+        are labelled as digits)."""
+        value = self._raw(name)
+        if value is None:
+            return frozenset()
+        chosen = frozenset(p.strip().replace("-", "") for p in value.split(",") if p.strip())
+        if not all(part.isascii() and part.isdigit() for part in chosen):
+            raise ConfigError(
+                f"{name}={value!r} is invalid: expected a comma-separated list of account "
+                "ids (Yandex counter ids, Google customer ids), e.g. 44147844,1234567890"
+            )
+        return chosen
 
     def path(self, name: str) -> Path | None:
         value = self._raw(name)

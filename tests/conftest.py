@@ -25,6 +25,12 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# The local sandboxes (Yandex API, OAuth token endpoint) serve plain HTTP, which a real
+# configuration refuses (README "Security"): the tests, like `convstream demo`, turn on the
+# development switch for themselves and every worker or CLI they start. Tests of the
+# refusal pass an explicit environment without it.
+os.environ.setdefault("CONVSTREAM_ALLOW_INSECURE_ENDPOINTS", "true")
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:

@@ -28,9 +28,9 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import resources, util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -41,20 +41,23 @@ from rich.table import Table
 from streams.commands.jsonl import iter_lines
 from streams.commands.send import send_jsonl
 from streams.commands.validate import validate_lines
-from streams.config import KafkaConnection, Settings
+from streams.config import ALLOW_INSECURE_ENDPOINTS, KafkaConnection, Settings
 from streams.core import headers as H
 from streams.core.headers import decode_headers
 from streams.kafka.clients import librdkafka_config
 from streams.local.broker import ONE_NODE_TOPIC_ENV, EmbeddedBroker, create_topics, free_port
-from streams.local.sandbox import data_manager as dm_sandbox
-from streams.local.sandbox.data_manager import FakeDataManager
-from streams.local.sandbox.google_ads import (
-    FakeGoogleAds,
-    FakeTokenEndpoint,
-    tls_certificate,
-    worker_env,
+
+if TYPE_CHECKING:
+    from streams.local.sandbox.data_manager import FakeDataManager
+    from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint
+    from streams.local.sandbox.yandex import FakeYandex
+
+SANDBOX_PACKAGE = "streams.local.sandbox"
+SANDBOX_MISSING = (
+    "convstream demo needs the source checkout: its sandbox Google and Yandex servers "
+    f"({SANDBOX_PACKAGE}) are a development tool that the wheel and the container image leave "
+    "out. Run it from a clone of the repository: `make demo`."
 )
-from streams.local.sandbox.yandex import FakeYandex
 
 RESULTS_TIMEOUT_SECONDS = 90.0
 DEMO_METRICS = (
@@ -91,14 +94,24 @@ class DemoRun:
     worker_exit: int | None = None
 
 
+def sandbox_installed() -> bool:
+    """Whether the sandbox servers can be imported: in a source checkout (an editable install)
+    they can; the wheel, and so the image, leaves them out (pyproject ``packages.find``)."""
+    return util.find_spec(SANDBOX_PACKAGE) is not None
+
+
 def run_demo(
     settings: Settings, console: Console | None = None, *, google_ads_api: bool = False
 ) -> int:
     """The CLI handler. Returns 0 when every sample message got its result.
 
     ``google_ads_api``: upload every Google event through the Google Ads API (the path of
-    deployments from before the Data Manager API); by default the Data Manager API."""
+    deployments from before the Data Manager API); by default the Data Manager API.
+    Exit status 2, with the reason, where the sandbox servers are not installed (the image)."""
     console = console or Console()
+    if not sandbox_installed():
+        print(SANDBOX_MISSING, file=sys.stderr)
+        return 2
     console.print(
         Panel(
             "convstream demo: an embedded Kafka-protocol broker, sandbox Google Data Manager "
@@ -224,6 +237,16 @@ def _sandboxes(
     """The sandbox APIs, and the worker environment that points the real sinks at them:
     the Data Manager sink with the Google Ads API sink as its fallback (both sharing one
     token endpoint and one certificate), or the Google Ads API sink alone."""
+    from streams.local.sandbox import data_manager as dm_sandbox
+    from streams.local.sandbox.data_manager import FakeDataManager
+    from streams.local.sandbox.google_ads import (
+        FakeGoogleAds,
+        FakeTokenEndpoint,
+        tls_certificate,
+        worker_env,
+    )
+    from streams.local.sandbox.yandex import FakeYandex
+
     cert, key, roots = tls_certificate(workdir)
     with (
         FakeTokenEndpoint() as tokens,
@@ -242,6 +265,8 @@ def _sandboxes(
             **google_env,
             "YANDEX_METRICA_OAUTH_TOKEN": yandex.token,
             "YANDEX_METRICA_API_URL": yandex.url,
+            # The sandboxes' API and token endpoints are plain HTTP on 127.0.0.1.
+            ALLOW_INSECURE_ENDPOINTS: "true",
             "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS": "0.5",
             # Google's schedule starts 30 minutes after an upload; the sandbox is final at once.
             "CONVSTREAM_DATA_MANAGER_STATUS_FIRST_POLL_SECONDS": "0.5",

@@ -1,5 +1,7 @@
 """``convstream send FILE.jsonl`` (``-`` for stdin): produce events to the input topic, one
-line per message, verbatim, with a plain confluent-kafka producer.
+line per message, verbatim, with a plain confluent-kafka producer. The file is streamed:
+one line in memory at a time, and a line over ``MAX_MESSAGE_BYTES`` is skipped in chunks
+and counted as failed, never read whole.
 
 Lines are sent byte for byte, invalid ones included: judging them is the worker's job, and
 sending bad input on purpose is how its handling of bad input is tested. The key is the
@@ -19,8 +21,9 @@ from pathlib import Path
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streams.commands.jsonl import STDIN, iter_lines
+from streams.commands.jsonl import STDIN, TooLong, iter_lines
 from streams.config import ConfigError, KafkaConnection
+from streams.core.nesting import structure_error
 from streams.kafka.clients import (
     PREFLIGHT_SECONDS,
     KafkaConnectError,
@@ -55,6 +58,8 @@ def message_key(line: bytes) -> bytes | None:
     The worker ignores keys; a stable key only keeps a producer's retries of one event
     on one partition, which makes the dead-letter topic easier to read.
     """
+    if structure_error(line) is not None:
+        return None  # hostile nesting: not worth building to look for a key
     try:
         document = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -107,12 +112,16 @@ def send_jsonl(
 
         return report_delivery
 
-    for number, line in iter_lines(path):
+    for number, line in iter_lines(path, max_bytes=MAX_MESSAGE_BYTES):
         report.lines += 1
-        _produce(producer, topic, line, message_key(line), delivered(number), report, number)
+        if isinstance(line, TooLong):
+            # Read in chunks and dropped, never held whole: Kafka would refuse it anyway.
+            report.fail(number, f"{line.size} bytes, over the {MAX_MESSAGE_BYTES} send takes")
+        else:
+            _produce(producer, topic, line, message_key(line), delivered(number), report, number)
         producer.poll(0)
         if on_progress is not None:
-            on_progress(len(line) + 1)
+            on_progress((line.size if isinstance(line, TooLong) else len(line)) + 1)
     remaining = producer.flush(timeout)
     if remaining:
         # No report at all within the timeout: the broker never confirmed these.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -17,9 +17,10 @@ from typing import TextIO
 from rich.console import Console
 from rich.markup import escape
 
-from streams.commands.jsonl import iter_lines
+from streams.commands.jsonl import TooLong, iter_lines
 from streams.config import Settings
-from streams.core.events import EventError, parse_event, warm_up
+from streams.core.events import Event, EventError, parse_event, warm_up
+from streams.core.model import INVALID_EVENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,30 +33,42 @@ class LineError:
 
 @dataclass(slots=True)
 class ValidationReport:
-    """What :func:`validate_lines` found; ``by_type`` counts valid events per destination/type."""
+    """What :func:`validate_lines` found: counts only, so a file of any size fits in memory
+    (each invalid line goes to ``on_error`` as it is found, not into a list).
+    ``by_type`` counts valid events per destination/type, ``by_code`` invalid ones per code."""
 
     events: int = 0
-    errors: list[LineError] = field(default_factory=list)
+    invalid: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def invalid(self) -> int:
-        return len(self.errors)
+    by_code: Counter[str] = field(default_factory=Counter)
 
     @property
     def valid(self) -> int:
         return self.events - self.invalid
 
 
-def validate_lines(lines: Iterator[tuple[int, bytes]], settings: Settings) -> ValidationReport:
-    """Parse every line as the worker would and collect the errors (pure; prints nothing)."""
+def validate_lines(
+    lines: Iterable[tuple[int, bytes | TooLong]],
+    settings: Settings,
+    on_error: Callable[[LineError], None] | None = None,
+) -> ValidationReport:
+    """Parse every line as the worker would, count the outcomes and hand each invalid line
+    to ``on_error`` as soon as it is judged (pure apart from ``on_error``)."""
     warm_up()
     report = ValidationReport()
     for number, line in lines:
         report.events += 1
-        outcome = parse_event(line, settings.normalize, max_bytes=settings.max_message_bytes)
+        if isinstance(line, TooLong):
+            limit = settings.max_message_bytes
+            reason = f"message is {line.size} bytes, at most {limit}"
+            outcome: Event | EventError = EventError("parse", INVALID_EVENT, "$", reason)
+        else:
+            outcome = parse_event(line, settings.normalize, max_bytes=settings.max_message_bytes)
         if isinstance(outcome, EventError):
-            report.errors.append(LineError(number, outcome))
+            report.invalid += 1
+            report.by_code[outcome.code] += 1
+            if on_error is not None:
+                on_error(LineError(number, outcome))
         else:
             report.by_type[f"{outcome.destination}/{outcome.type}"] += 1
     return report
@@ -64,20 +77,26 @@ def validate_lines(lines: Iterator[tuple[int, bytes]], settings: Settings) -> Va
 def run_validate(
     path: Path, settings: Settings, *, quiet: bool = False, out: TextIO | None = None
 ) -> int:
-    """The CLI handler: 0 when every event is valid, 1 when any is invalid, 2 if unreadable."""
+    """The CLI handler: 0 when every event is valid, 1 when any is invalid, 2 if unreadable.
+
+    Each invalid line is printed as soon as it is judged: a long file shows its first
+    problems at once, and nothing grows with the number of invalid lines.
+    """
     console = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
+
+    def print_error(item: LineError) -> None:
+        error = item.error
+        console.print(
+            f"[bold]{escape(str(path))}:{item.line}[/]: [red]{error.stage}[/] "
+            f"{error.code} {escape(error.path)}: {escape(error.reason)}"
+        )
+
     try:
-        report = validate_lines(iter_lines(path), settings)
+        lines = iter_lines(path, max_bytes=settings.max_message_bytes)
+        report = validate_lines(lines, settings, None if quiet else print_error)
     except OSError as exc:
         Console(stderr=True).print(f"convstream validate: cannot read {path}: {exc.strerror}")
         return 2
-    if not quiet:
-        for item in report.errors:
-            error = item.error
-            console.print(
-                f"[bold]{escape(str(path))}:{item.line}[/]: [red]{error.stage}[/] "
-                f"{error.code} {escape(error.path)}: {escape(error.reason)}"
-            )
     _print_summary(console, path, report)
     return 1 if report.invalid else 0
 
@@ -90,6 +109,5 @@ def _print_summary(console: Console, path: Path, report: ValidationReport) -> No
     )
     for kind, count in sorted(report.by_type.items()):
         console.print(f"  {kind}: {count} valid")
-    codes = Counter(item.error.code for item in report.errors)
-    for code, count in sorted(codes.items()):
+    for code, count in sorted(report.by_code.items()):
         console.print(f"  {code}: {count} invalid")

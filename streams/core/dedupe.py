@@ -23,6 +23,13 @@ assignment (:meth:`DedupeGate.preload`), so only an upload caught in the millise
 between the destination's answer and the settlement's broker ack is repeated (and both
 APIs ignore a repeated conversion with the same click id/order id).
 
+Key format: BLAKE2b-128 (personalization :data:`KEY_FORMAT`) over the identity's parts,
+each prefixed with its length (:func:`encode_parts`), so two different
+identities never give the same bytes. The format before it joined the parts with
+``\\x1f``, which a part may contain; its keys, still in a running deployment's table, its
+changelog and the settlements on the batch topic when the worker is upgraded, are looked up
+as a fallback (:class:`DedupeKeys`, :meth:`DedupeGate.admit`) and expire like any key.
+
 Expiry: a key older than the TTL counts as absent when read, and :meth:`DedupeGate.sweep`
 deletes expired keys, which writes tombstones to the changelog, so a recovered table does
 not bring them back.
@@ -35,7 +42,7 @@ import logging
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
@@ -47,6 +54,10 @@ StoredRecord = list[Any]
 _DUPLICATE_STATES: Final = frozenset({"in_flight", "uploaded"})
 _CLICK_OR_CALLER: Final = ("gclid", "gbraid", "wbraid", "caller_id")
 _log = logging.getLogger(__name__)
+KEY_FORMAT: Final = b"convstream.key.2"
+"""BLAKE2b personalization of the current key format (length-prefixed parts)."""
+LEGACY_SEPARATOR: Final = "\x1f"
+"""What the key format before :data:`KEY_FORMAT` joined the parts with."""
 
 
 class Verdict(StrEnum):
@@ -67,6 +78,20 @@ class Verdict(StrEnum):
 _ADMITTED: Final = frozenset({Verdict.NEW, Verdict.REDELIVERY, Verdict.RETRY})
 
 
+class DedupeKeys(NamedTuple):
+    """An event's key, and the key a worker before the length-prefixed format gave it.
+
+    ``legacy`` is looked up only when ``key`` is unknown (see :meth:`DedupeGate.admit`),
+    so keys stored by a running deployment still catch duplicates and redeliveries after
+    the upgrade, until they expire. It is ``None`` when a part holds the old separator
+    (``\\x1f``): such a legacy key is ambiguous, and matching it could answer a different
+    event ``duplicate``.
+    """
+
+    key: str
+    legacy: str | None
+
+
 def dedupe_key(event: Event) -> str:
     """The event's dedupe key: 32 hex chars of a BLAKE2b digest over its identity.
 
@@ -74,7 +99,46 @@ def dedupe_key(event: Event) -> str:
     otherwise the click id, caller id, Yandex id or the sorted hashed identifiers plus
     the event time as a UTC instant. Adjustments add their adjustment type and time, so
     a retraction after a restatement of the same order is not a duplicate of it.
+
+    Each part is length-prefixed (:func:`encode_parts`), so no two different identities
+    give the same bytes, whatever characters producer-controlled parts hold.
     """
+    return _digest(_identity_parts(event))
+
+
+def dedupe_keys(event: Event) -> DedupeKeys:
+    """The event's key and its legacy key, from one walk over the event."""
+    parts = _identity_parts(event)
+    return DedupeKeys(_digest(parts), _legacy_digest(parts))
+
+
+def encode_parts(parts: list[str]) -> bytes:
+    """``<length in characters>:<part>`` per part, concatenated, as UTF-8.
+
+    Why: the key used to join the parts with ``\\x1f``, which order ids, action names
+    and Yandex ids may contain, so two different events could give the same text (and the
+    second was answered ``duplicate``, never uploaded). A length prefix says where each
+    part ends, whatever it holds. The length counts code points, not bytes: the text is
+    read back part by part all the same, UTF-8 is one-to-one, and it is encoded once.
+    """
+    return "".join([f"{len(part)}:{part}" for part in parts]).encode()
+
+
+def _digest(parts: list[str]) -> str:
+    # The personalization separates this format's digests from the legacy ones by
+    # construction, not only because their texts differ.
+    return hashlib.blake2b(encode_parts(parts), digest_size=16, person=KEY_FORMAT).hexdigest()
+
+
+def _legacy_digest(parts: list[str]) -> str | None:
+    """The key of the format before :data:`KEY_FORMAT`, or None where it was ambiguous."""
+    text = LEGACY_SEPARATOR.join(parts)
+    if text.count(LEGACY_SEPARATOR) != len(parts) - 1:
+        return None
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _identity_parts(event: Event) -> list[str]:
     body = event.body
     parts = [event.destination, event.account, event.action or "", event.type]
     if event.type == "conversion_adjustment":
@@ -90,8 +154,7 @@ def dedupe_key(event: Event) -> str:
         parts += ["order_id", str(body["order_id"])]
     else:
         parts += [*_identity(event), event.event_time.isoformat()]
-    text = "\x1f".join(parts).encode()
-    return hashlib.blake2b(text, digest_size=16).hexdigest()
+    return parts
 
 
 def _identity(event: Event) -> list[str]:
@@ -201,8 +264,16 @@ class DedupeGate:
         """
         self._ahead[key] = KeyRecord(status, source, self._clock(), partition)
 
-    def admit(self, key: str, source: SourcePosition, partition: int) -> Verdict:
-        """Decide for one arriving event; an admitted key becomes ``in_flight``."""
+    def admit(
+        self, key: str, source: SourcePosition, partition: int, legacy: str | None = None
+    ) -> Verdict:
+        """Decide for one arriving event; an admitted key becomes ``in_flight``.
+
+        ``legacy`` (:attr:`DedupeKeys.legacy`) is consulted only when ``key`` is known
+        nowhere: a key stored, or a settlement read ahead, by a worker before the upgrade
+        still decides. The event is admitted under ``key``; the legacy row stays as it
+        is and expires and is swept like any other.
+        """
         now = self._clock()
         flying = self._in_flight.get(key)
         if flying is not None:
@@ -212,15 +283,20 @@ class DedupeGate:
             # ``in`` first: most keys are new, and a miss through ``get`` costs an exception
             # inside Faust's table on every event.
             stored = key in self._table
-            ahead = self._ahead.get(key) if self._ahead else None
-            if ahead is not None:  # newer than the table: it follows the committed offset
-                record = ahead
-            else:
-                record = _decode_or_none(self._table[key]) if stored else None
+            record = self._known(key, stored)
+            if record is None and not stored and legacy is not None:
+                record = self._known(legacy, legacy in self._table)
         verdict = decide(record, source, now, self._ttl)
         if verdict.admitted:
             self._in_flight[key] = (KeyRecord("in_flight", source, now, partition), stored)
         return verdict
+
+    def _known(self, key: str, stored: bool) -> KeyRecord | None:
+        """The settlement read ahead for ``key``, else its table row (``stored``: in it)."""
+        ahead = self._ahead.get(key) if self._ahead else None
+        if ahead is not None:  # newer than the table: it follows the committed offset
+            return ahead
+        return _decode_or_none(self._table[key]) if stored else None
 
     def settle(self, key: str, status: KeyStatus, source: SourcePosition, partition: int) -> None:
         """Record how the upload of ``key`` (admitted from ``source``) ended.

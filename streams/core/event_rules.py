@@ -6,8 +6,8 @@ checks run while the normalized body is built, so each field is read once. Every
 an :class:`InvalidFieldError` with the JSON path and a reason that quotes no PII.
 
 The normalized body is a valid event again (hashes instead of raw identifiers, times in the
-destination's canonical form, ids as digit strings): it is what sinks map and what a dead
-letter carries for replay.
+destination's canonical form, ids as digit strings): it is what sinks map and, redacted
+(:mod:`streams.core.redact`), what a dead letter carries for replay.
 """
 
 from __future__ import annotations
@@ -316,6 +316,14 @@ def _parse_time(raw: str | int, field: str, prefix: str, *, allow_unix: bool) ->
 
 
 def _phone(raw: str, path: str, label: str, options: NormalizeOptions) -> str:
+    if normalize.is_sha256_hex(raw.strip()):
+        # What a dead letter keeps of the number (streams.core.redact): Google and Metrica
+        # match calls on the number itself, so a replayed hash cannot be uploaded.
+        raise InvalidFieldError(
+            path,
+            f"{label} is a SHA-256 hash (dead letters keep phone numbers only hashed); "
+            "the destination needs the number itself: resend this event from its source",
+        )
     try:
         return normalize.normalize_phone(raw, options.default_phone_region)
     except NormalizationError as exc:

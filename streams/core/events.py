@@ -19,8 +19,9 @@ Validation has two layers:
    normalizing, in :mod:`streams.core.event_rules`.
 
 The event that comes out carries its body already normalized (identifiers hashed, times in
-the destination's form, ids as digit strings). That body is what sinks map and what a
-dead letter holds, so a replayed dead letter validates again and hashes to the same key.
+the destination's form, ids as digit strings). That body is what sinks map; a dead letter
+holds it with the numbers of calls hashed too (:mod:`streams.core.redact`), and a replayed
+dead letter holding the redaction marker is refused here before anything else.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from streams.core.model import (
     EventError,
     InvalidFieldError,
 )
+from streams.core.nesting import structure_error
+from streams.core.redact import REDACTED_BYTES, find_redacted
 from streams.core.schema_errors import echo, explain_schema_error, json_type
 from streams.core.value_rules import check_values, has_control
 
@@ -86,10 +89,17 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
         return EventError(
             "parse", INVALID_EVENT, "$", f"message is {len(data)} bytes, at most {max_bytes}"
         )
+    shape_error = structure_error(data)  # before orjson builds 500,000 nested lists
+    if shape_error is not None:
+        return EventError("parse", INVALID_EVENT, "$", f"message {shape_error}")
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return EventError("parse", INVALID_JSON, "$", f"not valid JSON: {exc.msg}")
+        return EventError("parse", INVALID_JSON, "$", _unreadable_reason(data, exc.msg))
+    if REDACTED_BYTES in data:  # one substring search: a replayed, redacted dead letter
+        redacted = _redacted_error(document)
+        if redacted is not None:
+            return redacted
     if not isinstance(document, dict):
         return EventError(
             "validate", INVALID_EVENT, "$", f"must be a JSON object, got {json_type(document)}"
@@ -117,6 +127,48 @@ def _parse(data: bytes, options: NormalizeOptions, max_bytes: int) -> Event | Ev
     except InvalidFieldError as exc:
         known = _known_fields(document)
         return EventError("validate", INVALID_EVENT, exc.path, exc.reason, **known)
+
+
+def _redacted_error(document: Any) -> EventError | None:
+    """A document holding the dead letters' redaction marker: refused, so a replayed dead
+    letter never uploads the marker as an e-mail, a name or a phone number."""
+    path = find_redacted(document)
+    if path is None:
+        return None
+    label = path.removeprefix("$.") if path != "$" else "the message"
+    reason = (
+        f"{label} was redacted in a dead letter (convstream keeps no personal data there): "
+        "resend this event from its source"
+    )
+    known = _known_fields(document) if isinstance(document, dict) else {}
+    return EventError("validate", INVALID_EVENT, path, reason, **known)
+
+
+def _unreadable_reason(data: bytes, parser_message: str) -> str:
+    """Why orjson could not read ``data``, in words a producer can act on.
+
+    orjson says "str is not valid UTF-8: surrogates not allowed" for every encoding error,
+    surrogates or not; the decoder's own answer names the byte offset and what is wrong
+    there (never the bytes themselves: they may be part of an e-mail).
+    """
+    if "byte order mark" in parser_message:
+        return "not valid JSON: starts with a UTF-8 byte order mark (BOM); send it without one"
+    if "surrogate" in parser_message and "UTF-8" not in parser_message:
+        return (
+            f"not valid JSON: {parser_message} (a \\uD800-\\uDFFF escape must be half of a "
+            "pair: a high surrogate followed by a low one)"
+        )
+    if "UTF-8" in parser_message:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return (
+                "not valid JSON: the message is UTF-16 (it starts with its byte order mark); "
+                "send UTF-8"
+            )
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"not valid JSON: not valid UTF-8 at byte {exc.start}: {exc.reason}"
+    return f"not valid JSON: {parser_message}"
 
 
 def _check_destination_and_type(document: dict[str, Any]) -> tuple[str, str] | None:

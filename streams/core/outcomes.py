@@ -4,9 +4,9 @@ Both stages (:mod:`streams.stages.ingest` for bad input, :mod:`streams.stages.ba
 after an upload) describe how a message ended with one :class:`Resolution`; this module
 turns it into the bytes of its result record and, for ``rejected`` and ``failed``, its
 dead letter (contract in ``schemas/``; header names in :mod:`streams.core.headers`).
-Nothing here quotes raw PII: the dead letter's value is the normalized event (identifiers
-hashed), or the original bytes when the message could not be parsed (the producer's own
-bytes, which the DLQ needs for a fixed replay).
+Nothing here quotes raw PII: the dead letter's value is the event with every identifier
+hashed or redacted (:mod:`streams.core.redact`), and the original bytes only when no JSON
+could be read from them.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ from typing import Final, Literal
 
 import orjson
 
+from streams.config import NormalizeOptions
 from streams.core import headers as H
 from streams.core.model import EventError, SourcePosition
+from streams.core.redact import dead_letter_message
 
 ResultStatus = Literal["uploaded", "validated", "duplicate", "rejected", "failed"]
 ErrorStage = Literal["parse", "validate", "upload"]
 DESTINATION_NOT_CONFIGURED: Final = "DESTINATION_NOT_CONFIGURED"
 _FAILED_STATUSES: Final = frozenset({"rejected", "failed"})
+_DEFAULT_OPTIONS: Final = NormalizeOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,8 @@ class Resolution:
     upload_id: str | None = None
     attempts: int = 0
     dead_letter_value: bytes | None = None
-    """The normalized event, or the original bytes when it could not be parsed."""
+    """The event, identifiers hashed or redacted; the original bytes when no JSON could be
+    read from them."""
 
     @property
     def is_dead_letter(self) -> bool:
@@ -90,16 +94,24 @@ class OutputRecord:
 
 
 def invalid_input(
-    error: EventError, received: Received, original: bytes, max_bytes: int
+    error: EventError,
+    received: Received,
+    original: bytes,
+    max_bytes: int,
+    options: NormalizeOptions = _DEFAULT_OPTIONS,
 ) -> Resolution:
     """The resolution of a message that could not be parsed or validated.
 
-    Its dead letter carries the original bytes, except for a message over ``max_bytes``:
-    that one would not fit on the dead-letter topic either, so its dead letter is empty
-    and its headers point at the original, which stays on the input topic.
+    Its dead letter carries the JSON that could be read with every identifier hashed or
+    redacted (``options``: the worker's, so hashes match the uploaded ones), or the
+    original bytes when no JSON could be read. A message over ``max_bytes`` would not fit
+    on the dead-letter topic either, so its dead letter is empty and its headers point at
+    the original, which stays on the input topic.
     """
     if len(original) > max_bytes:
         original = b""
+    else:
+        original = dead_letter_message(original, options, max_bytes)
     return Resolution(
         received=received,
         status="rejected",

@@ -1,5 +1,9 @@
 """The doctor's output: one table of checks (and the diagnostics tables), or JSON.
 
+Every value is printed as plain text (``rich.text.Text``), never as console markup: names
+and messages come from Google, Metrica and the configuration, and a goal called
+``[bold red]x[/]`` must neither restyle the table nor, as ``[/]`` alone, crash it.
+
 Why one table for both destinations: an operator reads it top to bottom and fixes every
 red row; the ``fix`` column is the point of the command, so it is never truncated (rich
 wraps it instead).
@@ -15,6 +19,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from streams.doctor.checks import Check, CheckStatus
 from streams.sinks.google_ads.diagnostics import (
@@ -45,23 +50,26 @@ def render(
     table.add_column("detail", ratio=3, overflow="fold")
     table.add_column("fix", ratio=3, overflow="fold")
     for check in checks:
-        style = _STYLES[check.status]
         table.add_row(
-            f"[{style}]{check.status.value}[/]",
-            check.destination,
-            check.account or "-",
-            check.name,
-            check.detail,
-            check.fix,
+            Text(check.status.value, style=_STYLES[check.status]),
+            # Plain text, never markup: details quote goal and counter names, ids and API
+            # messages, and "[link=...]" or a stray "[/]" in them must print as typed.
+            Text(check.destination),
+            Text(check.account or "-"),
+            Text(check.name),
+            Text(check.detail),
+            Text(check.fix),
         )
     console.print(table)
     for customer, found in diagnostics.items():
         rows = diagnostics_rows(found)
-        detail = Table(title=f"Google Ads offline data diagnostics, customer {customer}")
+        detail = Table(
+            title=Text(f"Google Ads offline data diagnostics, customer {customer}"),
+        )
         for column in DIAGNOSTICS_COLUMNS:
             detail.add_column(column, overflow="fold")
         for row in rows:
-            detail.add_row(*row.cells())
+            detail.add_row(*(Text(cell) for cell in row.cells()))
         if not rows:
             detail.add_row("no uploads summarised yet", *[""] * (len(DIAGNOSTICS_COLUMNS) - 1))
         console.print(detail)

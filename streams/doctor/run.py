@@ -104,6 +104,7 @@ async def _run_checks(
             accounts.yandex_metrica,
             token=settings.yandex_oauth_token,
             api_url=settings.yandex_api_url,
+            secrets=settings.secrets,
         )
 
     (google_checks, found), yandex_checks = await asyncio.gather(google(), yandex())

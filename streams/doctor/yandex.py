@@ -18,7 +18,9 @@ Why only one retry: the doctor is run by a person waiting at a terminal, so a fl
 is retried once and otherwise reported with "try again later" rather than backed off.
 
 The token only ever goes into the request header. Nothing Metrica sends back is trusted
-not to echo it: every message is scrubbed before it reaches a ``Check`` or a log line.
+not to echo it: every text is scrubbed (of the token and every other configured secret) by
+the same :class:`SecretScrubber` and :func:`error_text` the Yandex sink uses, before it
+reaches a ``Check`` or a log line.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
 import orjson
 
+from streams.core.secrets import SecretScrubber
 from streams.doctor.checks import Check, CheckStatus
-from streams.sinks.yandex.sink import error_messages
+from streams.sinks.yandex.sink import error_text
 
 _log = logging.getLogger(__name__)
 
@@ -96,10 +99,12 @@ async def check_yandex_counters(
     api_url: str,
     timeout: float = 30.0,  # noqa: ASYNC109 (per request, not for the whole run)
     retry_delay: float = 1.0,
+    secrets: Iterable[str] = (),
 ) -> list[Check]:
     """Check every counter (and its targets); rows in the order of ``counters``.
 
     ``retry_delay``: seconds before the one retry of a 420/429/5xx/transport failure.
+    ``secrets``: every other configured secret (:attr:`Settings.secrets`), scrubbed too.
     """
     secret = (token or "").strip()
     if not secret:
@@ -114,7 +119,7 @@ async def check_yandex_counters(
             )
             for counter in counters
         ]
-    reader = _Reader(secret, api_url, retry_delay)
+    reader = _Reader(secret, api_url, retry_delay, SecretScrubber((secret, *secrets)))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         reader.session = session
         per_counter = await asyncio.gather(*(reader.check(counter) for counter in counters))
@@ -124,8 +129,10 @@ async def check_yandex_counters(
 class _Reader:
     """The HTTP side: one session, the concurrency limit, the token, the scrubbing."""
 
-    def __init__(self, token: str, api_url: str, retry_delay: float) -> None:
-        self._token = token
+    def __init__(
+        self, token: str, api_url: str, retry_delay: float, scrubber: SecretScrubber
+    ) -> None:
+        self._scrubber = scrubber
         self._headers: Final = {"Authorization": f"OAuth {token}"}
         self._api = api_url.rstrip("/")
         self._retry_delay = retry_delay
@@ -228,9 +235,9 @@ class _Reader:
             ]
         scrubbed = [
             Goal(
-                g.id,
+                self._scrub(g.id),
                 self._scrub(g.name),
-                g.type,
+                self._scrub(g.type),
                 tuple(self._scrub(i) for i in g.identifiers),
             )
             for g in goals
@@ -263,12 +270,12 @@ class _Reader:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
             document = None
-        message = "" if status == 200 else self._scrub("; ".join(error_messages(document)))
+        message = "" if status == 200 else error_text(body, self._scrubber, MESSAGE_LIMIT)
         _log.debug("yandex doctor read path=%s status=%d", path, status)
         return _Answer(status, document, message)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***")[:MESSAGE_LIMIT]
+        return self._scrubber.scrub(text, MESSAGE_LIMIT)
 
 
 def _retryable(answer: _Answer) -> bool:

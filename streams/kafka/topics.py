@@ -10,7 +10,8 @@ as the worker's other clients do.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -33,6 +34,9 @@ from streams.stages.wire import CHUNK_MAX_BYTES
 _log = logging.getLogger(__name__)
 
 ADMIN_TIMEOUT_SECONDS: Final = 15.0
+#: How long the start-up waits for topics it created to be described by the broker.
+VISIBLE_TIMEOUT_SECONDS: Final = 30.0
+_NO_STATE: Final = TopicState("", 0, 0, {})
 #: The topic configs read back: the ones the specs set.
 _READ_CONFIGS: Final = (spec.MIN_INSYNC, spec.CLEANUP, spec.MAX_MESSAGE_BYTES)
 
@@ -221,13 +225,15 @@ def check_at_startup(settings: Settings, admin: TopicAdmin | None = None) -> lis
     topic. The worker goes on either way (README, "Topics"): replication is the cluster's
     to fix, and a refusal would turn a durability risk into an outage.
 
-    A missing internal topic is normal on the first start: Faust creates it from the same
-    spec. When the broker cannot be asked, one WARNING says so and nothing is checked.
-    Returns the reports (for tests).
+    A missing internal topic is normal on the first start: the worker creates it here, from
+    the same spec Faust would use, and waits until the broker describes it
+    (:func:`create_internal_topics`). When the broker cannot be asked, one WARNING says so
+    and nothing is checked. Returns the reports (for tests).
     """
     try:
         admin = admin or TopicAdmin(settings)
         reports = inspect_topics(admin, topic_specs(settings))
+        create_internal_topics(admin, reports)
     except (TopicAdminError, KafkaException) as exc:
         _log.warning("topic check skipped: %s", exc)
         return []
@@ -236,15 +242,6 @@ def check_at_startup(settings: Settings, admin: TopicAdmin | None = None) -> lis
         for finding in report.findings:
             if finding.problem is Problem.MISSING:
                 if topic.internal:
-                    _log.info(
-                        "topic=%s role=%s does not exist yet: the worker creates it "
-                        "(partitions=%d replication_factor=%d %s)",
-                        topic.name,
-                        topic.role,
-                        topic.partitions,
-                        topic.replication_factor,
-                        _configs_text(topic),
-                    )
                     continue
                 _log.error(
                     "topic=%s role=%s does not exist: create it with `convstream topics` "
@@ -261,6 +258,59 @@ def check_at_startup(settings: Settings, admin: TopicAdmin | None = None) -> lis
                 finding.detail,
             )
     return reports
+
+
+def create_internal_topics(
+    admin: TopicAdmin,
+    reports: Sequence[TopicReport],
+    timeout: float = VISIBLE_TIMEOUT_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Create the missing internal topics (batches, dedupe changelog, Faust's leader topic)
+    and wait until the broker describes every one with its partitions.
+
+    Why not leave it to Faust: Faust creates them at start-up and joins the group right
+    after, and a broker whose metadata does not list a new topic yet makes the group's
+    leader assign without it ("Ignoring missing topic"). The worker then owns no batch
+    partition until the consumer's next metadata refresh, minutes later, and answers
+    nothing but bad input meanwhile: seen on Apache Kafka under load (a SIGKILL test and a
+    two-worker soak stalled on a fresh topic). After ``timeout`` the worker goes on with a
+    WARNING; Faust's shorter metadata refresh (``streams.shell.app``) is the fallback.
+    """
+    missing = [r for r in reports if r.spec.internal and r.state is None]
+    if not missing:
+        return
+    for report in missing:
+        topic = report.spec
+        _log.info(
+            "topic=%s role=%s does not exist yet: creating it (partitions=%d "
+            "replication_factor=%d %s)",
+            topic.name,
+            topic.role,
+            topic.partitions,
+            topic.replication_factor,
+            _configs_text(topic),
+        )
+    for name, error in admin.create([r.spec for r in missing]).items():
+        if error is not None:
+            _log.error("topic=%s could not be created: %s (Faust will try again)", name, error)
+    want = {r.spec.name: r.spec.partitions for r in missing}
+    started = clock()
+    while True:
+        states = admin.describe(want)
+        waiting = [n for n, p in want.items() if (states.get(n) or _NO_STATE).partitions < p]
+        if not waiting:
+            _log.info("internal topics visible after %.1f s", clock() - started)
+            return
+        if clock() - started >= timeout:
+            _log.warning(
+                "topics %s not described by the broker after %.0f s; going on",
+                ", ".join(waiting),
+                timeout,
+            )
+            return
+        sleep(0.2)
 
 
 def _configs_text(topic: TopicSpec) -> str:

@@ -10,6 +10,7 @@ shutdown; ``/healthz`` answers 200 while the process serves HTTP at all.
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -64,7 +65,14 @@ def serve(
         def log_message(self, format: str, *args: object) -> None:
             return None  # scrapes every few seconds are not worth a log line
 
-    server = ThreadingHTTPServer((addr, port), Handler)
+    server_class = _ThreadingHTTPServerV6 if ":" in addr else ThreadingHTTPServer
+    server = server_class((addr, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="convstream-http", daemon=True).start()
     return server
+
+
+class _ThreadingHTTPServerV6(ThreadingHTTPServer):
+    """The same server on an IPv6 address (CONVSTREAM_METRICS_ADDRESS=``::`` and the like)."""
+
+    address_family = socket.AF_INET6

@@ -32,6 +32,7 @@ import orjson
 
 from streams.core import headers as H
 from streams.core.headers import Headers, HeaderValue, decode_headers, replay_count
+from streams.core.nesting import structure_error
 from streams.errors import ConvstreamError
 
 STAGES: Final = ("parse", "validate", "upload")
@@ -139,8 +140,12 @@ class ReplayFilter:
 
 
 def destination_of(value: bytes | None) -> str | None:
-    """The ``destination`` of a dead letter's event, None when it has none or is not JSON."""
-    if not value:
+    """The ``destination`` of a dead letter's event, None when it has none or is not JSON.
+
+    A dead letter of unparseable input keeps the producer's bytes; one that is hostile
+    nesting is not built just to find out it has no destination.
+    """
+    if not value or structure_error(value) is not None:
         return None
     try:
         document = orjson.loads(value)

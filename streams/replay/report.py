@@ -22,8 +22,10 @@ from types import FrameType
 
 from confluent_kafka import KafkaException
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
+from rich.text import Text
 
 from streams.config import ConfigError
 from streams.kafka.clients import PREFLIGHT_SECONDS, KafkaConnectError, check_connection
@@ -135,19 +137,24 @@ def _run(replay: Replay) -> ReplayError | None:
 
 
 def print_summary(console: Console, options: ReplayOptions, report: ReplayReport) -> None:
-    """The dry run's list, then one row per error code, then where the group now stands."""
+    """The dry run's list, then one row per error code, then where the group now stands.
+
+    Event ids, codes and stages come from the dead letters' headers, which any producer of
+    the dead-letter topic controls: they are printed as plain text, never as console markup
+    (an id like ``[link=https://...]`` must not become a link, nor ``[/]`` a crash).
+    """
     if report.dry_run and report.listed:
-        listing = Table(title=f"would replay to {options.target_topic}", title_justify="left")
+        listing = Table(title=Text(f"would replay to {options.target_topic}"), title_justify="left")
         for column in ("partition", "offset", "event id", "code", "stage", "failed at", "replays"):
             listing.add_column(column)
         for r in report.listed:
             listing.add_row(
                 str(r.partition),
                 str(r.offset),
-                r.event_id,
-                r.code,
-                r.stage,
-                r.failed_at,
+                Text(r.event_id),
+                Text(r.code),
+                Text(r.stage),
+                Text(r.failed_at),
                 str(r.replay_count),
             )
         console.print(listing)
@@ -156,7 +163,7 @@ def print_summary(console: Console, options: ReplayOptions, report: ReplayReport
             console.print(f"... and {hidden} more")
     replayed = "would replay" if report.dry_run else "replayed"
     table = Table(
-        title=f"{options.dlq_topic} -> {options.target_topic} (group {options.group})",
+        title=Text(f"{options.dlq_topic} -> {options.target_topic} (group {options.group})"),
         title_justify="left",
     )
     table.add_column("error code")
@@ -164,7 +171,9 @@ def print_summary(console: Console, options: ReplayOptions, report: ReplayReport
         table.add_column(heading, justify="right")
     for code in sorted(report.by_code):
         counts = report.by_code[code]
-        table.add_row(code, str(counts.replayed), str(counts.filtered), str(counts.max_replays))
+        table.add_row(
+            Text(code), str(counts.replayed), str(counts.filtered), str(counts.max_replays)
+        )
     table.add_row(
         "total",
         str(report.total("replayed")),
@@ -177,7 +186,8 @@ def print_summary(console: Console, options: ReplayOptions, report: ReplayReport
     if report.max_replay_ids:
         more = report.total("max_replays") - len(report.max_replay_ids)
         tail = f" (and {more} more)" if more > 0 else ""
-        console.print(f"skipped by max-replays: {', '.join(report.max_replay_ids)}{tail}")
+        ids = escape(", ".join(report.max_replay_ids))
+        console.print(f"skipped by max-replays: {ids}{tail}", highlight=False)
     if report.dry_run:
         console.print("dry run: nothing produced, no offsets committed")
     else:

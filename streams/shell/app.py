@@ -165,6 +165,11 @@ class ConvstreamApp(faust.App):
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
             stream_buffer_maxsize=batch_topic_prefetch(settings),
+            # A topic missing from the metadata at a join (created a moment before) is left
+            # out of the assignment until the next refresh: 30 s, not Faust's 5 min. The
+            # start-up creates the internal topics and waits for them first
+            # (streams.kafka.topics.create_internal_topics); this is the fallback.
+            consumer_metadata_max_age_ms=30_000,
             # Room for a dead letter of a maximal event, and for a chunk of events.
             producer_max_request_size=max_record_bytes(settings),
             web_enabled=False,

@@ -24,7 +24,7 @@ from streams.kafka.clients import PREFLIGHT_SECONDS, KafkaConnectError, check_co
 from streams.kafka.producer import OutputProducer, Record
 from streams.kafka.topics import check_at_startup, max_record_bytes
 from streams.ops.http_endpoints import Readiness
-from streams.ops.metrics import Metrics
+from streams.ops.metrics import AccountLabels, Metrics
 from streams.shell.app import create_app
 from streams.sinks import RecordingSink, Sink, SinkConfigError
 from streams.sinks.yandex.sink import StatusCallback, YandexMetricaSink
@@ -64,6 +64,7 @@ def build_sinks(
             max_file_bytes=settings.yandex_max_file_bytes,
             poll_interval=settings.yandex_status_poll_seconds,
             request_timeout=settings.yandex_request_timeout_seconds,
+            secrets=settings.secrets,
         )
     return sinks
 
@@ -273,7 +274,9 @@ def run_worker(settings: Settings) -> int:
         print(f"convstream worker: {refused}", file=sys.stderr, flush=True)
         return 2
     warm_up()
-    metrics = Metrics()
+    metrics = Metrics(
+        accounts=AccountLabels(settings.metrics_accounts, settings.metrics_max_accounts)
+    )
     publisher = StatusPublisher(settings)
     sinks = build_sinks(settings, metrics, publisher)
     for destination in ("google_ads", "yandex_metrica"):
@@ -285,8 +288,13 @@ def run_worker(settings: Settings) -> int:
                 "DESTINATION_NOT_CONFIGURED",
                 destination,
             )
-    port = metrics.serve(settings.metrics_port)
-    print(f"metrics on http://0.0.0.0:{port}/metrics", flush=True)
+    port = metrics.serve(settings.metrics_port, settings.metrics_address)
+    host = (
+        f"[{settings.metrics_address}]"
+        if ":" in settings.metrics_address
+        else (settings.metrics_address)
+    )
+    print(f"metrics on http://{host}:{port}/metrics", flush=True)
     # Replication, min.insync.replicas and the internal topics' shape: an ERROR per topic
     # that falls short; the worker goes on (README, "Topics").
     check_at_startup(settings)

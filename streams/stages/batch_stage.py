@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from streams.config import Settings
 from streams.core.batching import FlushScheduler, MicroBatcher
-from streams.core.dedupe import DedupeGate, Verdict, dedupe_key
+from streams.core.dedupe import DedupeGate, Verdict, dedupe_keys
 from streams.core.model import AccountBatch, BatchKey, EventOutcome
 from streams.core.outcomes import Received, Resolution
 from streams.core.retry import (
@@ -191,8 +191,8 @@ class BatchPipeline:
                 counter.done()
             return
         event = item.event
-        key_hex = dedupe_key(event)
-        verdict = self._gate.admit(key_hex, received.source, partition)
+        key_hex, legacy = dedupe_keys(event)
+        verdict = self._gate.admit(key_hex, received.source, partition, legacy)
         if not verdict.admitted:
             duplicate = verdict is Verdict.DUPLICATE
             if duplicate:

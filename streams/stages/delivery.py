@@ -28,11 +28,10 @@ import collections
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import orjson
-
 from streams.core.dedupe import KeyStatus
 from streams.core.model import BatchKey, EventOutcome
 from streams.core.outcomes import ErrorInfo, OutputRecord, Received, Resolution, output_records
+from streams.core.redact import dead_letter_body
 from streams.ops.faults import FaultPlan
 from streams.ops.metrics import Metrics
 from streams.stages.pending import AckCounter, Pending, PendingSources
@@ -166,7 +165,7 @@ def resolution(
         job_id=outcome.job_id,
         upload_id=outcome.upload_id,
         attempts=attempts,
-        dead_letter_value=orjson.dumps(event.body) if error is not None else None,
+        dead_letter_value=dead_letter_body(event.body) if error is not None else None,
     )
 
 
@@ -189,7 +188,7 @@ def failed_by_bug(
             "upgrading, and please report it",
             retryable=True,
         ),
-        dead_letter_value=orjson.dumps(body),
+        dead_letter_value=dead_letter_body(body),
     )
 
 

@@ -23,8 +23,6 @@ import zlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
-import orjson
-
 from streams.config import Settings
 from streams.core.dedupe import dedupe_key
 from streams.core.events import parse_event
@@ -38,6 +36,7 @@ from streams.core.outcomes import (
     invalid_input,
     output_records,
 )
+from streams.core.redact import dead_letter_body
 from streams.ops.metrics import Metrics
 from streams.stages.wire import CHUNK_MAX_BYTES as CHUNK_MAX_BYTES
 from streams.stages.wire import CHUNK_MAX_EVENTS as CHUNK_MAX_EVENTS
@@ -95,7 +94,14 @@ class Ingest:
             self._metrics.events_received.labels(destination, type_).inc()
             self._metrics.events_invalid.labels(parsed.stage).inc()
             self._resolve(
-                invalid_input(parsed, received, data, self._settings.max_message_bytes), ack
+                invalid_input(
+                    parsed,
+                    received,
+                    data,
+                    self._settings.max_message_bytes,
+                    self._settings.normalize,
+                ),
+                ack,
             )
             return
         self._metrics.events_received.labels(parsed.destination, parsed.type).inc()
@@ -205,5 +211,5 @@ def _not_configured(event: Event, received: Received) -> Resolution:
             "set them and replay this dead letter",
             retryable=True,  # nothing is wrong with the event itself
         ),
-        dead_letter_value=orjson.dumps(event.body),
+        dead_letter_value=dead_letter_body(event.body),
     )

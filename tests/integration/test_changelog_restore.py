@@ -13,9 +13,21 @@ import pytest
 from confluent_kafka import Producer
 
 from streams.config import KafkaConnection
+from streams.core.dedupe import dedupe_key, dedupe_keys
+from streams.core.events import parse_event
+from streams.core.model import BatchKey, Event
 from streams.kafka.changelog_restore import restore_changelog
 from streams.local.broker import create_topics
-from tests.support.worker_harness import Topics, WorkerProcess, metric_value, wait_until
+from streams.stages.ingest import batch_partition
+from tests.support.event_factory import click, encode
+from tests.support.worker_harness import (
+    TopicReader,
+    Topics,
+    WorkerProcess,
+    metric_value,
+    produce,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +143,56 @@ def test_cold_rocksdb_worker_starts_with_every_live_key_of_the_changelog(
             30,
             "3,600 keys after the restart",
         )
+
+
+def test_a_worker_upgraded_on_a_changelog_of_separator_joined_keys_still_knows_them(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The changelog a running deployment of the previous release leaves: its keys joined
+    the parts with \\x1f. After the upgrade a copy of an event it uploaded is still a
+    duplicate (no upload), and its expired keys are swept (tombstoned) as before."""
+    topics = Topics(kafka_bootstrap)
+    changelog = f"{topics.app_id}-dedupe-changelog"
+    create_topics(kafka_bootstrap, [changelog], 4)
+    now = time.time()
+    kept, expired = (_parsed(click(1)), _parsed(click(2)))
+    records: list[tuple[int, bytes, bytes | None]] = []
+    for event, at in [(kept, now - 60), (expired, now - 91 * 86_400)]:
+        legacy = dedupe_keys(event).legacy
+        assert legacy is not None
+        partition = batch_partition(str(BatchKey.of(event)), 4)
+        value = orjson.dumps(["uploaded", at, partition, "old-input", 0, 1])
+        records.append((partition, orjson.dumps(legacy), value))
+    write_changelog(kafka_bootstrap, changelog, records)
+    produce(kafka_bootstrap, topics.input, [encode(click(1)), encode(click(2))])
+
+    env = {"CONVSTREAM_DEDUPE_STORE": "rocksdb", "CONVSTREAM_DEDUPE_SWEEP_SECONDS": "0.5"}
+    with (
+        WorkerProcess(topics, tmp_path, **env) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        worker.start()
+        answers = {r["event_id"]: r for m in results.wait_for(2) for r in [orjson.loads(m.value())]}
+        assert answers["click-1"]["status"] == "duplicate"
+        assert answers["click-1"]["dedupe_key"] == dedupe_key(kept)
+        assert answers["click-2"]["status"] == "uploaded", "its legacy key had expired"
+        assert worker.uploads() == [dedupe_key(expired)]
+        expired_key = orjson.dumps(dedupe_keys(expired).legacy)
+        with TopicReader(kafka_bootstrap, changelog) as log:
+            wait_until(
+                lambda: (
+                    log.poll(0.2),
+                    [m.value() for m in log.messages if m.key() == expired_key][-1:] == [None],
+                )[1],
+                30,
+                "a tombstone for the expired legacy key",
+            )
+            kept_key = orjson.dumps(dedupe_keys(kept).legacy)
+            assert [m.value() is None for m in log.messages if m.key() == kept_key] == [False]
+        assert worker.stop(signal.SIGTERM) == 0
+
+
+def _parsed(doc: dict[str, Any]) -> Event:
+    event = parse_event(encode(doc))
+    assert isinstance(event, Event)
+    return event

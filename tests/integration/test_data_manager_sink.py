@@ -121,7 +121,7 @@ async def test_fields_reach_data_manager_as_mapped(
         order_id="ORD-1",
         consent={"ad_user_data": "GRANTED", "ad_personalization": "DENIED"},
         user_identifiers=[{"email": "Test.User+promo@gmail.com"}, {"phone": "+1 650 555 0100"}],
-        custom_variables=[{"conversion_custom_variable_id": 555, "value": "gold"}],
+        custom_variables=[{"conversion_custom_variable_id": 555, "name": "tier", "value": "gold"}],
         cart_data={
             "merchant_id": 42,
             "items": [{"product_id": "SKU", "quantity": 1, "unit_price": 2.5}],
@@ -157,7 +157,7 @@ async def test_fields_reach_data_manager_as_mapped(
     assert event.event_device_info.ip_address == "203.0.113.9"
     assert event.user_data.user_identifiers[1].phone_number == _sha("+16505550100")
     assert event.cart_data.items[0].merchant_product_id == "SKU"
-    assert event.custom_variables[0].value == "gold"
+    assert (event.custom_variables[0].variable, event.custom_variables[0].value) == ("tier", "gold")
     assert [len(t[1]) for t in tracker.tracked] == [3]
     assert tracker.tracked[0][0] == recorded.request_id
     assert tracker.tracked[0][2] == 3

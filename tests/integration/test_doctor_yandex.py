@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import astuple
+from urllib.parse import quote
 
 import pytest
+from rich.console import Console
 
 from streams.doctor.checks import Check, CheckStatus
+from streams.doctor.report import render
 from streams.doctor.yandex import YandexCounter, check_yandex_counters
 from streams.local.broker import free_port
 from streams.local.sandbox.yandex import FakeCounter, FakeGoal, FakeYandex
@@ -280,3 +284,56 @@ async def test_the_token_never_reaches_a_check_or_a_log_line(
         assert not any(TOKEN in str(field) for field in astuple(check)), check
     assert caplog.records  # the reads did log
     assert TOKEN not in caplog.text
+
+
+async def test_credentials_the_sandbox_echoes_never_reach_a_check_or_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The shared scrubber: the token as sent (Authorization header), URL-encoded, and any
+    other configured secret in Metrica's text are all replaced before the report."""
+    token = "y0_AgAA/doctor+token=9"
+    with FakeYandex(token) as echoing:
+        echoing.echo_token = True
+        echoing.counters[COUNTER] = FakeCounter("Shop", GOALS)
+        echoing.management_failure = 400
+        echoing.management_failure_message = "bad request near sasl-pa55word"
+        caplog.set_level(logging.DEBUG)
+        checks = await check_yandex_counters(
+            [YandexCounter(COUNTER, ("purchase",))],
+            token=token,
+            api_url=echoing.url,
+            retry_delay=0,
+            secrets=["sasl-pa55word"],
+        )
+    detail = checks[0].detail
+    assert "Authorization: OAuth ***" in detail, detail
+    assert "oauth_token=***" in detail, detail
+    assert "bad request near ***" in detail, detail
+    for check in checks:
+        for secret in (token, quote(token, safe=""), "sasl-pa55word"):
+            assert not any(secret in str(field) for field in astuple(check)), check
+            assert secret not in caplog.text
+
+
+MARKUP_COUNTER = "[bold red]x[/]"
+MARKUP_GOAL = "[link=https://evil.example/]click me[/link]"
+
+
+async def test_markup_in_counter_and_goal_names_prints_as_typed() -> None:
+    """Names are Metrica's, typed by whoever owns the counter: the doctor's table shows them
+    literally, never as console markup (no style, no hyperlink, and a lone ``[/]`` in a
+    name does not crash the report)."""
+    with FakeYandex(TOKEN) as server:
+        server.counters[COUNTER] = FakeCounter(
+            MARKUP_COUNTER,
+            [FakeGoal(101, MARKUP_GOAL, "url", ("example.com/[/]",))],
+            site="shop.example",
+        )
+        checks = await doctor(server, YandexCounter(COUNTER, ("example.com/[/]",)))
+    out = io.StringIO()
+    render(Console(file=out, width=400, force_terminal=True, color_system="truecolor"), checks, {})
+    text = out.getvalue()
+    assert f"'{MARKUP_COUNTER}'" in text
+    assert MARKUP_GOAL in text
+    assert "example.com/[/]" in text
+    assert "\x1b]8;" not in text  # no terminal hyperlink

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import uuid
 from pathlib import Path
 
@@ -66,3 +67,34 @@ def test_message_key_only_for_objects_with_a_string_event_id() -> None:
     assert message_key(orjson.dumps({"event_id": ""})) is None
     assert message_key(b"[1]") is None
     assert message_key(b"\xff") is None
+
+
+def test_a_line_over_the_limit_is_skipped_unread_and_the_rest_is_sent(
+    tmp_path: Path, unique_topic: str, kafka_bootstrap: str
+) -> None:
+    """A 64 MiB line between two events: it is counted failed with its size and never held
+    in memory (the peak stays far below it); the lines around it are delivered."""
+    events = tmp_path / "events.jsonl"
+    with events.open("wb") as handle:
+        handle.write(LINES[0] + b"\n")
+        for _ in range(64):
+            handle.write(b"x" * (1024 * 1024))
+        handle.write(b"\n" + LINES[1] + b"\n")
+    tracemalloc.start()
+    try:
+        report = send_jsonl(events, KafkaConnection(kafka_bootstrap), unique_topic)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # at most the 10 MiB limit is read at once (twice, in the buffered reader), never 64 MiB
+    assert peak < 24 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    assert (report.lines, report.delivered, report.failed) == (3, 2, 1)
+    assert report.errors == [f"line 2: {64 * 1024 * 1024} bytes, over the 10485760 send takes"]
+    received = read_topic(kafka_bootstrap, unique_topic, expected=2)
+    assert sorted(m.value() for m in received) == sorted(LINES[:2])
+
+
+def test_message_key_does_not_build_a_hostile_nesting() -> None:
+    nested = b'{"event_id": "e", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert message_key(nested) is None
+    assert message_key(b'{"event_id": "e", "x": [[[]]]}') == b"e"

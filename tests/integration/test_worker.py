@@ -3,7 +3,9 @@ the result, dead letter and metrics it should, and a graceful stop loses nothing
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,10 @@ import pytest
 
 from streams.core.events import schema_document
 from streams.core.headers import DEAD_LETTER_HEADERS
+from streams.core.redact import REDACTED
 from tests.support.event_factory import click, encode, yandex
 from tests.support.worker_harness import (
+    CONVSTREAM,
     TopicReader,
     Topics,
     WorkerProcess,
@@ -50,6 +54,11 @@ def _mixed_stream() -> list[tuple[str, bytes, dict[str, Any]]]:
             {"status": "rejected", "code": "INVALID_JSON", "stage": "parse"},
         ),
         ("not an object", b"[1, 2]", {"status": "rejected", "code": "INVALID_EVENT"}),
+        (
+            "rejected only for its currency, with a raw e-mail",
+            encode(click(8, currency_code="eur", user_identifiers=[{"email": RAW_EMAIL}])),
+            {"status": "rejected", "code": "INVALID_EVENT", "message_starts": "$.currency_code:"},
+        ),
         (
             "schema violation",
             encode({**click(3), "conversion_date_time": "2026-11-20 14:03:00"}),
@@ -94,7 +103,7 @@ def test_mixed_stream_gets_one_specific_result_per_message(
     ):
         worker.start()
         results.wait_for(produced)
-        dead_letters.wait_for(6)
+        dead_letters.wait_for(7)
         assert worker.running, worker.log_text()[-3000:]
 
         by_offset = {}
@@ -117,7 +126,7 @@ def test_mixed_stream_gets_one_specific_result_per_message(
 
         dlq = {headers_of(m)["convstream.source.offset"]: m for m in dead_letters.messages}
         rejected = [r for r in ordered if r["status"] == "rejected"]
-        assert len(dead_letters.messages) == len(rejected) == 6
+        assert len(dead_letters.messages) == len(rejected) == 7
         for result in rejected:
             letter = dlq[str(result["source"]["offset"])]
             headers = headers_of(letter)
@@ -138,12 +147,49 @@ def test_mixed_stream_gets_one_specific_result_per_message(
         yandex_result = next(r for r in ordered if r["destination"] == "yandex_metrica")
         assert orjson.loads(dlq[str(yandex_result["source"]["offset"])].value())["client_id"]
 
-        # Raw PII never leaves: not in results, not in dead letters of valid events.
-        everything = b"".join(m.value() for m in results.messages)
+        # Raw PII never leaves: not in results, not in dead letters (of valid or invalid events).
+        everything = b"".join(m.value() or b"" for m in [*results.messages, *dead_letters.messages])
         assert RAW_EMAIL.encode() not in everything
         assert RAW_EMAIL.lower().encode() not in everything
         assert len(worker.uploads()) == 4  # good 1, good 2, good with e-mail, good 3
         assert "Traceback" not in worker.log_text()
+
+
+def test_a_redacted_dead_letter_replayed_is_rejected_and_never_uploaded(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """An e-mail that does not normalize is redacted in the dead letter; `convstream replay`
+    puts that dead letter back, and the worker refuses the marker instead of uploading it."""
+    topics = Topics(kafka_bootstrap)
+    bad = click(9, currency_code="eur", user_identifiers=[{"email": "jane doe at example.org"}])
+    produce(kafka_bootstrap, topics.input, [encode(bad)], b"k")
+    with (
+        WorkerProcess(topics, tmp_path, CONVSTREAM_RECORDING_SINK="google_ads") as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.dlq) as dead_letters,
+    ):
+        worker.start()
+        results.wait_for(1)
+        [letter] = dead_letters.wait_for(1)
+        assert b"jane" not in letter.value()
+        assert orjson.loads(letter.value())["user_identifiers"] == [{"email": REDACTED}]
+
+        done = subprocess.run(
+            [CONVSTREAM, "replay", "--no-progress"],
+            env={**os.environ, **topics.env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        second = orjson.loads(results.wait_for(2, timeout=60)[1].value())
+        assert second["status"] == "rejected"
+        assert "was redacted in a dead letter" in second["error"]["message"]
+        again = dead_letters.wait_for(2, timeout=60)[1]
+        assert headers_of(again)["convstream.replay_count"] == "1"
+        assert again.value() == letter.value(), "redacting a redacted event changes nothing"
+        assert worker.uploads() == []
+        assert worker.stop() == 0
 
 
 def test_metrics_after_a_known_input(kafka_bootstrap: str, tmp_path: Path) -> None:

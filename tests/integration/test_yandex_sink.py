@@ -7,15 +7,17 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from prometheus_client import generate_latest
 
 from streams.core.events import parse_event
 from streams.core.model import AccountBatch, BatchKey, Event, EventOutcome, SourcePosition
 from streams.core.retry import RetryPolicy
 from streams.local.broker import free_port
 from streams.local.sandbox.yandex import FakeYandex
-from streams.ops.metrics import Metrics
+from streams.ops.metrics import AccountLabels, Metrics
 from streams.sinks import RetryableSinkError
 from streams.sinks.yandex.sink import YandexMetricaSink
 from tests.support.event_factory import encode, yandex
@@ -479,3 +481,96 @@ async def test_an_unexpected_error_in_one_file_keeps_the_other_files_outcomes(
     assert [o.status for o in outcomes[2:]] == ["uploaded"] * 2
     [upload] = server.uploads
     assert [r["ClientId"] for r in upload.rows] == ["1700000000000002", "1700000000000003"]
+
+
+ECHOED = "y0_AgAA/echo+token=1"
+"""A token with characters that URL-encoding changes, so the echo shows two forms."""
+
+
+@pytest.fixture
+def echoing() -> Iterator[FakeYandex]:
+    """The sandbox quoting every request's credentials back in its error answers."""
+    with FakeYandex(ECHOED) as fake:
+        fake.echo_token = True
+        yield fake
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, "YANDEX_BAD_REQUEST"), (403, "YANDEX_AUTH_FAILED"), (404, "YANDEX_HTTP_404")],
+)
+async def test_an_echoed_token_reaches_no_outcome_log_or_metric(
+    echoing: FakeYandex,
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    code: str,
+) -> None:
+    """Metrica (here the sandbox with echo_token) quotes the request's credentials back;
+    the outcome (which becomes the result and the dead letter) and the logs never show
+    them, nor another configured secret the answer happens to contain."""
+    echoing.fail_next(status, message="kafka-sasl-pa55 is not a goal")
+    sink = YandexMetricaSink(
+        ECHOED, echoing.url, metrics=metrics, secrets=["kafka-sasl-pa55"], poll_interval=60
+    )
+    try:
+        with caplog.at_level(logging.DEBUG):
+            outcomes = await sink.write(batch([event(1), event(2)]))
+    finally:
+        await sink.aclose()
+    assert [o.code for o in outcomes] == [code, code]
+    for outcome in outcomes:
+        message = outcome.message or ""
+        assert "Authorization: OAuth ***" in message, message  # the answer did echo it
+        assert "oauth_token=***" in message, message
+        assert "*** is not a goal" in message, message
+        for secret in (ECHOED, quote(ECHOED, safe=""), "kafka-sasl-pa55"):
+            assert secret not in message
+            assert secret not in caplog.text
+    exposition = generate_latest(metrics.registry).decode()
+    assert ECHOED not in exposition
+
+
+async def test_an_echoed_token_reaches_no_retry_message(
+    echoing: FakeYandex, caplog: pytest.LogCaptureFixture
+) -> None:
+    echoing.fail_next(503, message="backend down")
+    sink = YandexMetricaSink(ECHOED, echoing.url, poll_interval=60)
+    try:
+        with caplog.at_level(logging.DEBUG), pytest.raises(RetryableSinkError) as raised:
+            await sink.write(batch([event(1)]))
+    finally:
+        await sink.aclose()
+    assert "backend down" in raised.value.message
+    assert ECHOED not in raised.value.message
+    assert quote(ECHOED, safe="") not in raised.value.message
+    assert ECHOED not in caplog.text
+
+
+async def test_10000_foreign_counters_create_a_bounded_number_of_series(
+    server: FakeYandex,
+) -> None:
+    """Counters come from event data: a producer sending 10,000 counters the token cannot
+    use gets them all refused, and the per-counter metric holds the cap plus ``other``."""
+    metrics = Metrics(accounts=AccountLabels(cap=20))
+    sink = YandexMetricaSink("not-the-token", server.url, metrics=metrics, poll_interval=60)
+    try:
+        for start in range(0, 10_000, 500):
+            await asyncio.gather(
+                *(
+                    sink.write(batch([event(1, counter_id=str(10_000_000 + n))], f"b{n}"))
+                    for n in range(start, start + 500)
+                )
+            )
+    finally:
+        await sink.aclose()
+    family = metrics.registry.get_sample_value
+    labels = {
+        sample.labels["counter"]
+        for metric in metrics.registry.collect()
+        if metric.name == "convstream_yandex_auth_failures"
+        for sample in metric.samples
+    }
+    assert len(labels) == 21
+    assert "other" in labels
+    assert family("convstream_yandex_auth_failures_total", {"counter": "other"}) == 9_980

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 import jsonschema
 import pytest
@@ -133,3 +134,46 @@ def test_a_refused_file_dead_letters_each_of_its_events_with_yandex_message(
     assert {h["convstream.error.code"] for h in letters} == {"YANDEX_BAD_REQUEST"}
     assert {h["convstream.error.retryable"] for h in letters} == {"false"}
     assert server.uploads == []
+
+
+def test_a_token_metrica_echoes_reaches_no_result_dead_letter_or_log_line(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The sandbox quotes the request's credentials back in its 400 (and the retried 503):
+    the whole worker path (result, dead letter headers and value, its log) shows ``***``."""
+    token = "y0_AgAA/worker+token=7"
+    escaped = quote(token, safe="")
+    topics = Topics(kafka_bootstrap)
+    events = [yandex(n) for n in range(1, 3)]
+    sent = produce(kafka_bootstrap, topics.input, [encode(e) for e in events], b"k")
+    with (
+        FakeYandex(token) as server,
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="google_ads",
+            YANDEX_METRICA_OAUTH_TOKEN=token,
+            YANDEX_METRICA_API_URL=server.url,
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.dlq) as dead_letters,
+    ):
+        server.echo_token = True
+        server.fail_next(503, message="overloaded")
+        server.fail_next(400, message="Wrong column name: Targett")
+        worker.start()
+        results.wait_for(sent, timeout=60)
+        dead_letters.wait_for(sent, timeout=30)
+        assert worker.running
+        assert worker.stop() == 0
+        log = worker.log_text()
+    values = results.values()
+    assert {r["error"]["code"] for r in values} == {"YANDEX_BAD_REQUEST"}
+    assert all("Authorization: OAuth ***" in r["error"]["message"] for r in values)
+    for message in dead_letters.messages:
+        text = str(headers_of(message)) + (message.value() or b"").decode()
+        assert token not in text
+        assert escaped not in text
+    for text in (str(values), log):
+        assert token not in text
+        assert escaped not in text

@@ -1,11 +1,13 @@
 """The Dockerfile (no Docker engine here to build it): parsed for the properties the chart
 relies on: pinned slim base, multi-stage, non-root uid 10001, the convstream entrypoint,
-the metrics port, and a .dockerignore that keeps the build context small."""
+the metrics port, dependencies installed only from requirements.lock with hashes, and a
+.dockerignore that keeps the build context small and the demo's sandbox out."""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 
 import pytest
 
@@ -81,3 +83,53 @@ def test_dockerignore_keeps_the_context_to_the_package() -> None:
     assert "pyproject.toml" in copied
     for source in copied:
         assert f"!{source.rstrip('/')}/" in patterns or f"!{source}" in patterns, source
+
+
+def _stages() -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((keyword, rest))
+    return stages
+
+
+def test_dependencies_come_only_from_the_lock_checked_against_its_hashes() -> None:
+    build, runtime = _stages()[0], _stages()[-1]
+    copied = " ".join(rest for keyword, rest in build if keyword == "COPY")
+    assert "requirements.lock" in copied
+    build_run = " ".join(rest for keyword, rest in build if keyword == "RUN")
+    assert re.search(
+        r"pip download --require-hashes --only-binary=:all: .*-r requirements\.lock", build_run
+    )
+    assert "pip wheel --no-deps" in build_run, "convstream's wheel resolves nothing"
+    runtime_run = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
+    installs = re.findall(r"pip install ([^&]*)", runtime_run)
+    assert len(installs) == 2, installs
+    locked, own = installs
+    assert "--no-index" in locked
+    assert "--require-hashes" in locked
+    assert "-r /wheels/requirements.lock" in locked
+    assert "--no-index" in own
+    assert "--no-deps" in own
+
+
+def test_the_image_leaves_the_demo_sandbox_out() -> None:
+    patterns = (ROOT / ".dockerignore").read_text().splitlines()
+    assert patterns.index("streams/local/sandbox/") > patterns.index("!streams/")
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "streams.local.sandbox" in find["packages"]["find"]["exclude"]
+    assert find["include-package-data"] is False
+
+
+def test_the_base_image_is_pinned_by_digest_or_the_readme_says_how() -> None:
+    image = _args()["PYTHON_IMAGE"]
+    if "@sha256:" in image:
+        return
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("**Base image.**", 1)[1].split("\n\n**", 1)[0]
+    assert "TODO" in section
+    assert image in section
+    assert "imagetools inspect" in section
+    assert "@sha256:<digest>" in section

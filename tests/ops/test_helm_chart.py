@@ -140,6 +140,7 @@ def test_full_render_has_every_part(full: Manifests) -> None:
         "ServiceAccount",
         "ServiceMonitor",
         "StatefulSet",
+        "NetworkPolicy",
     ):
         assert kind in full, kind
 
@@ -402,6 +403,7 @@ def test_config_map_carries_the_settings(full: Manifests) -> None:
     assert config["CONVSTREAM_DATA_DIR"] == "/var/lib/convstream"
     assert config["GOOGLE_ADS_LOGIN_CUSTOMER_ID"] == "123-456-7890"
     assert config["GOOGLE_ADS_API_VERSION"] == "v26"
+    assert config["CONVSTREAM_METRICS_ADDRESS"] == "::"
     assert all(isinstance(value, str) for value in config.values())
 
 
@@ -581,3 +583,156 @@ def test_values_yaml_example_accounts_are_valid(tmp_path: Path) -> None:
 def test_schema_rejects_bad_doctor_values(doctor: dict[str, Any]) -> None:
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
         chart.validate_schema({"doctor": doctor})
+
+
+# --- metrics bind address, NetworkPolicy, and what the schema refuses (issue 19, item 10) ---
+
+
+def _worker_config(manifests: Manifests) -> dict[str, str]:
+    config: dict[str, str] = next(
+        c for c in manifests["ConfigMap"] if "CONVSTREAM_BROKER" in c["data"]
+    )["data"]
+    return config
+
+
+def test_metrics_bind_address_is_a_chart_value(default: Manifests) -> None:
+    assert _worker_config(default)["CONVSTREAM_METRICS_ADDRESS"] == "0.0.0.0"
+    local = render({"metrics": {"bindAddress": "127.0.0.1"}})
+    config = _worker_config(local)
+    assert config["CONVSTREAM_METRICS_ADDRESS"] == "127.0.0.1"
+    assert Settings.from_env(config).metrics_address == "127.0.0.1"
+
+
+def test_no_network_policy_unless_enabled(default: Manifests) -> None:
+    assert "NetworkPolicy" not in default
+
+
+def test_network_policy_with_defaults_limits_ingress_and_egress() -> None:
+    manifests = render({"networkPolicy": {"enabled": True}})
+    policy = one(manifests, "NetworkPolicy")
+    kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
+    spec = policy["spec"]
+    statefulset = one(manifests, "StatefulSet")
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    # Ingress: only the metrics port, only from the monitoring namespace.
+    [ingress] = spec["ingress"]
+    assert ingress["ports"] == [{"port": 9108, "protocol": "TCP"}]
+    assert ingress["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    # Egress: DNS, Kafka's bootstrap port, HTTPS to public addresses; nothing else.
+    dns, kafka, https = spec["egress"]
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert kafka == {"ports": [{"port": 9092, "protocol": "TCP"}]}
+    assert https["ports"] == [{"port": 443, "protocol": "TCP"}]
+    [block] = https["to"]
+    assert block["ipBlock"]["cidr"] == "0.0.0.0/0"
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(block["ipBlock"]["except"])
+
+
+def test_network_policy_of_the_full_values(full: Manifests) -> None:
+    spec = one(full, "NetworkPolicy")["spec"]
+    [ingress] = spec["ingress"]
+    [peer] = ingress["from"]
+    assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    _, kafka, _, extra = spec["egress"]
+    assert kafka["ports"] == [{"port": 9092, "protocol": "TCP"}], "one rule per distinct port"
+    assert kafka["to"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kafka"}}}
+    ]
+    assert extra["ports"] == [{"port": 3128, "protocol": "TCP"}]
+
+
+def test_network_policy_kafka_ports_follow_the_bootstrap_list() -> None:
+    values = {
+        "networkPolicy": {"enabled": True, "egress": {"dns": {"enabled": False}}},
+        "kafka": {"bootstrap": "b1.example:9093,b2.example:9094,b3.example:9093"},
+    }
+    kafka, _https = one(render(values), "NetworkPolicy")["spec"]["egress"]
+    assert kafka["ports"] == [{"port": 9093, "protocol": "TCP"}, {"port": 9094, "protocol": "TCP"}]
+    values["networkPolicy"]["egress"]["kafka"] = {"ports": [19092]}  # type: ignore[index]
+    kafka, _https = one(render(values), "NetworkPolicy")["spec"]["egress"]
+    assert kafka["ports"] == [{"port": 19092, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({"securityContext": {"privileged": True}}, id="privileged"),
+        pytest.param(
+            {"securityContext": {"allowPrivilegeEscalation": True}}, id="privilege-escalation"
+        ),
+        pytest.param(
+            {"extraEnv": [{"name": "CONVSTREAM_FAULT_KILL_AT", "value": "after_upload:1"}]},
+            id="fault-in-extraEnv",
+        ),
+        pytest.param({"config": {"CONVSTREAM_FAULT_KILL_AT": "after_upload:1"}}, id="fault-config"),
+        pytest.param(
+            {"extraEnv": [{"name": "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS", "value": "true"}]},
+            id="insecure-switch-in-extraEnv",
+        ),
+        pytest.param(
+            {"config": {"CONVSTREAM_ALLOW_INSECURE_ENDPOINTS": "true"}}, id="insecure-config"
+        ),
+        pytest.param(
+            {"extraEnv": [{"name": "YANDEX_METRICA_OAUTH_TOKEN", "value": "y0_plain"}]},
+            id="plain-token",
+        ),
+        pytest.param(
+            {"extraEnv": [{"name": "CONVSTREAM_KAFKA_SASL_PASSWORD", "value": "hunter2"}]},
+            id="plain-password",
+        ),
+        pytest.param(
+            {"extraEnv": [{"name": "MY_API_KEY", "value": "k"}]},
+            id="plain-api-key",
+        ),
+        pytest.param(
+            {
+                "extraEnv": [
+                    {
+                        "name": "GOOGLE_ADS_CLIENT_SECRET",
+                        "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}},
+                    }
+                ]
+            },
+            id="secret-from-a-config-map",
+        ),
+        pytest.param({"metrics": {"bindAddress": "localhost"}}, id="bind-address-not-an-ip"),
+        pytest.param(
+            {"yandexMetrica": {"apiUrl": "http://api-metrika.yandex.net"}}, id="http-api-url"
+        ),
+        pytest.param({"config": {"CONVSTREAM_METRICS_ADDRESS": "0.0.0.0"}}, id="address-config"),
+        pytest.param(
+            {"networkPolicy": {"enabled": True, "metrics": {"namespaceSelector": None}}},
+            id="metrics-from-every-namespace",
+        ),
+        pytest.param(
+            {"networkPolicy": {"egress": {"https": {"cidrs": [{"cidr": "api.yandex.net"}]}}}},
+            id="host-name-as-cidr",
+        ),
+    ],
+)
+def test_schema_refuses_unsafe_values(values: dict[str, Any]) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {
+            "name": "YANDEX_METRICA_OAUTH_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "y", "key": "t"}},
+        },
+        {"name": "GOOGLE_ADS_TOKEN_URI", "value": "https://oauth2.googleapis.com/token"},
+        {"name": "CONVSTREAM_KAFKA_SASL_PASSWORD_FILE", "value": "/var/run/secrets/p"},
+        {"name": "CONVSTREAM_DEFAULT_PHONE_REGION", "value": "DE"},
+    ],
+)
+def test_schema_accepts_secret_references_and_plain_settings(entry: dict[str, Any]) -> None:
+    manifests = render({"extraEnv": [entry]})
+    [worker] = one(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    assert entry in worker["env"]

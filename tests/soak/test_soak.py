@@ -23,7 +23,19 @@ def _run(options: SoakOptions, bootstrap: str) -> SoakReport:
     options.bootstrap, options.tansu = bootstrap, brokers.is_tansu()
     report = run_soak(options)
     print_report(report)  # shown by pytest when the test fails
+    if not report.ok and options.workdir is not None:
+        _print_worker_logs(options.workdir)
     return report
+
+
+def _print_worker_logs(workdir: Path, lines: int = 150) -> None:
+    """The end of every worker log of a failed run, into the test's captured output: pytest
+    keeps only its last three temp dirs, so a CI failure's logs are gone by the time
+    anyone looks (librdkafka's reconnect lines left out)."""
+    for log in sorted(workdir.glob("worker*/worker-*.log")):
+        text = [line for line in log.read_text(errors="replace").splitlines() if line[:2] != "%3"]
+        print(f"--- {log.relative_to(workdir)}, last {lines} lines ---")
+        print("\n".join(text[-lines:]))
 
 
 def _failed(report: SoakReport) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,7 @@ def test_yandex_settings_are_read_and_the_token_is_never_shown() -> None:
         {
             "YANDEX_METRICA_OAUTH_TOKEN": " y0_AgAAAA-secret ",
             "YANDEX_METRICA_API_URL": "http://127.0.0.1:8080/",
+            "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS": "true",  # the local sandbox
             "CONVSTREAM_YANDEX_MAX_FILE_BYTES": "4096",
             "CONVSTREAM_YANDEX_STATUS_POLL_SECONDS": "0.5",
             "CONVSTREAM_YANDEX_TIMEOUT_SECONDS": "30",
@@ -236,6 +238,7 @@ def test_google_ads_variables_are_read_and_secrets_stay_out_of_repr() -> None:
             "GOOGLE_ADS_LOGIN_CUSTOMER_ID": "111-222-3333",
             "GOOGLE_ADS_ENDPOINT": "localhost:8443",
             "GOOGLE_ADS_TOKEN_URI": "http://127.0.0.1:9/token",
+            "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS": "true",
             "GOOGLE_ADS_API_VERSION": "v25",
             "GOOGLE_ADS_JOB_ID": "2147483647",
             "GOOGLE_ADS_JSON_KEY_FILE_PATH": "/etc/key.json",
@@ -259,6 +262,15 @@ def test_google_ads_variables_are_read_and_secrets_stay_out_of_repr() -> None:
     text = repr(settings)
     for secret in ("dev-token-secret", "client-secret-value", "refresh-token-value"):
         assert secret not in text
+
+
+def test_google_ads_api_version_defaults_to_the_tested_one_not_the_newest() -> None:
+    google = Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t"}).google_ads
+    assert google is not None
+    assert google.api_version == "v26"
+    blank = Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t", "GOOGLE_ADS_API_VERSION": " "})
+    assert blank.google_ads is not None
+    assert blank.google_ads.api_version == "v26"
 
 
 @pytest.mark.parametrize(
@@ -524,3 +536,114 @@ def test_data_manager_quota_and_status_are_read() -> None:
 def test_data_manager_quota_and_status_errors_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"{name}='{value}' is invalid"):
         Settings.from_env({name: value})
+
+
+# --- plain-HTTP endpoints, the development switch, metrics binding and labels ---------------
+
+
+def _token_uri_file(tmp_path: Path, kind: str, token_uri: str) -> Path:
+    path = tmp_path / f"{kind}.json"
+    path.write_text(json.dumps({"type": kind, "token_uri": token_uri}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"YANDEX_METRICA_API_URL": "http://api-metrika.yandex.net"},
+        {"GOOGLE_ADS_DEVELOPER_TOKEN": "dev", "GOOGLE_ADS_TOKEN_URI": "http://tokens.example/t"},
+    ],
+    ids=["yandex-api", "google-ads-token-uri"],
+)
+def test_plain_http_endpoints_are_refused_naming_the_switch(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    message = str(raised.value)
+    [name] = [n for n in env if n != "GOOGLE_ADS_DEVELOPER_TOKEN"]
+    assert message.startswith(f"{name}=")
+    assert "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS" in message
+    allowed = Settings.from_env({**env, "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS": "true"})
+    assert allowed.allow_insecure_endpoints is True
+
+
+@pytest.mark.parametrize(
+    ("variable", "kind", "extra"),
+    [
+        ("GOOGLE_APPLICATION_CREDENTIALS", "authorized_user", {}),
+        ("GOOGLE_ADS_JSON_KEY_FILE_PATH", "service_account", {"GOOGLE_ADS_DEVELOPER_TOKEN": "d"}),
+    ],
+)
+def test_a_credentials_file_naming_a_plain_http_token_endpoint_is_refused(
+    tmp_path: Path, variable: str, kind: str, extra: dict[str, str]
+) -> None:
+    plain = _token_uri_file(tmp_path, kind, "http://127.0.0.1:9/token")
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**extra, variable: str(plain)})
+    assert variable in str(raised.value)
+    assert "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS" in str(raised.value)
+    Settings.from_env({**extra, variable: str(plain), "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS": "1"})
+    secure = _token_uri_file(tmp_path, kind, "https://oauth2.googleapis.com/token")
+    Settings.from_env({**extra, variable: str(secure)})
+
+
+def test_https_endpoints_need_no_switch() -> None:
+    settings = Settings.from_env(
+        {
+            "YANDEX_METRICA_API_URL": "https://api-metrika.yandex.net",
+            "GOOGLE_ADS_DEVELOPER_TOKEN": "dev",
+            "GOOGLE_ADS_TOKEN_URI": "https://oauth2.googleapis.com/token",
+        }
+    )
+    assert settings.allow_insecure_endpoints is False
+
+
+def test_the_cli_exits_2_naming_the_switch(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streams.cli import main
+
+    monkeypatch.delenv("CONVSTREAM_ALLOW_INSECURE_ENDPOINTS", raising=False)
+    monkeypatch.setenv("YANDEX_METRICA_API_URL", "http://127.0.0.1:1")
+    assert main(["validate", "/dev/null"]) == 2
+    err = capsys.readouterr().err
+    assert "YANDEX_METRICA_API_URL" in err
+    assert "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS" in err
+
+
+def test_metrics_address_and_account_labels() -> None:
+    settings = Settings.from_env(
+        {
+            "CONVSTREAM_METRICS_ADDRESS": "127.0.0.1",
+            "CONVSTREAM_METRICS_ACCOUNTS": "44147844, 123-456-7890",
+            "CONVSTREAM_METRICS_MAX_ACCOUNTS": "5",
+        }
+    )
+    assert settings.metrics_address == "127.0.0.1"
+    assert settings.metrics_accounts == frozenset({"44147844", "1234567890"})
+    assert settings.metrics_max_accounts == 5
+    assert Settings.from_env({}).metrics_address == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONVSTREAM_METRICS_ADDRESS", "localhost"),
+        ("CONVSTREAM_METRICS_ACCOUNTS", "44147844,shop"),
+        ("CONVSTREAM_METRICS_MAX_ACCOUNTS", "-1"),
+    ],
+)
+def test_invalid_metrics_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        Settings.from_env({name: value})
+
+
+def test_settings_list_every_configured_secret() -> None:
+    settings = Settings.from_env(
+        {
+            "YANDEX_METRICA_OAUTH_TOKEN": "ya-token",
+            "GOOGLE_ADS_DEVELOPER_TOKEN": "dev-token",
+            "GOOGLE_ADS_CLIENT_SECRET": "client-secret",
+            "GOOGLE_ADS_REFRESH_TOKEN": "refresh-token",
+        }
+    )
+    assert set(settings.secrets) == {"ya-token", "dev-token", "client-secret", "refresh-token"}

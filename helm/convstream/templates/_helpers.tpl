@@ -308,6 +308,7 @@ The settings every pod gets: the ConfigMap's data (envFrom), and the topics hook
 {{- end }}
 {{- end }}
 CONVSTREAM_METRICS_PORT: {{ .Values.metrics.port | toString | quote }}
+CONVSTREAM_METRICS_ADDRESS: {{ .Values.metrics.bindAddress | default "0.0.0.0" | quote }}
 CONVSTREAM_DATA_DIR: {{ .Values.persistence.mountPath | quote }}
 {{- with .Values.googleAds }}
 {{- if .enabled }}

@@ -382,5 +382,7 @@ def worker_env(fake: FakeDataManager, credentials: Path, roots: Path) -> dict[st
         "CONVSTREAM_GOOGLE_ADS_UPLOAD_API": "data_manager",
         "GOOGLE_APPLICATION_CREDENTIALS": str(credentials),
         "GOOGLE_DATA_MANAGER_ENDPOINT": fake.endpoint,
+        # The credentials file's token_uri is the plain-HTTP fake token endpoint.
+        "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS": "true",
         "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(roots),
     }

@@ -643,6 +643,8 @@ def worker_env(fake: FakeGoogleAds, tokens: FakeTokenEndpoint, roots: Path) -> d
         "GOOGLE_ADS_REFRESH_TOKEN": "refresh-token-1",
         "GOOGLE_ADS_ENDPOINT": fake.endpoint,
         "GOOGLE_ADS_TOKEN_URI": tokens.url,
+        # The fake token endpoint is plain HTTP (README "Security": development only).
+        "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS": "true",
         "GOOGLE_ADS_LOGIN_CUSTOMER_ID": "111-222-3333",
         "GOOGLE_ADS_JOB_ID": "5",
         "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(roots),

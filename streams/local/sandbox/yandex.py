@@ -8,7 +8,9 @@ with the documented JSON and walks each upload through a scripted status progres
 
 Failures on demand: :meth:`FakeYandex.fail_for` (e.g. 429 for N seconds),
 :meth:`FakeYandex.fail_next` (the next N uploads get a status and message), a wrong
-token (403), and ``delay`` to make concurrency observable.
+token (403), and ``delay`` to make concurrency observable. ``echo_token`` makes every error
+answer quote the request's credentials back (the Authorization header as sent, and the
+token URL-encoded, as a careless API or proxy would): convstream must scrub them.
 
 The two management reads ``convstream doctor`` makes, ``GET /management/v1/counter/{id}``
 and ``.../{id}/goals``, answer from :attr:`FakeYandex.counters` (a test scripts them with
@@ -33,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -111,6 +114,7 @@ class FakeYandex:
         self.polls_before_final = polls_before_final
         self.user_not_found = user_not_found
         self.delay = delay
+        self.echo_token = False
         self.uploads: list[Upload] = []
         self._upload_by_id: dict[int, Upload] = {}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
@@ -206,6 +210,10 @@ class FakeYandex:
             401: "invalid_token",
             403: "access_denied",
         }.get(status, "backend_error")
+        if self.echo_token:
+            auth = request.headers.get("Authorization", "")
+            token = quote(auth.removeprefix("OAuth "), safe="")
+            message = f"{message} (request: Authorization: {auth}; oauth_token={token})"
         document = {
             "errors": [{"error_type": error_type, "message": message}],
             "code": status,

@@ -20,7 +20,7 @@ consent                             event.consent (CONSENT_GRANTED / CONSENT_DEN
 conversion_value, currency_code     event.conversion_value, event.currency
 cart_data                           event.cart_data (feed_country_code -> merchant_feed_label,
                                     local_transaction_cost -> transaction_discount)
-custom_variables                    event.custom_variables (variable = the id, see README)
+custom_variables[].name             event.custom_variables[].variable (by name, see README)
 session_attributes_encoded          event.ad_identifiers.session_attributes
 user_ip_address                     event.event_device_info.ip_address
 conversion_environment (APP|WEB)    event.event_source
@@ -122,6 +122,11 @@ def unsupported_reason(event: Event) -> str | None:
         )
     if body.get("external_attribution"):
         return "external attribution data has no Data Manager field"
+    if any("name" not in variable for variable in body.get("custom_variables", ())):
+        return (
+            "a custom variable without its name: Data Manager identifies custom variables by "
+            "name (and ignores one it does not know), so give custom_variables[].name"
+        )
     if body.get("session_attributes") and "session_attributes_encoded" not in body:
         return (
             "session attributes as key-value pairs have no Data Manager field; send "
@@ -221,9 +226,7 @@ def _click(pb: Any, body: dict[str, Any], event_time: datetime) -> None:
             ) from None
         pb.event_device_info.ip_address = address
     for variable in body.get("custom_variables", ()):
-        pb.custom_variables.add(
-            variable=str(variable["conversion_custom_variable_id"]), value=variable["value"]
-        )
+        pb.custom_variables.add(variable=variable["name"], value=variable["value"])
     cart = body.get("cart_data")
     if cart:
         _cart(pb.cart_data, cart)

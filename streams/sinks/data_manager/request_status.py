@@ -401,7 +401,8 @@ class RequestStatusTracker:
     def _count_final(self, record: Mapping[str, Any]) -> None:
         metrics = self._metrics
         for destination in record["destinations"]:
-            account, status = destination["account"], destination["status"]
+            account = metrics.account_label(destination["account"])
+            status = destination["status"]
             metrics.data_manager_destination_status.labels(account, status).inc()
             metrics.data_manager_status_events.labels(account, status).inc(
                 destination["record_count"]

@@ -114,14 +114,7 @@ class GoogleAdsConnection:
         )
 
     def _resolve_version(self) -> str:
-        shipped = shipped_api_versions()
-        version = self.config.api_version or shipped[0]
-        if version not in shipped:
-            raise SinkConfigError(
-                "CONFIGURATION",
-                f"GOOGLE_ADS_API_VERSION={version!r} is not shipped by the installed google-ads;"
-                f" expected one of {', '.join(shipped)}",
-            )
+        version = api_version(self.config, shipped_api_versions())
         proto_types(version)
         return version
 
@@ -208,6 +201,20 @@ class GoogleAdsConnection:
         for service in services.values():
             with contextlib.suppress(Exception):  # shutting down; nothing left to do
                 await service.transport.close()
+
+
+def api_version(config: GoogleAdsSettings, shipped: list[str]) -> str:
+    """The configured version (default the tested one, ``DEFAULT_GOOGLE_ADS_API_VERSION``),
+    never simply the newest ``shipped``: a google-ads upgrade must not change the wire format
+    of a running deployment. Raises :class:`SinkConfigError` when it is not shipped."""
+    version = config.api_version
+    if version not in shipped:
+        raise SinkConfigError(
+            "CONFIGURATION",
+            f"GOOGLE_ADS_API_VERSION={version!r} is not shipped by the installed google-ads;"
+            f" expected one of {', '.join(shipped)}",
+        )
+    return version
 
 
 def shipped_api_versions() -> list[str]:

@@ -408,7 +408,9 @@ class DiagnosticsPoller:
             try:
                 diagnostics = await self.poll_customer(customer_id, login)
             except Exception as exc:  # one customer must not stop the others
-                self._metrics.google_diagnostics_poll_errors.labels(customer_id).inc()
+                self._metrics.google_diagnostics_poll_errors.labels(
+                    self._metrics.account_label(customer_id)
+                ).inc()
                 # The type and Google's error code only: a message may quote request data.
                 _log.warning(
                     "google ads diagnostics poll failed customer_id=%s error=%s code=%s",

@@ -31,7 +31,14 @@ Error classes, mapped in one place (:meth:`YandexMetricaSink._check`), per file:
 
 At most ``max_concurrency`` (3) requests run at once per sink, i.e. per OAuth token: that
 is Metrica's limit of parallel requests per user. The token appears only in the request
-header: never in a log line, a result, a dead letter, a metric label or ``repr``.
+header: never in a log line, a result, a dead letter, a metric label or ``repr``. Metrica's
+answers are not trusted to leave it out: every text taken from one (error messages, the
+upload id) goes through :func:`error_text` / a :class:`SecretScrubber` holding the token and
+every other configured secret, the same scrubbing ``convstream doctor`` applies.
+
+Counter labels: the counter comes from event data, so a producer could mint any number of
+them; every ``counter`` label goes through :meth:`Metrics.account_label`, which keeps the
+configured (or first N) counters and counts the rest as ``other``.
 
 Dry run: Metrica has no validate-only upload, so the CSV is built (which checks every
 row convstream can check) and nothing is sent; the events get ``validated``.
@@ -52,7 +59,7 @@ import contextlib
 import email.utils
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -61,6 +68,7 @@ import orjson
 
 from streams.core.model import AccountBatch, EventOutcome
 from streams.core.outcomes import iso_utc
+from streams.core.secrets import SecretScrubber
 from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError, SinkConfigError, SinkError
 from streams.sinks.yandex.csv_files import DEFAULT_MAX_FILE_BYTES, CsvFile, build_files
@@ -73,6 +81,7 @@ MAX_CONCURRENCY: Final = 3
 FINAL_STATUSES: Final = frozenset({"PROCESSED", "LINKAGE_FAILURE"})
 RETRYABLE_HTTP: Final = frozenset({420, 429})
 MESSAGE_LIMIT: Final = 500
+UPLOAD_ID_LIMIT: Final = 64
 
 AUTH_FAILED: Final = "YANDEX_AUTH_FAILED"
 BAD_REQUEST: Final = "YANDEX_BAD_REQUEST"
@@ -130,10 +139,14 @@ class YandexMetricaSink:
         request_timeout: float = 300.0,
         max_concurrency: int = MAX_CONCURRENCY,
         clock: Callable[[], float] = time.time,
+        secrets: Iterable[str] = (),
     ) -> None:
+        """``secrets``: every other configured secret (:attr:`Settings.secrets`), scrubbed
+        from Metrica's answers along with the token."""
         if not token.strip():
             raise SinkConfigError(AUTH_FAILED, "YANDEX_METRICA_OAUTH_TOKEN is empty")
         self._headers: Final = {"Authorization": f"OAuth {token.strip()}"}
+        self._scrubber = SecretScrubber((token, *secrets))
         self._api = api_url.rstrip("/")
         self._metrics = metrics or Metrics()
         self._on_status = on_status
@@ -264,15 +277,17 @@ class YandexMetricaSink:
             return EventOutcome("rejected", exc.code, exc.message, retryable=replayable)
         self._auth_logged.discard(counter)
         uploading = document.get("uploading") or {}
-        upload_id = uploading.get("id")
-        if upload_id is None:
+        raw_id = uploading.get("id") if isinstance(uploading, dict) else None
+        if raw_id is None:
             _log.warning("yandex upload answered without an uploading id counter=%s", counter)
             return EventOutcome("uploaded")
-        self._tracked[(counter, str(upload_id))] = _Tracked(
-            counter, str(upload_id), batch.batch_id, self._clock()
+        # The id goes into results: scrubbed and bounded like any text Metrica sends.
+        upload_id = self._scrubber.scrub(str(raw_id), UPLOAD_ID_LIMIT)
+        self._tracked[(counter, upload_id)] = _Tracked(
+            counter, upload_id, batch.batch_id, self._clock()
         )
         self._metrics.yandex_uploads_tracked.set(len(self._tracked))
-        return EventOutcome("uploaded", upload_id=str(upload_id))
+        return EventOutcome("uploaded", upload_id=upload_id)
 
     # --- the HTTP boundary ----------------------------------------------------------------
 
@@ -303,7 +318,7 @@ class YandexMetricaSink:
             except orjson.JSONDecodeError:
                 document = None
             return document if isinstance(document, dict) else {}
-        message = _error_message(reply.body) or f"HTTP {status}"
+        message = error_text(reply.body, self._scrubber) or f"HTTP {status}"
         if status in RETRYABLE_HTTP or status >= 500:
             code = RATE_LIMITED if status in RETRYABLE_HTTP else SERVER_ERROR
             raise RetryableSinkError(
@@ -315,7 +330,7 @@ class YandexMetricaSink:
             # The per-destination counter is the one alert rules and dashboards share with
             # Google Ads; the per-counter one says which counter's access is missing.
             self._metrics.auth_failures.labels(DESTINATION).inc()
-            self._metrics.yandex_auth_failures.labels(counter).inc()
+            self._metrics.yandex_auth_failures.labels(self._metrics.account_label(counter)).inc()
             if counter not in self._auth_logged:
                 self._auth_logged.add(counter)
                 _log.error(
@@ -418,6 +433,7 @@ class YandexMetricaSink:
     def _count_final(self, counter: str, record: Mapping[str, Any]) -> None:
         metrics = self._metrics
         metrics.yandex_uploads.labels(record["status"]).inc()
+        counter = metrics.account_label(counter)
         lines = record["line_quantity"]
         for result, field in (
             ("linked", "linked_quantity"),
@@ -459,13 +475,15 @@ def status_record(
     }
 
 
-def _error_message(body: bytes) -> str:
-    """Metrica's error messages of an answer body, bounded in length."""
+def error_text(body: bytes, scrubber: SecretScrubber, limit: int = MESSAGE_LIMIT) -> str:
+    """Metrica's error messages of an answer body, secrets scrubbed, then cut to ``limit``
+    (in that order: a cut never leaves part of a secret). The one way Metrica's error text
+    reaches a result, a dead letter, a log line or ``convstream doctor`` output."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return ""
-    return "; ".join(error_messages(document))[:MESSAGE_LIMIT]
+    return scrubber.scrub("; ".join(error_messages(document)), limit)
 
 
 def error_messages(document: Any) -> list[str]:

@@ -13,7 +13,14 @@ from rich.console import Console
 from streams.commands.topics import run_topics
 from streams.config import Settings
 from streams.core.topics import TopicSpec, TopicState
-from streams.kafka.topics import TopicAdmin, TopicAdminError, check_at_startup, topic_specs
+from streams.kafka.topics import (
+    TopicAdmin,
+    TopicAdminError,
+    check_at_startup,
+    create_internal_topics,
+    inspect_topics,
+    topic_specs,
+)
 
 ONE_NODE = {
     "CONVSTREAM_TOPIC_REPLICATION_FACTOR": "1",
@@ -138,12 +145,65 @@ def test_startup_check_logs_an_error_per_shortfall_and_info_for_missing_internal
         )
     ]
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert len(infos) == 3
+    assert len(infos) == 4
     assert infos[0] == (
-        "topic=convstream-batches role=batches does not exist yet: the worker creates it "
+        "topic=convstream-batches role=batches does not exist yet: creating it "
         "(partitions=8 replication_factor=3 cleanup.policy=delete "
         "max.message.bytes=2162688 min.insync.replicas=2)"
     )
+    assert infos[3].startswith("internal topics visible after")
+    internal = [s.name for s in specs if s.internal]
+    assert admin.create_calls == [internal], "created before Faust joins, from the same specs"
+
+
+class LaggingAdmin(FakeAdmin):
+    """Creates topics at once but describes them only after ``lag`` describe calls, as a
+    broker whose metadata has not caught up with a new topic."""
+
+    def __init__(self, lag: int) -> None:
+        super().__init__()
+        self.lag = lag
+
+    def describe(self, names: Iterable[str]) -> dict[str, TopicState | None]:
+        if self.create_calls and self.lag > 0:
+            self.lag -= 1
+            return {name: None for name in names}
+        return super().describe(names)
+
+
+def test_startup_waits_until_the_created_internal_topics_are_described() -> None:
+    settings = Settings.from_env(ONE_NODE)
+    admin = LaggingAdmin(lag=3)
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    reports = inspect_topics(admin, topic_specs(settings))  # type: ignore[arg-type]
+    create_internal_topics(admin, reports, timeout=30, clock=lambda: now[0], sleep=sleep)  # type: ignore[arg-type]
+    assert admin.lag == 0, "described again until the broker listed them"
+    assert len(sleeps) == 3
+
+
+def test_startup_goes_on_with_a_warning_when_created_topics_stay_invisible(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings.from_env(ONE_NODE)
+    admin = LaggingAdmin(lag=10_000)
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    reports = inspect_topics(admin, topic_specs(settings))  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="streams.kafka.topics"):
+        create_internal_topics(admin, reports, timeout=5, clock=lambda: now[0], sleep=sleep)  # type: ignore[arg-type]
+    assert now[0] == pytest.approx(5.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].endswith("not described by the broker after 5 s; going on")
 
 
 def test_startup_check_names_a_missing_output_topic(caplog: pytest.LogCaptureFixture) -> None:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from streams.core.dedupe import DedupeGate, KeyRecord, Verdict, decide, dedupe_key
+from streams.core.dedupe import (
+    DedupeGate,
+    KeyRecord,
+    Verdict,
+    decide,
+    dedupe_key,
+    dedupe_keys,
+    encode_parts,
+)
 from streams.core.events import parse_event
 from streams.core.model import Event, SourcePosition
 from tests.support.event_factory import click, encode, yandex
@@ -64,6 +76,98 @@ def test_yandex_keys_use_the_id_column_and_time() -> None:
     assert key_of(yandex(1)) == key_of(yandex(1, event_id="x"))
     assert key_of(yandex(1)) != key_of(yandex(2))
     assert key_of(yandex(1)) != key_of(yandex(1, date_time="2026-11-20T13:03:01Z"))
+
+
+S = "\x1f"  # the separator of the key format before the length-prefixed one
+
+
+def event_of(doc: dict[str, Any]) -> Event:
+    event = parse_event(encode(doc))
+    assert isinstance(event, Event), event
+    return event
+
+
+def by_name(action_name: str, order_id: str) -> Event:
+    """A click conversion whose action is given by name, with an order id. Built as an
+    Event, not parsed, so the pair stays a test of the key whatever validation rejects."""
+    doc = click(1, conversion_action_name="Purchase", order_id="A-1")
+    del doc["conversion_action_id"]
+    event = event_of(doc)
+    body = {**event.body, "conversion_action_name": action_name, "order_id": order_id}
+    return dataclasses.replace(event, action=f"name:{action_name}", body=body)
+
+
+COLLIDING = (
+    by_name(f"Purchase{S}click_conversion{S}order_id{S}A-1", "A-2"),
+    by_name("Purchase", f"A-1{S}click_conversion{S}order_id{S}A-2"),
+)
+"""Two different events (another action and order id) whose parts joined with ``\\x1f``
+were the same text, so the second was answered ``duplicate`` and never uploaded."""
+
+# Keys the key format before the length-prefixed one gave these events (computed with that
+# release's streams/core/dedupe.py): what a running deployment holds in its table.
+LEGACY_KEYS = [
+    (click(1), "b6f7d8563bccc5c4761fce9c3b119ecc"),
+    (yandex(1), "a4769b5923407236455e7a49bba98426"),
+    (click(1, order_id="A-1"), "eea0dfd5108bf7dc6b640aff29d1ee75"),
+]
+
+
+def test_two_events_that_shared_a_separator_joined_key_get_different_keys() -> None:
+    a, b = COLLIDING
+    assert a != b
+    old = [hashlib.blake2b(S.join(parts(e)).encode(), digest_size=16).hexdigest() for e in (a, b)]
+    assert old[0] == old[1], "the collision of the format before"
+    assert dedupe_key(a) != dedupe_key(b)
+
+
+def parts(event: Event) -> list[str]:
+    """The parts of an order-id click conversion, in the order the key takes them."""
+    body = event.body
+    return [
+        event.destination,
+        event.account,
+        event.action or "",
+        event.type,
+        "order_id",
+        body["order_id"],
+    ]
+
+
+def test_length_prefixes_say_where_each_part_ends() -> None:
+    assert encode_parts(["ab", "", "\u00e9"]) == b"2:ab0:1:\xc3\xa9"
+    assert encode_parts(["a:b"]) != encode_parts(["a", "b"])
+    assert encode_parts([f"a{S}b"]) != encode_parts(["a", "b"])
+
+
+PART = st.text(alphabet="a1:\x1f\u00e9", max_size=4) | st.text()
+"""Short parts of digits, colons and separators make near-collisions likely."""
+
+
+@given(st.lists(PART, max_size=4), st.lists(PART, max_size=4))
+def test_different_part_lists_never_encode_alike(a: list[str], b: list[str]) -> None:
+    assert (encode_parts(a) == encode_parts(b)) == (a == b)
+
+
+@pytest.mark.parametrize(("doc", "legacy"), LEGACY_KEYS)
+def test_the_legacy_key_is_the_key_the_previous_format_stored(
+    doc: dict[str, Any], legacy: str
+) -> None:
+    keys = dedupe_keys(event_of(doc))
+    assert keys.legacy == legacy
+    assert keys.key != legacy
+    assert keys.key == dedupe_key(event_of(doc))
+
+
+def test_the_current_key_format_is_pinned() -> None:
+    """A changed key forgets every stored key at the upgrade: change it only with a
+    legacy lookup, as :class:`DedupeKeys` does for the separator format."""
+    assert dedupe_key(event_of(click(1))) == "55649464cf2782916959b64b8adb1574"
+    assert dedupe_key(event_of(yandex(1))) == "f56c32ed97ba42e434dfb6825ce243f2"
+
+
+def test_an_ambiguous_legacy_key_is_never_looked_up() -> None:
+    assert [dedupe_keys(e).legacy for e in COLLIDING] == [None, None]
 
 
 # --- the state machine ----------------------------------------------------------------
@@ -208,3 +312,84 @@ def test_sweep_deletes_expired_keys_of_one_partition() -> None:
     assert set(table) == {"old1", "young0"}
     assert len(gate) == 2
     assert gate.admit("old0", THERE, 0) is Verdict.NEW
+
+
+# --- across the upgrade to length-prefixed keys -------------------------------------
+
+
+def upgraded(doc: dict[str, Any] | None = None) -> tuple[str, str]:
+    """An event's current key and the key the previous release stored for it."""
+    key, legacy = dedupe_keys(event_of(doc or click(1)))
+    assert legacy is not None
+    return key, legacy
+
+
+def test_a_key_stored_before_the_upgrade_still_catches_a_duplicate_and_a_redelivery() -> None:
+    key, legacy = upgraded()
+    clock = Clock()
+    table: dict[str, Any] = {legacy: KeyRecord("uploaded", THERE, clock.now - 10, 0).encode()}
+    gate = DedupeGate(table, DAY, clock)
+    assert gate.admit(key, HERE, 0, legacy) is Verdict.DUPLICATE
+    assert gate.admit(key, THERE, 0, legacy) is Verdict.UPLOADED, "its own message again"
+    assert gate.admit(key, HERE, 0) is Verdict.NEW, "without the legacy key it was forgotten"
+    assert list(table) == [legacy], "nothing written for answers"
+
+
+def test_a_legacy_failure_is_retried_under_the_current_key() -> None:
+    key, legacy = upgraded()
+    clock = Clock()
+    table: dict[str, Any] = {legacy: KeyRecord("failed", THERE, clock.now - 10, 0).encode()}
+    gate = DedupeGate(table, DAY, clock)
+    assert gate.admit(key, HERE, 0, legacy) is Verdict.RETRY
+    gate.settle(key, "uploaded", HERE, 0)
+    assert KeyRecord.decode(table[key]).status == "uploaded"
+    assert gate.admit(key, THERE, 0, legacy) is Verdict.DUPLICATE, "the current key decides"
+    assert len(gate) == 2
+
+
+def test_the_current_key_wins_over_a_legacy_row() -> None:
+    key, legacy = upgraded()
+    clock = Clock()
+    table: dict[str, Any] = {
+        legacy: KeyRecord("uploaded", THERE, clock.now - 10, 0).encode(),
+        key: KeyRecord("failed", THERE, clock.now - 5, 0).encode(),
+    }
+    assert DedupeGate(table, DAY, clock).admit(key, HERE, 0, legacy) is Verdict.RETRY
+
+
+def test_a_settlement_read_ahead_with_a_legacy_key_answers_its_message() -> None:
+    """A settlement the previous release wrote after the committed offset carries the
+    legacy key: the chunk read again after the upgrade is answered without an upload, and
+    applying the settlement itself writes its (legacy) key as before."""
+    key, legacy = upgraded()
+    table: dict[str, Any] = {}
+    gate = DedupeGate(table, DAY, Clock())
+    gate.preload(legacy, "uploaded", HERE, partition=3)
+    assert gate.admit(key, HERE, 3, legacy) is Verdict.UPLOADED
+    assert gate.admit(key, THERE, 3, legacy) is Verdict.DUPLICATE
+    gate.settle(legacy, "uploaded", HERE, 3)
+    assert list(table) == [legacy]
+    assert gate.admit(key, THERE, 3, legacy) is Verdict.DUPLICATE, "now from the table"
+
+
+def test_legacy_keys_expire_and_are_swept_as_before() -> None:
+    key, legacy = upgraded()
+    clock = Clock()
+    table: dict[str, Any] = {legacy: KeyRecord("uploaded", THERE, clock.now - 10, 0).encode()}
+    gate = DedupeGate(table, DAY, clock)
+    clock.now += DAY
+    assert gate.admit(key, HERE, 0, legacy) is Verdict.NEW, "expired when read"
+    assert gate.sweep(0) == 1
+    assert legacy not in table
+
+
+def test_a_colliding_legacy_row_does_not_make_an_event_a_duplicate() -> None:
+    """The second event of a pair that collided before the upgrade is uploaded although
+    the table holds the first one's (shared) legacy key."""
+    first, second = COLLIDING
+    shared = hashlib.blake2b(S.join(parts(first)).encode(), digest_size=16).hexdigest()
+    clock = Clock()
+    table: dict[str, Any] = {shared: KeyRecord("uploaded", THERE, clock.now - 10, 0).encode()}
+    gate = DedupeGate(table, DAY, clock)
+    key, legacy = dedupe_keys(second)
+    assert gate.admit(key, HERE, 0, legacy) is Verdict.NEW

@@ -318,7 +318,7 @@ def test_oversize_message_is_rejected_before_parsing() -> None:
         (b"\xff\xfe\x00", "INVALID_JSON"),
         (b'{"a": NaN}', "INVALID_JSON"),
         (b'{"a": Infinity}', "INVALID_JSON"),
-        (b"[" * 5000 + b"]" * 5000, "INVALID_JSON"),
+        (b"[" * 5000 + b"]" * 5000, "INVALID_EVENT"),  # refused before the parse: too deep
         (b'{"destination": 123456789012345678901234567890}', "INVALID_EVENT"),
         (b"null", "INVALID_EVENT"),
         (b'"text"', "INVALID_EVENT"),
@@ -332,17 +332,36 @@ def test_garbage_is_a_specific_error(raw: bytes, code: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("depth", "path", "reason"),
+    ("depth", "path", "reason", "event_id"),
     [
-        (100, "$.session_attributes.k", "session_attributes.k must be a string, got an object"),
-        (600, "$", "is nested too deeply: no event has lists or objects 250 levels deep"),
+        (
+            10,
+            "$.session_attributes.k",
+            "session_attributes.k must be a string, got an object",
+            "deep",
+        ),
+        (
+            100,
+            "$",
+            "message is nested 101 levels deep; no event nests lists and objects more than 16 "
+            "levels, so it was not parsed",
+            None,  # refused before the parse (streams/core/nesting.py): nothing is known
+        ),
+        (
+            2000,
+            "$",
+            "message has 2001 lists and objects; no event has more than 1024, so it was not parsed",
+            None,
+        ),
     ],
 )
-def test_deep_nesting_is_a_specific_error(depth: int, path: str, reason: str) -> None:
+def test_deep_nesting_is_a_specific_error(
+    depth: int, path: str, reason: str, event_id: str | None
+) -> None:
     nested = b'{"k": ' * depth + b'"x"' + b"}" * depth
     event = encode(CLICK | {"event_id": "deep", "gclid": "g", "session_attributes": "@"})
     error = parse_bad(event.replace(b'"@"', nested))
-    assert (error.path, error.reason, error.event_id) == (path, reason, "deep")
+    assert (error.path, error.reason, error.event_id) == (path, reason, event_id)
 
 
 PRIVATE = "alice.private+secret@example.org"

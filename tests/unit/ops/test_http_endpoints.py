@@ -49,3 +49,36 @@ def test_liveness_and_unknown_paths(served: tuple[Metrics, int]) -> None:
     status, _, body = get(port, "/nope")
     assert status == 404
     assert "/ready" in body
+
+
+def test_bound_to_loopback_the_port_is_not_reachable_on_another_address() -> None:
+    """CONVSTREAM_METRICS_ADDRESS: the port listens on the configured address only."""
+    import socket
+
+    port = Metrics().serve(0, "127.0.0.1")
+    assert get(port, "/healthz")[0] == 200
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: it only picks a local address
+        other = probe.getsockname()[0]
+    except OSError:
+        other = "127.0.0.1"
+    finally:
+        probe.close()
+    if other.startswith("127."):
+        pytest.skip("this host has no non-loopback address")
+    with pytest.raises(OSError):
+        socket.create_connection((other, port), timeout=2).close()
+
+
+def test_an_ipv6_address_is_served() -> None:
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        port = Metrics().serve(0, "::1")
+    except OSError:
+        pytest.skip("IPv6 loopback not configured")
+    with urllib.request.urlopen(f"http://[::1]:{port}/healthz", timeout=5) as response:
+        assert response.status == 200

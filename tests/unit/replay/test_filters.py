@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from streams.replay import filters as filters_module
 from streams.replay.filters import (
     Decision,
     FilterError,
@@ -164,3 +165,14 @@ def test_replay_headers_increment_the_count(before: bytes | None, after: bytes) 
 
 def test_replay_headers_of_a_record_without_headers() -> None:
     assert replay_headers(None) == [("convstream.replay_count", b"1")]
+
+
+def test_a_hostile_nesting_dead_letter_is_not_parsed_for_its_destination(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_parse(_: bytes) -> object:
+        raise AssertionError("orjson.loads was called")
+
+    monkeypatch.setattr(filters_module.orjson, "loads", no_parse)
+    nested = b'{"destination": "google_ads", "x": ' + b"[" * 200 + b"]" * 200 + b"}"
+    assert destination_of(nested) is None

@@ -70,7 +70,7 @@ def test_the_data_manager_sink_gets_the_project_budget_and_a_status_tracker(
     async def on_status(record: dict[str, object]) -> None:
         published.append(record)
 
-    key = service_account_key(tmp_path, "http://127.0.0.1:9/token")
+    key = service_account_key(tmp_path, "https://127.0.0.1:9/token")
     settings = Settings.from_env(
         {
             "GOOGLE_APPLICATION_CREDENTIALS": str(key),

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from streams.config import Settings
-from streams.core.dedupe import DedupeGate, KeyRecord, dedupe_key
+from streams.core.dedupe import DedupeGate, KeyRecord, dedupe_key, dedupe_keys
 from streams.core.events import parse_event
 from streams.core.model import AccountBatch, BatchKey, Event, EventOutcome, SourcePosition
 from streams.core.outcomes import OutputRecord, Received
@@ -83,11 +83,11 @@ class Harness:
         self.log.append("settle")
         self.after_settle()
 
-    def send(self, *docs: dict[str, Any], partition: int = 0) -> str:
+    def send(self, *docs: dict[str, Any] | Event, partition: int = 0) -> str:
         """Hand one chunk to the pipeline, as the batch agent does; returns its ack label."""
         items = []
         for doc in docs:
-            event = parse_event(encode(doc))
+            event = doc if isinstance(doc, Event) else parse_event(encode(doc))
             assert isinstance(event, Event)
             received = Received(SourcePosition("in", 0, self.offset), b"k", 1.0, 2.0)
             self.offset += 1
@@ -592,6 +592,59 @@ def test_an_event_that_hits_a_bug_is_answered_failed() -> None:
     assert result["status"] == "failed"
     assert "RuntimeError" in result["error"]["message"]
     assert h.log[-1] == "ack 0"
+
+
+def order_by_name(action_name: str, order_id: str, event_id: str) -> Event:
+    """A click conversion with an action name and an order id, built as an Event so the
+    test holds whatever validation accepts."""
+    doc = click(1, conversion_action_name="Purchase", order_id="A-1")
+    del doc["conversion_action_id"]
+    event = parse_event(encode(doc))
+    assert isinstance(event, Event)
+    body = {**event.body, "conversion_action_name": action_name, "order_id": order_id}
+    return dataclasses.replace(event, event_id=event_id, action=f"name:{action_name}", body=body)
+
+
+def test_two_events_whose_parts_joined_alike_are_both_uploaded() -> None:
+    """Another action and another order id, the same text once joined with \\x1f: the
+    second was answered ``duplicate`` and never uploaded."""
+    s = "\x1f"
+    first = order_by_name(f"Purchase{s}click_conversion{s}order_id{s}A-1", "A-2", "first")
+    second = order_by_name("Purchase", f"A-1{s}click_conversion{s}order_id{s}A-2", "second")
+
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send(first, second)
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert {r["event_id"]: r["status"] for r in h.results()} == {
+        "first": "uploaded",
+        "second": "uploaded",
+    }
+
+
+def test_a_key_stored_before_the_upgrade_answers_a_copy_duplicate() -> None:
+    """The table a running deployment leaves holds separator-joined keys: a copy sent
+    after the upgrade is a duplicate, answered with its current key."""
+    event = parse_event(encode(click(1)))
+    assert isinstance(event, Event)
+    key, legacy = dedupe_keys(event)
+    assert legacy is not None
+
+    async def scenario() -> Harness:
+        h = Harness()
+        source = SourcePosition("in", 3, 7)  # the message the previous release uploaded
+        h.table[legacy] = KeyRecord("uploaded", source, 1_000_000.0 - 60, 0).encode()
+        h.send({**click(1), "event_id": "copy"})
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    [result] = h.results()
+    assert (result["status"], result["dedupe_key"]) == ("duplicate", key)
+    assert "write 1" not in h.log
 
 
 def test_a_sweep_deletes_the_partitions_expired_keys_and_is_acked() -> None:

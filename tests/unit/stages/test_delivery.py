@@ -11,6 +11,7 @@ import pytest
 
 from streams.core.events import parse_event
 from streams.core.model import BatchKey, Event, EventOutcome, SourcePosition
+from streams.core.normalize import sha256_hex
 from streams.core.outcomes import OutputRecord, Received
 from streams.ops.faults import FaultPlan
 from streams.ops.metrics import Metrics
@@ -140,6 +141,26 @@ def test_failures_carry_the_normalized_event_as_their_dead_letter() -> None:
     assert b"Alice" not in letter.value
     assert orjson.loads(letter.value)["gclid"] == click(1)["gclid"]
     assert dict(letter.headers)["convstream.error.retryable"] == b"true"
+
+
+def test_a_failed_call_conversions_dead_letter_keeps_the_caller_only_hashed() -> None:
+    f = Fakes()
+    call = {
+        "destination": "google_ads",
+        "type": "call_conversion",
+        "customer_id": "1234567890",
+        "conversion_action_id": "22334455",
+        "caller_id": "+1 (650) 555-0100",
+        "call_start_date_time": "2026-11-20 10:00:00+00:00",
+        "conversion_date_time": "2026-11-20 10:12:00+00:00",
+    }
+    batch = f.batch(call)
+    failed = EventOutcome("retryable", "UNAVAILABLE", "try later")
+    run(f.delivery.finish(KEY, batch, [failed], "b1", 5))
+    (letter,) = [r for r in f.records if r.kind == "dead_letter"]
+    assert b"6505550100" not in letter.value
+    assert orjson.loads(letter.value)["caller_id"] == sha256_hex("+16505550100")
+    assert batch[0].event.body["caller_id"] == "+16505550100", "the event itself is untouched"
 
 
 def test_delivered_results_are_counted_per_destination() -> None:

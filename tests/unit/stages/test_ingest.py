@@ -8,9 +8,11 @@ from typing import Any
 
 import orjson
 
-from streams.config import Settings
+from streams.config import NormalizeOptions, Settings
+from streams.core import normalize
 from streams.core.model import SourcePosition
 from streams.core.outcomes import OutputRecord, Received
+from streams.core.redact import REDACTED
 from streams.ops.metrics import Metrics
 from streams.stages import ingest as ingest_module
 from streams.stages import wire
@@ -19,7 +21,9 @@ from tests.support.event_factory import click, encode, yandex
 
 
 class Fakes:
-    def __init__(self, configured: tuple[str, ...] = ("google_ads",)) -> None:
+    def __init__(
+        self, configured: tuple[str, ...] = ("google_ads",), settings: Settings | None = None
+    ) -> None:
         self.records: list[OutputRecord] = []
         self.chunks: list[tuple[int, bytes]] = []
         self.acked: list[int] = []
@@ -27,7 +31,7 @@ class Fakes:
         self.hold.set()
         self.metrics = Metrics()
         self.ingest = Ingest(
-            Settings(max_message_bytes=4096),
+            settings or Settings(max_message_bytes=4096),
             configured,
             self.publish,
             self.forward,
@@ -139,6 +143,74 @@ def test_unconfigured_destination_is_rejected_with_a_replayable_dead_letter() ->
     letter = f.records[1]
     assert orjson.loads(letter.value)["client_id"] == yandex(1)["client_id"]
     assert dict(letter.headers)["convstream.error.stage"] == b"upload"
+
+
+def test_a_rejected_events_dead_letter_has_its_identifiers_hashed_by_the_workers_rules() -> None:
+    options = NormalizeOptions(default_phone_region="GB")
+    identifiers = [
+        {"email": " Jane.Roe+shop@Gmail.com "},
+        {"phone": "020 7946 0321"},
+        {"address": {"first_name": "Jane", "street": "221B Baker Street", "city": "London"}},
+    ]
+
+    async def scenario() -> Fakes:
+        f = Fakes(settings=Settings(max_message_bytes=4096, normalize=options))
+        f.send(encode(click(1, currency_code="eur", user_identifiers=identifiers)))
+        await f.ingest.drain()
+        return f
+
+    f = run(scenario())
+    (result,) = f.results()
+    assert result["error"]["message"].startswith("$.currency_code")
+    letter = f.records[1]
+    for raw in (b"Jane", b"jane", b"Roe", b"020 7946", b"+442079460321", b"Baker", b"baker"):
+        assert raw not in letter.value
+    email, phone, address = orjson.loads(letter.value)["user_identifiers"]
+    assert email == {"email": normalize.sha256_hex("janeroe@gmail.com")}
+    assert phone == {"phone": normalize.sha256_hex("+442079460321")}
+    assert address == {
+        "address": {
+            "first_name": normalize.sha256_hex("jane"),
+            "street": normalize.sha256_hex("221b baker street"),
+            "city": "London",
+        }
+    }
+
+
+def test_an_unconfigured_calls_dead_letter_keeps_the_phone_number_only_hashed() -> None:
+    call = {**yandex(1, phone_number="+7 495 739-70-00"), "type": "call"}
+    del call["target"]
+
+    async def scenario() -> Fakes:
+        f = Fakes(("google_ads",))
+        f.send(encode(call))
+        await f.ingest.drain()
+        return f
+
+    f = run(scenario())
+    assert f.results()[0]["error"]["code"] == "DESTINATION_NOT_CONFIGURED"
+    letter = f.records[1].value
+    assert b"739" not in letter
+    assert orjson.loads(letter)["phone_number"] == normalize.sha256_hex("+74957397000")
+
+
+def test_a_replayed_redacted_dead_letter_is_rejected_not_uploaded() -> None:
+    async def scenario() -> Fakes:
+        f = Fakes()
+        f.send(encode(click(1, currency_code="eur", user_identifiers=[{"email": "jane at home"}])))
+        await f.ingest.drain()
+        f.send(f.records[1].value.replace(b'"eur"', b'"EUR"'))  # replayed, currency fixed
+        await f.ingest.drain()
+        return f
+
+    f = run(scenario())
+    assert orjson.loads(f.records[1].value)["user_identifiers"] == [{"email": REDACTED}]
+    assert f.chunks == [], "nothing went on to be uploaded"
+    replayed = f.results()[1]
+    assert replayed["status"] == "rejected"
+    assert replayed["error"]["message"].startswith(
+        "$.user_identifiers[0].email: user_identifiers[0].email was redacted in a dead letter"
+    )
 
 
 def test_metric_labels_come_from_a_closed_set() -> None:

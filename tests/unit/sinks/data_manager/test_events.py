@@ -47,7 +47,9 @@ def test_a_full_click_maps_every_field() -> None:
                     }
                 },
             ],
-            custom_variables=[{"conversion_custom_variable_id": 555, "value": "gold"}],
+            custom_variables=[
+                {"conversion_custom_variable_id": 555, "name": "tier", "value": "gold"}
+            ],
             cart_data={
                 "merchant_id": 7654321,
                 "feed_country_code": "US",
@@ -83,7 +85,7 @@ def test_a_full_click_maps_every_field() -> None:
     assert identifiers[2].address.region_code == "US"
     assert identifiers[2].address.postal_code == "94043"
     assert pb.event_device_info.ip_address == "2001:db8::1"
-    assert [(v.variable, v.value) for v in pb.custom_variables] == [("555", "gold")]
+    assert [(v.variable, v.value) for v in pb.custom_variables] == [("tier", "gold")]
     cart = pb.cart_data
     assert cart.merchant_id == "7654321"
     assert cart.merchant_feed_label == "US"
@@ -244,3 +246,16 @@ def test_packing_respects_events_and_destinations_per_request() -> None:
         for i in range(MAX_DESTINATIONS_PER_REQUEST + 2)
     ]
     assert [len(g) for g in pack(actions)] == [MAX_DESTINATIONS_PER_REQUEST, 2]
+
+
+def test_a_custom_variable_known_only_by_id_stays_on_the_google_ads_api() -> None:
+    """Data Manager ignores a custom variable name it does not know, so sending the id as
+    the name would drop the value without a word."""
+    by_id = click(1, custom_variables=[{"conversion_custom_variable_id": 555, "value": "gold"}])
+    reason = unsupported_reason(event_of(by_id))
+    assert reason is not None
+    assert "custom_variables[].name" in reason
+    named = click(
+        1, custom_variables=[{"conversion_custom_variable_id": 555, "name": "tier", "value": "x"}]
+    )
+    assert unsupported_reason(event_of(named)) is None

@@ -14,7 +14,7 @@ from google.api_core import exceptions as core_exceptions
 
 from streams.config import QuotaBudget, RequestStatusSettings
 from streams.core.events import schema_document
-from streams.ops.metrics import Metrics
+from streams.ops.metrics import AccountLabels, Metrics
 from streams.sinks.data_manager.quota import QuotaLimiter
 from streams.sinks.data_manager.request_status import RequestStatusTracker
 from tests.unit.sinks.data_manager.manual_time import ManualTime
@@ -439,3 +439,62 @@ async def test_the_poller_task_reports_without_being_driven_and_stops_cleanly() 
     assert status.tracked == 0
     abandoned = "convstream_data_manager_status_abandoned_total"
     assert sample(metrics, abandoned, reason="shutdown") == 1
+
+
+def _customer_series(metrics: Metrics) -> dict[str, set[str]]:
+    """Family -> the customer_id label values it exports."""
+    found: dict[str, set[str]] = {}
+    for family in metrics.registry.collect():
+        for sample_ in family.samples:
+            if "customer_id" in sample_.labels:
+                found.setdefault(family.name, set()).add(sample_.labels["customer_id"])
+    return found
+
+
+async def test_10000_foreign_customers_create_a_bounded_number_of_series() -> None:
+    """Customer ids come from event data: only the configured ones keep their own
+    ``customer_id`` label, every other one is counted as ``other``."""
+    google, time, published = FakeGoogle(), ManualTime(T0), Published()
+    metrics = Metrics(accounts=AccountLabels(frozenset({CUSTOMER})))
+    customers = [CUSTOMER, *(str(2_000_000_000 + n) for n in range(10_000))]
+    statuses = []
+    for n, customer in enumerate(customers):
+        status = per_destination(
+            State.FAILED, str(n), records=1, errors={Reason.PROCESSING_ERROR_REASON_NO_CONSENT: 1}
+        )
+        status.destination = destination(str(n), customer)
+        statuses.append(status)
+    google.answer("req-many", statuses)
+    status = tracker(google, time, published, metrics)
+    status.track("req-many", [destination(str(n), c) for n, c in enumerate(customers)], 10_001)
+    time.advance(1800)
+    await status.poll_due()
+    assert len(published.records) == 1
+    series = _customer_series(metrics)
+    assert set(series) == {
+        "convstream_data_manager_destination_status",
+        "convstream_data_manager_status_events",
+        "convstream_data_manager_status_errors",
+    }
+    assert all(labels == {CUSTOMER, "other"} for labels in series.values()), series
+    other = sample(
+        metrics,
+        "convstream_data_manager_destination_status_total",
+        customer_id="other",
+        status="FAILED",
+    )
+    assert other == 10_000
+
+
+def test_without_a_list_the_first_accounts_up_to_the_cap_keep_their_label() -> None:
+    labels = AccountLabels(cap=3)
+    assert [labels.label(a) for a in ("1", "2", "1", "3", "4", "2", "5")] == [
+        "1",
+        "2",
+        "1",
+        "3",
+        "other",
+        "2",
+        "other",
+    ]
+    assert AccountLabels(frozenset({"7"}), cap=0).label("7") == "7"
