@@ -234,5 +234,9 @@ def test_an_unanswered_admin_call_is_a_topic_admin_error() -> None:
     command prints (exit 1) and the start-up check logs as a WARNING."""
     settings = Settings.from_env({"CONVSTREAM_BROKER": "kafka://127.0.0.1:1"})
     admin = TopicAdmin(settings, timeout=0.5)
-    with pytest.raises(TopicAdminError, match=r"on 127\.0\.0\.1:1: no answer within 0\.5 s"):
+    # librdkafka's answer depends on timing: its own timeout, or the refused connection
+    # reported first (seen on a loaded machine); either way the error names topic and host.
+    with pytest.raises(
+        TopicAdminError, match=r"could not describe topic conversions on 127\.0\.0\.1:1: "
+    ):
         admin.describe(["conversions"])
