@@ -92,11 +92,13 @@ def test_every_result_of_a_hostile_schema_event_validates(drawn: tuple[str, Any]
 
 @pytest.mark.parametrize("name", EVENT_SCHEMAS)
 def test_the_generator_reaches_valid_events_of_every_type(name: str) -> None:
-    """A generator that only ever made invalid events would prove little."""
+    """A generator that only ever made invalid events would prove little. About 4% of the
+    adjustments it makes are valid (12% of the clicks), and its first examples are the
+    simplest: 200 examples found none in one fixed sample, so 1,000 (~40 expected)."""
     valid = []
 
     @settings(
-        max_examples=200,
+        max_examples=1_000,
         deadline=None,
         derandomize=True,  # a fixed sample: this checks the generator, not the code
         database=None,
