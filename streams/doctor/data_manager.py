@@ -29,11 +29,11 @@ from streams.sinks import SinkConfigError
 from streams.sinks.data_manager.client import (
     AUTH_FAILED,
     SCOPE,
-    TOKEN_ENDPOINT_UNREACHABLE,
     DataManagerConnection,
 )
 from streams.sinks.data_manager.errors import HINTS, Failure, classify
 from streams.sinks.data_manager.events import DestinationKey, MappedEvent, build_request
+from streams.sinks.google_auth import TOKEN_ENDPOINT_UNREACHABLE
 
 DESTINATION: Final = "google_ads"
 _PROBE_GCLID: Final = "convstream-doctor-probe"

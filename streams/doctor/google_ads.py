@@ -38,7 +38,7 @@ from streams.config import GoogleAdsSettings
 from streams.doctor.accounts import GoogleAccount
 from streams.doctor.checks import Check, CheckStatus
 from streams.sinks import SinkConfigError
-from streams.sinks.google_ads.client import TOKEN_ENDPOINT_UNREACHABLE, GoogleAdsConnection
+from streams.sinks.google_ads.client import GoogleAdsConnection
 from streams.sinks.google_ads.diagnostics import CustomerDiagnostics, fetch_diagnostics
 from streams.sinks.google_ads.errors import (
     AUTH_FAILED,
@@ -61,6 +61,7 @@ from streams.sinks.google_ads.queries import (
     raw_message,
 )
 from streams.sinks.google_ads.requests import proto_types
+from streams.sinks.google_auth import TOKEN_ENDPOINT_UNREACHABLE
 
 DESTINATION: Final = "google_ads"
 TOO_RECENT: Final = "TOO_RECENT_CONVERSION_ACTION"

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Final
+
+from streams.sinks import SinkConfigError
 
 _log = logging.getLogger(__name__)
+
+GOOGLE_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
+TOKEN_ENDPOINT_UNREACHABLE: Final = "TOKEN_ENDPOINT_UNREACHABLE"  # noqa: S105 (an error code)
 
 OAUTH_ERRORS = (
     "invalid_grant",
@@ -55,3 +60,37 @@ async def refresh_once(credentials: Any, lock: asyncio.Lock, api: str) -> str | 
         except auth_exceptions.TransportError:
             _log.warning("destination=google_ads api=%s token endpoint unreachable", api)
     return None
+
+
+async def fetch_first_token(
+    credentials: Any,
+    *,
+    api: str,
+    auth_failed: str,
+    variable: str,
+    token_uri: str,
+    require_token: bool,
+) -> None:
+    """The start-up token fetch of a Google sink, off the event loop.
+
+    Refused credentials raise :class:`SinkConfigError` (``auth_failed``) naming
+    ``variable``, the setting to fix. An unreachable token endpoint only logs a warning,
+    because for a worker that is an outage, not a configuration error; ``require_token``
+    (the doctor) makes it an error too (``TOKEN_ENDPOINT_UNREACHABLE``).
+    """
+    from google.auth import exceptions as auth_exceptions
+
+    try:
+        await asyncio.to_thread(refresh_blocking, credentials)
+    except auth_exceptions.RefreshError as exc:
+        raise SinkConfigError(
+            auth_failed,
+            f"{variable}: the token endpoint refused the credentials ({oauth_error(exc)})",
+        ) from exc
+    except auth_exceptions.TransportError as exc:
+        if require_token:
+            raise SinkConfigError(
+                TOKEN_ENDPOINT_UNREACHABLE,
+                f"the OAuth token endpoint could not be reached ({token_uri})",
+            ) from exc
+        _log.warning("destination=google_ads api=%s token endpoint unreachable at start-up", api)

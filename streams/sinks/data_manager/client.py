@@ -30,7 +30,11 @@ from streams.config import (
     DataManagerSettings,
 )
 from streams.sinks import SinkConfigError
-from streams.sinks.google_auth import oauth_error, refresh_blocking, refresh_once
+from streams.sinks.google_auth import (
+    GOOGLE_TOKEN_URI,
+    fetch_first_token,
+    refresh_once,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -42,11 +46,9 @@ class RequestPermits(Protocol):
 
 
 SCOPE: Final = "https://www.googleapis.com/auth/datamanager"
-_GOOGLE_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
 #: The code of every refusal of the credentials (token endpoint or API).
 AUTH_FAILED: Final = "DATA_MANAGER_AUTH_FAILED"
 #: ``open(require_token=True)``: the token endpoint could not be reached at all.
-TOKEN_ENDPOINT_UNREACHABLE: Final = "TOKEN_ENDPOINT_UNREACHABLE"  # noqa: S105 (a code)
 
 
 class DataManagerConnection:
@@ -88,34 +90,25 @@ class DataManagerConnection:
         An unreachable token endpoint only logs a warning (an outage, not a configuration
         error); ``require_token`` (the doctor) makes it an error too.
         """
-        from google.auth import exceptions as auth_exceptions
-
         if self._credentials is None:
             self._credentials = load_credentials(self.config)
-        try:
-            await asyncio.to_thread(refresh_blocking, self._credentials)
-        except auth_exceptions.RefreshError as exc:
-            variable = (
+        await fetch_first_token(
+            self._credentials,
+            api="data_manager",
+            auth_failed=AUTH_FAILED,
+            variable=(
                 DATA_MANAGER_IMPERSONATE
                 if self.config.impersonate_service_account
                 else GOOGLE_APPLICATION_CREDENTIALS
-            )
-            raise SinkConfigError(
-                AUTH_FAILED,
-                f"{variable}: the token endpoint refused the credentials ({oauth_error(exc)})",
-            ) from exc
-        except auth_exceptions.TransportError as exc:
-            if require_token:
-                raise SinkConfigError(
-                    TOKEN_ENDPOINT_UNREACHABLE,
-                    f"the OAuth token endpoint could not be reached ({self.token_uri})",
-                ) from exc
-            _log.warning("destination=google_ads api=data_manager token endpoint unreachable")
+            ),
+            token_uri=self.token_uri,
+            require_token=require_token,
+        )
         self._opened = True
 
     @property
     def token_uri(self) -> str:
-        return str(getattr(self._credentials, "_token_uri", None) or _GOOGLE_TOKEN_URI)
+        return str(getattr(self._credentials, "_token_uri", None) or GOOGLE_TOKEN_URI)
 
     def client(self) -> Any:
         """The ``IngestionServiceAsyncClient`` of the running loop, created once per loop."""
@@ -243,7 +236,7 @@ def load_credentials(config: DataManagerSettings) -> Any:
                 refresh_token=info["refresh_token"],
                 client_id=info["client_id"],
                 client_secret=info["client_secret"],
-                token_uri=info.get("token_uri") or _GOOGLE_TOKEN_URI,
+                token_uri=info.get("token_uri") or GOOGLE_TOKEN_URI,
                 scopes=[SCOPE],
                 quota_project_id=info.get("quota_project_id"),
             )

@@ -33,7 +33,11 @@ from streams.config import GoogleAdsSettings
 from streams.sinks import SinkConfigError
 from streams.sinks.google_ads.errors import AUTH_FAILED
 from streams.sinks.google_ads.requests import proto_types
-from streams.sinks.google_auth import oauth_error, refresh_blocking, refresh_once
+from streams.sinks.google_auth import (
+    GOOGLE_TOKEN_URI,
+    fetch_first_token,
+    refresh_once,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -42,11 +46,9 @@ _log = logging.getLogger(__name__)
 # error surfaces as "Task exception was never retrieved" with a traceback. Each user logs
 # every failed request itself, without payloads; the library logs only its errors.
 _LIBRARY_LOGGER: Final = "google.ads.googleads.client"
-_GOOGLE_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
 _SCOPES: Final = ["https://www.googleapis.com/auth/adwords"]
 #: The code of the SinkConfigError ``open(require_token=True)`` raises when the token
 #: endpoint cannot be reached (as opposed to refusing the credentials).
-TOKEN_ENDPOINT_UNREACHABLE: Final = "TOKEN_ENDPOINT_UNREACHABLE"  # noqa: S105 (an error code)
 
 
 class GoogleAdsConnection:
@@ -82,28 +84,18 @@ class GoogleAdsConnection:
         """
         self._version = self._resolve_version()
         self._credentials = self._build_credentials()
-        from google.auth import exceptions as auth_exceptions
-
-        try:
-            await asyncio.to_thread(refresh_blocking, self._credentials)
-        except auth_exceptions.RefreshError as exc:
-            variable = (
+        await fetch_first_token(
+            self._credentials,
+            api="google_ads_api",
+            auth_failed=AUTH_FAILED,
+            variable=(
                 "GOOGLE_ADS_REFRESH_TOKEN"
                 if self.config.refresh_token
                 else "GOOGLE_ADS_JSON_KEY_FILE_PATH"
-            )
-            raise SinkConfigError(
-                AUTH_FAILED,
-                f"{variable}: the token endpoint refused the credentials ({oauth_error(exc)})",
-            ) from exc
-        except auth_exceptions.TransportError as exc:
-            if require_token:
-                raise SinkConfigError(
-                    TOKEN_ENDPOINT_UNREACHABLE,
-                    "the OAuth token endpoint could not be reached "
-                    f"({self.config.token_uri or _GOOGLE_TOKEN_URI})",
-                ) from exc
-            _log.warning("destination=google_ads token endpoint unreachable at start-up")
+            ),
+            token_uri=self.config.token_uri or GOOGLE_TOKEN_URI,
+            require_token=require_token,
+        )
         from google.ads.googleads.client import GoogleAdsClient
 
         self._client = GoogleAdsClient(
@@ -137,7 +129,7 @@ class GoogleAdsConnection:
                 refresh_token=config.refresh_token,
                 client_id=config.client_id,
                 client_secret=config.client_secret,
-                token_uri=config.token_uri or _GOOGLE_TOKEN_URI,
+                token_uri=config.token_uri or GOOGLE_TOKEN_URI,
             )
         if config.json_key_file_path is not None:
             from google.oauth2 import service_account
