@@ -4,8 +4,6 @@ The first upload meets an UNAVAILABLE: the real pipeline retries it and nothing 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,10 +18,10 @@ from streams.local.sandbox.google_ads import (
     Tls,
     worker_env,
 )
+from tests.support.cli_runner import run_cli
 from tests.support.event_factory import click, encode
 from tests.support.google_ads_events import adjustment, call
 from tests.support.worker_harness import (
-    CONVSTREAM,
     TopicReader,
     Topics,
     WorkerProcess,
@@ -151,12 +149,8 @@ def test_refused_credentials_dead_letter_then_replay_after_the_fix_uploads_once(
         assert fake.requests_of("UploadClickConversions") == []
 
         fake.script.permission_denied = False  # access granted again
-        done = subprocess.run(
-            [CONVSTREAM, "replay", "--no-progress", "--error-code", "GOOGLE_ADS_AUTH_FAILED"],
-            env={**os.environ, **topics.env()},
-            capture_output=True,
-            text=True,
-            timeout=60,
+        done = run_cli(
+            "replay", "--no-progress", "--error-code", "GOOGLE_ADS_AUTH_FAILED", env=topics.env()
         )
         assert done.returncode == 0, done.stderr
         results.wait_for(2, timeout=60)
@@ -210,18 +204,12 @@ def test_a_not_allowlisted_account_dead_letters_replayable_with_the_switch_named
         assert len(fake.requests_of("UploadClickConversions")) == 1  # no retry loop
 
         fake.script.not_allowlisted = None  # the account may upload again
-        done = subprocess.run(
-            [
-                CONVSTREAM,
-                "replay",
-                "--no-progress",
-                "--error-code",
-                "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
-            ],
-            env={**os.environ, **topics.env()},
-            capture_output=True,
-            text=True,
-            timeout=60,
+        done = run_cli(
+            "replay",
+            "--no-progress",
+            "--error-code",
+            "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
+            env=topics.env(),
         )
         assert done.returncode == 0, done.stderr
         results.wait_for(2, timeout=60)
