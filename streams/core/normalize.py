@@ -319,8 +319,10 @@ def _parse_text(raw: str, expected: str) -> tuple[datetime, re.Match[str]]:
 
 
 def _is_ascii_digits(text: str) -> bool:
-    """``str.isdigit`` alone is true for "²" and other digits ``int()`` refuses."""
-    stripped = text.strip()
+    """``str.isdigit`` alone is true for "²" and other digits ``int()`` refuses; and
+    ``str.strip()`` also drops the separators U+001C-U+001F, which ``int()`` keeps (and
+    then refuses), so only the ASCII blanks ``int()`` itself skips are stripped."""
+    stripped = text.strip(" \t\n\r\v\f")
     return stripped.isascii() and stripped.isdigit()
 
 

@@ -438,6 +438,16 @@ def test_random_text_raises_only_fixed_reasons_that_cannot_quote_it(function, ra
     assert reason is None or reason in KNOWN_REASONS
 
 
+@pytest.mark.parametrize("raw", ["0\x1f", "1704096000\x1c", "\x1d1704096000"])
+def test_digits_beside_a_separator_character_are_no_unix_seconds(raw: str) -> None:
+    """``str.strip()`` drops U+001C-U+001F but ``int()`` does not: such text was taken for
+    unix seconds and then failed in ``int()`` (an internal error, found by the property
+    test above)."""
+    with pytest.raises(NormalizationError) as caught:
+        parse_timestamp(raw, allow_unix=True)
+    assert caught.value.reason in KNOWN_REASONS
+
+
 _ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + i) for i in range(10)))
 _SUPERSCRIPT = str.maketrans(
     "0123456789", "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
