@@ -204,6 +204,9 @@ class EventOutcome:
     pipeline's backoff never undercuts (:mod:`streams.core.retry`).
     ``retryable`` on a rejection: the event itself is fine and a replay can succeed once
     an operator fixed the cause (refused credentials); it goes into the dead letter.
+    ``park`` on a ``retryable`` outcome with ``retry_after``: the wait is long (a conversion
+    too recent for the destination, a daily quota spent), so the pipeline parks the event
+    in the delayed-retry topic until it is due instead of retrying it inside its batch.
     """
 
     status: OutcomeStatus
@@ -213,6 +216,7 @@ class EventOutcome:
     retry_after: float | None = None
     retryable: bool = False
     job_id: int | None = None
+    park: bool = False
 
     @property
     def is_failure(self) -> bool:
