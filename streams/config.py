@@ -100,6 +100,16 @@ class GoogleAdsSettings:
     action_name_ttl_seconds: float = 3600.0
     """How long a customer's conversion action names stay cached
     (``CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS``)."""
+    max_requests_per_second: float = 10.0
+    """``CONVSTREAM_GOOGLE_ADS_MAX_RPS``: Google Ads API calls (uploads and searches) the
+    worker starts per second, over all accounts of the developer token."""
+    max_concurrent_requests: int = 10
+    """``CONVSTREAM_GOOGLE_ADS_MAX_CONCURRENT_REQUESTS``: Google Ads API calls in flight at
+    once, over all accounts of the developer token."""
+
+
+GOOGLE_ADS_MAX_RPS = "CONVSTREAM_GOOGLE_ADS_MAX_RPS"
+GOOGLE_ADS_MAX_CONCURRENT_REQUESTS = "CONVSTREAM_GOOGLE_ADS_MAX_CONCURRENT_REQUESTS"
 
 
 class GoogleUploadApi(StrEnum):
@@ -758,6 +768,8 @@ def _google_ads(read: _Reader, insecure: bool) -> GoogleAdsSettings | None:
         action_name_ttl_seconds=read.number(
             "CONVSTREAM_GOOGLE_ACTION_NAME_TTL_SECONDS", 3600.0, float, 1, 86400 * 7
         ),
+        max_requests_per_second=read.number(GOOGLE_ADS_MAX_RPS, 10.0, float, 0.1, 10_000),
+        max_concurrent_requests=read.number(GOOGLE_ADS_MAX_CONCURRENT_REQUESTS, 10, int, 1, 1000),
     )
 
 

@@ -196,7 +196,10 @@ class AccountBatch:
 class EventOutcome:
     """What happened to one event of a batch.
 
-    ``code``/``message`` explain anything but an upload; ``message`` never quotes PII.
+    ``code``/``message`` explain anything but an upload; ``message`` never quotes PII. On an
+    ``uploaded`` outcome they are a warning: the destination took the event but said
+    something worth knowing (Google's CLICK_NOT_FOUND on a lead); the result carries it as
+    ``warning``.
     The sink fills the result's id field its destination has, as the destination gave it:
     ``job_id`` (Google Ads' upload job, an int) or ``upload_id`` (Yandex Metrica's uploading
     id, a string); the pipeline copies both into the result unchanged.

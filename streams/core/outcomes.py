@@ -59,6 +59,15 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class WarningInfo:
+    """Something the destination said about an event it took (``uploaded``): Google's
+    CLICK_NOT_FOUND on an enhanced-conversions-for-leads row. Never quotes PII."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Resolution:
     """How one input message ended. Becomes one result and maybe one dead letter."""
 
@@ -77,6 +86,8 @@ class Resolution:
     dead_letter_value: bytes | None = None
     """The event, identifiers hashed or redacted; the original bytes when no JSON could be
     read from them."""
+    warning: WarningInfo | None = None
+    """Only on ``uploaded`` / ``validated``: the result's optional ``warning`` object."""
 
     @property
     def is_dead_letter(self) -> bool:
@@ -172,6 +183,10 @@ def output_records(resolution: Resolution, now: float) -> list[OutputRecord]:
         "received_at": iso_utc(received.received_at),
         "completed_at": completed_at,
     }
+    if r.warning is not None:
+        # Optional: written only when there is one, so results without a warning are
+        # byte-for-byte what consumers of older versions read.
+        result["warning"] = {"code": r.warning.code, "message": r.warning.message}
     records = [OutputRecord("result", received.key, orjson.dumps(result))]
     if r.is_dead_letter and error is not None:
         source = received.source

@@ -420,9 +420,10 @@ async def _probe(
         return refused
     service = connection.service("ConversionUploadService")
     try:
-        response = await getattr(service, method)(
-            request=request, metadata=connection.metadata(login), timeout=60.0
-        )
+        async with connection.request_slot():
+            response = await getattr(service, method)(
+                request=request, metadata=connection.metadata(login), timeout=60.0
+            )
     except Exception as exc:  # classified: the probe's failure is a warning, not a crash
         failure = classify_exception(exc, version, "conversions")
         verdict = _verdict(failure.errors)

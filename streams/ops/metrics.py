@@ -337,6 +337,13 @@ class Metrics:
             ["customer_id"],
             registry=registry,
         )
+        # code: the destination's warning code (an enum name, e.g. CLICK_NOT_FOUND): bounded.
+        self.upload_warnings = Counter(
+            "convstream_upload_warnings_total",
+            "Events uploaded with a warning from the destination, by its code.",
+            ["destination", "code"],
+            registry=registry,
+        )
         for name, metric in list(vars(self).items()):
             if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
                 setattr(self, name, CachedLabels(metric))

@@ -30,7 +30,14 @@ from typing import Any
 
 from streams.core.dedupe import KeyStatus
 from streams.core.model import BatchKey, EventOutcome
-from streams.core.outcomes import ErrorInfo, OutputRecord, Received, Resolution, output_records
+from streams.core.outcomes import (
+    ErrorInfo,
+    OutputRecord,
+    Received,
+    Resolution,
+    WarningInfo,
+    output_records,
+)
 from streams.core.redact import dead_letter_body
 from streams.ops.faults import FaultPlan
 from streams.ops.metrics import Metrics
@@ -108,12 +115,15 @@ class Delivery:
         metrics = self._metrics
         uploaded: collections.Counter[str] = collections.Counter()
         rejected: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        warned: collections.Counter[tuple[str, str]] = collections.Counter()
         latencies: dict[str, list[float]] = collections.defaultdict(list)
         for r in resolutions:
             destination = r.destination or "unknown"
             latencies[destination].append(max(0.0, done - r.received.timestamp))
             if r.status in ("uploaded", "validated"):
                 uploaded[destination] += 1
+                if r.warning is not None:
+                    warned[(destination, r.warning.code)] += 1
             elif r.error is not None:
                 rejected[(destination, r.error.code, r.error.stage)] += 1
         for destination, values in latencies.items():
@@ -122,6 +132,8 @@ class Delivery:
                 histogram.observe(value)
         for destination, count in uploaded.items():
             metrics.conversions_uploaded.labels(destination).inc(count)
+        for (destination, code), count in warned.items():
+            metrics.upload_warnings.labels(destination, code).inc(count)
         for (destination, code, stage), count in rejected.items():
             metrics.conversions_rejected.labels(destination, code).inc(count)
             metrics.dead_letters.labels(destination, stage).inc(count)
@@ -152,6 +164,9 @@ def resolution(
         status = "validated"
     else:
         status = outcome.status
+    warning = None
+    if outcome.status == "uploaded" and outcome.code:
+        warning = WarningInfo(outcome.code, outcome.message or outcome.code)
     return Resolution(
         received=p.received,
         status=status,
@@ -166,6 +181,7 @@ def resolution(
         upload_id=outcome.upload_id,
         attempts=attempts,
         dead_letter_value=dead_letter_body(event.body) if error is not None else None,
+        warning=warning,
     )
 
 

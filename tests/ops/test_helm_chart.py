@@ -400,6 +400,8 @@ def test_config_map_carries_the_settings(full: Manifests) -> None:
     assert config["CONVSTREAM_DEDUPE_TTL_DAYS"] == "30"
     assert config["CONVSTREAM_DRY_RUN"] == "true"
     assert config["CONVSTREAM_GOOGLE_DIAGNOSTICS_INTERVAL_SECONDS"] == "3600"
+    assert config["CONVSTREAM_GOOGLE_ADS_MAX_RPS"] == "10"
+    assert config["CONVSTREAM_GOOGLE_ADS_MAX_CONCURRENT_REQUESTS"] == "10"
     assert config["CONVSTREAM_DATA_DIR"] == "/var/lib/convstream"
     assert config["GOOGLE_ADS_LOGIN_CUSTOMER_ID"] == "123-456-7890"
     assert config["GOOGLE_ADS_API_VERSION"] == "v26"

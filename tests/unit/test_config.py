@@ -324,6 +324,32 @@ def test_action_name_ttl_and_accounts_file_are_read() -> None:
         )
 
 
+def test_google_ads_request_limits_are_read_and_validated() -> None:
+    defaults = Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t"})
+    assert defaults.google_ads is not None
+    assert defaults.google_ads.max_requests_per_second == 10.0
+    assert defaults.google_ads.max_concurrent_requests == 10
+    settings = Settings.from_env(
+        {
+            "GOOGLE_ADS_DEVELOPER_TOKEN": "t",
+            "CONVSTREAM_GOOGLE_ADS_MAX_RPS": "2.5",
+            "CONVSTREAM_GOOGLE_ADS_MAX_CONCURRENT_REQUESTS": "3",
+        }
+    )
+    assert settings.google_ads is not None
+    assert settings.google_ads.max_requests_per_second == 2.5
+    assert settings.google_ads.max_concurrent_requests == 3
+    for name, value in [
+        ("CONVSTREAM_GOOGLE_ADS_MAX_RPS", "0"),
+        ("CONVSTREAM_GOOGLE_ADS_MAX_RPS", "nan"),
+        ("CONVSTREAM_GOOGLE_ADS_MAX_RPS", "fast"),
+        ("CONVSTREAM_GOOGLE_ADS_MAX_CONCURRENT_REQUESTS", "0"),
+        ("CONVSTREAM_GOOGLE_ADS_MAX_CONCURRENT_REQUESTS", "2.5"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({"GOOGLE_ADS_DEVELOPER_TOKEN": "t", name: value})
+
+
 # --- topic durability (CONVSTREAM_TOPIC_*) ----------------------------------------------------
 
 

@@ -120,7 +120,8 @@ def test_dead_letter_header_description_lists_exactly_the_contract_headers() -> 
 
 
 def test_result_schema_has_the_contract_fields() -> None:
-    assert set(schema_document("result")["properties"]) == RESULT_FIELDS
+    assert set(schema_document("result")["properties"]) == RESULT_FIELDS | {"warning"}
+    assert "warning" not in schema_document("result")["required"], "optional: old results"
 
 
 GOOD_RESULT = {
@@ -152,6 +153,23 @@ def test_result_schema_accepts_a_result_and_ties_error_to_status() -> None:
     assert not validator.is_valid(rejected | {"status": "uploaded"}), "uploaded carries no error"
     assert not validator.is_valid(GOOD_RESULT | {"status": "lost"})
     assert not validator.is_valid(GOOD_RESULT | {"received_at": "2026-11-22T10:00:00+02:00"})
+
+
+def test_result_schema_takes_an_optional_warning_on_uploaded_results_only() -> None:
+    validator = reference_validator("result")
+    warning = {"code": "CLICK_NOT_FOUND", "message": "no click matched the identifiers"}
+    validator.validate(GOOD_RESULT | {"warning": warning})
+    validator.validate(GOOD_RESULT | {"status": "validated", "warning": warning})
+    assert not validator.is_valid(
+        GOOD_RESULT
+        | {
+            "status": "rejected",
+            "error": {"code": "X", "message": "m", "retryable": False},
+            "warning": warning,
+        }
+    ), "a warning belongs to an uploaded result"
+    assert not validator.is_valid(GOOD_RESULT | {"warning": {"code": "lower"}})
+    assert not validator.is_valid(GOOD_RESULT | {"warning": warning | {"email": "x"}})
 
 
 def test_upload_status_schema_matches_what_the_yandex_sink_publishes() -> None:

@@ -10,7 +10,12 @@ a row limit (``TOO_MANY_CONVERSIONS_IN_REQUEST``), an account that may no longer
 click conversions (``CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE`` on every row or for the
 whole request, as Google answers new integrations since 2026-06-15), and stale access
 tokens (UNAUTHENTICATED) issued by :class:`FakeTokenEndpoint`, which can also answer
-``invalid_grant``.
+``invalid_grant``. Per-row answers Google documents: a transient ``INTERNAL_ERROR`` on a row
+for its first N answers (``Script.flaky_rows``), ``CLICK_NOT_FOUND`` on rows identified by
+user identifiers only (enhanced conversions for leads, ``Script.unmatched_leads``). Every
+upload call can be made slow (``Script.call_seconds``), and the fake counts the calls in
+flight at once (:attr:`FakeGoogleAds.peak_in_flight`), so tests can see a client-side
+concurrency cap hold.
 
 Both run in threads of their own, so they keep answering while a test's event loop waits.
 """
@@ -202,6 +207,15 @@ class Script:
     ``"rows"`` fails every row with CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE at its index
     (partial failure, validate-only probes included); ``"request"`` refuses the whole call
     (PERMISSION_DENIED with that error, naming no row). Single rows: ``row_failures``."""
+    flaky_rows: dict[str, int] = field(default_factory=dict)
+    """Row key -> how many more answers fail that row with a per-row INTERNAL_ERROR
+    (InternalError, "retry the request") before it is accepted."""
+    unmatched_leads: bool = False
+    """Click rows without gclid, gbraid or wbraid (enhanced conversions for leads: matched
+    by user identifiers) answer CLICK_NOT_FOUND, as Google does when the email or phone
+    matches no click ("you can safely ignore this warning")."""
+    call_seconds: float = 0.0
+    """Each upload call takes this long to answer (server-side latency)."""
     customers: dict[str, FakeCustomer] = field(default_factory=dict)
     """Accounts GoogleAdsService.Search can read. Uploads to a customer listed here are
     checked against its conversion actions (unknown: NO_CONVERSION_ACTION_FOUND; younger
@@ -250,19 +264,24 @@ class FakeGoogleAds:
         self.rejected_calls: list[str] = []
         self._tokens = tokens
         self._lock = threading.Lock()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        """The most upload calls the fake was answering at once."""
+        # Enough threads that the server never caps concurrency itself: a client-side
+        # limit must be the client's.
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
         self._server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
                     _UPLOAD_SERVICE,
                     {
                         "UploadClickConversions": _handler(
-                            self._click,
+                            self._counted(self._click),
                             upload_types.UploadClickConversionsRequest,
                             upload_types.UploadClickConversionsResponse,
                         ),
                         "UploadCallConversions": _handler(
-                            self._call,
+                            self._counted(self._call),
                             upload_types.UploadCallConversionsRequest,
                             upload_types.UploadCallConversionsResponse,
                         ),
@@ -287,7 +306,7 @@ class FakeGoogleAds:
                     _ADJUST_SERVICE,
                     {
                         "UploadConversionAdjustments": _handler(
-                            self._adjust,
+                            self._counted(self._adjust),
                             adjust_types.UploadConversionAdjustmentsRequest,
                             adjust_types.UploadConversionAdjustmentsResponse,
                         ),
@@ -314,6 +333,34 @@ class FakeGoogleAds:
             return [r for r in self.received if r.method == method]
 
     # --- the RPCs -----------------------------------------------------------------------
+
+    def _counted(self, fn: Any) -> Any:
+        """``fn`` counted in :attr:`in_flight` / :attr:`peak_in_flight` while it runs, after
+        ``Script.call_seconds`` of simulated server latency."""
+
+        def handler(request: Any, context: grpc.ServicerContext) -> Any:
+            with self._lock:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                if self.script.call_seconds:
+                    time.sleep(self.script.call_seconds)  # the server's latency, not a wait
+                return fn(request, context)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+        return handler
+
+    def _row_problem(self, key: str) -> str | None:
+        """A scripted per-row error of the row keyed ``key``: a fixed one, or a transient
+        INTERNAL_ERROR while its count lasts."""
+        with self._lock:
+            left = self.script.flaky_rows.get(key, 0)
+            if left > 0:
+                self.script.flaky_rows[key] = left - 1
+                return "INTERNAL_ERROR"
+        return self.script.row_failures.get(key)
 
     def _gate(self, method: str, context: grpc.ServicerContext) -> dict[str, str]:
         """Checks every call goes through before it is recorded: token, outage, quota."""
@@ -389,7 +436,10 @@ class FakeGoogleAds:
             if self.script.not_allowlisted == "rows":
                 errors.append(ads_error(NOT_ALLOWLISTED, index, message=_NOT_ALLOWLISTED_MESSAGE))
                 continue
-            code = self.script.row_failures.get(row.gclid or row.order_id)
+            code = self._row_problem(row.gclid or row.order_id)
+            if code is None and self.script.unmatched_leads:
+                lead = not (row.gclid or row.gbraid or row.wbraid) and row.user_identifiers
+                code = "CLICK_NOT_FOUND" if lead else None
             code = code or self._action_problem(pb.customer_id, row.conversion_action, "click")
             if code:
                 errors.append(ads_error(code, index))
@@ -412,7 +462,7 @@ class FakeGoogleAds:
         errors = []
         for index, row in enumerate(pb.conversions):
             result = response.results.add()
-            code = self.script.row_failures.get(row.caller_id)
+            code = self._row_problem(row.caller_id)
             code = code or self._action_problem(pb.customer_id, row.conversion_action, "call")
             if code:
                 errors.append(ads_error(code, index))
@@ -432,7 +482,7 @@ class FakeGoogleAds:
         errors = []
         for index, row in enumerate(pb.conversion_adjustments):
             result = response.results.add()
-            code = self.script.row_failures.get(row.order_id or row.gclid_date_time_pair.gclid)
+            code = self._row_problem(row.order_id or row.gclid_date_time_pair.gclid)
             if code:
                 errors.append(ads_error(code, index, field="conversion_adjustments"))
             elif not pb.validate_only:

@@ -38,6 +38,8 @@ FAMILY = {
     "RESOURCE_TEMPORARILY_EXHAUSTED": "quota_error",
     "CONCURRENT_MODIFICATION": "database_error",
     "TRANSIENT_ERROR": "internal_error",
+    "INTERNAL_ERROR": "internal_error",
+    "CLICK_NOT_FOUND": "conversion_upload_error",
     "OAUTH_TOKEN_EXPIRED": "authentication_error",
     "USER_PERMISSION_DENIED": "authorization_error",
     "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE": "not_allowlisted_error",

@@ -14,6 +14,14 @@ to every call, and a batch may need another one (``login_customer_id`` in the ev
 call passes its own ``login-customer-id`` metadata (:meth:`GoogleAdsConnection.metadata`),
 so one client and one channel per service serve every account.
 
+Every call goes through :meth:`GoogleAdsConnection.request_slot`: one
+:class:`~streams.core.limiter.RequestLimiter` per developer token (keyed by its digest) for
+the whole process, shared by every lane, the name resolver, the diagnostics poller and the
+doctor, so hundreds of small accounts flushing at once queue for
+``CONVSTREAM_GOOGLE_ADS_MAX_CONCURRENT_REQUESTS`` calls in flight and
+``CONVSTREAM_GOOGLE_ADS_MAX_RPS`` starts per second instead of bursting hundreds of RPCs
+on one token.
+
 The services are google-ads' native asyncio clients (``get_service(..., is_async=True)``,
 gRPC ``aio``). They are created lazily, inside the loop that uses them, because a
 ``grpc.aio`` channel belongs to the loop that created it and ``open()`` may run in another.
@@ -27,9 +35,11 @@ import json
 import logging
 import pkgutil
 import re
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 from streams.config import GoogleAdsSettings
+from streams.core.limiter import RequestLimiter, credential_key, shared_limiter
 from streams.sinks import SinkConfigError
 from streams.sinks.google_ads.errors import AUTH_FAILED
 from streams.sinks.google_ads.requests import proto_types
@@ -63,6 +73,7 @@ class GoogleAdsConnection:
         self._services: dict[str, Any] = {}
         self._services_loop: asyncio.AbstractEventLoop | None = None
         self._refresh_lock: asyncio.Lock | None = None
+        self._limiter: RequestLimiter | None = None
 
     @property
     def version(self) -> str:
@@ -157,6 +168,36 @@ class GoogleAdsConnection:
         """Per-call metadata: the request's manager account, else the configured one."""
         login = login_customer_id or self.config.login_customer_id
         return (("login-customer-id", login),) if login else ()
+
+    @property
+    def token_key(self) -> str:
+        """The developer token's digest: what logs and the limiter name it by."""
+        return credential_key("developer_token", self.config.developer_token)
+
+    def limiter(self) -> RequestLimiter:
+        """The running loop's limiter of this developer token (see the module docstring)."""
+        limiter = shared_limiter(
+            f"google_ads_api:{self.token_key}",
+            max_per_second=self.config.max_requests_per_second,
+            max_concurrent=self.config.max_concurrent_requests,
+        )
+        if limiter is not self._limiter:
+            self._limiter = limiter
+            _log.info(
+                "destination=google_ads request limiter token=%s max_rps=%g "
+                "max_concurrent_requests=%d",
+                self.token_key,
+                limiter.max_per_second,
+                limiter.max_concurrent,
+            )
+        return limiter
+
+    @contextlib.asynccontextmanager
+    async def request_slot(self) -> AsyncIterator[None]:
+        """``async with connection.request_slot(): await service.method(...)``: waits for
+        the developer token's budget, holds a slot while the call runs."""
+        async with self.limiter().slot():
+            yield
 
     def service(self, name: str) -> Any:
         """The async service client for the running loop, created once per loop."""

@@ -20,7 +20,7 @@ which can echo a click id or an order id, is never copied.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -47,40 +47,104 @@ class ErrorClass(StrEnum):
     integrations since 2026-06-15, session attributes, IP addresses): ``rejected`` with
     Google's code, ``retryable`` (the event is fine; replayed through the Data Manager API,
     which takes them from everyone, it goes) and a message naming the switch."""
+    LEAD_WARNING = "lead_warning"
+    """Google says it can be safely ignored on a row matched by user identifiers
+    (enhanced conversions for leads: no gclid, gbraid or wbraid): such a row is
+    ``uploaded`` with a warning; on a row with a click id it is a rejection."""
     REJECT = "reject"
     """Anything else: the row is ``rejected`` with Google's code and goes to the DLQ."""
 
 
-#: The one classification table: gRPC status names and Google Ads error-code enum names.
-#: Codes not listed are REJECT; every error of the ``authentication_error`` and
-#: ``authorization_error`` families is AUTH (see :data:`AUTH_FAMILIES`).
-CLASSIFICATION: Final[dict[str, ErrorClass]] = {
+@dataclass(frozen=True, slots=True)
+class CodeRule:
+    """One entry of the table: what the sink does, where the code comes from, and the
+    Google page whose words the decision follows."""
+
+    error_class: ErrorClass
+    source: str
+    """``gRPC status`` or the Google Ads error enum (``ConversionUploadError`` ...)."""
+    doc: str
+    """URL of the Google documentation the classification follows."""
+
+
+_REF: Final = "https://developers.google.com/google-ads/api/reference/rpc/v26/"
+ERROR_TYPES_DOC: Final = (
+    "https://developers.google.com/google-ads/api/docs/best-practices/error-types"
+)
+"""Google's error categories: authentication, retryable (``TRANSIENT_ERROR``,
+``INTERNAL_ERROR``: retry after a short pause, with exponential backoff), validation."""
+_QUOTA_DOC: Final = "https://developers.google.com/google-ads/api/docs/best-practices/quotas"
+_UPLOAD: Final = f"{_REF}ConversionUploadErrorEnum.ConversionUploadError"
+_ADJUST: Final = f"{_REF}ConversionAdjustmentUploadErrorEnum.ConversionAdjustmentUploadError"
+_GRPC: Final = "gRPC status"
+
+#: The one table: gRPC status names and Google Ads error-code enum names, each with the
+#: Google page it follows. Codes not listed are REJECT; every error of the
+#: ``authentication_error`` and ``authorization_error`` families is AUTH (see
+#: :data:`AUTH_FAMILIES`). The README's error table is generated from it
+#: (``python -m streams.sinks.error_table``).
+CODES: Final[dict[str, CodeRule]] = {
     # gRPC status codes of a whole request
-    "UNAVAILABLE": ErrorClass.RETRY,
-    "DEADLINE_EXCEEDED": ErrorClass.RETRY,
-    "INTERNAL": ErrorClass.RETRY,
-    "RESOURCE_EXHAUSTED": ErrorClass.RETRY,  # also QuotaError.RESOURCE_EXHAUSTED
-    "UNAUTHENTICATED": ErrorClass.AUTH,  # after one forced token refresh
-    "PERMISSION_DENIED": ErrorClass.AUTH,
-    # Google Ads error codes
-    "RESOURCE_TEMPORARILY_EXHAUSTED": ErrorClass.RETRY,  # QuotaError
-    "CONCURRENT_MODIFICATION": ErrorClass.RETRY,  # DatabaseError
-    "TRANSIENT_ERROR": ErrorClass.RETRY,  # InternalError
-    "TOO_RECENT_CONVERSION_ACTION": ErrorClass.DELAYED_RETRY,
-    "TOO_RECENT_EVENT": ErrorClass.DELAYED_RETRY,
-    "TOO_RECENT_CALL": ErrorClass.DELAYED_RETRY,
-    "TOO_RECENT_CONVERSION": ErrorClass.DELAYED_RETRY,  # ConversionAdjustmentUploadError
-    "CLICK_CONVERSION_ALREADY_EXISTS": ErrorClass.DUPLICATE,
-    "CALL_CONVERSION_ALREADY_EXISTS": ErrorClass.DUPLICATE,
-    "ORDER_ID_ALREADY_IN_USE": ErrorClass.DUPLICATE,
-    "RESTATEMENT_ALREADY_EXISTS": ErrorClass.DUPLICATE,
-    "CONVERSION_ALREADY_ENHANCED": ErrorClass.DUPLICATE,
-    "CONVERSION_ALREADY_RETRACTED": ErrorClass.DUPLICATE,
-    "TOO_MANY_CONVERSIONS_IN_REQUEST": ErrorClass.SPLIT,
-    "TOO_MANY_ADJUSTMENTS_IN_REQUEST": ErrorClass.SPLIT,
-    # NotAllowlistedError: since 2026-06-15 for every row of a new integration's click upload
-    "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE": ErrorClass.DATA_MANAGER_ONLY,
+    "UNAVAILABLE": CodeRule(ErrorClass.RETRY, _GRPC, ERROR_TYPES_DOC),
+    "DEADLINE_EXCEEDED": CodeRule(ErrorClass.RETRY, _GRPC, ERROR_TYPES_DOC),
+    "INTERNAL": CodeRule(ErrorClass.RETRY, _GRPC, ERROR_TYPES_DOC),
+    # also QuotaError.RESOURCE_EXHAUSTED
+    "RESOURCE_EXHAUSTED": CodeRule(ErrorClass.RETRY, _GRPC, _QUOTA_DOC),
+    "UNAUTHENTICATED": CodeRule(ErrorClass.AUTH, _GRPC, ERROR_TYPES_DOC),  # after one refresh
+    "PERMISSION_DENIED": CodeRule(ErrorClass.AUTH, _GRPC, ERROR_TYPES_DOC),
+    # Google Ads error codes, per request or per row
+    "RESOURCE_TEMPORARILY_EXHAUSTED": CodeRule(
+        ErrorClass.RETRY, "QuotaError", f"{_REF}QuotaErrorEnum.QuotaError"
+    ),
+    "CONCURRENT_MODIFICATION": CodeRule(
+        ErrorClass.RETRY, "DatabaseError", f"{_REF}DatabaseErrorEnum.DatabaseError"
+    ),
+    "TRANSIENT_ERROR": CodeRule(ErrorClass.RETRY, "InternalError", ERROR_TYPES_DOC),
+    "INTERNAL_ERROR": CodeRule(ErrorClass.RETRY, "InternalError", ERROR_TYPES_DOC),
+    "TOO_RECENT_CONVERSION_ACTION": CodeRule(
+        ErrorClass.DELAYED_RETRY, "ConversionUploadError", _UPLOAD
+    ),
+    "TOO_RECENT_EVENT": CodeRule(ErrorClass.DELAYED_RETRY, "ConversionUploadError", _UPLOAD),
+    "TOO_RECENT_CALL": CodeRule(ErrorClass.DELAYED_RETRY, "ConversionUploadError", _UPLOAD),
+    "TOO_RECENT_CONVERSION": CodeRule(
+        ErrorClass.DELAYED_RETRY, "ConversionAdjustmentUploadError", _ADJUST
+    ),
+    "CLICK_CONVERSION_ALREADY_EXISTS": CodeRule(
+        ErrorClass.DUPLICATE, "ConversionUploadError", _UPLOAD
+    ),
+    "CALL_CONVERSION_ALREADY_EXISTS": CodeRule(
+        ErrorClass.DUPLICATE, "ConversionUploadError", _UPLOAD
+    ),
+    "ORDER_ID_ALREADY_IN_USE": CodeRule(ErrorClass.DUPLICATE, "ConversionUploadError", _UPLOAD),
+    "RESTATEMENT_ALREADY_EXISTS": CodeRule(
+        ErrorClass.DUPLICATE, "ConversionAdjustmentUploadError", _ADJUST
+    ),
+    "CONVERSION_ALREADY_ENHANCED": CodeRule(
+        ErrorClass.DUPLICATE, "ConversionAdjustmentUploadError", _ADJUST
+    ),
+    "CONVERSION_ALREADY_RETRACTED": CodeRule(
+        ErrorClass.DUPLICATE, "ConversionAdjustmentUploadError", _ADJUST
+    ),
+    "TOO_MANY_CONVERSIONS_IN_REQUEST": CodeRule(ErrorClass.SPLIT, "ConversionUploadError", _UPLOAD),
+    "TOO_MANY_ADJUSTMENTS_IN_REQUEST": CodeRule(
+        ErrorClass.SPLIT, "ConversionAdjustmentUploadError", _ADJUST
+    ),
+    # "The email address or phone number for this event can't be matched to a click ...
+    # you can safely ignore this warning."
+    "CLICK_NOT_FOUND": CodeRule(ErrorClass.LEAD_WARNING, "ConversionUploadError", _UPLOAD),
+    # since 2026-06-15 for every row of a new integration's click upload
+    "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE": CodeRule(
+        ErrorClass.DATA_MANAGER_ONLY,
+        "NotAllowlistedError",
+        f"{_REF}NotAllowlistedErrorEnum.NotAllowlistedError",
+    ),
 }
+#: Code -> class: the table without its sources.
+CLASSIFICATION: Final[dict[str, ErrorClass]] = {
+    code: rule.error_class for code, rule in CODES.items()
+}
+#: What happens to codes the table does not list, and the page that says why.
+OTHER_CODES_DOC: Final = ERROR_TYPES_DOC
 AUTH_FAMILIES: Final = frozenset({"authentication_error", "authorization_error"})
 
 #: The code every credential failure is reported with, so they dead-letter under one name.
@@ -101,6 +165,17 @@ DATA_MANAGER_FIX: Final = (
     "data_manager with Data Manager credentials (GOOGLE_APPLICATION_CREDENTIALS) and replay "
     "the dead letters"
 )
+#: Why a lead row's CLICK_NOT_FOUND is only a warning (Google's own words, paraphrased).
+LEAD_WARNING_NOTE: Final = (
+    "Google took this enhanced-conversions-for-leads row but could not match its user "
+    "identifiers to a click of a Google Ads campaign; Google says this can be safely "
+    "ignored unless many rows get it (then check the identifiers' normalization and hashing)"
+)
+#: Why the same code on a row with a click id is a rejection.
+CLICK_ROW_NOTE: Final = (
+    "the row has a click id (gclid, gbraid or wbraid) that Google could not find, so the "
+    "conversion was not recorded"
+)
 #: OAuth token-endpoint answers that a refresh cannot fix.
 FATAL_OAUTH_ERRORS: Final = ("invalid_grant", "invalid_client", "unauthorized_client")
 
@@ -110,6 +185,7 @@ _PRIORITY: Final = (
     ErrorClass.DATA_MANAGER_ONLY,
     ErrorClass.REJECT,
     ErrorClass.DUPLICATE,
+    ErrorClass.LEAD_WARNING,
     ErrorClass.SPLIT,
     ErrorClass.DELAYED_RETRY,
     ErrorClass.RETRY,
@@ -208,8 +284,14 @@ def _row_index(error: Any, rows_field: str) -> int | None:
     return None
 
 
-def outcome_for(errors: Sequence[ApiError]) -> EventOutcome:
-    """The outcome of one row from its errors (at least one); the most final error wins."""
+def outcome_for(
+    errors: Sequence[ApiError], *, lead: bool = False, job_id: int | None = None
+) -> EventOutcome:
+    """The outcome of one row from its errors (at least one); the most final error wins.
+
+    ``lead``: the row is identified by user identifiers only (no gclid, gbraid or wbraid),
+    so a LEAD_WARNING code (CLICK_NOT_FOUND) leaves it ``uploaded`` with the warning
+    (``job_id`` then is the request's)."""
     ranked = sorted(errors, key=lambda e: _PRIORITY.index(e.error_class))
     chosen = ranked[0]
     message = chosen.message or chosen.code
@@ -225,6 +307,15 @@ def outcome_for(errors: Sequence[ApiError]) -> EventOutcome:
         )
     if klass is ErrorClass.DUPLICATE:
         return EventOutcome("duplicate", chosen.code, message)
+    if klass is ErrorClass.LEAD_WARNING:
+        if lead:
+            return EventOutcome(
+                "uploaded",
+                chosen.code,
+                f"{message.rstrip('.')}: {LEAD_WARNING_NOTE}",
+                job_id=job_id,
+            )
+        return EventOutcome("rejected", chosen.code, f"{message.rstrip('.')}: {CLICK_ROW_NOTE}")
     if klass is ErrorClass.DELAYED_RETRY:
         return EventOutcome("retryable", chosen.code, message, retry_after=DELAYED_RETRY_SECONDS)
     if klass is ErrorClass.RETRY:
@@ -235,7 +326,13 @@ def outcome_for(errors: Sequence[ApiError]) -> EventOutcome:
 
 
 def response_outcomes(
-    response: Any, rows_field: str, row_count: int, version: str, *, validate_only: bool
+    response: Any,
+    rows_field: str,
+    row_count: int,
+    version: str,
+    *,
+    validate_only: bool,
+    lead_rows: Collection[int] = (),
 ) -> list[EventOutcome]:
     """One outcome per row of an answered request (a raw protobuf response).
 
@@ -243,6 +340,7 @@ def response_outcomes(
     answer carries no results to look at) with the job id as ``job_id``. A row with errors
     gets :func:`outcome_for` of them; a row whose result is empty but which no error names
     is rejected as :data:`ROW_NOT_UPLOADED`; an error that names no row fails every row.
+    ``lead_rows``: indexes of rows identified by user identifiers only (:func:`lead_rows`).
     """
     errors = api_errors(failure_from_status(response.partial_failure_error, version), rows_field)
     unattributed = [e for e in errors if e.index is None or not 0 <= e.index < row_count]
@@ -257,7 +355,7 @@ def response_outcomes(
     outcomes = []
     for index in range(row_count):
         if index in by_row:
-            outcomes.append(outcome_for(by_row[index]))
+            outcomes.append(outcome_for(by_row[index], lead=index in lead_rows, job_id=job_id))
         elif validate_only or (index < len(results) and results[index].ByteSize() > 0):
             outcomes.append(EventOutcome(ok_status, job_id=job_id))
         else:
@@ -271,7 +369,22 @@ def response_outcomes(
     return outcomes
 
 
-def request_outcomes(failure: RequestFailure, row_count: int) -> list[EventOutcome]:
+def lead_rows(rows: Iterable[Any]) -> frozenset[int]:
+    """Indexes of the click rows identified by user identifiers only (no gclid, gbraid or
+    wbraid): enhanced conversions for leads, where Google calls CLICK_NOT_FOUND a warning.
+    ``rows``: raw ``ClickConversion`` protos (other row types are never leads)."""
+    found = set()
+    for index, row in enumerate(rows):
+        click_id = getattr(row, "gclid", "") or getattr(row, "gbraid", "")
+        click_id = click_id or getattr(row, "wbraid", "")
+        if not click_id and len(getattr(row, "user_identifiers", ())) > 0:
+            found.add(index)
+    return frozenset(found)
+
+
+def request_outcomes(
+    failure: RequestFailure, row_count: int, lead_rows: Collection[int] = ()
+) -> list[EventOutcome]:
     """Outcomes of the rows of a request that raised (not AUTH, not SPLIT: the sink handles
     those). Errors that all name rows give those rows their own outcomes and the rest are
     retried (Google processed nothing); otherwise every row shares the request's verdict."""
@@ -286,7 +399,8 @@ def request_outcomes(failure: RequestFailure, row_count: int) -> list[EventOutco
                 "another row failed the request; this row was not processed",
             )
             return [
-                outcome_for(by_row[i]) if i in by_row else not_processed for i in range(row_count)
+                outcome_for(by_row[i], lead=i in lead_rows) if i in by_row else not_processed
+                for i in range(row_count)
             ]
     if failure.errors:
         return [outcome_for(failure.errors)] * row_count

@@ -77,12 +77,15 @@ class GoogleAdsSearch:
 
     async def _search(self, customer_id: str, query: str, login: str | None) -> list[Any]:
         service = self._connection.service("GoogleAdsService")
-        pager = await service.search(
-            request={"customer_id": customer_id, "query": query},
-            metadata=self._connection.metadata(login),
-            timeout=self._timeout,
-        )
-        return [raw_message(row) async for row in pager]
+        # One slot for the search and its further pages (each page is a call of its own,
+        # made while the rows are read).
+        async with self._connection.request_slot():
+            pager = await service.search(
+                request={"customer_id": customer_id, "query": query},
+                metadata=self._connection.metadata(login),
+                timeout=self._timeout,
+            )
+            return [raw_message(row) async for row in pager]
 
 
 @dataclass(frozen=True, slots=True)

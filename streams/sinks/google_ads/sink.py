@@ -59,6 +59,7 @@ from streams.sinks.google_ads.errors import (
     ErrorClass,
     RequestFailure,
     classify_exception,
+    lead_rows,
     request_outcomes,
     response_outcomes,
 )
@@ -292,7 +293,7 @@ class GoogleAdsSink:
                     return _Sent(left.outcomes + right.outcomes)
             if failure.error_class is ErrorClass.AUTH:
                 return _Sent(self._auth_outcomes(rows, f"{failure.status} {failure.code}"))
-            outcomes = request_outcomes(failure, rows)
+            outcomes = request_outcomes(failure, rows, _lead_rows(request))
             self._report_not_allowlisted(request.customer_id, outcomes)
             whole = failure.error_class is ErrorClass.RETRY and not failure.per_row
             _log.warning(
@@ -307,7 +308,12 @@ class GoogleAdsSink:
             self._diagnostics.note_upload(request.customer_id, request.login_customer_id)
         pb = raw_message(response)
         outcomes = response_outcomes(
-            pb, request.rows_field, rows, self._connection.version, validate_only=self._dry_run
+            pb,
+            request.rows_field,
+            rows,
+            self._connection.version,
+            validate_only=self._dry_run,
+            lead_rows=_lead_rows(request),
         )
         refused = sum(1 for o in outcomes if o.code == AUTH_FAILED)
         if refused:
@@ -336,11 +342,12 @@ class GoogleAdsSink:
     async def _call(self, request: BuiltRequest) -> Any:
         service_name, method_name = _SERVICES[request.kind]
         method = getattr(self._connection.service(service_name), method_name)
-        return await method(
-            request=request.request,
-            metadata=self._connection.metadata(request.login_customer_id),
-            timeout=self._config.request_timeout_seconds,
-        )
+        async with self._connection.request_slot():
+            return await method(
+                request=request.request,
+                metadata=self._connection.metadata(request.login_customer_id),
+                timeout=self._config.request_timeout_seconds,
+            )
 
     def _auth_outcomes(self, rows: int, reason: str) -> list[EventOutcome]:
         self._report_auth_failure(reason)
@@ -366,3 +373,10 @@ class GoogleAdsSink:
         if self._diagnostics is not None:
             await self._diagnostics.stop()
         await self._connection.aclose()
+
+
+def _lead_rows(request: BuiltRequest) -> frozenset[int]:
+    """The request's rows identified by user identifiers only (click uploads only)."""
+    if request.kind != "click":
+        return frozenset()
+    return lead_rows(raw_message(request.request).conversions)
