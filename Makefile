@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 LOCK     := requirements.lock
 DEV_LOCK := requirements-dev.lock
 
-.PHONY: demo test lint typecheck unit integration ops bench soak clean kafka-jars java-maven \
+.PHONY: demo test lint readme-errors typecheck unit integration ops bench soak clean kafka-jars java-maven \
 	lock audit
 
 # Every package from the lock, hash-checked, then convstream itself without resolving anything:
@@ -68,6 +68,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+
+# The README's error tables, generated from the code's tables (streams/sinks/error_table.py).
+readme-errors: $(STAMP)
+	$(BIN)/python -m streams.sinks.error_table
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

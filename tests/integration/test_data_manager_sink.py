@@ -185,6 +185,26 @@ async def test_fast_fail_rejects_exactly_the_named_events(
     assert [e.ad_identifiers.gclid[-1] for e in dm_fake.ingested] == ["1", "2", "3", "4"]
 
 
+async def test_a_per_event_internal_error_is_retried_not_rejected(
+    sink: DataManagerSink, dm_fake: FakeDataManager
+) -> None:
+    """Google's transient ErrorReason on one event (a field violation naming it): that event
+    is retryable, the others are ingested at once; the retry then ingests it."""
+    dm_fake.script.flaky_events["Cj0KCQiA-test-gclid-2"] = 1
+    documents = [click(n) for n in range(4)]
+    outcomes = await sink.write(batch_of(documents))
+    assert [(o.status, o.code) for o in outcomes] == [
+        ("uploaded", None),
+        ("uploaded", None),
+        ("retryable", "INTERNAL_ERROR"),
+        ("uploaded", None),
+    ]
+    assert [r.outcome for r in dm_fake.received] == ["INVALID_ARGUMENT", "ingested"]
+    (again,) = await sink.write(batch_of([documents[2]]))
+    assert again.status == "uploaded"
+    assert [e.ad_identifiers.gclid[-1] for e in dm_fake.ingested] == ["0", "1", "3", "2"]
+
+
 async def test_a_violation_without_index_is_bisected(
     sink: DataManagerSink, dm_fake: FakeDataManager
 ) -> None:

@@ -16,7 +16,8 @@ INVALID_ARGUMENT with ``google.rpc.BadRequest`` field violations ``events[i]...`
 status per destination for it. :class:`Script` makes it misbehave on purpose: invalid
 events (by gclid or transaction id), a violation that names no event, UNAUTHENTICATED
 (stale tokens), PERMISSION_DENIED for an operating account, RESOURCE_EXHAUSTED with a
-``google.rpc.RetryInfo`` delay, UNAVAILABLE.
+``google.rpc.RetryInfo`` delay, UNAVAILABLE, and a per-event INTERNAL_ERROR violation for
+the first N requests carrying an event (``Script.flaky_events``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ class Script:
     """RetrieveRequestStatus answers PROCESSING this many times per request first."""
     failed_records: dict[str, int] = field(default_factory=dict)
     """request_id -> events Google later failed to process (PARTIAL_SUCCESS / FAILED)."""
+    flaky_events: dict[str, int] = field(default_factory=dict)
+    """gclid or transaction_id -> how many more requests refuse that event with a field
+    violation of reason INTERNAL_ERROR ("An internal error has occurred": Google's
+    transient ErrorReason) before it is accepted."""
     failed_events: set[str] = field(default_factory=set)
     """gclids or transaction ids of events Google accepts and later fails to process: their
     destination reports PARTIAL_SUCCESS (FAILED when all its events are such). Scripted
@@ -228,6 +233,12 @@ class FakeDataManager:
             if problem is not None:
                 violations.append(
                     (f"events[{index}].{problem.field}", problem.reason, problem.description)
+                )
+            flaky = next((k for k in keys if self.script.flaky_events.get(k, 0) > 0), None)
+            if flaky is not None:
+                self.script.flaky_events[flaky] -= 1
+                violations.append(
+                    (f"events[{index}]", "INTERNAL_ERROR", "An internal error has occurred.")
                 )
             if any(k in self.script.invalid_without_index for k in keys):
                 unattributed = True

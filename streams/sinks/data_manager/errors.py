@@ -21,6 +21,15 @@ DEADLINE_EXCEEDED,                                             never sooner than
 ABORTED, UNKNOWN
 =====================  ======================================  ===============================
 
+Google's transient ``ErrorReason`` values (:data:`RETRYABLE_REASONS`: ``INTERNAL_ERROR``,
+``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED``) are retried wherever they appear: as the
+reason of a request refused under another status (``retry`` unless a field violation names
+an event), and as the reason of a field violation naming one event (the sink answers that
+event ``retryable``, not ``rejected``; the rest of the request is resent at once). Per-event
+outcomes Google reports only later, as counts per ``ProcessingErrorReason`` in
+``RetrieveRequestStatus`` (:mod:`.request_status`), name no event and cannot be retried per
+row: they are exported as metrics and upload-status records.
+
 Messages quote Google's reason and description, which name fields, never values.
 """
 
@@ -36,6 +45,18 @@ Kind = Literal["invalid", "auth", "reject", "retry"]
 _RETRY_STATUSES: Final = frozenset(
     {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "ABORTED", "UNKNOWN"}
 )
+ERROR_REASON_DOC: Final = (
+    "https://developers.google.com/data-manager/api/reference/rest/v1/ErrorReason"
+)
+ERRORS_GUIDE: Final = (
+    "https://developers.google.com/data-manager/api/devguides/concepts/understand-errors"
+)
+#: Google's ``ErrorReason`` values that say "try again", with the page that says so.
+RETRYABLE_REASONS: Final[dict[str, str]] = {
+    "INTERNAL_ERROR": ERROR_REASON_DOC,  # "An internal error has occurred."
+    "DEADLINE_EXCEEDED": ERROR_REASON_DOC,  # "The request took too long to respond."
+    "RESOURCE_EXHAUSTED": ERRORS_GUIDE,  # "Too many requests": retry with backoff
+}
 _ACCOUNT_FIX: Final = (
     "check that customer_id is the conversion customer (the account that owns the conversion "
     "action; with cross-account conversion tracking, the manager), that login_customer_id "
@@ -89,8 +110,12 @@ def classify(exc: BaseException) -> Failure:
     hint = HINTS.get(code)
     if hint:
         message = f"{message} ({hint})"
+    violations = tuple(violations_of(details))
+    if reason in RETRYABLE_REASONS and not any(v.index is not None for v in violations):
+        # Google's own "try again", whatever status carries it.
+        return Failure("retry", status, code, message, retry_after=retry_delay(details))
     if status == "INVALID_ARGUMENT":
-        return Failure("invalid", status, code, message, violations=tuple(violations_of(details)))
+        return Failure("invalid", status, code, message, violations=violations)
     if status == "UNAUTHENTICATED":
         return Failure("auth", status, code, message)
     if status in _RETRY_STATUSES:

@@ -30,7 +30,8 @@ optional, both shared by every lane of a worker; the worker builds them,
                                        # destinations: tuple[DestinationKey, ...]
 
 Errors (the table is :mod:`streams.sinks.data_manager.errors`): field violations reject
-exactly the events they name; UNAUTHENTICATED refreshes the token once, then the events are
+exactly the events they name (one whose reason is transient, ``INTERNAL_ERROR`` ..., is
+``retryable`` instead); UNAUTHENTICATED refreshes the token once, then the events are
 ``rejected`` / ``DATA_MANAGER_AUTH_FAILED`` (retryable: replay once fixed);
 RESOURCE_EXHAUSTED and outages make the rest of the batch ``retryable`` with Google's delay,
 and when nothing of the batch was settled the sink raises :class:`RetryableSinkError`
@@ -54,7 +55,7 @@ from streams.sinks import RetryableSinkError, Sink, SinkConfigError
 from streams.sinks.data_manager.attribution import InvalidRequestError, attribute
 from streams.sinks.data_manager.client import AUTH_FAILED, DataManagerConnection
 from streams.sinks.data_manager.encryption import UserDataEncryption
-from streams.sinks.data_manager.errors import HINTS, Failure, classify
+from streams.sinks.data_manager.errors import HINTS, RETRYABLE_REASONS, Failure, classify
 from streams.sinks.data_manager.events import (
     UNSUPPORTED,
     DestinationKey,
@@ -229,6 +230,10 @@ class DataManagerSink:
                     "validated" if self._dry_run else "uploaded", upload_id=request_id or None
                 )
             for position, (code, message) in result.rejected.items():
+                if code in RETRYABLE_REASONS:
+                    # Google's transient reason on this one event: retry it, never reject.
+                    outcomes[position] = EventOutcome("retryable", code, message)
+                    continue
                 hint = HINTS.get(code)
                 message = f"{message} ({hint})" if hint else message
                 outcomes[position] = EventOutcome("rejected", code, message)

@@ -45,3 +45,22 @@ def test_auth_outage_and_foreign_errors() -> None:
     assert classify(_error(exceptions.NotFound)).kind == "reject"
     foreign = classify(RuntimeError("boom"))
     assert (foreign.kind, foreign.code) == ("retry", "DATA_MANAGER_ERROR")
+
+
+def test_a_transient_reason_is_retried_whatever_status_carries_it() -> None:
+    for reason in ("INTERNAL_ERROR", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"):
+        info = error_details_pb2.ErrorInfo(reason=reason)
+        failure = classify(_error(exceptions.InvalidArgument, info))
+        assert (failure.kind, failure.code) == ("retry", reason)
+        failure = classify(_error(exceptions.FailedPrecondition, info))
+        assert failure.kind == "retry"
+
+
+def test_a_transient_reason_beside_violations_naming_events_is_attributed() -> None:
+    """Violations name the events: attribution retries just those (the sink)."""
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR")
+    bad = error_details_pb2.BadRequest()
+    bad.field_violations.add(field="events[2]", reason="INTERNAL_ERROR")
+    failure = classify(_error(exceptions.InvalidArgument, info, bad))
+    assert failure.kind == "invalid"
+    assert [(v.index, v.reason) for v in failure.violations] == [(2, "INTERNAL_ERROR")]
