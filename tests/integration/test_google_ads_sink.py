@@ -463,3 +463,111 @@ async def test_a_single_not_allowlisted_row_leaves_the_others_uploaded(
         ("rejected", NOT_ALLOWLISTED, True),
         ("uploaded", None, False),
     ]
+
+
+# --- Google's error taxonomy and the developer token's request budget (issue 20) ----------
+
+
+def _lead(n: int, account: str = CUSTOMER) -> dict[str, Any]:
+    """An enhanced-conversions-for-leads click: user identifiers, no click id."""
+    document = click(n, account, user_identifiers=[{"email": f"lead{n}@example.com"}])
+    del document["gclid"]
+    return document | {"order_id": f"LEAD-{n}"}
+
+
+async def test_a_per_row_internal_error_is_retried_until_uploaded(
+    sink: GoogleAdsSink, fake: FakeGoogleAds
+) -> None:
+    fake.script.flaky_rows["Cj0KCQiA-test-gclid-1"] = 2
+    first = await sink.write(batch_of([click(0), click(1), click(2)]))
+    assert [(o.status, o.code) for o in first] == [
+        ("uploaded", None),
+        ("retryable", "INTERNAL_ERROR"),
+        ("uploaded", None),
+    ]
+    outcomes, attempts = await write_until_final(sink, batch_of([click(1)]))
+    assert [(o.status, o.code) for o in outcomes] == [("uploaded", None)]
+    assert attempts == 2  # one more INTERNAL_ERROR, then accepted
+    sent = [
+        c.gclid for r in fake.requests_of("UploadClickConversions") for c in r.request.conversions
+    ]
+    assert sent.count("Cj0KCQiA-test-gclid-1") == 3
+    assert sent.count("Cj0KCQiA-test-gclid-0") == 1, "the accepted rows are not sent again"
+
+
+async def test_click_not_found_is_a_warning_on_a_lead_row_and_a_rejection_on_a_gclid_row(
+    sink: GoogleAdsSink, fake: FakeGoogleAds
+) -> None:
+    fake.script.unmatched_leads = True
+    fake.script.row_failures["Cj0KCQiA-test-gclid-1"] = "CLICK_NOT_FOUND"
+    outcomes = await sink.write(batch_of([_lead(0), click(1), click(2), _lead(3)]))
+    assert [(o.status, o.code) for o in outcomes] == [
+        ("uploaded", "CLICK_NOT_FOUND"),
+        ("rejected", "CLICK_NOT_FOUND"),
+        ("uploaded", None),
+        ("uploaded", "CLICK_NOT_FOUND"),
+    ]
+    assert outcomes[0].job_id == todays_job_id()
+    assert "safely ignored" in (outcomes[0].message or "")
+    assert "click id" in (outcomes[1].message or "")
+    (request,) = fake.requests_of("UploadClickConversions")
+    assert [bool(c.gclid) for c in request.request.conversions] == [False, True, True, False]
+
+
+async def test_many_accounts_never_exceed_the_concurrent_request_cap(
+    fake: FakeGoogleAds, tokens: FakeTokenEndpoint
+) -> None:
+    """Forty accounts' batches written at once, as forty lanes do: the fake counts the
+    upload calls it answers at once, and never sees more than the configured three."""
+    fake.script.call_seconds = 0.15
+    settings = settings_for(fake, tokens, max_concurrent_requests=3, max_requests_per_second=1000)
+    sink = GoogleAdsSink(settings, metrics=Metrics(), worker_name=WORKER)
+    await sink.setup()
+    try:
+        accounts = [f"{5550000000 + n}" for n in range(40)]
+        results = await asyncio.gather(
+            *(sink.write(batch_of([click(n, account)])) for n, account in enumerate(accounts))
+        )
+    finally:
+        await sink.aclose()
+    assert [o.status for outcomes in results for o in outcomes] == ["uploaded"] * 40
+    assert len(fake.requests_of("UploadClickConversions")) == 40
+    assert fake.peak_in_flight == 3  # reached, never exceeded
+    assert fake.in_flight == 0
+
+
+async def test_without_a_tight_cap_the_same_burst_is_concurrent(
+    fake: FakeGoogleAds, tokens: FakeTokenEndpoint
+) -> None:
+    """The control for the test above: the fake does see concurrent calls when the budget
+    allows them, so the cap of three is the limiter's doing."""
+    fake.script.call_seconds = 0.3
+    settings = settings_for(fake, tokens, max_concurrent_requests=40, max_requests_per_second=1000)
+    sink = GoogleAdsSink(settings, metrics=Metrics(), worker_name=WORKER)
+    await sink.setup()
+    try:
+        await asyncio.gather(
+            *(sink.write(batch_of([click(n, f"{5560000000 + n}")])) for n in range(20))
+        )
+    finally:
+        await sink.aclose()
+    assert fake.peak_in_flight > 3
+
+
+async def test_the_request_rate_holds_across_accounts(
+    fake: FakeGoogleAds, tokens: FakeTokenEndpoint
+) -> None:
+    """Twelve accounts at once with 5 requests per second: the twelfth call cannot start
+    before two seconds have passed (5 per sliding second)."""
+    settings = settings_for(fake, tokens, max_concurrent_requests=12, max_requests_per_second=5)
+    sink = GoogleAdsSink(settings, metrics=Metrics(), worker_name=WORKER)
+    await sink.setup()
+    started = time.monotonic()
+    try:
+        await asyncio.gather(
+            *(sink.write(batch_of([click(n, f"{5570000000 + n}")])) for n in range(12))
+        )
+    finally:
+        await sink.aclose()
+    assert time.monotonic() - started >= 2.0
+    assert len(fake.requests_of("UploadClickConversions")) == 12

@@ -179,6 +179,31 @@ def test_delivered_results_are_counted_per_destination() -> None:
     assert sample("convstream_event_latency_seconds_sum", latency) == 20.0  # 1000 - 990, x2
 
 
+def test_an_upload_with_a_warning_is_an_uploaded_result_with_its_warning_and_a_metric() -> None:
+    """Google's CLICK_NOT_FOUND on a lead row: uploaded, the warning in the result (valid
+    against the published schema), counted, no dead letter; results without one keep the
+    result's old shape (no ``warning`` key)."""
+    from tests.unit.test_schemas import reference_validator
+
+    f = Fakes()
+    batch = f.batch(click(1), click(2))
+    warning = EventOutcome("uploaded", "CLICK_NOT_FOUND", "no click matched", job_id=9)
+    run(f.delivery.finish(KEY, batch, [warning, EventOutcome("uploaded", job_id=9)], "b1", 1))
+    assert [r.kind for r in f.records] == ["result", "result"], "no dead letter"
+    first, second = f.results()
+    assert (first["status"], first["error"], first["job_id"]) == ("uploaded", None, 9)
+    assert first["warning"] == {"code": "CLICK_NOT_FOUND", "message": "no click matched"}
+    assert "warning" not in second
+    validator = reference_validator("result")
+    validator.validate(first)
+    validator.validate(second)
+    sample = f.metrics.registry.get_sample_value
+    labels = {"destination": "google_ads", "code": "CLICK_NOT_FOUND"}
+    assert sample("convstream_upload_warnings_total", labels) == 1
+    assert sample("convstream_conversions_uploaded_total", {"destination": "google_ads"}) == 2
+    assert sample("convstream_conversions_rejected_total", labels) is None
+
+
 def test_deliver_acks_the_counters_it_is_given_after_publishing() -> None:
     f = Fakes()
     batch = f.batch(click(1))
