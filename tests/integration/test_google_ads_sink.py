@@ -571,3 +571,18 @@ async def test_the_request_rate_holds_across_accounts(
         await sink.aclose()
     assert time.monotonic() - started >= 2.0
     assert len(fake.requests_of("UploadClickConversions")) == 12
+
+
+async def test_a_refused_rate_holds_every_lane_of_the_token(
+    sink: GoogleAdsSink, fake: FakeGoogleAds
+) -> None:
+    """One account meets RESOURCE_EXHAUSTED (retry_delay 2 s): another account's upload,
+    on its own lane, does not start before Google's delay has passed."""
+    fake.script.resource_exhausted = 1
+    fake.script.retry_delay_seconds = 2
+    started = time.monotonic()
+    with pytest.raises(RetryableSinkError):
+        await sink.write(batch_of([click(0)]))
+    other = await sink.write(batch_of([click(1, "5590000001")]))
+    assert [o.status for o in other] == ["uploaded"]
+    assert time.monotonic() - started >= 2.0

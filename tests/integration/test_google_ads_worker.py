@@ -299,3 +299,38 @@ def test_events_naming_their_conversion_action_are_uploaded_by_id_or_dead_letter
         }
         assert len(fake.requests_of("Search")) <= 2  # one read, plus one for the miss at most
         assert worker.stop() == 0
+
+
+def test_many_accounts_share_the_developer_tokens_concurrency_cap(
+    kafka_bootstrap: str, tmp_path: Path, fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls
+) -> None:
+    """Thirty accounts' batches flush in the same window, one lane each: the worker's
+    limiter keeps the upload calls the fake answers at once to the configured two (issue
+    20: one budget per developer token, shared by every lane). The token is never logged."""
+    topics = Topics(kafka_bootstrap)
+    fake.script.call_seconds = 0.2
+    accounts = [f"{5580000000 + n}" for n in range(30)]
+    events = [click(n * 2 + k, account) for n, account in enumerate(accounts) for k in range(2)]
+    produced = produce(kafka_bootstrap, topics.input, (encode(e) for e in events), b"k")
+    env = worker_env(fake, tokens, tls.roots_file) | {
+        "GOOGLE_ADS_DEVELOPER_TOKEN": "dev-token-do-not-log",
+        "CONVSTREAM_GOOGLE_ADS_MAX_CONCURRENT_REQUESTS": "2",
+        "CONVSTREAM_GOOGLE_ADS_MAX_RPS": "1000",
+        "CONVSTREAM_BATCH_WINDOW_SECONDS": "1",
+    }
+    with (
+        WorkerProcess(
+            topics, tmp_path, CONVSTREAM_RECORDING_SINK="yandex_metrica", **env
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        worker.start()
+        results.wait_for(produced, timeout=120)
+        statuses = [orjson.loads(m.value())["status"] for m in results.messages]
+        assert statuses == ["uploaded"] * len(events)
+        uploads = fake.requests_of("UploadClickConversions")
+        assert {r.request.customer_id for r in uploads} == set(accounts)
+        assert fake.peak_in_flight == 2  # reached with thirty lanes, never exceeded
+        log = worker.log_text()
+        assert "request limiter token=developer_token:" in log
+        assert "dev-token-do-not-log" not in log

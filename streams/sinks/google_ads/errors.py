@@ -2,8 +2,16 @@
 
 Pure: no network, no logging, no clock. :class:`streams.sinks.google_ads.sink.GoogleAdsSink` calls
 :func:`response_outcomes` for every answered request and :func:`classify_exception` for every
-request that raised. Both consult the one table below, :data:`CLASSIFICATION`, which the README
-copies.
+request that raised. Both consult the one table below, :data:`CODES` (each code with the
+Google page it follows; :data:`CLASSIFICATION` is its code -> class view), from which the
+README's error table is generated (:mod:`streams.sinks.error_table`).
+
+Transient per-row codes (``INTERNAL_ERROR``, ``TRANSIENT_ERROR`` ...: Google's "retryable"
+errors) make that row ``retryable``, never ``rejected``. ``CLICK_NOT_FOUND`` depends on the
+row: on an enhanced-conversions-for-leads row (user identifiers, no click id: the sink
+passes their indexes as ``lead_rows``) Google calls it a warning that can be safely
+ignored, so the row is ``uploaded`` with the code and message as a warning; on a row with
+a click id it is a rejection.
 
 Why row indexes and not order: with ``partial_failure`` Google answers every row in
 ``results`` (an empty message for a failed row) and explains each failure in

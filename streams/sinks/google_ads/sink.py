@@ -11,9 +11,10 @@ Lifecycle (see :mod:`streams.sinks` for the contract)::
                             # the first write starts the offline-diagnostics poller
     await sink.aclose()     # stops the poller, closes the gRPC channels
 
-What happens to errors (the table is :data:`streams.sinks.google_ads.errors.CLASSIFICATION`):
+What happens to errors (the table is :data:`streams.sinks.google_ads.errors.CODES`):
 
-* per-row errors become per-event outcomes (``duplicate``, ``rejected``, ``retryable``);
+* per-row errors become per-event outcomes (``duplicate``, ``rejected``, ``retryable``;
+  ``uploaded`` with a warning for CLICK_NOT_FOUND on a lead row);
   the batch stage retries only the ``retryable`` events with its own backoff and jitter
   (:mod:`streams.core.retry`); the sink passes on only Google's own delay (RetryInfo,
   ``TOO_RECENT_*``) as ``retry_after``;
@@ -32,6 +33,9 @@ What happens to errors (the table is :data:`streams.sinks.google_ads.errors.CLAS
   code, ``retryable`` and the fix (``CONVSTREAM_GOOGLE_ADS_UPLOAD_API=data_manager``) in the
   message, plus one ERROR line per customer, so the dead letters can be replayed through
   the Data Manager API once the worker is switched.
+
+Every call waits for the developer token's request budget first
+(:meth:`GoogleAdsConnection.request_slot`: concurrency and rate shared by every lane).
 
 How the sink authenticates and talks gRPC (token endpoint, per-call login customer id,
 async services per loop): :mod:`streams.sinks.google_ads.client`.
@@ -77,6 +81,9 @@ _log = logging.getLogger(__name__)
 
 
 DESTINATION: Final = "google_ads"
+QUOTA_HOLD_MAX_SECONDS: Final = 60.0
+"""The longest the token's limiter holds every lane after Google refused its rate."""
+_QUOTA_CODES: Final = frozenset({"RESOURCE_EXHAUSTED", "RESOURCE_TEMPORARILY_EXHAUSTED"})
 _SERVICES: Final = {
     "click": ("ConversionUploadService", "upload_click_conversions"),
     "call": ("ConversionUploadService", "upload_call_conversions"),
@@ -293,6 +300,7 @@ class GoogleAdsSink:
                     return _Sent(left.outcomes + right.outcomes)
             if failure.error_class is ErrorClass.AUTH:
                 return _Sent(self._auth_outcomes(rows, f"{failure.status} {failure.code}"))
+            self._hold_on_quota(failure)
             outcomes = request_outcomes(failure, rows, _lead_rows(request))
             self._report_not_allowlisted(request.customer_id, outcomes)
             whole = failure.error_class is ErrorClass.RETRY and not failure.per_row
@@ -320,6 +328,21 @@ class GoogleAdsSink:
             self._report_auth_failure(f"{refused} rows refused by authorization errors")
         self._report_not_allowlisted(request.customer_id, outcomes)
         return _Sent(outcomes)
+
+    def _hold_on_quota(self, failure: RequestFailure) -> None:
+        """Google refused the developer token's rate (RESOURCE_EXHAUSTED,
+        RESOURCE_TEMPORARILY_EXHAUSTED): every lane of the token holds off for Google's
+        ``retry_delay`` (one second without one), at most :data:`QUOTA_HOLD_MAX_SECONDS`;
+        a longer wait is the pipeline's (the rows' ``retry_after``), not a lane asleep."""
+        if failure.status != "RESOURCE_EXHAUSTED" and failure.code not in _QUOTA_CODES:
+            return
+        seconds = min(failure.retry_after or 1.0, QUOTA_HOLD_MAX_SECONDS)
+        self._connection.limiter().hold(seconds)
+        _log.warning(
+            "destination=google_ads rate refused token=%s: every lane holds off %.1f s",
+            self._connection.token_key,
+            seconds,
+        )
 
     def _report_not_allowlisted(self, customer: str, outcomes: Sequence[EventOutcome]) -> None:
         """One ERROR line per customer the first time Google answers
