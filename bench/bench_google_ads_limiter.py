@@ -43,7 +43,7 @@ async def burst(
     """One burst: every batch written at once. Returns the fake's peak of calls in flight,
     the wall time and each write's duration."""
     settings = GoogleAdsSettings(
-        developer_token=f"dev-{cap}-{rps}",  # noqa: S106 (the fake's; one limiter per run)
+        developer_token=f"dev-{cap}-{rps}",  # one limiter per run
         client_id="id",
         client_secret="secret",  # noqa: S106 (the fake's)
         refresh_token="refresh",  # noqa: S106
