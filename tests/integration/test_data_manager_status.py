@@ -180,6 +180,28 @@ async def test_one_status_record_per_accepted_request_with_each_destinations_sta
     assert worker_sink.sample("convstream_data_manager_requests_tracked") == 0
 
 
+async def test_click_not_found_is_reported_per_request_by_data_manager(
+    worker_sink: Harness, dm_fake: FakeDataManager
+) -> None:
+    """Data Manager has no per-row CLICK_NOT_FOUND at ingestion: the request is accepted
+    (every event ``uploaded``) and Google later counts the unmatched events by
+    ProcessingErrorReason, which the status record and the metric carry."""
+    dm_fake.script.failed_events.add("Cj0KCQiA-test-gclid-52")
+    dm_fake.script.failed_reason = "PROCESSING_ERROR_REASON_CLICK_NOT_FOUND"
+    documents = [click(n, SUCCESS_CUSTOMER) for n in (51, 52)]
+    outcomes = await worker_sink.sink.write(batch("b-cnf", documents))
+    assert [o.status for o in outcomes] == ["uploaded", "uploaded"]
+    await wait_until(lambda: len(worker_sink.records) >= 1, 30, "the upload_status record")
+    (record,) = worker_sink.records
+    assert (record["status"], record["error_count"]) == ("PARTIAL_SUCCESS", 1)
+    assert record["destinations"][0]["errors"] == [
+        {"reason": "PROCESSING_ERROR_REASON_CLICK_NOT_FOUND", "count": 1}
+    ]
+    errors = "convstream_data_manager_status_errors_total"
+    reason = "PROCESSING_ERROR_REASON_CLICK_NOT_FOUND"
+    assert worker_sink.sample(errors, customer_id=SUCCESS_CUSTOMER, reason=reason) == 1
+
+
 async def test_a_refused_token_costs_one_status_poll_and_one_more_permit(
     worker_sink: Harness, dm_fake: FakeDataManager, tokens: FakeTokenEndpoint
 ) -> None:

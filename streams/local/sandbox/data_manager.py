@@ -88,6 +88,10 @@ class Script:
     """RetrieveRequestStatus answers PROCESSING this many times per request first."""
     failed_records: dict[str, int] = field(default_factory=dict)
     """request_id -> events Google later failed to process (PARTIAL_SUCCESS / FAILED)."""
+    failed_reason: str = "PROCESSING_ERROR_REASON_EVENT_TOO_OLD"
+    """The ``ProcessingErrorReason`` those later failures are reported with (e.g.
+    ``PROCESSING_ERROR_REASON_CLICK_NOT_FOUND``, ``PROCESSING_ERROR_REASON_INTERNAL_ERROR``:
+    Data Manager reports them as counts per request, naming no event)."""
     flaky_events: dict[str, int] = field(default_factory=dict)
     """gclid or transaction_id -> how many more requests refuse that event with a field
     violation of reason INTERNAL_ERROR ("An internal error has occurred": Google's
@@ -309,7 +313,7 @@ class FakeDataManager:
             entry.events_ingestion_status.record_count = count
             if failures:
                 error = entry.error_info.error_counts.add(record_count=failures)
-                error.reason = dm.ProcessingErrorReason.PROCESSING_ERROR_REASON_EVENT_TOO_OLD
+                error.reason = dm.ProcessingErrorReason[self.script.failed_reason]
         return dm.RetrieveRequestStatusResponse.wrap(answer)
 
 
