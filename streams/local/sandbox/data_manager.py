@@ -313,7 +313,7 @@ class FakeDataManager:
             entry.events_ingestion_status.record_count = count
             if failures:
                 error = entry.error_info.error_counts.add(record_count=failures)
-                error.reason = dm.ProcessingErrorReason[self.script.failed_reason]
+                error.reason = getattr(dm.ProcessingErrorReason, self.script.failed_reason)
         return dm.RetrieveRequestStatusResponse.wrap(answer)
 
 
