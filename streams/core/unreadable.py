@@ -43,6 +43,12 @@ INPUT_RECORD_UNREADABLE: Final = "INPUT_RECORD_UNREADABLE"
 BATCH_RECORD_UNREADABLE: Final = "BATCH_RECORD_UNREADABLE"
 BATCH_ITEM_UNREADABLE: Final = "BATCH_ITEM_UNREADABLE"
 
+NOT_REPLAYABLE: Final = frozenset(
+    {INPUT_RECORD_UNREADABLE, BATCH_RECORD_UNREADABLE, BATCH_ITEM_UNREADABLE}
+)
+"""Codes of dead letters that hold no input event: ``convstream replay`` never re-publishes
+them (an empty value, or a batch-topic record, would only come back rejected)."""
+
 ORIGINAL_BYTES: Final = "convstream.original.bytes"
 """Size of the unreadable record's value (also when the value was not copied)."""
 ORIGINAL_SHA256: Final = "convstream.original.sha256"
@@ -129,6 +135,7 @@ __all__ = [
     "BATCH_ITEM_UNREADABLE",
     "BATCH_RECORD_UNREADABLE",
     "INPUT_RECORD_UNREADABLE",
+    "NOT_REPLAYABLE",
     "ORIGINAL_BYTES",
     "ORIGINAL_SHA256",
     "batch_dead_letter",
