@@ -395,9 +395,10 @@ class InputConsumer:
             assert partition is not None
             assert offset is not None
             error = message.error()
-            skipped_after = self._skipping.pop(partition, None)
-            if skipped_after is not None:
-                self._answer_skipped(partition, offset, skipped_after, now)
+            if self._skipping:  # rare: only right after an unreadable record
+                skipped_after = self._skipping.pop(partition, None)
+                if skipped_after is not None:
+                    self._answer_skipped(partition, offset, skipped_after, now)
             if error is not None:
                 self._skipping[partition] = error.name()
             done = self._gate.open(partition, offset, self._acked)
