@@ -126,13 +126,29 @@ class OffsetGate:
             self._on_hole(tp, part, offset, part.offsets[0])  # read what came before
         self._release(part)
 
-    def forget(self, tps: set[Hashable] | None = None) -> None:
-        """Drop state for revoked partitions (all when ``tps`` is None)."""
-        if tps is None:
-            self._partitions.clear()
-            return
-        for tp in tps:
-            self._partitions.pop(tp, None)
+    def forget(self, tps: set[Hashable] | None = None) -> list[Ack]:
+        """Drop state for revoked partitions (all when ``tps`` is None). Returns the acks
+        that were still held back (open offsets, and offsets done but not yet released):
+        they are never called by the gate after this. A caller whose acks only count
+        in-flight messages (stage 1's reader) calls them, so its counts do not leak when
+        a revocation ended before every message was answered; Faust's acks are not called
+        (Faust waited for them before the revocation)."""
+        dropped = list(self._partitions) if tps is None else [tp for tp in tps]
+        held: list[Ack] = []
+        for tp in dropped:
+            part = self._partitions.pop(tp, None)
+            if part is not None:
+                for acks in part.acks.values():
+                    held.extend(acks)
+        return held
+
+    def next_offset(self, tp: Hashable) -> int | None:
+        """The offset after the highest one opened or released for ``tp`` (None: unknown):
+        where the next delivered message is expected, if nothing is skipped."""
+        part = self._partitions.get(tp)
+        if part is None:
+            return None
+        return (part.offsets[-1] if part.offsets else part.next_release - 1) + 1
 
     def open_count(self, tp: Hashable) -> int:
         part = self._partitions.get(tp)

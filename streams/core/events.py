@@ -151,6 +151,10 @@ def _unreadable_reason(data: bytes, parser_message: str) -> str:
     surrogates or not; the decoder's own answer names the byte offset and what is wrong
     there (never the bytes themselves: they may be part of an e-mail).
     """
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):  # before UTF-16's
+        return (
+            "not valid JSON: the message is UTF-32 (it starts with its byte order mark); send UTF-8"
+        )
     if "byte order mark" in parser_message:
         return "not valid JSON: starts with a UTF-8 byte order mark (BOM); send it without one"
     if "surrogate" in parser_message and "UTF-8" not in parser_message:

@@ -38,6 +38,20 @@ back behind all those chunks. It is local: a worker that owns no batch partition
 replicas than ``CONVSTREAM_BATCH_PARTITIONS``) never holds unsettled events, so it is only
 bounded by the others pausing.
 
+Unreadable records: librdkafka hands over an *error* in place of a record it cannot read
+(a failed CRC check, data it cannot decompress), naming the offset, and moves past it; for a
+corrupt record batch it moves past the whole batch. Such an error is never dropped: the
+offset it names, and the offsets skipped after it up to the next record delivered on that
+partition, are answered like any input message, ``failed`` with ``INPUT_RECORD_UNREADABLE``
+and a dead letter pointing at the original (:mod:`streams.core.unreadable`), and committed
+only once those are delivered. Errors that name no record (end of partition, a broker
+gone) are logged only.
+
+In-flight counts: a revocation whose drain timed out (``REVOKE_DRAIN_SECONDS``) commits what
+was answered and forgets the partitions; the messages still unanswered there no longer
+count as in flight (the next owner reads them again), so the back-pressure bound never
+stays taken by messages this worker gave up.
+
 The group is ``<app_id>-ingest``, apart from Faust's ``<app_id>`` group (which keeps the
 batch topic). A partition the new group has never committed starts where the Faust group
 left it (the input agent of earlier versions), so an upgrade neither skips nor re-reads
@@ -77,6 +91,16 @@ REVOKE_DRAIN_SECONDS: Final = 60.0
 MAX_POLL_INTERVAL_MS: Final = 30_000
 SETTLE_BEFORE_LEAVING_SECONDS: Final = 30.0
 """At most how long a stopping member waits for a rebalance under way to assign it."""
+_NAMES_NO_RECORD: Final = frozenset(
+    code
+    for code in (
+        KafkaError._PARTITION_EOF,
+        KafkaError.OFFSET_OUT_OF_RANGE,
+        getattr(KafkaError, "_AUTO_OFFSET_RESET", None),
+    )
+    if code is not None
+)
+"""Consumer errors whose offset is a position, not a record that was skipped."""
 
 
 def ingest_group(settings: Settings) -> str:
@@ -112,6 +136,9 @@ class InputConsumer:
         self._consumer: Consumer | None = None
         self._assigned: set[int] = set()
         self._committed: dict[int, int] = {}
+        self._skipping: dict[int, str] = {}
+        """Partition -> the error name of an unreadable record just answered there: the
+        offsets librdkafka skips after it (the rest of its batch) are answered too."""
         self._joining_since: float | None = None
         """When this member last asked for an assignment and has not got one yet (None:
         it has one, possibly empty, and no rebalance is under way for it)."""
@@ -240,12 +267,27 @@ class InputConsumer:
             _log.warning("input consumer leaving with the group rebalance still under way")
 
     def _usable(self, message: Message) -> bool:
+        """A record to hand on: a message, or an error that names a record it replaces
+        (answered as unreadable, see the module docstring)."""
         error = message.error()
         if error is None:
             return True
-        if error.code() != KafkaError._PARTITION_EOF:
+        code = error.code()
+        if code in _NAMES_NO_RECORD:
+            if code != KafkaError._PARTITION_EOF:
+                _log.warning("input consumer error code=%s", error.name())
+            return False
+        offset, partition = message.offset(), message.partition()
+        if partition is None or offset is None or offset < 0 or message.topic() != self._topic:
             _log.warning("input consumer error code=%s", error.name())
-        return False
+            return False
+        _log.error(
+            "input record unreadable partition=%d offset=%d code=%s: answered as failed",
+            partition,
+            offset,
+            error.name(),
+        )
+        return True
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start every partition at its committed offset (or the Faust group's)."""
@@ -352,8 +394,20 @@ class InputConsumer:
             partition, offset = message.partition(), message.offset()
             assert partition is not None
             assert offset is not None
+            error = message.error()
+            if self._skipping:  # rare: only right after an unreadable record
+                skipped_after = self._skipping.pop(partition, None)
+                if skipped_after is not None:
+                    self._answer_skipped(partition, offset, skipped_after, now)
+            if error is not None:
+                self._skipping[partition] = error.name()
             done = self._gate.open(partition, offset, self._acked)
             if done is None:
+                continue
+            if error is not None:
+                position = SourcePosition(self._topic, partition, offset)
+                received = Received(position, message.key(), now, now)
+                self._ingest.unreadable(received, error.name(), done)
                 continue
             _kind, timestamp = message.timestamp()
             received = Received(
@@ -364,6 +418,29 @@ class InputConsumer:
                 replay_count=replay_count(message.headers()),
             )
             self._ingest.handle(message.value(), received, done)
+
+    def _answer_skipped(self, partition: int, upto: int, error: str, now: float) -> None:
+        """Answer the offsets librdkafka skipped after an unreadable record (before
+        ``upto``, the next one it delivered) as unreadable too: they are the rest of its
+        corrupt batch, and the gate would otherwise accept them as a gap in the log."""
+        start = self._gate.next_offset(partition)
+        if start is None or start >= upto:
+            return
+        _log.error(
+            "input records skipped after an unreadable one partition=%d offsets=%d-%d: "
+            "answered as failed",
+            partition,
+            start,
+            upto - 1,
+        )
+        with self._room:
+            self._in_flight += upto - start
+        for offset in range(start, upto):
+            done = self._gate.open(partition, offset, self._acked)
+            if done is None:
+                continue
+            received = Received(SourcePosition(self._topic, partition, offset), None, now, now)
+            self._ingest.unreadable(received, f"{error} (skipped with it)", done)
 
     def _acked(self) -> None:
         with self._room:
@@ -386,10 +463,15 @@ class InputConsumer:
             await asyncio.sleep(0.01)
 
     def _forget(self, revoked: set[int]) -> None:
-        self._gate.forget(set(revoked))
+        # The acks still held for these partitions only count in-flight messages (they
+        # commit nothing: commits come from the gate's released positions, gone now).
+        # After a drain that timed out, nothing else would ever release them.
+        for ack in self._gate.forget(set(revoked)):
+            ack()
         self._assigned -= revoked
         for partition in revoked:
             self._committed.pop(partition, None)
+            self._skipping.pop(partition, None)
             with contextlib.suppress(KeyError):
                 self._metrics.consumer_lag.remove(self._topic, str(partition))
 

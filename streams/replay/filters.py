@@ -15,6 +15,10 @@ cannot vouch for:
   reads it with the same :func:`streams.core.headers.replay_count`, so both sides agree on
   the count.
 
+A dead letter that holds no input event (codes in
+:data:`streams.core.unreadable.NOT_REPLAYABLE`: a record the Kafka client could not read, a
+record of the internal batch topic) is always ``FILTERED``, even when its code is asked for.
+
 A record that fails a filter is ``FILTERED``; a record that passes every filter but was
 already replayed ``max_replays`` times is ``MAX_REPLAYS``. Both are "handled": the replay
 commits past them like past a replayed one.
@@ -33,6 +37,7 @@ import orjson
 from streams.core import headers as H
 from streams.core.headers import Headers, HeaderValue, decode_headers, replay_count
 from streams.core.nesting import structure_error
+from streams.core.unreadable import NOT_REPLAYABLE
 from streams.errors import ConvstreamError
 
 STAGES: Final = ("parse", "validate", "upload")
@@ -115,6 +120,8 @@ class ReplayFilter:
 
     def decide(self, headers: Mapping[str, str], value: bytes | None) -> Decision:
         """Replay, or skip by filter, or skip by ``max_replays``; see the module docstring."""
+        if headers.get(H.CODE) in NOT_REPLAYABLE:
+            return Decision.FILTERED
         if self.error_codes and headers.get(H.CODE) not in self.error_codes:
             return Decision.FILTERED
         if self.stages and headers.get(H.STAGE) not in self.stages:

@@ -332,12 +332,13 @@ def create_app(
                 continue
             try:
                 record = wire.decode(event.value)
-            except wire.WireError as exc:  # a bug or a foreign writer: nothing to answer
-                _log.error("%s partition=%d", exc, message.partition)
-                done()
+            except wire.WireError as exc:  # a bug or a foreign writer: no input to answer
+                pipeline.on_unreadable(
+                    event.value, message.key, message.partition, message.offset, str(exc), done
+                )
                 continue
             if isinstance(record, wire.Chunk):
-                pipeline.on_chunk(record, message.partition, done)
+                pipeline.on_chunk(record, message.partition, done, message.offset)
             elif isinstance(record, wire.Settlement):
                 pipeline.on_settlement(record, message.partition, done)
             else:

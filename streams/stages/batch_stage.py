@@ -40,17 +40,25 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+import orjson
+
 from streams.config import Settings
 from streams.core.batching import FlushScheduler, MicroBatcher
 from streams.core.dedupe import DedupeGate, Verdict, dedupe_keys
-from streams.core.model import AccountBatch, BatchKey, EventOutcome
-from streams.core.outcomes import Received, Resolution
+from streams.core.model import AccountBatch, BatchKey, EventOutcome, SourcePosition
+from streams.core.outcomes import OutputRecord, Received, Resolution
 from streams.core.retry import (
     BACKOFF_BASE_SECONDS,
     RetryPolicy,
     RetryResult,
     Stop,
     retry_until_final,
+)
+from streams.core.topics import batch_topic_name
+from streams.core.unreadable import (
+    BATCH_ITEM_UNREADABLE,
+    BATCH_RECORD_UNREADABLE,
+    batch_dead_letter,
 )
 from streams.ops.faults import FaultPlan
 from streams.ops.metrics import Metrics
@@ -105,6 +113,9 @@ class BatchPipeline:
         dedupe table's changelog writes so far are acknowledged (settlements and sweeps are
         acked only after it)."""
         self._settings = settings
+        self._publish = publish
+        self._clock = clock
+        self._batch_topic = batch_topic_name(settings.app_id)
         self._forward = forward
         self._last_record_at = 0.0
         self._table_flush = table_flush
@@ -129,10 +140,11 @@ class BatchPipeline:
 
     # --- called by the batch agent, inside stream iteration -----------------------------
 
-    def on_chunk(self, chunk: Chunk, partition: int, ack: Ack) -> None:
+    def on_chunk(self, chunk: Chunk, partition: int, ack: Ack, offset: int = -1) -> None:
         """Admit a chunk's events. ``ack`` is called once each of them is answered (result
-        delivered, carried over, or answered by an earlier copy); until then the chunk's
-        offset is not committed."""
+        delivered, carried over, answered by an earlier copy, or, for an item that names no
+        input message, dead-lettered); until then the chunk's offset (``offset``: named in
+        such a dead letter) is not committed."""
         self._last_record_at = time.monotonic()
         count = len(chunk)
         counter = AckCounter(count, self._open.hold(partition, count, ack))
@@ -146,7 +158,7 @@ class BatchPipeline:
                 event = item.event
                 self._fail(item.received, item.batch_key, event.event_id, event.body, exc, counter)
         for unreadable in chunk.unreadable:
-            self._fail_unreadable(unreadable, partition, counter)
+            self._fail_unreadable(unreadable, partition, offset, counter)
         if answers:
             self._spawn(self._delivery.deliver(answers, [counter] * len(answers)))
         self._metrics.dedupe_keys.set(len(self._gate))
@@ -226,12 +238,64 @@ class BatchPipeline:
         resolution = failed_by_bug(received, key, event_id, body, error)
         self._spawn(self._delivery.deliver([resolution], [counter]))
 
-    def _fail_unreadable(self, item: UnreadableItem, partition: int, counter: AckCounter) -> None:
+    def _fail_unreadable(
+        self, item: UnreadableItem, partition: int, offset: int, counter: AckCounter
+    ) -> None:
         _log.error("unreadable chunk item partition=%d error=%s", partition, item.error)
         if item.received is None or item.batch_key is None:
-            counter.done()  # nothing says which message it was: nothing to answer
+            # Nothing says which input message it was: no result can answer it, but it is
+            # never acked in silence either; the dead letter names its chunk.
+            value = orjson.dumps(item.entry)
+            reason = f"a chunk item that names no input message, error={item.error}"
+            self._dead_letter(
+                partition, offset, None, value, BATCH_ITEM_UNREADABLE, reason, counter.done
+            )
             return
         self._fail(item.received, item.batch_key, item.event_id, item.body, item.error, counter)
+
+    def on_unreadable(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+        reason: str,
+        ack: Ack,
+    ) -> None:
+        """A batch-topic record :func:`streams.stages.wire.decode` refused (``reason``:
+        its :class:`~streams.stages.wire.WireError` text, which quotes no content). No
+        input message can be named for it, so no result: a dead letter with its batch-topic
+        coordinates, and ``ack`` once the broker holds it (never committed past before)."""
+        self._last_record_at = time.monotonic()
+        _log.error("%s partition=%d offset=%d: dead-lettered", reason, partition, offset)
+        self._dead_letter(partition, offset, key, value, BATCH_RECORD_UNREADABLE, reason, ack)
+
+    def _dead_letter(
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        code: str,
+        reason: str,
+        ack: Ack,
+    ) -> None:
+        record = batch_dead_letter(
+            SourcePosition(self._batch_topic, partition, offset),
+            key,
+            value,
+            code,
+            reason,
+            self._clock(),
+            self._settings.max_message_bytes,
+        )
+        self._metrics.conversions_rejected.labels("unknown", code).inc()
+        self._metrics.dead_letters.labels("unknown", "parse").inc()
+        self._spawn(self._publish_then_ack([record], ack))
+
+    async def _publish_then_ack(self, records: list[OutputRecord], ack: Ack) -> None:
+        await self._publish(records)
+        ack()
 
     def read_ahead(self, settlement: Settlement, partition: int) -> None:
         """A settlement found after the committed offset of ``partition`` before reading

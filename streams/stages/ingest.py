@@ -37,6 +37,7 @@ from streams.core.outcomes import (
     output_records,
 )
 from streams.core.redact import dead_letter_body
+from streams.core.unreadable import unreadable_input
 from streams.ops.metrics import Metrics
 from streams.stages.wire import CHUNK_MAX_BYTES as CHUNK_MAX_BYTES
 from streams.stages.wire import CHUNK_MAX_EVENTS as CHUNK_MAX_EVENTS
@@ -125,6 +126,14 @@ class Ingest:
         elif self._linger is None:
             loop = asyncio.get_running_loop()
             self._linger = loop.call_later(CHUNK_LINGER_SECONDS, self.flush)
+
+    def unreadable(self, received: Received, error: str, ack: Ack) -> None:
+        """Answer an input record the Kafka client could not read (``error``: its error
+        name): a ``failed`` result and a dead letter that points at it
+        (:func:`streams.core.unreadable.unreadable_input`); ``ack`` once they are delivered,
+        so its offset is never committed past without an answer."""
+        self._metrics.events_received.labels("unknown", "unknown").inc()
+        self._resolve(unreadable_input(received, error), ack)
 
     def flush(self) -> None:
         """Send every open chunk now (linger timer, rebalance, shutdown)."""

@@ -28,8 +28,10 @@ once, when the event is parsed, then builds a chunk by joining bytes (:func:`enc
 never re-encoding. :func:`decode` is the one place bytes become typed values.
 
 Errors: a record that is none of these (garbage, an unknown version or kind, a body of the
-wrong shape) raises :class:`WireError`; the batch agent logs it and acks it, because
-there is no source position to answer (only a bug or a foreign writer gets there). One
+wrong shape) raises :class:`WireError`; there is no source position to answer (only a bug
+or a foreign writer gets there), so the batch agent dead-letters it with its batch-topic
+coordinates (:data:`streams.core.unreadable.BATCH_RECORD_UNREADABLE`) and acks it only
+once the dead letter is acknowledged. One
 bad *item* does not sink its chunk: it decodes to an :class:`UnreadableItem`, which the
 batch stage answers ``failed`` when its provenance could still be read.
 
@@ -37,8 +39,8 @@ Older records: before version 1 the records were bare JSON objects (``{"events":
 ``{"settle": [...]}``, ``{"sweep": 1}``) with the same item and entry lists. The batch
 topic is internal and drained at a deploy, but a record left behind still decodes, and
 :func:`is_settlement` still finds old settlements (JSON never starts with ``0x01``). A
-*newer* version (any other first byte) is a :class:`WireError` for this code: logged and
-acked, its events never answered; so a worker that writes version 2 must be deployed only
+*newer* version (any other first byte) is a :class:`WireError` for this code: dead-lettered
+and acked, its events never answered; so a worker that writes version 2 must be deployed only
 once no version-1 reader is left on the topic (drain it first).
 """
 
@@ -94,7 +96,9 @@ class UnreadableItem:
 
     ``received`` and ``batch_key`` are set when its provenance could still be read; the
     batch stage then answers it ``failed`` with ``body`` as the dead letter. Without them
-    there is nothing to answer: it is logged and counted as done.
+    no input message can be named: the batch stage dead-letters ``entry`` (the item as
+    decoded) with its chunk's batch-topic coordinates
+    (:data:`streams.core.unreadable.BATCH_ITEM_UNREADABLE`) before counting it done.
     """
 
     error: str
@@ -103,6 +107,8 @@ class UnreadableItem:
     batch_key: BatchKey | None = None
     event_id: str | None = None
     body: Any = None
+    entry: Any = None
+    """The item as decoded from JSON (set when its provenance could not be read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +333,7 @@ def _salvage(entry: Any, exc: Exception) -> UnreadableItem:
         received = _received(entry[6:])
         batch_key = BatchKey.parse(entry[0])
     except Exception:
-        return UnreadableItem(error)
+        return UnreadableItem(error, entry=entry)
     event_id = entry[1] if isinstance(entry[1], str) else None
     return UnreadableItem(error, received, batch_key, event_id, entry[5])
 

@@ -240,3 +240,35 @@ def test_an_unknown_answer_reads_again_and_a_stale_answer_is_ignored() -> None:
     assert consumer.acked == [0]
     _open(gate, consumer, 1)()
     assert consumer.acked == [0, 1, 2, 202]
+
+
+def test_forget_returns_the_acks_it_held_back_and_never_calls_them_later() -> None:
+    acked: list[str] = []
+    gate = OffsetGate()
+    gate.start("p", 0)
+    first = gate.open("p", 0, lambda: acked.append("0"))
+    done_1 = gate.open("p", 1, lambda: acked.append("1"))
+    assert gate.open("p", 1, lambda: acked.append("1 again")) is None
+    assert first is not None
+    assert done_1 is not None
+    done_1()  # done, held back behind offset 0
+    held = gate.forget({"p"})
+    assert len(held) == 3
+    assert acked == []
+    first()  # a late answer of a forgotten partition releases nothing
+    assert acked == []
+    for ack in held:
+        ack()
+    assert sorted(acked) == ["0", "1", "1 again"]
+
+
+def test_next_offset_is_after_the_highest_opened_or_released() -> None:
+    gate = OffsetGate()
+    assert gate.next_offset("p") is None
+    gate.start("p", 5)
+    assert gate.next_offset("p") == 5
+    done = gate.open("p", 5, lambda: None)
+    assert gate.next_offset("p") == 6
+    assert done is not None
+    done()
+    assert gate.next_offset("p") == 6

@@ -176,3 +176,15 @@ def test_a_hostile_nesting_dead_letter_is_not_parsed_for_its_destination(
     monkeypatch.setattr(filters_module.orjson, "loads", no_parse)
     nested = b'{"destination": "google_ads", "x": ' + b"[" * 200 + b"]" * 200 + b"}"
     assert destination_of(nested) is None
+
+
+@pytest.mark.parametrize(
+    "code", ["INPUT_RECORD_UNREADABLE", "BATCH_RECORD_UNREADABLE", "BATCH_ITEM_UNREADABLE"]
+)
+def test_dead_letters_that_hold_no_input_event_are_never_replayed(code: str) -> None:
+    """Issue 19 item 7: an unreadable record's dead letter (empty, or a batch-topic record)
+    would only come back rejected; asking for its code explicitly does not change that."""
+    letter = dead_letter(code=code, stage="parse")
+    assert ReplayFilter.from_args().decide(letter, b"\x01Cjunk") is Decision.FILTERED
+    selection = ReplayFilter.from_args(error_codes=[code])
+    assert selection.decide(letter, b"") is Decision.FILTERED

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -96,8 +97,8 @@ class Harness:
         self.receive(wire.Chunk(tuple(items)), partition, label)
         return label
 
-    def receive(self, chunk: wire.Chunk, partition: int, label: str) -> None:
-        self.pipeline.on_chunk(chunk, partition, lambda: self._ack(label))
+    def receive(self, chunk: wire.Chunk, partition: int, label: str, offset: int = -1) -> None:
+        self.pipeline.on_chunk(chunk, partition, lambda: self._ack(label), offset)
 
     def results(self) -> list[dict[str, Any]]:
         return [orjson.loads(r.value) for r in self.records if r.kind == "result"]
@@ -569,10 +570,118 @@ def test_unreadable_items_are_answered_failed_and_the_chunk_still_acked() -> Non
     assert (result["status"], result["event_id"]) == ("failed", "click-1")
     assert result["error"]["code"] == "INTERNAL_ERROR"
     assert result["source"]["offset"] == 7
-    (letter,) = h.dead_letters()
+    letter, lost_letter = h.dead_letters()
     assert orjson.loads(letter.value)["gclid"] == click(1)["gclid"]
+    assert headers(lost_letter)["convstream.error.code"] == "BATCH_ITEM_UNREADABLE"
     assert h.log[-1] == "ack", "both answered: the chunk moves on"
     assert h.pipeline.open_events == 0
+
+
+def headers(record: OutputRecord) -> dict[str, str]:
+    return {name: value.decode() for name, value in record.headers}
+
+
+def test_an_item_naming_no_input_is_dead_lettered_before_its_chunk_is_acked() -> None:
+    """Issue 19 item 7: an item whose input position cannot be read was counted done and
+    its chunk committed past without any output; now it is a dead letter that names its
+    chunk's batch-topic coordinates, and the chunk is acked only once that is delivered."""
+    entry = ["not a batch key", 7, {"caller_id": "+7 912 345-67-89", "note": "x"}]
+    lost = wire.UnreadableItem("ValueError", entry=entry)
+
+    async def scenario() -> tuple[Harness, list[str]]:
+        h = Harness()
+        h.publish_gate = asyncio.Event()
+        h.receive(wire.Chunk((), (lost,)), 2, "ack", offset=41)
+        await asyncio.sleep(0)
+        before = list(h.log)
+        h.publish_gate.set()
+        await h.pipeline.drain()
+        return h, before
+
+    h, before = run(scenario())
+    assert "ack" not in before, "acked before its dead letter was delivered"
+    assert h.log == ["publish 1", "ack"]
+    assert h.results() == [], "no input message can be named: no result"
+    (letter,) = h.dead_letters()
+    got = headers(letter)
+    assert got["convstream.error.code"] == "BATCH_ITEM_UNREADABLE"
+    assert got["convstream.error.stage"] == "parse"
+    assert "ValueError" in got["convstream.error.message"]
+    assert (got["convstream.source.topic"], got["convstream.source.partition"]) == (
+        "convstream-batches",
+        "2",
+    )
+    assert got["convstream.source.offset"] == "41"
+    assert "912" not in letter.value.decode(), "the caller id is hashed, never copied"
+    value = orjson.loads(letter.value)
+    assert value[2]["note"] == "x"
+    assert len(value[2]["caller_id"]) == 64
+    assert (
+        h.metrics.conversions_rejected.labels("unknown", "BATCH_ITEM_UNREADABLE")._value.get() == 1
+    )
+
+
+def test_an_unreadable_record_is_dead_lettered_then_acked() -> None:
+    """Issue 19 item 7: a batch-topic record the wire format refuses was logged and acked;
+    now it is dead-lettered (its bytes, its batch-topic coordinates) and acked after."""
+    garbage = b"\x01Cnot json at all \xff"
+
+    async def scenario() -> tuple[Harness, list[str]]:
+        h = Harness()
+        h.publish_gate = asyncio.Event()
+        h.pipeline.on_unreadable(
+            garbage,
+            b"chunk",
+            3,
+            17,
+            "unreadable batch-topic record kind=chunk",
+            lambda: h._ack("ack"),
+        )
+        await asyncio.sleep(0)
+        before = list(h.log)
+        h.publish_gate.set()
+        await h.pipeline.drain()
+        return h, before
+
+    h, before = run(scenario())
+    assert "ack" not in before
+    assert h.log == ["publish 1", "ack"]
+    (letter,) = h.dead_letters()
+    assert (letter.key, letter.value) == (b"chunk", garbage), "no JSON: the bytes themselves"
+    got = headers(letter)
+    assert got["convstream.error.code"] == "BATCH_RECORD_UNREADABLE"
+    assert "kind=chunk" in got["convstream.error.message"]
+    assert got["convstream.event_id"] == "convstream-batches:3:17"
+    assert got["convstream.original.bytes"] == str(len(garbage))
+    assert got["convstream.original.sha256"] == hashlib.sha256(garbage).hexdigest()
+
+
+def test_an_unreadable_record_whose_dead_letter_fails_is_not_acked() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.fail_publish = True
+        h.pipeline.on_unreadable(b"\x07", None, 0, 1, "unknown", lambda: h._ack("ack"))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert "ack" not in h.log, "read again after a restart, never committed past"
+
+
+def test_a_readable_json_record_is_dead_lettered_redacted() -> None:
+    body = {"events": {"email": "Jane.Doe@example.com"}}  # a legacy chunk of the wrong shape
+
+    async def scenario() -> Harness:
+        h = Harness()
+        h.pipeline.on_unreadable(orjson.dumps(body), None, 0, 1, "bad", lambda: h._ack("ack"))
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    (letter,) = h.dead_letters()
+    assert b"Jane" not in letter.value
+    assert len(orjson.loads(letter.value)["events"]["email"]) == 64
+    assert h.log[-1] == "ack"
 
 
 def test_an_event_that_hits_a_bug_is_answered_failed() -> None:
