@@ -130,6 +130,21 @@ class CsvFile:
         return CLIENT_ID_TYPES[self.id_column]
 
 
+def subset_file(file: CsvFile, rows: Sequence[int]) -> CsvFile:
+    """The file with only ``rows`` (a subset of ``file.rows``, in any order), header kept.
+
+    Used to isolate the rows Metrica refuses (:mod:`streams.sinks.yandex.bisect`). Every
+    row is exactly one ``\n``-terminated line: no cell may hold a line break (see the
+    module docstring), so the file splits on ``\n`` without parsing it again.
+    """
+    lines = file.data.split(b"\n")
+    if len(lines) != len(file.rows) + 2 or lines[-1]:
+        raise ValueError("a CSV file must hold one line per row")
+    position = {index: n for n, index in enumerate(file.rows, start=1)}
+    body = b"".join(lines[position[index]] + b"\n" for index in rows)
+    return CsvFile(file.upload_type, file.id_column, lines[0] + b"\n" + body, tuple(rows))
+
+
 @dataclass(frozen=True, slots=True)
 class RowRejection:
     """An event that cannot go into any file; becomes a ``rejected`` outcome."""
