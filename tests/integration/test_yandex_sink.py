@@ -665,3 +665,61 @@ async def test_a_refused_row_message_is_scrubbed_of_the_token(
     for secret in (ECHOED, quote(ECHOED, safe="")):
         assert secret not in message
         assert secret not in caplog.text
+
+
+# --- chats (type CHATS) ---------------------------------------------------------------------
+
+
+def chat(n: int, **extra: Any) -> Event:
+    fields = {
+        "event_id": f"ych-{n}",
+        "destination": "yandex_metrica",
+        "type": "chat",
+        "counter_id": "44147844",
+        "client_id": f"1700000000{n:06d}",
+        "date_time": "2026-11-20T13:03:00Z",
+        "messenger": "telegram",
+        **extra,
+    }
+    parsed = parse_event(encode(fields))
+    assert isinstance(parsed, Event), parsed
+    return parsed
+
+
+async def test_chats_upload_as_type_chats_and_are_tracked(
+    server: FakeYandex, metrics: Metrics
+) -> None:
+    statuses: list[dict[str, Any]] = []
+
+    async def on_status(record: dict[str, Any]) -> None:
+        statuses.append(record)
+
+    sink = YandexMetricaSink(
+        TOKEN, server.url, metrics=metrics, poll_interval=0.05, on_status=on_status
+    )
+    try:
+        outcomes = await sink.write(batch([chat(1, answered=True, tag="vip"), chat(2)]))
+        await eventually(lambda: len(statuses) == 1)
+    finally:
+        await sink.aclose()
+    assert [o.status for o in outcomes] == ["uploaded", "uploaded"]
+    [upload] = server.uploads
+    assert upload.params["type"] == "CHATS"
+    assert upload.params["client_id_type"] == "CLIENT_ID"
+    assert upload.header == ["ClientId", "DateTime", "Messenger", "Answered", "Tag"]
+    assert [row["Messenger"] for row in upload.rows] == ["telegram", "telegram"]
+    assert [row["Answered"] for row in upload.rows] == ["1", ""]
+    assert outcomes[0].upload_id == str(upload.id)
+    assert statuses[0]["status"] == "PROCESSED"
+    assert statuses[0]["line_quantity"] == 2
+
+
+async def test_a_refused_chat_row_is_isolated_like_any_other(
+    sink: YandexMetricaSink, server: FakeYandex
+) -> None:
+    server.refuse_rows = {"000003"}
+    outcomes = await sink.write(batch([chat(n) for n in range(1, 7)]))
+    assert [o.status for o in outcomes] == ["uploaded"] * 2 + ["rejected"] + ["uploaded"] * 3
+    assert {row["ClientId"] for row in server.rows()} == {
+        f"1700000000{n:06d}" for n in (1, 2, 4, 5, 6)
+    }

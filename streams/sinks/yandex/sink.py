@@ -7,11 +7,12 @@ Who calls what (see :mod:`streams.sinks` for the shared lifecycle)::
     await sink.aclose()      # worker stop, after the last flush: stops the poller, closes
 
 Request: ``POST {api}/management/v1/counter/{counter}/offline_conversions/upload`` with
-``type`` (BASIC for offline_conversion, CALLS for call events), ``client_id_type`` and
-``comment`` (carries the batch id) as query, the CSV as the multipart field ``file`` and
-``Authorization: OAuth <token>``. Calls go to the same ``upload`` endpoint with
-``type=CALLS`` (the event contract describes "an offline calls upload (type CALLS)"), not
-to the older ``upload_calls``.
+``type`` (BASIC for offline_conversion, CALLS for call, CHATS for chat events),
+``client_id_type`` and ``comment`` (carries the batch id) as query, the CSV as the
+multipart field ``file`` and ``Authorization: OAuth <token>``. Calls go to the same
+``upload`` endpoint with ``type=CALLS`` (the event contract describes "an offline calls
+upload (type CALLS)"), not to the older ``upload_calls``; chats with ``type=CHATS`` (Yandex's
+"Uploading information about chats").
 
 Error classes, mapped in one place (:meth:`YandexMetricaSink._check`), per file::
 
