@@ -53,8 +53,8 @@ _ROW_MARKERS: Final = re.compile(
 #: Messages that name the request or the file as a whole: every subset fails alike.
 _REQUEST_MARKERS: Final = re.compile(
     r"client_id_type|\btype\b|\bcounter\b|\bcomment\b|multipart|\bheader\b|"
-    r"column \S+ is (?:required|missing)|required column|encoding|utf-?8|file is empty|"
-    r"no rows|file size|too large|access|token|quota|limit",
+    r"\bcolumns?\b|encoding|utf-?8|file is empty|no rows|file size|too large|access|token|"
+    r"quota|limit",
     re.IGNORECASE,
 )
 #: Metrica's ``error_type`` values that are never about a row.
@@ -67,9 +67,10 @@ def classify_400(message: str, error_types: Sequence[str] = ()) -> Kind:
     """Is a 400 about some rows of the file, or about the request as a whole?
 
     A message naming a line/row number is about rows. One naming the counter, the
-    upload ``type``, ``client_id_type``, the header or the file's encoding, size or
-    emptiness is about the request. Anything else is treated as about rows: bisecting an
-    unknown refusal costs bounded requests; not bisecting it loses every good row.
+    upload ``type``, ``client_id_type``, a column or the header (without a line: the
+    header is wrong), or the file's encoding, size or emptiness is about the request.
+    Anything else is treated as about rows: bisecting an unknown refusal costs bounded
+    requests; not bisecting it loses every good row.
     """
     if any(kind in _REQUEST_ERROR_TYPES for kind in error_types):
         return "request"

@@ -152,6 +152,7 @@ def test_row_level_refusals_are_bisected(message: str) -> None:
         "client_id_type does not match the file",
         "Counter 1 not found",
         "column Target is required",
+        "Wrong column name: Targett",
         "file is not UTF-8",
         "multipart field 'file' is required",
     ],
