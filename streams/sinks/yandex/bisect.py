@@ -6,7 +6,11 @@ file. Splitting the file and sending the halves again finds the refused rows; ev
 row uploads.
 
 What is sent, and how much: the sink has already sent the whole file once and got a
-row-level 400 (:func:`classify_400`). :func:`isolate` then splits it in halves, sends the
+row-level 400 (:func:`classify_400`). When Metrica's message names the refused row's line
+(line 1 being the header), that row is sent alone to confirm it (a refusal proves it) and
+the rest of the file is sent again: two requests per refused row. A named row that
+uploads alone means the line numbers do not point where they seem, and the rest is found
+by splitting instead. Without a line, :func:`isolate` splits the file in halves, sends the
 left half and, only when the left half uploads, *infers* the right half is refused
 without sending it (the file was refused, so the bad row is on the right). With one
 refused row among ``n`` that costs about ``log2(n)`` extra requests; with ``k`` refused
@@ -50,6 +54,8 @@ Kind = Literal["rows", "request"]
 _ROW_MARKERS: Final = re.compile(
     r"\b(line|row|string|record)s?\s*(?:#|no\.?|number)?\s*\d+|строк\w*\s*\d+", re.IGNORECASE
 )
+#: A line number in Metrica's message: the line of the sent file (1 is the header).
+_LINE: Final = re.compile(r"\bline\s*(?:#|no\.?|number)?\s*(\d+)|строк\w*\s*(\d+)", re.IGNORECASE)
 #: Messages that name the request or the file as a whole: every subset fails alike.
 _REQUEST_MARKERS: Final = re.compile(
     r"client_id_type|\btype\b|\bcounter\b|\bcomment\b|multipart|\bheader\b|"
@@ -112,6 +118,18 @@ class Isolation:
     """Rows rejected because Metrica refused them (isolated or inferred)."""
     not_isolated: int = 0
     """Rows rejected because the budget ran out before they were told apart."""
+    use_lines: bool = True
+    """Whether Metrica's line numbers are trusted; off once a named row uploaded alone."""
+
+
+def named_row(message: str, rows: int) -> int | None:
+    """The position (0-based) among the ``rows`` data rows of a sent file of the row whose
+    line Metrica's ``message`` names (line 1 is the header); None when it names none."""
+    match = _LINE.search(message)
+    if match is None:
+        return None
+    position = int(match.group(1) or match.group(2)) - 2
+    return position if 0 <= position < rows else None
 
 
 async def isolate(
@@ -127,7 +145,7 @@ async def isolate(
     ``send``'s for the subsets it answered, ``rejected`` (``code``, Metrica's message) for
     refused rows, ``rejected`` and replayable for rows the budget left mixed."""
     result = Isolation()
-    await _resolve(tuple(rows), message, send, budget, code, result)
+    await _resolve(tuple(rows), message, send, budget, code, result, own=True)
     return result
 
 
@@ -138,11 +156,19 @@ async def _resolve(
     budget: int,
     code: str,
     result: Isolation,
+    *,
+    own: bool = False,
 ) -> None:
-    """``rows`` is known refused with ``message``: split it, or reject it when alone."""
+    """``rows`` is known refused with ``message``: split it, or reject it when alone.
+    ``own``: the message is Metrica's answer to exactly ``rows`` as sent (not inferred
+    from a larger file), so a line it names is a line of ``rows``."""
     if len(rows) == 1:
         result.outcomes[rows[0]] = EventOutcome("rejected", code, message)
         result.refused += 1
+        return
+    position = named_row(message, len(rows)) if own and result.use_lines else None
+    if position is not None:
+        await _by_line(rows, position, message, send, budget, code, result)
         return
     middle = len(rows) // 2
     left, right = rows[:middle], rows[middle:]
@@ -152,7 +178,7 @@ async def _resolve(
     result.requests += 1
     answer = await send(left)
     if isinstance(answer, Refused):
-        await _resolve(left, answer.message, send, budget, code, result)
+        await _resolve(left, answer.message, send, budget, code, result, own=True)
         # The left half was refused too: the right half may be clean. Ask.
         await _try(right, message, send, budget, code, result)
         return
@@ -183,10 +209,42 @@ async def _try(
     result.requests += 1
     answer = await send(rows)
     if isinstance(answer, Refused):
-        await _resolve(rows, answer.message, send, budget, code, result)
+        await _resolve(rows, answer.message, send, budget, code, result, own=True)
         return
     for index in rows:
         result.outcomes[index] = answer
+
+
+async def _by_line(
+    rows: tuple[int, ...],
+    position: int,
+    message: str,
+    send: Send,
+    budget: int,
+    code: str,
+    result: Isolation,
+) -> None:
+    """``rows`` was refused naming the row at ``position``: confirm it alone, then the rest."""
+    named = rows[position]
+    rest = rows[:position] + rows[position + 1 :]
+    if result.requests >= budget:
+        _give_up(rows, message, code, result)
+        return
+    result.requests += 1
+    answer = await send((named,))
+    if isinstance(answer, Refused):
+        result.outcomes[named] = EventOutcome("rejected", code, answer.message)
+        result.refused += 1
+        await _try(rest, message, send, budget, code, result)  # may be clean now
+        return
+    result.outcomes[named] = answer
+    if answer.status == "uploaded":
+        # The named row is fine: the numbering is not what it seems. The rest holds the
+        # refused rows (the whole was refused); find them by splitting.
+        result.use_lines = False
+        await _resolve(rest, message, send, budget, code, result)
+        return
+    await _try(rest, message, send, budget, code, result)
 
 
 def _give_up(rows: tuple[int, ...], message: str, code: str, result: Isolation) -> None:
