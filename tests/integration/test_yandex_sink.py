@@ -723,3 +723,19 @@ async def test_a_refused_chat_row_is_isolated_like_any_other(
     assert {row["ClientId"] for row in server.rows()} == {
         f"1700000000{n:06d}" for n in (1, 2, 4, 5, 6)
     }
+
+
+async def test_a_phone_number_metrica_quotes_about_a_refused_call_never_reaches_the_outcome(
+    sink: YandexMetricaSink, server: FakeYandex, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.refuse_rows = {"000002"}
+    server.refused_row_message = "line {line}: PhoneNumber {row[PhoneNumber]} is not reachable"
+    calls = [event(n, type="call", phone_number=f"+7 495 739-70-0{n}") for n in range(1, 5)]
+    with caplog.at_level(logging.DEBUG):
+        outcomes = await sink.write(batch(calls))
+    assert [o.status for o in outcomes] == ["uploaded", "rejected", "uploaded", "uploaded"]
+    message = outcomes[1].message or ""
+    assert message.endswith("PhoneNumber *** is not reachable"), message
+    for raw in ("+74957397002", "74957397002", "+7 495 739-70-02"):
+        assert raw not in message
+        assert raw not in caplog.text

@@ -14,8 +14,9 @@ token URL-encoded, as a careless API or proxy would): convstream must scrub them
 
 Rows Metrica refuses: :attr:`FakeYandex.refuse_rows` holds markers; a file with a row whose
 id column or ``Target`` value contains one is answered 400 in Metrica's error format, with
-:attr:`FakeYandex.refused_row_message` (``{line}`` is the row's line in that file) for the
-first such row, and nothing of the file is accepted: the sink must split the file to
+:attr:`FakeYandex.refused_row_message` (``{line}`` is the row's line in that file,
+``{row[Column]}`` a value of the row, as a careless API would quote it) for the first such
+row, and nothing of the file is accepted: the sink must split the file to
 upload the other rows. ``type`` may be BASIC, CALLS or CHATS (a CHATS file needs
 ``DateTime`` and ``Messenger``).
 
@@ -344,7 +345,8 @@ class FakeYandex:
         columns = [n for n, c in enumerate(header) if c in ID_TYPES or c == "Target"]
         for number, line in enumerate(lines, start=2):
             if any(marker in line[n] for n in columns for marker in self.refuse_rows):
-                return self.refused_row_message.format(line=number)
+                row = dict(zip(header, line, strict=True))
+                return self.refused_row_message.format(line=number, row=row)
         return None
 
     # --- management reads (convstream doctor) ----------------------------------------------

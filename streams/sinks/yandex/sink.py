@@ -173,7 +173,8 @@ class YandexMetricaSink:
         if not token.strip():
             raise SinkConfigError(AUTH_FAILED, "YANDEX_METRICA_OAUTH_TOKEN is empty")
         self._headers: Final = {"Authorization": f"OAuth {token.strip()}"}
-        self._scrubber = SecretScrubber((token, *secrets))
+        self._secrets = (token, *secrets)
+        self._scrubber = SecretScrubber(self._secrets)
         self._api = api_url.rstrip("/")
         self._metrics = metrics or Metrics()
         self._on_status = on_status
@@ -291,7 +292,8 @@ class YandexMetricaSink:
         """POST one file; each of its rows' outcome. A row-level 400 splits the file until
         the refused rows are isolated (:mod:`streams.sinks.yandex.bisect`)."""
         comment = f"convstream batch {batch.batch_id} part {part}/{parts}"
-        answer = await self._send(batch, file, comment)
+        scrubber = self._file_scrubber(batch, file)
+        answer = await self._send(batch, file, comment, scrubber)
         if not isinstance(answer, Refused):
             return dict.fromkeys(file.rows, answer)
         if len(file.rows) == 1:
@@ -303,7 +305,10 @@ class YandexMetricaSink:
             self._metrics.yandex_bisect_requests.labels(label).inc()
             try:
                 return await self._send(
-                    batch, subset_file(file, rows), f"{comment} rows {len(rows)}/{len(file.rows)}"
+                    batch,
+                    subset_file(file, rows),
+                    f"{comment} rows {len(rows)}/{len(file.rows)}",
+                    scrubber,
                 )
             except Exception as exc:  # the subsets already uploaded must keep their outcome
                 return self._unexpected(exc)
@@ -332,9 +337,25 @@ class YandexMetricaSink:
         )
         return found.outcomes
 
-    async def _send(self, batch: AccountBatch, file: CsvFile, comment: str) -> Attempt:
+    def _file_scrubber(self, batch: AccountBatch, file: CsvFile) -> SecretScrubber:
+        """The secrets' scrubber, plus the file's phone numbers when it has any: Metrica's
+        message about a refused call row may quote its number, which is PII and must not
+        reach a result, a dead letter or a log line (ids are pseudonymous and stay)."""
+        phones = [
+            str(batch.events[index].body["phone_number"])
+            for index in file.rows
+            if batch.events[index].body.get("phone_number")
+        ]
+        if not phones:
+            return self._scrubber
+        forms = [form for phone in phones for form in (phone, phone.lstrip("+"))]
+        return SecretScrubber((*self._secrets, *forms))
+
+    async def _send(
+        self, batch: AccountBatch, file: CsvFile, comment: str, scrubber: SecretScrubber
+    ) -> Attempt:
         """POST one file (or a subset of one): the outcome all its rows get, or Refused
-        for a row-level 400."""
+        for a row-level 400. Metrica's text goes through ``scrubber``."""
         counter = batch.key.account
         url = f"{self._api}/management/v1/counter/{counter}/offline_conversions/upload"
         params = {
@@ -346,7 +367,7 @@ class YandexMetricaSink:
         form.add_field("file", file.data, filename="conversions.csv", content_type="text/csv")
         try:
             reply = await self._request("POST", url, params=params, data=form)
-            document = self._check(reply, counter)
+            document = self._check(reply, counter, scrubber)
         except RetryableSinkError as exc:
             return EventOutcome("retryable", exc.code, exc.message, retry_after=exc.retry_after)
         except YandexRowsRefusedError as exc:
@@ -389,7 +410,9 @@ class YandexMetricaSink:
                 UNAVAILABLE, f"cannot reach Metrica ({type(exc).__name__})"
             ) from exc
 
-    def _check(self, reply: _Reply, counter: str) -> dict[str, Any]:
+    def _check(
+        self, reply: _Reply, counter: str, scrubber: SecretScrubber | None = None
+    ) -> dict[str, Any]:
         """Metrica's answer -> its JSON document, or the convstream error it stands for."""
         status = reply.status
         if 200 <= status < 300:
@@ -398,7 +421,7 @@ class YandexMetricaSink:
             except orjson.JSONDecodeError:
                 document = None
             return document if isinstance(document, dict) else {}
-        message = error_text(reply.body, self._scrubber) or f"HTTP {status}"
+        message = error_text(reply.body, scrubber or self._scrubber) or f"HTTP {status}"
         if status in RETRYABLE_HTTP or status >= 500:
             code = RATE_LIMITED if status in RETRYABLE_HTTP else SERVER_ERROR
             raise RetryableSinkError(
