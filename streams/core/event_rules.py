@@ -30,7 +30,7 @@ _WHITESPACE: Final = re.compile(r"\s")
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@")
 #: Yandex fields written into the upload CSV as the producer gave them (phone numbers are
 #: E.164 and ids digits after normalization, so they cannot start a formula).
-YANDEX_FREE_TEXT: Final = ("target", "user_id", "purchase_id", "tag", "url")
+YANDEX_FREE_TEXT: Final = ("target", "user_id", "purchase_id", "tag", "url", "messenger")
 _ADDRESS_HASHED: Final = ("first_name", "last_name", "street")
 _ADDRESS_PLAIN: Final[dict[str, Callable[[str], str]]] = {
     "city": normalize.normalize_city,
@@ -274,6 +274,8 @@ def _yandex_event(body: dict[str, Any], event_type: str, options: NormalizeOptio
         for flag in ("call_missed", "static_call", "first_time_caller"):
             if flag in body:
                 body[flag] = bool(body[flag])
+    elif event_type == "chat" and "answered" in body:
+        body["answered"] = bool(body["answered"])
     return normalize.utc_instant(when)
 
 

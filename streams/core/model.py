@@ -28,7 +28,7 @@ INVALID_EVENT: Final = "INVALID_EVENT"
 #: destination -> event types it accepts; the schema file is ``{destination}.{type}.schema.json``.
 EVENT_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     "google_ads": ("click_conversion", "call_conversion", "conversion_adjustment"),
-    "yandex_metrica": ("offline_conversion", "call"),
+    "yandex_metrica": ("offline_conversion", "call", "chat"),
 }
 
 #: Yandex event field -> the CSV column it fills; an event carries exactly one of them.
@@ -62,7 +62,7 @@ class Event:
     """Google Ads customer id or Yandex Metrica counter id, digits only."""
     action: str | None
     """Conversion action id (digits) for Google Ads, goal (target) for Yandex; None for a
-    Yandex call without a target."""
+    Yandex call or chat without a target."""
     event_time: datetime
     """When the conversion (or adjustment) happened, as a UTC instant with whole seconds."""
     body: dict[str, Any]

@@ -15,6 +15,7 @@ actions and goals an account will use). TOML because it is in the standard libra
     [[yandex_metrica]]
     counter_id = "44147844"
     targets = ["purchase", "lead"]
+    calls = true                             # events include calls (default false)
 
 Every mistake raises :class:`AccountsError` naming the file, the entry and the key.
 """
@@ -65,7 +66,7 @@ _GOOGLE_KEYS = {
     "call_conversion_actions",
     "user_identifiers",
 }
-_YANDEX_KEYS = {"counter_id", "targets"}
+_YANDEX_KEYS = {"counter_id", "targets", "calls"}
 
 
 def load_accounts(path: Path) -> Accounts:
@@ -155,9 +156,13 @@ def _yandex(entry: dict[str, Any], where: str) -> YandexCounter:
     _known(entry, _YANDEX_KEYS, where)
     if "counter_id" not in entry:
         raise AccountsError(f"{where}: counter_id is required")
+    calls = entry.get("calls", False)
+    if not isinstance(calls, bool):
+        raise AccountsError(f"{where}.calls: expected true or false")
     return YandexCounter(
         _counter_id(entry["counter_id"], f"{where}.counter_id"),
         _strings(entry, "targets", where),
+        calls,
     )
 
 

@@ -12,6 +12,16 @@ conversions Metrica reads ``Target`` as the identifier of a goal of type ``actio
 (shown as "JavaScript event" in the UI). A goal's name or numeric id, or a URL goal, looks
 right to a person and silently never matches, so those get a fail that says exactly that.
 
+Why the offline-conversion window (``visit_join_threshold``): Metrica links an offline
+conversion only to a visit at most that many days old (up to 21 once offline conversion
+tracking has been on for 21 days, growing a day per day before). An upload outside the
+window *succeeds* and then counts the rows as ``user_not_found`` hours later, so a window
+of 0 (tracking not on) fails and a short one warns. For calls there is a second window:
+by default call data links to a visit only within 16 hours of it, unless the counter's
+extended calls window is on, which only an API request can do (not the web interface):
+a counter whose events include calls (``calls = true`` in the accounts file) without it
+gets that exact request as the fix.
+
 Why at most 3 requests at once: that is Metrica's limit of parallel requests per user,
 and the token is one user; going over it answers 429 and fails the very check we run.
 Why only one retry: the doctor is run by a person waiting at a terminal, so a flaky answer
@@ -54,6 +64,8 @@ REAUTH_FIX: Final = (
     "(https://oauth.yandex.com) and set YANDEX_METRICA_OAUTH_TOKEN"
 )
 LATER_FIX: Final = "try again later"
+FULL_WINDOW_DAYS: Final = 21
+"""Metrica's offline-conversion window once it has fully grown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,9 @@ class YandexCounter:
 
     counter_id: str
     targets: tuple[str, ...] = ()
+    calls: bool = False
+    """Whether the counter receives ``call`` events: then the extended calls window is
+    checked too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +158,21 @@ class _Reader:
         return f"_Reader(api_url={self._api!r})"
 
     async def check(self, counter: YandexCounter) -> list[Check]:
+        """The counter row, its goal rows, then its offline-conversion window rows."""
+        counter_id = counter.counter_id.strip()
+        counter_check, document = await self._check_counter(counter_id)
+        checks = [counter_check, *await self._goal_checks(counter, counter_check)]
+        if counter_check.status is CheckStatus.OK:
+            checks.append(await self._check_window(counter_id))
+            if counter.calls:
+                checks.append(self._calls_window(counter_id, document))
+        return checks
+
+    async def _goal_checks(self, counter: YandexCounter, counter_check: Check) -> list[Check]:
         counter_id = counter.counter_id.strip()
         targets = tuple(dict.fromkeys(t for t in counter.targets if t))
-        counter_check = await self._check_counter(counter_id)
-        checks = [counter_check]
         if not targets:
-            checks.append(
+            return [
                 Check(
                     DESTINATION,
                     counter_id,
@@ -158,10 +182,9 @@ class _Reader:
                     "so its goals were not checked",
                     "list the targets the events use (their Target values) for this counter",
                 )
-            )
-            return checks
+            ]
         if counter_check.status is not CheckStatus.OK:
-            checks.extend(
+            return [
                 Check(
                     DESTINATION,
                     counter_id,
@@ -170,12 +193,11 @@ class _Reader:
                     "not checked: the counter check failed",
                 )
                 for target in targets
-            )
-            return checks
-        checks.extend(await self._check_goals(counter_id, targets))
-        return checks
+            ]
+        return await self._check_goals(counter_id, targets)
 
-    async def _check_counter(self, counter_id: str) -> Check:
+    async def _check_counter(self, counter_id: str) -> tuple[Check, dict[str, Any]]:
+        """The ``counter`` row, and the counter document when it could be read."""
         if not counter_id.isdigit():
             return Check(
                 DESTINATION,
@@ -184,11 +206,11 @@ class _Reader:
                 CheckStatus.FAIL,
                 f"counter_id '{counter_id}' is not a number",
                 "set counter_id to the counter's number (shown next to its name in Metrica)",
-            )
+            ), {}
         answer = await self._get(f"/management/v1/counter/{counter_id}")
         if answer.status != 200:
             status, detail, fix = _failure(answer, counter_id)
-            return Check(DESTINATION, counter_id, "counter", status, detail, fix)
+            return Check(DESTINATION, counter_id, "counter", status, detail, fix), {}
         found = answer.document.get("counter") if isinstance(answer.document, dict) else None
         if not isinstance(found, dict):
             return Check(
@@ -198,7 +220,7 @@ class _Reader:
                 CheckStatus.FAIL,
                 "Metrica answered without a counter document",
                 LATER_FIX,
-            )
+            ), {}
         name = self._scrub(str(found.get("name") or ""))
         site = self._scrub(str(found.get("site") or ""))
         where = f" ({site})" if site else ""
@@ -208,7 +230,31 @@ class _Reader:
             "counter",
             CheckStatus.OK,
             f"counter {counter_id} '{name}'{where} is readable with the token",
+        ), found
+
+    async def _check_window(self, counter_id: str) -> Check:
+        """The ``window`` row: how old a visit an offline conversion can still link to."""
+        path = f"/management/v1/counter/{counter_id}/offline_conversions/visit_join_threshold"
+        answer = await self._get(path)
+        if answer.status != 200:
+            status, detail, fix = _failure(answer, counter_id)
+            return Check(
+                DESTINATION,
+                counter_id,
+                "window",
+                status,
+                f"the offline-conversion window could not be read: {detail}",
+                fix,
+            )
+        days = (
+            answer.document.get("visit_join_threshold")
+            if isinstance(answer.document, dict)
+            else None
         )
+        return window_check(counter_id, days)
+
+    def _calls_window(self, counter_id: str, counter: dict[str, Any]) -> Check:
+        return calls_window_check(counter_id, counter, self._api)
 
     async def _check_goals(self, counter_id: str, targets: Sequence[str]) -> list[Check]:
         answer = await self._get(f"/management/v1/counter/{counter_id}/goals")
@@ -309,6 +355,94 @@ def _failure(answer: _Answer, counter_id: str) -> tuple[CheckStatus, str, str]:
         CheckStatus.FAIL,
         f"Metrica answered HTTP {status}{said}",
         f"check counter_id {counter_id} and the token",
+    )
+
+
+def window_check(counter_id: str, days: Any) -> Check:
+    """The ``window`` row for Metrica's ``visit_join_threshold`` answer (days). Pure."""
+    name = "window"
+    if isinstance(days, bool) or not isinstance(days, int):
+        return Check(
+            DESTINATION,
+            counter_id,
+            name,
+            CheckStatus.WARN,
+            "Metrica answered without a visit_join_threshold",
+            LATER_FIX,
+        )
+    enable = (
+        f"turn on offline conversion tracking for counter {counter_id} in Metrica "
+        "(Settings > Upload data > Offline conversions); the window then grows a day per "
+        f"day up to {FULL_WINDOW_DAYS}"
+    )
+    if days <= 0:
+        return Check(
+            DESTINATION,
+            counter_id,
+            name,
+            CheckStatus.FAIL,
+            "the offline-conversion window is 0 days: Metrica links no uploaded conversion "
+            "to a visit (uploads succeed, then every row is user_not_found)",
+            enable,
+        )
+    if days < FULL_WINDOW_DAYS:
+        return Check(
+            DESTINATION,
+            counter_id,
+            name,
+            CheckStatus.WARN,
+            f"the offline-conversion window is {days} days (of {FULL_WINDOW_DAYS}): a "
+            f"conversion whose visit is older than {days} days will not link",
+            f"wait: the window grows a day per day up to {FULL_WINDOW_DAYS} once offline "
+            "conversion tracking is on; send older conversions later or not at all",
+        )
+    return Check(
+        DESTINATION,
+        counter_id,
+        name,
+        CheckStatus.OK,
+        f"offline conversions link to visits up to {days} days old",
+    )
+
+
+def calls_window_request(counter_id: str, api_url: str = "https://api-metrika.yandex.net") -> str:
+    """The request that turns the extended calls window on (API only; the token stays a
+    variable, never printed)."""
+    return (
+        'curl -X POST -H "Authorization: OAuth $YANDEX_METRICA_OAUTH_TOKEN" '
+        f"{api_url.rstrip('/')}/management/v1/counter/{counter_id}"
+        "/offline_conversions/calls_extended_threshold"
+    )
+
+
+def calls_window_check(counter_id: str, counter: dict[str, Any], api_url: str) -> Check:
+    """The ``calls_window`` row, from the counter document's
+    ``offline_calls_extended_threshold`` (1: on). Pure."""
+    name = "calls_window"
+    enabled = counter.get("offline_calls_extended_threshold")
+    fix = (
+        "turn the extended calls window on (the web interface cannot): "
+        f"{calls_window_request(counter_id, api_url)}; it covers visits from then on, "
+        f"growing to {FULL_WINDOW_DAYS} days"
+    )
+    if enabled in (1, True):
+        return Check(
+            DESTINATION,
+            counter_id,
+            name,
+            CheckStatus.OK,
+            f"the extended calls window is on: calls link to visits up to "
+            f"{FULL_WINDOW_DAYS} days old",
+        )
+    said = "is off" if enabled in (0, False) else "state was not in Metrica's answer"
+    return Check(
+        DESTINATION,
+        counter_id,
+        name,
+        CheckStatus.WARN,
+        f"the extended calls window {said}: uploaded calls link only to visits that ended "
+        "at most 16 hours before",
+        fix,
     )
 
 

@@ -242,6 +242,20 @@ class Metrics:
             "Yandex uploads whose status is still being polled.",
             registry=registry,
         )
+        # Yandex per-row outcomes of a refused file (streams.sinks.yandex.bisect).
+        self.yandex_bisect_requests = Counter(
+            "convstream_yandex_bisect_requests_total",
+            "Extra Yandex upload requests sent to isolate the rows Metrica refused with 400.",
+            ["counter"],
+            registry=registry,
+        )
+        self.yandex_bisect_rows = Counter(
+            "convstream_yandex_bisect_rows_total",
+            "Rows of files Metrica refused with a row-level 400, by what bisecting made of "
+            "them (uploaded, refused, not_isolated).",
+            ["counter", "result"],
+            registry=registry,
+        )
         # Google Data Manager: the client-side quota (labels: Google Cloud project id, quota
         # mutate|read, window minute|day) and request-status tracking (labels: customer id
         # digits, Google's enum names). streams.sinks.data_manager.{quota,request_status}.

@@ -99,8 +99,14 @@ def test_all_checks_pass_exit_zero_and_print_one_table(
     script(fake)
     done = doctor("--accounts", str(accounts), fake=fake, tokens=tokens, tls=tls, yandex=yandex)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "10 checks: 10 ok, 0 warn, 0 fail, 0 skipped" in done.stdout
-    for expected in ("click_action:Purchase", "call_action:12", "goal:purchase", "counter"):
+    assert "11 checks: 11 ok, 0 warn, 0 fail, 0 skipped" in done.stdout
+    for expected in (
+        "click_action:Purchase",
+        "call_action:12",
+        "goal:purchase",
+        "counter",
+        "window",
+    ):
         assert expected in done.stdout
     assert "refresh-token-1" not in done.stdout + done.stderr
 

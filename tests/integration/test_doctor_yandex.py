@@ -59,6 +59,7 @@ async def test_a_readable_counter_and_javascript_event_targets_pass(fake: FakeYa
         (COUNTER, "counter", CheckStatus.OK),
         (COUNTER, "goal:purchase", CheckStatus.OK),
         (COUNTER, "goal:lead_sent", CheckStatus.OK),
+        (COUNTER, "window", CheckStatus.OK),
     ]
     assert all(c.destination == "yandex_metrica" for c in checks)
     assert "'Shop'" in checks[0].detail
@@ -69,6 +70,7 @@ async def test_a_readable_counter_and_javascript_event_targets_pass(fake: FakeYa
     assert paths(fake) == [
         (f"/management/v1/counter/{COUNTER}", 200),
         (f"/management/v1/counter/{COUNTER}/goals", 200),
+        (f"/management/v1/counter/{COUNTER}/offline_conversions/visit_join_threshold", 200),
     ]
 
 
@@ -96,7 +98,7 @@ async def test_a_user_without_access_to_the_counter_is_told_to_get_access(
     assert "owner's token" in checks[0].fix
     # the owner's token reads the same counter
     owner = await doctor(fake, YandexCounter("555", ("purchase",)), token="owner-token")
-    assert [c.status for c in owner] == [CheckStatus.OK, CheckStatus.OK]
+    assert [c.status for c in owner] == [CheckStatus.OK] * 3
 
 
 async def test_an_unknown_counter_does_not_exist(fake: FakeYandex) -> None:
@@ -143,8 +145,8 @@ async def test_one_overloaded_answer_is_absorbed_by_the_retry(fake: FakeYandex) 
     fake.management_failure = 503
     fake.management_failure_times = 1
     checks = await doctor(fake, YandexCounter(COUNTER, ("purchase",)))
-    assert [c.status for c in checks] == [CheckStatus.OK, CheckStatus.OK]
-    assert [status for _, status in paths(fake)] == [503, 200, 200]
+    assert [c.status for c in checks] == [CheckStatus.OK] * 3
+    assert [status for _, status in paths(fake)] == [503, 200, 200, 200]
 
 
 async def test_a_bad_request_is_not_retried(fake: FakeYandex) -> None:
@@ -183,6 +185,7 @@ async def test_a_missing_goal_lists_the_closest_identifiers(fake: FakeYandex) ->
         (COUNTER, "counter", CheckStatus.OK),
         (COUNTER, "goal:purchse", CheckStatus.FAIL),
         (COUNTER, "goal:purchase", CheckStatus.OK),
+        (COUNTER, "window", CheckStatus.OK),
     ]
     missing = checks[1]
     assert missing.detail.startswith("goal 'purchse' not found among the counter's 4 goals")
@@ -198,8 +201,13 @@ async def test_a_target_naming_a_url_goal_gets_the_javascript_event_fix(
     fake: FakeYandex,
 ) -> None:
     checks = await doctor(fake, YandexCounter(COUNTER, ("Thank-you page", "103")))
-    assert [c.status for c in checks] == [CheckStatus.OK, CheckStatus.FAIL, CheckStatus.FAIL]
-    for check in checks[1:]:
+    assert [c.status for c in checks] == [
+        CheckStatus.OK,
+        CheckStatus.FAIL,
+        CheckStatus.FAIL,
+        CheckStatus.OK,
+    ]
+    for check in checks[1:3]:
         assert "identifier of a JavaScript event goal" in check.fix
         assert "goal 103 'Thank-you page'" in check.fix
         assert "'url'" in check.detail
@@ -210,6 +218,7 @@ async def test_no_targets_warns_that_goals_were_not_checked(fake: FakeYandex) ->
     assert rows(checks) == [
         (COUNTER, "counter", CheckStatus.OK),
         (COUNTER, "goals", CheckStatus.WARN),
+        (COUNTER, "window", CheckStatus.OK),
     ]
     assert "no targets" in checks[1].detail
     assert "list the targets" in checks[1].fix
@@ -246,9 +255,11 @@ async def test_each_counter_is_checked_on_its_own_in_configured_order(
         ("404", "goal:purchase", CheckStatus.SKIPPED),
         (COUNTER, "counter", CheckStatus.OK),
         (COUNTER, "goal:purchase", CheckStatus.OK),
+        (COUNTER, "window", CheckStatus.OK),
         ("2", "counter", CheckStatus.OK),
         ("2", "goal:call", CheckStatus.OK),
         ("2", "goal:purchase", CheckStatus.FAIL),
+        ("2", "window", CheckStatus.OK),
     ]
 
 
@@ -259,7 +270,7 @@ async def test_at_most_three_requests_at_once(fake: FakeYandex) -> None:
     fake.management_delay = 0.05
     checks = await doctor(fake, *(YandexCounter(c, ("purchase",)) for c in ids))
     assert all(c.status is CheckStatus.OK for c in checks)
-    assert len(checks) == 14
+    assert len(checks) == 21
     assert fake.management_max_in_flight == 3
 
 
@@ -337,3 +348,61 @@ async def test_markup_in_counter_and_goal_names_prints_as_typed() -> None:
     assert MARKUP_GOAL in text
     assert "example.com/[/]" in text
     assert "\x1b]8;" not in text  # no terminal hyperlink
+
+
+# --- the offline-conversion window and, for calls, the extended calls window --------------
+
+
+@pytest.mark.parametrize(
+    ("days", "status", "said"),
+    [
+        (21, CheckStatus.OK, "up to 21 days old"),
+        (5, CheckStatus.WARN, "window is 5 days (of 21)"),
+        (0, CheckStatus.FAIL, "window is 0 days"),
+    ],
+)
+async def test_the_offline_conversion_window_is_checked(
+    fake: FakeYandex, days: int, status: CheckStatus, said: str
+) -> None:
+    fake.counters[COUNTER].visit_join_threshold = days
+    checks = await doctor(fake, YandexCounter(COUNTER, ("purchase",)))
+    window = checks[-1]
+    assert (window.name, window.status) == ("window", status)
+    assert said in window.detail
+    assert bool(window.fix) is (status is not CheckStatus.OK)
+    if status is CheckStatus.FAIL:
+        assert "turn on offline conversion tracking" in window.fix
+
+
+async def test_calls_without_the_extended_window_get_the_request_that_enables_it(
+    fake: FakeYandex,
+) -> None:
+    import aiohttp
+
+    checks = await doctor(fake, YandexCounter(COUNTER, ("purchase",), calls=True))
+    calls = checks[-1]
+    assert (calls.name, calls.status) == ("calls_window", CheckStatus.WARN)
+    assert "16 hours" in calls.detail
+    request = (
+        'curl -X POST -H "Authorization: OAuth $YANDEX_METRICA_OAUTH_TOKEN" '
+        f"{fake.url}/management/v1/counter/{COUNTER}/offline_conversions/calls_extended_threshold"
+    )
+    assert request in calls.fix
+    assert TOKEN not in calls.fix
+    # Sending exactly that request (the token from the environment) turns it on.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{fake.url}/management/v1/counter/{COUNTER}/offline_conversions/calls_extended_threshold",
+            headers={"Authorization": f"OAuth {TOKEN}"},
+        ) as response,
+    ):
+        assert response.status == 200
+    again = await doctor(fake, YandexCounter(COUNTER, ("purchase",), calls=True))
+    assert (again[-1].name, again[-1].status) == ("calls_window", CheckStatus.OK)
+    assert not again[-1].fix
+
+
+async def test_counters_without_calls_skip_the_calls_window(fake: FakeYandex) -> None:
+    checks = await doctor(fake, YandexCounter(COUNTER, ("purchase",)))
+    assert "calls_window" not in [c.name for c in checks]

@@ -19,6 +19,7 @@ from streams.local.broker import free_port
 from streams.local.sandbox.yandex import FakeYandex
 from streams.ops.metrics import AccountLabels, Metrics
 from streams.sinks import RetryableSinkError
+from streams.sinks.yandex.bisect import NOT_ISOLATED_NOTE, request_budget
 from streams.sinks.yandex.sink import YandexMetricaSink
 from tests.support.event_factory import encode, yandex
 
@@ -574,3 +575,167 @@ async def test_10000_foreign_counters_create_a_bounded_number_of_series(
     assert len(labels) == 21
     assert "other" in labels
     assert family("convstream_yandex_auth_failures_total", {"counter": "other"}) == 9_980
+
+
+# --- a 400 for some rows: the file is split, only those rows are rejected ----------------
+
+
+async def test_a_400_for_some_rows_rejects_only_those_rows_and_uploads_the_rest(
+    sink: YandexMetricaSink, server: FakeYandex, metrics: Metrics
+) -> None:
+    server.refuse_rows = {"refused-goal"}
+    events = [event(n, target="refused-goal" if n in (3, 8) else "purchase") for n in range(10)]
+    outcomes = await sink.write(batch(events))
+    statuses = [o.status for o in outcomes]
+    assert statuses == ["rejected" if n in (3, 8) else "uploaded" for n in range(10)]
+    for n in (3, 8):
+        assert outcomes[n].code == "YANDEX_BAD_REQUEST"
+        assert outcomes[n].message is not None
+        assert "the row holds a value Metrica does not accept" in outcomes[n].message
+        assert not outcomes[n].retryable
+    uploaded = {row["ClientId"] for row in server.rows()}
+    assert uploaded == {events[n].body["client_id"] for n in range(10) if n not in (3, 8)}
+    posts = [r for r in server.requests if r[0] == "POST"]
+    extra = len(posts) - 1
+    assert 0 < extra <= request_budget(10)
+    assert metrics.registry.get_sample_value(
+        "convstream_yandex_bisect_requests_total", {"counter": "44147844"}
+    ) == float(extra)
+    assert (
+        metrics.registry.get_sample_value(
+            "convstream_yandex_bisect_rows_total", {"counter": "44147844", "result": "refused"}
+        )
+        == 2.0
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "convstream_yandex_bisect_rows_total", {"counter": "44147844", "result": "uploaded"}
+        )
+        == 8.0
+    )
+
+
+async def test_a_400_about_the_request_is_not_split(
+    sink: YandexMetricaSink, server: FakeYandex, metrics: Metrics
+) -> None:
+    server.fail_next(400, message="client_id_type does not match the file")
+    outcomes = await sink.write(batch([event(n) for n in range(8)]))
+    assert {(o.status, o.code) for o in outcomes} == {("rejected", "YANDEX_BAD_REQUEST")}
+    assert [r[0] for r in server.requests] == ["POST"]
+    assert (
+        metrics.registry.get_sample_value(
+            "convstream_yandex_bisect_requests_total", {"counter": "44147844"}
+        )
+        is None
+    )
+
+
+async def test_the_extra_requests_stop_at_the_cap(server: FakeYandex, metrics: Metrics) -> None:
+    server.refuse_rows = {"refused-goal"}
+    sink = YandexMetricaSink(TOKEN, server.url, metrics=metrics, bisect_cap=3, poll_interval=60)
+    try:
+        events = [event(n, target="refused-goal" if n % 2 else "purchase") for n in range(16)]
+        outcomes = await sink.write(batch(events))
+    finally:
+        await sink.aclose()
+    assert len([r for r in server.requests if r[0] == "POST"]) == 1 + 3
+    assert all(outcomes[n].status == "rejected" for n in range(1, 16, 2))
+    undecided = [o for o in outcomes if o.status == "rejected" and o.retryable]
+    assert undecided, "the budget ran out: some rows stay undecided, replayable"
+    assert all(NOT_ISOLATED_NOTE.strip() in (o.message or "") for o in undecided)
+    uploaded = {row["ClientId"] for row in server.rows()}
+    assert uploaded <= {events[n].body["client_id"] for n in range(0, 16, 2)}
+
+
+async def test_a_refused_row_message_is_scrubbed_of_the_token(
+    echoing: FakeYandex, caplog: pytest.LogCaptureFixture
+) -> None:
+    echoing.refuse_rows = {"refused-goal"}
+    sink = YandexMetricaSink(ECHOED, echoing.url, poll_interval=60)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            outcomes = await sink.write(
+                batch([event(1), event(2, target="refused-goal"), event(3), event(4)])
+            )
+    finally:
+        await sink.aclose()
+    assert [o.status for o in outcomes] == ["uploaded", "rejected", "uploaded", "uploaded"]
+    message = outcomes[1].message or ""
+    assert "Authorization: OAuth ***" in message, message
+    for secret in (ECHOED, quote(ECHOED, safe="")):
+        assert secret not in message
+        assert secret not in caplog.text
+
+
+# --- chats (type CHATS) ---------------------------------------------------------------------
+
+
+def chat(n: int, **extra: Any) -> Event:
+    fields = {
+        "event_id": f"ych-{n}",
+        "destination": "yandex_metrica",
+        "type": "chat",
+        "counter_id": "44147844",
+        "client_id": f"1700000000{n:06d}",
+        "date_time": "2026-11-20T13:03:00Z",
+        "messenger": "telegram",
+        **extra,
+    }
+    parsed = parse_event(encode(fields))
+    assert isinstance(parsed, Event), parsed
+    return parsed
+
+
+async def test_chats_upload_as_type_chats_and_are_tracked(
+    server: FakeYandex, metrics: Metrics
+) -> None:
+    statuses: list[dict[str, Any]] = []
+
+    async def on_status(record: dict[str, Any]) -> None:
+        statuses.append(record)
+
+    sink = YandexMetricaSink(
+        TOKEN, server.url, metrics=metrics, poll_interval=0.05, on_status=on_status
+    )
+    try:
+        outcomes = await sink.write(batch([chat(1, answered=True, tag="vip"), chat(2)]))
+        await eventually(lambda: len(statuses) == 1)
+    finally:
+        await sink.aclose()
+    assert [o.status for o in outcomes] == ["uploaded", "uploaded"]
+    [upload] = server.uploads
+    assert upload.params["type"] == "CHATS"
+    assert upload.params["client_id_type"] == "CLIENT_ID"
+    assert upload.header == ["ClientId", "DateTime", "Messenger", "Answered", "Tag"]
+    assert [row["Messenger"] for row in upload.rows] == ["telegram", "telegram"]
+    assert [row["Answered"] for row in upload.rows] == ["1", ""]
+    assert outcomes[0].upload_id == str(upload.id)
+    assert statuses[0]["status"] == "PROCESSED"
+    assert statuses[0]["line_quantity"] == 2
+
+
+async def test_a_refused_chat_row_is_isolated_like_any_other(
+    sink: YandexMetricaSink, server: FakeYandex
+) -> None:
+    server.refuse_rows = {"000003"}
+    outcomes = await sink.write(batch([chat(n) for n in range(1, 7)]))
+    assert [o.status for o in outcomes] == ["uploaded"] * 2 + ["rejected"] + ["uploaded"] * 3
+    assert {row["ClientId"] for row in server.rows()} == {
+        f"1700000000{n:06d}" for n in (1, 2, 4, 5, 6)
+    }
+
+
+async def test_a_phone_number_metrica_quotes_about_a_refused_call_never_reaches_the_outcome(
+    sink: YandexMetricaSink, server: FakeYandex, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.refuse_rows = {"000002"}
+    server.refused_row_message = "line {line}: PhoneNumber {row[PhoneNumber]} is not reachable"
+    calls = [event(n, type="call", phone_number=f"+7 495 739-70-0{n}") for n in range(1, 5)]
+    with caplog.at_level(logging.DEBUG):
+        outcomes = await sink.write(batch(calls))
+    assert [o.status for o in outcomes] == ["uploaded", "rejected", "uploaded", "uploaded"]
+    message = outcomes[1].message or ""
+    assert message.endswith("PhoneNumber *** is not reachable"), message
+    for raw in ("+74957397002", "74957397002", "+7 495 739-70-02"):
+        assert raw not in message
+        assert raw not in caplog.text

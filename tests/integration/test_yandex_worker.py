@@ -177,3 +177,60 @@ def test_a_token_metrica_echoes_reaches_no_result_dead_letter_or_log_line(
     for text in (str(values), log):
         assert token not in text
         assert escaped not in text
+
+
+def chat(n: int) -> dict[str, object]:
+    return {
+        "event_id": f"ych-{n}",
+        "destination": "yandex_metrica",
+        "type": "chat",
+        "counter_id": "44147844",
+        "client_id": f"1700000000{n:06d}",
+        "date_time": "2026-11-20T13:03:00Z",
+        "messenger": "telegram",
+    }
+
+
+def test_chats_upload_and_a_refused_chat_is_the_only_dead_letter(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Chat events go to Metrica as type=CHATS; Metrica refuses one row of the file (400
+    naming its line): that event alone is rejected and dead-lettered with Metrica's
+    message, the others upload, and every input message gets exactly one result."""
+    topics = Topics(kafka_bootstrap)
+    events = [chat(n) for n in range(1, 6)]
+    sent = produce(kafka_bootstrap, topics.input, [encode(e) for e in events], b"k")
+    with (
+        FakeYandex("test-token") as server,
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="google_ads",
+            YANDEX_METRICA_OAUTH_TOKEN="test-token",
+            YANDEX_METRICA_API_URL=server.url,
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.dlq) as dead_letters,
+    ):
+        server.refuse_rows = {"000004"}
+        worker.start()
+        results.wait_for(sent, timeout=60)
+        dead_letters.wait_for(1, timeout=30)
+        assert worker.running, worker.log_text()[-3000:]
+        assert worker.stop() == 0
+        results.poll(1.0)
+        dead_letters.poll(0.5)
+    values = results.values()
+    assert Counter(v["event_id"] for v in values) == Counter(e["event_id"] for e in events)
+    by_event = {v["event_id"]: v for v in values}
+    assert by_event["ych-4"]["status"] == "rejected"
+    assert by_event["ych-4"]["error"]["code"] == "YANDEX_BAD_REQUEST"
+    assert "does not accept" in by_event["ych-4"]["error"]["message"]
+    assert {by_event[f"ych-{n}"]["status"] for n in (1, 2, 3, 5)} == {"uploaded"}
+    assert {u.params["type"] for u in server.uploads} == {"CHATS"}
+    assert sorted(row["ClientId"] for row in server.rows()) == sorted(
+        e["client_id"] for e in events if e["event_id"] != "ych-4"
+    )
+    [letter] = [headers_of(m) for m in dead_letters.messages]
+    assert letter["convstream.event_id"] == "ych-4"
+    assert letter["convstream.error.code"] == "YANDEX_BAD_REQUEST"

@@ -12,7 +12,21 @@ token (403), and ``delay`` to make concurrency observable. ``echo_token`` makes 
 answer quote the request's credentials back (the Authorization header as sent, and the
 token URL-encoded, as a careless API or proxy would): convstream must scrub them.
 
-The two management reads ``convstream doctor`` makes, ``GET /management/v1/counter/{id}``
+Rows Metrica refuses: :attr:`FakeYandex.refuse_rows` holds markers; a file with a row whose
+id column or ``Target`` value contains one is answered 400 in Metrica's error format, with
+:attr:`FakeYandex.refused_row_message` (``{line}`` is the row's line in that file,
+``{row[Column]}`` a value of the row, as a careless API would quote it) for the first such
+row, and nothing of the file is accepted: the sink must split the file to
+upload the other rows. ``type`` may be BASIC, CALLS or CHATS (a CHATS file needs
+``DateTime`` and ``Messenger``).
+
+The counter's offline-conversion settings ``convstream doctor`` reads:
+``GET .../offline_conversions/visit_join_threshold`` (``FakeCounter.visit_join_threshold``,
+days), the counter document's ``offline_calls_extended_threshold`` and
+``POST .../offline_conversions/calls_extended_threshold``, the API-only switch that
+enables the extended calls window (it sets ``FakeCounter.calls_extended_threshold``).
+
+The management reads ``convstream doctor`` makes, ``GET /management/v1/counter/{id}``
 and ``.../{id}/goals``, answer from :attr:`FakeYandex.counters` (a test scripts them with
 :class:`FakeCounter` and :class:`FakeGoal`). Their token rules are finer than the upload's,
 so the doctor's 401 and 403 can both be produced: a token the fake does not know at all
@@ -81,6 +95,10 @@ class FakeCounter:
     site: str = "example.com"
     access: frozenset[str] | None = None
     """Tokens whose user may read the counter; None: any token the fake knows."""
+    visit_join_threshold: int = 21
+    """Days after a visit within which an offline conversion still links to it."""
+    calls_extended_threshold: bool = False
+    """Whether the API-only extended calls window is on."""
 
 
 _Document = Callable[[str, FakeCounter], dict[str, Any]]
@@ -115,6 +133,8 @@ class FakeYandex:
         self.user_not_found = user_not_found
         self.delay = delay
         self.echo_token = False
+        self.refuse_rows: set[str] = set()
+        self.refused_row_message = "line {line}: the row holds a value Metrica does not accept"
         self.uploads: list[Upload] = []
         self._upload_by_id: dict[int, Upload] = {}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
@@ -179,6 +199,8 @@ class FakeYandex:
         base = "/management/v1/counter/{counter}/offline_conversions"
         app.router.add_post(base + "/upload", self._upload)
         app.router.add_get(base + "/uploading/{upload_id}", self._status)
+        app.router.add_get(base + "/visit_join_threshold", self._visit_join_threshold)
+        app.router.add_post(base + "/calls_extended_threshold", self._enable_calls_window)
         app.router.add_get("/management/v1/counter/{counter}", self._counter)
         app.router.add_get("/management/v1/counter/{counter}/goals", self._goals)
         self._runner = web.AppRunner(app, access_log=None)
@@ -274,13 +296,15 @@ class FakeYandex:
         if params.get("client_id_type") != ID_TYPES[id_columns[0]]:
             return self._error(request, 400, "client_id_type does not match the file")
         upload_type = params.get("type")
-        if upload_type not in ("BASIC", "CALLS"):
+        if upload_type not in ("BASIC", "CALLS", "CHATS"):
             return self._error(request, 400, f"unknown type {upload_type}")
         if upload_type == "BASIC" and "Target" not in header:
             return self._error(request, 400, "column Target is required")
+        if upload_type == "CHATS" and "Messenger" not in header:
+            return self._error(request, 400, "column Messenger is required")
         if "DateTime" not in header:
             return self._error(request, 400, "column DateTime is required")
-        problem = _row_problem(header, lines, upload_type)
+        problem = _row_problem(header, lines, upload_type) or self._refused_row(header, lines)
         if problem:
             return self._error(request, 400, problem)
         counter = request.match_info["counter"]
@@ -314,7 +338,30 @@ class FakeYandex:
         status = upload.statuses.pop(0) if len(upload.statuses) > 1 else upload.statuses[0]
         return self._answer(request, 200, {"uploading": self._uploading(upload, status)})
 
+    def _refused_row(self, header: list[str], lines: list[list[str]]) -> str | None:
+        """The scripted refusal of the first row holding a :attr:`refuse_rows` marker."""
+        if not self.refuse_rows:
+            return None
+        columns = [n for n, c in enumerate(header) if c in ID_TYPES or c == "Target"]
+        for number, line in enumerate(lines, start=2):
+            if any(marker in line[n] for n in columns for marker in self.refuse_rows):
+                row = dict(zip(header, line, strict=True))
+                return self.refused_row_message.format(line=number, row=row)
+        return None
+
     # --- management reads (convstream doctor) ----------------------------------------------
+
+    async def _visit_join_threshold(self, request: web.Request) -> web.Response:
+        return await self._management(
+            request, lambda _, c: {"visit_join_threshold": c.visit_join_threshold}
+        )
+
+    async def _enable_calls_window(self, request: web.Request) -> web.Response:
+        def enable(_: str, counter: FakeCounter) -> dict[str, Any]:
+            counter.calls_extended_threshold = True
+            return {"success": True}
+
+        return await self._management(request, enable)
 
     async def _counter(self, request: web.Request) -> web.Response:
         return await self._management(request, self._counter_document)
@@ -330,6 +377,7 @@ class FakeYandex:
                 "name": counter.name,
                 "site": counter.site,
                 "status": "Active",
+                "offline_calls_extended_threshold": int(counter.calls_extended_threshold),
             }
         }
 
@@ -422,6 +470,8 @@ def _row_problem(header: list[str], lines: list[list[str]], upload_type: str) ->
             return f"line {number}: DateTime must be unix seconds in the past"
         if upload_type == "BASIC" and not row["Target"]:
             return f"line {number}: empty Target"
+        if upload_type == "CHATS" and not row["Messenger"]:
+            return f"line {number}: empty Messenger"
         price = row.get("Price", "")
         if price:
             try:

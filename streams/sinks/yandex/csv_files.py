@@ -9,6 +9,7 @@ File shape (what Metrica's ``offline_conversions/upload`` expects)::
     CALLS  (call):                <IdColumn>,DateTime[,PhoneNumber][,TalkDuration]
                                   [,HoldDuration][,CallMissed][,StaticCall]
                                   [,FirstTimeCaller][,Tag][,URL][,Price][,Currency]
+    CHATS  (chat):                <IdColumn>,DateTime,Messenger[,Answered][,Tag]
 
 * one id column per file (``ClientId`` | ``UserId`` | ``Yclid`` | ``PurchaseId``): Metrica
   reads the id type from the header, so a file never mixes them. The batch key already
@@ -19,7 +20,13 @@ File shape (what Metrica's ``offline_conversions/upload`` expects)::
 * ``DateTime`` is unix seconds and must lie in the past: a row in the future would fail
   the whole file at Metrica, so such an event is rejected here (``YANDEX_DATETIME_IN_FUTURE``);
 * calls carry no ``Target`` column: Metrica attributes uploaded calls to the counter's call
-  goals itself (the event's ``target`` still takes part in dedupe);
+  goals itself (the event's ``target`` still takes part in dedupe); chats neither: they
+  count under the counter's automatic "Chat" goal. Chats are Metrica's third upload type
+  (``POST .../offline_conversions/upload?type=CHATS``, Yandex's "Uploading information about
+  chats"): event time, the chat platform and one id are required, whether the chat was
+  answered and a tag are optional. The column names for those three (``Messenger``,
+  ``Answered``, ``Tag``) live in :data:`_CHATS_OPTIONAL` and :data:`CHAT_PLATFORM_COLUMN`
+  only, so a correction is one line;
 * no cell can split a row or be run as a formula: validation refuses control characters
   (bare ``\r``, ``\n``, NUL...) in every string and formula prefixes (``=``, ``+``, ``-``,
   ``@``) in Yandex free text; this module checks again and rejects such a row
@@ -42,7 +49,7 @@ from typing import Any, Final, Literal
 
 from streams.core.model import YANDEX_ID_COLUMNS, Event
 
-UploadType = Literal["BASIC", "CALLS"]
+UploadType = Literal["BASIC", "CALLS", "CHATS"]
 
 DEFAULT_MAX_FILE_BYTES: Final = 1_000_000_000
 """Metrica accepts files up to 1 GB; stay just under it."""
@@ -71,7 +78,11 @@ CLIENT_ID_TYPES: Final[Mapping[str, str]] = {
 UPLOAD_TYPES: Final[Mapping[str, UploadType]] = {
     "offline_conversion": "BASIC",
     "call": "CALLS",
+    "chat": "CHATS",
 }
+
+CHAT_PLATFORM_COLUMN: Final = "Messenger"
+"""The CHATS column naming the chat platform (required), from the event's ``messenger``."""
 
 _ID_FIELD_OF: Final = {column: name for name, column in YANDEX_ID_COLUMNS.items()}
 
@@ -114,6 +125,24 @@ _CALLS_OPTIONAL: Final[tuple[_Column, ...]] = (
     ("Price", "price", _price),
     ("Currency", "currency", _text),
 )
+_CHATS_OPTIONAL: Final[tuple[_Column, ...]] = (
+    ("Answered", "answered", _flag),
+    ("Tag", "tag", _text),
+)
+_OPTIONAL: Final[Mapping[UploadType, tuple[_Column, ...]]] = {
+    "BASIC": _BASIC_OPTIONAL,
+    "CALLS": _CALLS_OPTIONAL,
+    "CHATS": _CHATS_OPTIONAL,
+}
+
+
+def _fixed(upload_type: UploadType, id_column: str) -> list[str]:
+    """The columns every file of the type has, in order."""
+    if upload_type == "BASIC":
+        return [id_column, "Target", "DateTime"]
+    if upload_type == "CHATS":
+        return [id_column, "DateTime", CHAT_PLATFORM_COLUMN]
+    return [id_column, "DateTime"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +157,21 @@ class CsvFile:
     @property
     def client_id_type(self) -> str:
         return CLIENT_ID_TYPES[self.id_column]
+
+
+def subset_file(file: CsvFile, rows: Sequence[int]) -> CsvFile:
+    """The file with only ``rows`` (a subset of ``file.rows``, in any order), header kept.
+
+    Used to isolate the rows Metrica refuses (:mod:`streams.sinks.yandex.bisect`). Every
+    row is exactly one ``\n``-terminated line: no cell may hold a line break (see the
+    module docstring), so the file splits on ``\n`` without parsing it again.
+    """
+    lines = file.data.split(b"\n")
+    if len(lines) != len(file.rows) + 2 or lines[-1]:
+        raise ValueError("a CSV file must hold one line per row")
+    position = {index: n for n, index in enumerate(file.rows, start=1)}
+    body = b"".join(lines[position[index]] + b"\n" for index in rows)
+    return CsvFile(file.upload_type, file.id_column, lines[0] + b"\n" + body, tuple(rows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +223,13 @@ def header_for(
     upload_type: UploadType, id_column: str, bodies: Iterable[dict[str, Any]]
 ) -> list[str]:
     """The header of a file: fixed columns, then optional ones that some row fills."""
-    optional = _BASIC_OPTIONAL if upload_type == "BASIC" else _CALLS_OPTIONAL
+    optional = _OPTIONAL[upload_type]
     used: set[str] = set()
     for body in bodies:
         used.update(body)
-    fixed = [id_column, "Target", "DateTime"] if upload_type == "BASIC" else [id_column, "DateTime"]
-    return fixed + [column for column, field, _ in optional if field in used]
+    return _fixed(upload_type, id_column) + [
+        column for column, field, _ in optional if field in used
+    ]
 
 
 def unsafe_cell(header: Sequence[str], row: Sequence[str]) -> str | None:
@@ -208,10 +253,7 @@ def _files_for(
     rejected: dict[int, RowRejection],
 ) -> list[CsvFile]:
     header = header_for(upload_type, id_column, (events[i].body for i in indices))
-    optional = {
-        column: (field, fmt)
-        for column, field, fmt in (_BASIC_OPTIONAL if upload_type == "BASIC" else _CALLS_OPTIONAL)
-    }
+    optional = {column: (field, fmt) for column, field, fmt in _OPTIONAL[upload_type]}
     id_field = _ID_FIELD_OF[id_column]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -237,6 +279,8 @@ def _files_for(
                 row.append(str(body.get("target", "")))
             elif column == "DateTime":
                 row.append(str(int(body["date_time"])))
+            elif column == CHAT_PLATFORM_COLUMN and upload_type == "CHATS":
+                row.append(str(body["messenger"]))
             else:
                 field, fmt = optional[column]
                 value = body.get(field)

@@ -7,17 +7,23 @@ Who calls what (see :mod:`streams.sinks` for the shared lifecycle)::
     await sink.aclose()      # worker stop, after the last flush: stops the poller, closes
 
 Request: ``POST {api}/management/v1/counter/{counter}/offline_conversions/upload`` with
-``type`` (BASIC for offline_conversion, CALLS for call events), ``client_id_type`` and
-``comment`` (carries the batch id) as query, the CSV as the multipart field ``file`` and
-``Authorization: OAuth <token>``. Calls go to the same ``upload`` endpoint with
-``type=CALLS`` (the event contract describes "an offline calls upload (type CALLS)"), not
-to the older ``upload_calls``.
+``type`` (BASIC for offline_conversion, CALLS for call, CHATS for chat events),
+``client_id_type`` and ``comment`` (carries the batch id) as query, the CSV as the
+multipart field ``file`` and ``Authorization: OAuth <token>``. Calls go to the same
+``upload`` endpoint with ``type=CALLS`` (the event contract describes "an offline calls
+upload (type CALLS)"), not to the older ``upload_calls``; chats with ``type=CHATS`` (Yandex's
+"Uploading information about chats").
 
 Error classes, mapped in one place (:meth:`YandexMetricaSink._check`), per file::
 
     200                      every row ``uploaded``, upload_id = Metrica's uploading id
-    400 (and other 4xx)      every row ``rejected``: YANDEX_BAD_REQUEST (or YANDEX_HTTP_<n>),
-                             with Metrica's own errors[].message
+    400 about rows           the file is split (streams.sinks.yandex.bisect) until the rows
+                             Metrica refuses are alone: those are ``rejected``
+                             (YANDEX_BAD_REQUEST, Metrica's own errors[].message), the others
+                             upload; bounded extra requests, counted per counter
+    400 about the request    (bad counter, type, client_id_type, header...) and other 4xx:
+                             every row ``rejected``: YANDEX_BAD_REQUEST (or YANDEX_HTTP_<n>),
+                             with Metrica's own errors[].message; never split
     401 / 403                every row ``rejected``: YANDEX_AUTH_FAILED; logged once per
                              counter at ERROR, counted in convstream_auth_failures_total
                              {destination="yandex_metrica"} (shared with Google Ads) and
@@ -71,7 +77,21 @@ from streams.core.outcomes import iso_utc
 from streams.core.secrets import SecretScrubber
 from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError, SinkConfigError, SinkError
-from streams.sinks.yandex.csv_files import DEFAULT_MAX_FILE_BYTES, CsvFile, build_files
+from streams.sinks.yandex.bisect import (
+    DEFAULT_CAP,
+    DEFAULT_PER_ROW,
+    Attempt,
+    Refused,
+    classify_400,
+    isolate,
+    request_budget,
+)
+from streams.sinks.yandex.csv_files import (
+    DEFAULT_MAX_FILE_BYTES,
+    CsvFile,
+    build_files,
+    subset_file,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -99,6 +119,10 @@ class YandexRejectedError(SinkError):
 
 class YandexAuthError(YandexRejectedError):
     """401/403: the token is invalid or has no access to the counter."""
+
+
+class YandexRowsRefusedError(YandexRejectedError):
+    """A 400 about some rows of the file (not the request): worth splitting the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +164,17 @@ class YandexMetricaSink:
         max_concurrency: int = MAX_CONCURRENCY,
         clock: Callable[[], float] = time.time,
         secrets: Iterable[str] = (),
+        bisect_per_row: int = DEFAULT_PER_ROW,
+        bisect_cap: int = DEFAULT_CAP,
     ) -> None:
         """``secrets``: every other configured secret (:attr:`Settings.secrets`), scrubbed
-        from Metrica's answers along with the token."""
+        from Metrica's answers along with the token. ``bisect_per_row`` / ``bisect_cap``:
+        the extra-request budget for isolating refused rows (:func:`request_budget`)."""
         if not token.strip():
             raise SinkConfigError(AUTH_FAILED, "YANDEX_METRICA_OAUTH_TOKEN is empty")
         self._headers: Final = {"Authorization": f"OAuth {token.strip()}"}
-        self._scrubber = SecretScrubber((token, *secrets))
+        self._secrets = (token, *secrets)
+        self._scrubber = SecretScrubber(self._secrets)
         self._api = api_url.rstrip("/")
         self._metrics = metrics or Metrics()
         self._on_status = on_status
@@ -157,6 +185,8 @@ class YandexMetricaSink:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._max_concurrency = max_concurrency
         self._clock = clock
+        self._bisect_per_row = bisect_per_row
+        self._bisect_cap = bisect_cap
         self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -227,10 +257,13 @@ class YandexMetricaSink:
             *(self._upload(batch, file, n + 1, parts) for n, file in enumerate(plan.files)),
             return_exceptions=True,
         )
-        results = [self._unexpected(a) if isinstance(a, BaseException) else a for a in answers]
-        for file, outcome in zip(plan.files, results, strict=True):
-            for index in file.rows:
+        results: list[EventOutcome] = []
+        for file, answer in zip(plan.files, answers, strict=True):
+            if isinstance(answer, BaseException):
+                answer = dict.fromkeys(file.rows, self._unexpected(answer))
+            for index, outcome in answer.items():
                 outcomes[index] = outcome
+                results.append(outcome)
         if results and not plan.rejected and all(o.status == "retryable" for o in results):
             first = results[0]
             hints = [o.retry_after for o in results if o.retry_after is not None]
@@ -255,12 +288,78 @@ class YandexMetricaSink:
 
     async def _upload(
         self, batch: AccountBatch, file: CsvFile, part: int, parts: int
-    ) -> EventOutcome:
-        """POST one file; the outcome every row of that file gets."""
+    ) -> dict[int, EventOutcome]:
+        """POST one file; each of its rows' outcome. A row-level 400 splits the file until
+        the refused rows are isolated (:mod:`streams.sinks.yandex.bisect`)."""
+        comment = f"convstream batch {batch.batch_id} part {part}/{parts}"
+        scrubber = self._file_scrubber(batch, file)
+        answer = await self._send(batch, file, comment, scrubber)
+        if not isinstance(answer, Refused):
+            return dict.fromkeys(file.rows, answer)
+        if len(file.rows) == 1:
+            return {file.rows[0]: EventOutcome("rejected", BAD_REQUEST, answer.message)}
+        counter = batch.key.account
+        label = self._metrics.account_label(counter)
+
+        async def send(rows: tuple[int, ...]) -> Attempt:
+            self._metrics.yandex_bisect_requests.labels(label).inc()
+            try:
+                return await self._send(
+                    batch,
+                    subset_file(file, rows),
+                    f"{comment} rows {len(rows)}/{len(file.rows)}",
+                    scrubber,
+                )
+            except Exception as exc:  # the subsets already uploaded must keep their outcome
+                return self._unexpected(exc)
+
+        budget = request_budget(len(file.rows), per_row=self._bisect_per_row, cap=self._bisect_cap)
+        found = await isolate(file.rows, answer.message, send, budget=budget, code=BAD_REQUEST)
+        uploaded = sum(1 for o in found.outcomes.values() if o.status == "uploaded")
+        for result, count in (
+            ("uploaded", uploaded),
+            ("refused", found.refused),
+            ("not_isolated", found.not_isolated),
+        ):
+            if count:
+                self._metrics.yandex_bisect_rows.labels(label, result).inc(count)
+        _log.warning(
+            "yandex refused rows of a file counter=%s batch_id=%s rows=%d refused=%d "
+            "not_isolated=%d uploaded=%d extra_requests=%d budget=%d",
+            counter,
+            batch.batch_id,
+            len(file.rows),
+            found.refused,
+            found.not_isolated,
+            uploaded,
+            found.requests,
+            budget,
+        )
+        return found.outcomes
+
+    def _file_scrubber(self, batch: AccountBatch, file: CsvFile) -> SecretScrubber:
+        """The secrets' scrubber, plus the file's phone numbers when it has any: Metrica's
+        message about a refused call row may quote its number, which is PII and must not
+        reach a result, a dead letter or a log line (ids are pseudonymous and stay)."""
+        phones = [
+            str(batch.events[index].body["phone_number"])
+            for index in file.rows
+            if batch.events[index].body.get("phone_number")
+        ]
+        if not phones:
+            return self._scrubber
+        forms = [form for phone in phones for form in (phone, phone.lstrip("+"))]
+        return SecretScrubber((*self._secrets, *forms))
+
+    async def _send(
+        self, batch: AccountBatch, file: CsvFile, comment: str, scrubber: SecretScrubber
+    ) -> Attempt:
+        """POST one file (or a subset of one): the outcome all its rows get, or Refused
+        for a row-level 400. Metrica's text goes through ``scrubber``."""
         counter = batch.key.account
         url = f"{self._api}/management/v1/counter/{counter}/offline_conversions/upload"
         params = {
-            "comment": f"convstream batch {batch.batch_id} part {part}/{parts}",
+            "comment": comment,
             "type": file.upload_type,
             "client_id_type": file.client_id_type,
         }
@@ -268,9 +367,11 @@ class YandexMetricaSink:
         form.add_field("file", file.data, filename="conversions.csv", content_type="text/csv")
         try:
             reply = await self._request("POST", url, params=params, data=form)
-            document = self._check(reply, counter)
+            document = self._check(reply, counter, scrubber)
         except RetryableSinkError as exc:
             return EventOutcome("retryable", exc.code, exc.message, retry_after=exc.retry_after)
+        except YandexRowsRefusedError as exc:
+            return Refused(exc.message)
         except YandexRejectedError as exc:
             # A refused token is fixed by an operator, and the same rows then go through.
             replayable = isinstance(exc, YandexAuthError)
@@ -309,7 +410,9 @@ class YandexMetricaSink:
                 UNAVAILABLE, f"cannot reach Metrica ({type(exc).__name__})"
             ) from exc
 
-    def _check(self, reply: _Reply, counter: str) -> dict[str, Any]:
+    def _check(
+        self, reply: _Reply, counter: str, scrubber: SecretScrubber | None = None
+    ) -> dict[str, Any]:
         """Metrica's answer -> its JSON document, or the convstream error it stands for."""
         status = reply.status
         if 200 <= status < 300:
@@ -318,7 +421,7 @@ class YandexMetricaSink:
             except orjson.JSONDecodeError:
                 document = None
             return document if isinstance(document, dict) else {}
-        message = error_text(reply.body, self._scrubber) or f"HTTP {status}"
+        message = error_text(reply.body, scrubber or self._scrubber) or f"HTTP {status}"
         if status in RETRYABLE_HTTP or status >= 500:
             code = RATE_LIMITED if status in RETRYABLE_HTTP else SERVER_ERROR
             raise RetryableSinkError(
@@ -344,6 +447,8 @@ class YandexMetricaSink:
                 AUTH_FAILED,
                 f"Metrica refused the OAuth token for counter {counter} (HTTP {status}): {message}",
             )
+        if status == 400 and classify_400(message, error_types(reply.body)) == "rows":
+            raise YandexRowsRefusedError(BAD_REQUEST, message)
         code = BAD_REQUEST if status == 400 else f"YANDEX_HTTP_{status}"
         raise YandexRejectedError(code, message)
 
@@ -484,6 +589,21 @@ def error_text(body: bytes, scrubber: SecretScrubber, limit: int = MESSAGE_LIMIT
     except orjson.JSONDecodeError:
         return ""
     return scrubber.scrub("; ".join(error_messages(document)), limit)
+
+
+def error_types(body: bytes) -> list[str]:
+    """Metrica's ``errors[].error_type`` values of an answer body (none when unreadable)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(document, dict):
+        return []
+    return [
+        str(error["error_type"])
+        for error in document.get("errors") or []
+        if isinstance(error, dict) and error.get("error_type")
+    ]
 
 
 def error_messages(document: Any) -> list[str]:

@@ -46,7 +46,7 @@ NOT_IDENTIFIERS = frozenset(
         "cart_data", "merchant_id", "feed_country_code", "feed_language_code", "items",
         "product_id", "quantity", "unit_price", "local_transaction_cost", "counter_id",
         "target", "talk_duration", "hold_duration", "call_missed", "static_call",
-        "first_time_caller", "tag",
+        "first_time_caller", "tag", "messenger", "answered",
         # pseudonymous ids the destinations match on as sent (README, "Security")
         "gclid", "gbraid", "wbraid", "gclid_date_time_pair", "order_id", "client_id",
         "user_id", "yclid", "purchase_id", "session_attributes", "session_attributes_encoded",

@@ -73,6 +73,7 @@ targets = ["purchase"]
         ("[[yandex_metrica]]\ntargets = []\n", "yandex_metrica[0]: counter_id is required"),
         ("[[yandex_metrica]]\ncounter_id = 'x1'\n", "counter_id: expected a counter id"),
         ("[[yandex_metrica]]\ncounter_id = 1\ntargets = ['']\n", "targets: expected a list"),
+        ("[[yandex_metrica]]\ncounter_id = 1\ncalls = 'yes'\n", "calls: expected true or false"),
         ("[[google]]\ncustomer_id = '1'\n", "unknown section 'google'"),
         ("google_ads = 1\n", "google_ads must be an array of tables"),
         ("[[google_ads]\n", "not valid TOML"),
@@ -117,3 +118,9 @@ def test_the_summary_counts_every_status() -> None:
         Check("google_ads", "1", "c", CheckStatus.SKIPPED, ""),
     ]
     assert summary(checks) == "3 checks: 1 ok, 0 warn, 1 fail, 1 skipped"
+
+
+def test_a_counter_with_calls_says_so(tmp_path: Path) -> None:
+    text = "[[yandex_metrica]]\ncounter_id = 7\ncalls = true\n[[yandex_metrica]]\ncounter_id = 8\n"
+    accounts = load_accounts(write(tmp_path, text))
+    assert accounts.yandex_metrica == (YandexCounter("7", (), True), YandexCounter("8"))

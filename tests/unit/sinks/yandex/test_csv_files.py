@@ -18,6 +18,7 @@ from streams.sinks.yandex.csv_files import (
     ROW_TOO_LARGE,
     UNSAFE_VALUE,
     build_files,
+    subset_file,
 )
 from tests.support.event_factory import encode, yandex
 
@@ -80,6 +81,49 @@ def test_optional_columns_appear_only_when_some_row_uses_them() -> None:
     assert (
         plan.files[0].data == f"ClientId,Target,DateTime\n1700000000000001,purchase,{T}\n".encode()
     )
+
+
+def test_chats_file_has_the_platform_and_no_target() -> None:
+    full = {
+        "destination": "yandex_metrica",
+        "type": "chat",
+        "counter_id": "44147844",
+        "target": "chat-goal",
+        "yclid": "8512347654321",
+        "date_time": T,
+        "messenger": "telegram",
+        "answered": True,
+        "tag": "support, vip",
+    }
+    sparse = {
+        "destination": "yandex_metrica",
+        "type": "chat",
+        "counter_id": "44147844",
+        "yclid": "7",
+        "date_time": T + 1,
+        "messenger": "whatsapp",
+    }
+    plan = build_files([event(**full), event(**sparse)], NOW)
+    [file] = plan.files
+    assert (file.upload_type, file.client_id_type) == ("CHATS", "YCLID")
+    assert (
+        file.data
+        == (
+            "Yclid,DateTime,Messenger,Answered,Tag\n"
+            f'8512347654321,{T},telegram,1,"support, vip"\n'
+            f"7,{T + 1},whatsapp,,\n"
+        ).encode()
+    )
+
+
+def test_a_subset_of_a_file_keeps_the_header_and_the_chosen_rows() -> None:
+    plan = build_files([conversion("client_id", str(n)) for n in range(1, 5)], NOW)
+    [file] = plan.files
+    part = subset_file(file, (3, 1))
+    lines = file.data.decode().splitlines()
+    assert part.rows == (3, 1)
+    assert part.data.decode().splitlines() == [lines[0], lines[4], lines[2]]
+    assert (part.upload_type, part.id_column) == (file.upload_type, file.id_column)
 
 
 def test_calls_file_has_call_columns_and_no_target() -> None:
