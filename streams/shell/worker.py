@@ -27,6 +27,8 @@ from streams.ops.http_endpoints import Readiness
 from streams.ops.metrics import AccountLabels, Metrics
 from streams.shell.app import create_app
 from streams.sinks import RecordingSink, Sink, SinkConfigError
+from streams.sinks.credential_sets.map import CredentialSet
+from streams.sinks.credential_sets.router import CredentialSets
 from streams.sinks.yandex.sink import StatusCallback, YandexMetricaSink
 
 _log = logging.getLogger(__name__)
@@ -67,6 +69,37 @@ def build_sinks(
             secrets=settings.secrets,
         )
     return sinks
+
+
+def build_credential_sets(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    on_status: StatusCallback | None = None,
+) -> tuple[CredentialSets, dict[str, Sink]]:
+    """With CONVSTREAM_CREDENTIALS_FILE: the credential sets (map loaded and checked:
+    ConfigError names the file, the entry and the field) and the sinks for the batch stage:
+    a router per destination some set serves, the recording sink for those in
+    CONVSTREAM_RECORDING_SINK.
+
+    Each set's sinks are built by :func:`build_sinks` from the settings as that set sees
+    them, so a set owns its clients, channels, sessions, quota limiters and status pollers.
+    Per-set limiters keyed by what sets may share (the Google Ads developer token, the
+    Yandex login) plug in here, in ``factory``, through a registry it closes over."""
+
+    def factory(set_settings: Settings, _cset: CredentialSet) -> dict[str, Sink]:
+        return build_sinks(set_settings, metrics, on_status)
+
+    sets = CredentialSets(settings, factory, metrics)
+    sets.load()
+    sinks: dict[str, Sink] = {
+        destination: RecordingSink.standing_in_for(
+            destination, log_path=settings.recording_sink_log
+        )
+        for destination in sorted(settings.recording_sink)
+    }
+    for destination, router in sets.routers().items():
+        sinks.setdefault(destination, router)
+    return sets, sinks
 
 
 def _google_sink(
@@ -186,14 +219,22 @@ class SinkLifecycle(mode.Service):
     it, so the app's final flush still has open sinks. A SinkConfigError in setup stops
     the worker before it joins the group."""
 
-    def __init__(self, sinks: Mapping[str, Sink], publisher: StatusPublisher) -> None:
+    def __init__(
+        self,
+        sinks: Mapping[str, Sink],
+        publisher: StatusPublisher,
+        credential_sets: CredentialSets | None = None,
+    ) -> None:
         super().__init__()
         self._sinks = sinks
         self._publisher = publisher
+        self._sets = credential_sets
         self.config_error: SinkConfigError | None = None
 
     async def on_start(self) -> None:
         try:
+            if self._sets is not None:
+                await self._sets.setup()
             await setup_sinks(self._sinks)
         except SinkConfigError as exc:
             self.config_error = exc  # run_worker turns it into exit code 2
@@ -207,6 +248,8 @@ class SinkLifecycle(mode.Service):
                 _log.error(
                     "sink close failed destination=%s error=%s", destination, type(exc).__name__
                 )
+        if self._sets is not None:
+            await self._sets.aclose()
         self._publisher.close()
 
 
@@ -278,7 +321,21 @@ def run_worker(settings: Settings) -> int:
         accounts=AccountLabels(settings.metrics_accounts, settings.metrics_max_accounts)
     )
     publisher = StatusPublisher(settings)
-    sinks = build_sinks(settings, metrics, publisher)
+    credential_sets: CredentialSets | None = None
+    if settings.credentials is not None:
+        try:
+            credential_sets, sinks = build_credential_sets(settings, metrics, publisher)
+        except ConfigError as exc:
+            _log.error("credentials map invalid: %s", exc)
+            print(f"convstream worker: {exc}", file=sys.stderr, flush=True)
+            return 2
+        _log.info(
+            "credentials map file=%s sets=%s",
+            settings.credentials.file,
+            ",".join(sorted(credential_sets.map.sets)),
+        )
+    else:
+        sinks = build_sinks(settings, metrics, publisher)
     for destination in ("google_ads", "yandex_metrica"):
         if destination in sinks:
             _log.info("destination=%s sink=%s", destination, type(sinks[destination]).__name__)
@@ -311,7 +368,7 @@ def run_worker(settings: Settings) -> int:
             tp_factory=faust.types.TP,
         )
     app.read_ahead_at_start()
-    lifecycle = SinkLifecycle(sinks, publisher)
+    lifecycle = SinkLifecycle(sinks, publisher, credential_sets)
     worker = ConvstreamWorker(
         app, lifecycle, readiness=metrics.readiness, loglevel="INFO", quiet=True
     )
