@@ -288,3 +288,25 @@ def test_two_google_advertisers_one_grant_revoked_mid_stream(
     text = worker.log_text() + scrape
     for secret in ("acme-refresh-token", "beta-refresh-token", "acme-client-secret"):
         assert secret not in text
+
+
+def test_the_worker_refuses_to_start_with_an_inline_secret_naming_file_entry_field(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    credentials = write_text(
+        tmp_path / "credentials.toml", '[sets.acme]\nyandex_token = "AQAAsecret"\n'
+    )
+    with WorkerProcess(
+        Topics(kafka_bootstrap), tmp_path, CONVSTREAM_CREDENTIALS_FILE=str(credentials)
+    ) as worker:
+        worker.start()
+        assert worker.process is not None
+        assert worker.process.wait(60) == 2
+        log = worker.log_text()
+    assert f"{credentials}: [sets.acme] yandex_token: inline secrets are refused" in log
+    assert "AQAAsecret" not in log
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
