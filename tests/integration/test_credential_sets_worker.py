@@ -23,7 +23,8 @@ import pytest
 
 from streams.local.sandbox import data_manager as dm_sandbox
 from streams.local.sandbox.data_manager import FakeDataManager
-from streams.local.sandbox.google_ads import FakeTokenEndpoint, Tls
+from streams.local.sandbox.google_ads import FakeGoogleAds, FakeTokenEndpoint, Tls
+from streams.local.sandbox.google_ads import worker_env as ads_worker_env
 from streams.local.sandbox.yandex import FakeYandex
 from tests.support.event_factory import click, encode, yandex
 from tests.support.worker_harness import (
@@ -208,7 +209,7 @@ def test_two_yandex_advertisers_revocation_and_rotation_without_restart(
     assert 'credential_set="acme"' in scrape
 
 
-def google_map(tmp_path: Path, token_uri: str) -> Path:
+def google_map(tmp_path: Path, token_uri: str, ads_api: bool = False) -> Path:
     for name in ("acme", "beta"):
         document = {
             "type": "authorized_user",
@@ -217,17 +218,24 @@ def google_map(tmp_path: Path, token_uri: str) -> Path:
             "refresh_token": f"{name}-refresh-token",
             "token_uri": token_uri,
         }
-        mount_secret(tmp_path / "secrets" / name, {"google.json": orjson.dumps(document).decode()})
+        files = {"google.json": orjson.dumps(document).decode(), "dev": f"{name}-dev-token\n"}
+        mount_secret(tmp_path / "secrets" / name, files)
+    extra = (
+        'google_upload_api = "google_ads_api"\ngoogle_developer_token_file = "{dir}/dev"\n'
+        if ads_api
+        else ""
+    )
     path = tmp_path / "credentials.toml"
     path.write_text(
         f"""
 [sets.acme]
 google_customer_ids = ["111-111-1111"]
 google_credentials_file = "{tmp_path}/secrets/acme/google.json"
-
+{extra.format(dir=tmp_path / "secrets" / "acme")}
 [sets.beta]
 google_customer_ids = ["2222222222"]
 google_credentials_file = "{tmp_path}/secrets/beta/google.json"
+{extra.format(dir=tmp_path / "secrets" / "beta")}
 """
     )
     return path
@@ -287,6 +295,66 @@ def test_two_google_advertisers_one_grant_revoked_mid_stream(
             assert worker.stop() == 0
     text = worker.log_text() + scrape
     for secret in ("acme-refresh-token", "beta-refresh-token", "acme-client-secret"):
+        assert secret not in text
+
+
+def test_two_google_ads_api_advertisers_one_grant_revoked_mid_stream(
+    kafka_bootstrap: str, tmp_path: Path, fake: FakeGoogleAds, tokens: FakeTokenEndpoint, tls: Tls
+) -> None:
+    """The same through the Google Ads API: each set has its own OAuth grant and developer
+    token; a revoked grant gets GOOGLE_ADS_AUTH_FAILED for its advertiser alone."""
+    topics = Topics(kafka_bootstrap)
+    credentials = google_map(tmp_path, tokens.url, ads_api=True)
+    env = {
+        key: value
+        for key, value in ads_worker_env(fake, tokens, tls.roots_file).items()
+        if not key.startswith(("GOOGLE_ADS_CLIENT", "GOOGLE_ADS_REFRESH", "GOOGLE_ADS_DEVELOPER"))
+    }
+    with (
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="yandex_metrica",
+            CONVSTREAM_CREDENTIALS_FILE=str(credentials),
+            **env,
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        worker.start()
+        first = [click(1, "1111111111"), click(2, "2222222222")]
+        sent = produce(kafka_bootstrap, topics.input, [encode(e) for e in first], b"k")
+        results.wait_for(sent, timeout=120)
+        got = by_id(results.values())
+        assert got["click-1"]["status"] == "uploaded", got["click-1"]
+        assert got["click-2"]["status"] == "uploaded", got["click-2"]
+        uploads = fake.requests_of("UploadClickConversions")
+        assert {(r.request.customer_id, r.metadata["developer-token"]) for r in uploads} == {
+            ("1111111111", "acme-dev-token"),
+            ("2222222222", "beta-dev-token"),
+        }
+
+        tokens.revoke("acme-refresh-token")
+        second = [click(3, "1111111111"), click(4, "2222222222")]
+        sent += produce(kafka_bootstrap, topics.input, [encode(e) for e in second], b"k")
+        results.wait_for(sent, timeout=90)
+        got = by_id(results.values())
+        assert got["click-3"]["status"] == "rejected", got["click-3"]
+        assert got["click-3"]["error"]["code"] == "GOOGLE_ADS_AUTH_FAILED"
+        assert got["click-3"]["error"]["retryable"] is True
+        assert got["click-4"]["status"] == "uploaded", got["click-4"]
+        scrape = worker.scrape()
+        assert (
+            metric_value(
+                scrape,
+                "convstream_credential_set_auth_failures_total",
+                destination="google_ads",
+                credential_set="acme",
+            )
+            == 1
+        )
+        assert worker.stop() == 0
+    text = worker.log_text() + scrape
+    for secret in ("acme-refresh-token", "acme-dev-token", "beta-dev-token", "acme-client-secret"):
         assert secret not in text
 
 
