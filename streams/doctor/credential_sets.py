@@ -77,7 +77,14 @@ async def check_every_set(
             view = (
                 settings
                 if cset.from_environment
-                else set_settings(settings, config, cset, read_secrets(config.file, cset))
+                else set_settings(
+                    settings,
+                    config,
+                    cset,
+                    read_secrets(
+                        config.file, cset, allow_insecure=settings.allow_insecure_endpoints
+                    ),
+                )
             )
         except ConfigError as exc:
             checks.append(

@@ -356,9 +356,11 @@ def _secret_file(where: str, key: str, value: Any) -> Path | None:
     return path
 
 
-def read_secrets(file: Path, cset: CredentialSet) -> SetSecrets:
+def read_secrets(file: Path, cset: CredentialSet, *, allow_insecure: bool = False) -> SetSecrets:
     """Read a map set's secret files; ConfigError names the file, the entry and the field
-    (never a value). Token files lose their trailing line break (``echo token > file``)."""
+    (never a value). Token files lose their trailing line break (``echo token > file``).
+    A credentials file's ``token_uri`` must be ``https://`` unless ``allow_insecure``
+    (CONVSTREAM_ALLOW_INSECURE_ENDPOINTS): the refresh token would cross in clear text."""
     where = f"{file}: [sets.{cset.name}]"
     google: dict[str, Any] | None = None
     if cset.google_credentials_file is not None:
@@ -372,6 +374,13 @@ def read_secrets(file: Path, cset: CredentialSet) -> SetSecrets:
             raise ConfigError(
                 f"{where} google_credentials_file: not a service-account key or "
                 "authorized-user JSON file"
+            )
+        assert isinstance(google, dict)
+        token_uri = str(google.get("token_uri") or "")
+        if token_uri.startswith("http://") and not allow_insecure:
+            raise ConfigError(
+                f"{where} google_credentials_file: its token_uri is plain http://; give an "
+                "https:// one (CONVSTREAM_ALLOW_INSECURE_ENDPOINTS is for development only)"
             )
     developer = None
     if cset.google_developer_token_file is not None:

@@ -136,7 +136,9 @@ class CredentialSets:
         self._map = load_map(self._config.file, self._settings)
         for cset in self._map.sets.values():
             if not cset.from_environment:
-                read_secrets(self._config.file, cset)
+                read_secrets(
+                    self._config.file, cset, allow_insecure=self._settings.allow_insecure_endpoints
+                )
         return self._map
 
     def destinations(self) -> frozenset[str]:
@@ -236,7 +238,9 @@ class CredentialSets:
         name = cset.name
         try:
             if not cset.from_environment:
-                read_secrets(current.file, cset)
+                read_secrets(
+                    current.file, cset, allow_insecure=self._settings.allow_insecure_endpoints
+                )
         except ConfigError as exc:
             _log.error("credential set not rebuilt, keeping its previous credentials: %s", exc)
             self._metrics.credential_set_reloads.labels(name, "invalid").inc()
@@ -258,7 +262,13 @@ class CredentialSets:
         return True
 
     def _build(self, cset: CredentialSet, digest: str) -> SetHandle:
-        secrets = read_secrets(self._config.file, cset) if not cset.from_environment else None
+        secrets = (
+            read_secrets(
+                self._config.file, cset, allow_insecure=self._settings.allow_insecure_endpoints
+            )
+            if not cset.from_environment
+            else None
+        )
         if secrets is None:
             settings = self._settings
         else:

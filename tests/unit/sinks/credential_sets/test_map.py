@@ -182,6 +182,15 @@ yandex_token_file = "{tmp_path}/empty"
         read_secrets(path, mapping.sets["beta"])
 
 
+def test_a_plain_http_token_uri_is_refused_outside_development(tmp_path: Path) -> None:
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({"type": "authorized_user", "token_uri": "http://x/token"}))
+    cset = CredentialSet("acme", google_credentials_file=path)
+    with pytest.raises(ConfigError, match=r"\[sets.acme\] google_credentials_file: its token_uri"):
+        read_secrets(tmp_path / "m.toml", cset)
+    assert read_secrets(tmp_path / "m.toml", cset, allow_insecure=True).google_credentials
+
+
 def test_secrets_repr_and_the_set_repr_show_no_secret(two_sets: Path) -> None:
     mapping = load_map(two_sets, Settings())
     secrets = read_secrets(two_sets, mapping.sets["acme"])
