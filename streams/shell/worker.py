@@ -11,7 +11,8 @@ import logging
 import socket
 import sys
 from collections.abc import Mapping
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 import mode
@@ -31,13 +32,31 @@ from streams.sinks.credential_sets.map import CredentialSet
 from streams.sinks.credential_sets.router import CredentialSets
 from streams.sinks.yandex.sink import StatusCallback, YandexMetricaSink
 
+if TYPE_CHECKING:
+    from streams.sinks.data_manager.quota import ProjectQuotas
+
 _log = logging.getLogger(__name__)
+
+
+@dataclass
+class SharedLimits:
+    """Limiters every credential set's sinks share, keyed by what sets may have in common.
+
+    Google counts Data Manager requests per Google Cloud project, and two advertisers'
+    credentials may belong to one project: one :class:`ProjectQuotas` for the worker, so
+    the sets together stay inside the project's quota. This is the seam for the other
+    shared budgets: a Google Ads API limiter per developer token and the Yandex daily
+    request budget per login (:attr:`CredentialSet.yandex_budget_key`) go here as registries
+    keyed that way, looked up by :func:`build_sinks` for each set."""
+
+    data_manager_quotas: ProjectQuotas | None = None
 
 
 def build_sinks(
     settings: Settings,
     metrics: Metrics | None = None,
     on_status: StatusCallback | None = None,
+    shared: SharedLimits | None = None,
 ) -> dict[str, Sink]:
     """One sink per destination that can receive events; the rest get
     DESTINATION_NOT_CONFIGURED results.
@@ -55,7 +74,7 @@ def build_sinks(
             destination, log_path=settings.recording_sink_log
         )
     if "google_ads" not in sinks and settings.google_api is not None:
-        sinks["google_ads"] = _google_sink(settings, metrics, on_status)
+        sinks["google_ads"] = _google_sink(settings, metrics, on_status, shared)
     if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
         sinks["yandex_metrica"] = YandexMetricaSink(
             settings.yandex_oauth_token,
@@ -83,11 +102,14 @@ def build_credential_sets(
 
     Each set's sinks are built by :func:`build_sinks` from the settings as that set sees
     them, so a set owns its clients, channels, sessions, quota limiters and status pollers.
-    Per-set limiters keyed by what sets may share (the Google Ads developer token, the
-    Yandex login) plug in here, in ``factory``, through a registry it closes over."""
+    Limiters keyed by what sets may share (the Data Manager project quota; next, the Google
+    Ads developer token and the Yandex login) live in :class:`SharedLimits`, which
+    ``factory`` closes over."""
+
+    shared = SharedLimits()
 
     def factory(set_settings: Settings, _cset: CredentialSet) -> dict[str, Sink]:
-        return build_sinks(set_settings, metrics, on_status)
+        return build_sinks(set_settings, metrics, on_status, shared)
 
     sets = CredentialSets(settings, factory, metrics)
     sets.load()
@@ -103,7 +125,10 @@ def build_credential_sets(
 
 
 def _google_sink(
-    settings: Settings, metrics: Metrics | None, on_status: StatusCallback | None
+    settings: Settings,
+    metrics: Metrics | None,
+    on_status: StatusCallback | None,
+    shared: SharedLimits | None = None,
 ) -> Sink:
     """The google_ads sink of the selected upload API (see :func:`build_sinks`)."""
     ads_api: Sink | None = None
@@ -118,7 +143,7 @@ def _google_sink(
             diagnostics_interval=settings.google_diagnostics_interval_seconds,
         )
     if settings.google_api is GoogleUploadApi.DATA_MANAGER:
-        return _data_manager_sink(settings, metrics, on_status, fallback=ads_api)
+        return _data_manager_sink(settings, metrics, on_status, fallback=ads_api, shared=shared)
     assert ads_api is not None  # Settings.from_env guarantees it
     return ads_api
 
@@ -129,6 +154,7 @@ def _data_manager_sink(
     on_status: StatusCallback | None,
     *,
     fallback: Sink | None,
+    shared: SharedLimits | None = None,
 ) -> Sink:
     """The Data Manager sink with the worker's request budget and status tracker.
 
@@ -147,7 +173,12 @@ def _data_manager_sink(
 
     config = settings.data_manager
     assert config is not None  # Settings.from_env guarantees it
-    quotas = ProjectQuotas(settings.data_manager_quota, metrics=metrics)
+    if shared is not None:
+        if shared.data_manager_quotas is None:
+            shared.data_manager_quotas = ProjectQuotas(settings.data_manager_quota, metrics=metrics)
+        quotas = shared.data_manager_quotas
+    else:
+        quotas = ProjectQuotas(settings.data_manager_quota, metrics=metrics)
     project = credentials_project(config)
     connection = DataManagerConnection(config)
     reads = quotas.read(project)

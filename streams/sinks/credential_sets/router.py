@@ -158,10 +158,16 @@ class CredentialSets:
         """Build and set up every set's sinks. A destination refusing one set's credentials
         (``*_AUTH_FAILED``) marks that set refused and the others go on; any other
         SinkConfigError stops the start-up, naming the set."""
-        for name, cset in self.map.sets.items():
-            handle = self._build(cset, fingerprint(cset))
-            await self._setup(handle, fatal=True)
-            self._handles[name] = handle
+        handles = [self._build(cset, fingerprint(cset)) for cset in self.map.sets.values()]
+        # Concurrently: each set's first token fetch waits on the network on its own.
+        failures = await asyncio.gather(
+            *(self._setup(h, fatal=True) for h in handles), return_exceptions=True
+        )
+        for handle in handles:
+            self._handles[handle.name] = handle
+        for failure in failures:
+            if isinstance(failure, BaseException):
+                raise failure
         if watch and self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="credential-sets-watcher")
 
@@ -193,9 +199,13 @@ class CredentialSets:
         async with self._lock:
             current = self._reload_map()
             rebuilt = []
+            # Reading every secret file is blocking I/O: off the event loop.
+            digests = await asyncio.to_thread(
+                lambda: {name: fingerprint(cset) for name, cset in current.sets.items()}
+            )
             for name, cset in current.sets.items():
                 handle = self._handles.get(name)
-                digest = fingerprint(cset)
+                digest = digests[name]
                 due = (
                     handle is not None
                     and bool(handle.refused)
