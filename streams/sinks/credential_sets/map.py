@@ -408,10 +408,18 @@ def _token(where: str, key: str, path: Path) -> str:
 
 
 def fingerprint(cset: CredentialSet) -> str:
-    """A digest of the set's definition and its secret files' content: changes when the map
-    entry or any secret changes (also when Kubernetes swapped the symlink behind a mounted
+    """A digest of what the set's clients are built from (its entry but the account lists)
+    and its secret files' content: changes when that part of the map entry or any secret
+    changes (also when Kubernetes swapped the symlink behind a mounted
     secret). Unreadable files count as their error, so a file that comes back is noticed."""
-    digest = hashlib.sha256(repr(cset).encode())
+    # The account lists only steer selection: a set that gains an account keeps its clients.
+    clients = replace(
+        cset,
+        google_customer_ids=frozenset(),
+        google_login_customer_ids=frozenset(),
+        yandex_counters=frozenset(),
+    )
+    digest = hashlib.sha256(repr(clients).encode())
     for path in cset.secret_files:
         if cset.from_environment:
             continue

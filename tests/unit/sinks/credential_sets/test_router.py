@@ -267,3 +267,19 @@ async def test_the_watcher_picks_up_a_change_on_its_own(files: Path) -> None:
     [outcome] = await router.write(batch(event(1, "1")))
     assert outcome.upload_id == "acme-2"
     await sets.aclose()
+
+
+async def test_an_account_added_to_a_set_is_served_without_rebuilding_its_clients(
+    files: Path,
+) -> None:
+    factory = Factory()
+    sets = await started(files, factory, Metrics())
+    router = sets.routers()["yandex_metrica"]
+    [outcome] = await router.write(batch(event(1, "7")))
+    assert outcome.code == "DESTINATION_NOT_CONFIGURED"
+    put(files, read(files).replace('yandex_counters = ["1"]', 'yandex_counters = ["1", "7"]'))
+    assert await sets.check() == []  # the map changed, acme's clients did not need to
+    [outcome] = await router.write(batch(event(2, "7")))
+    assert outcome.upload_id == "acme-1"
+    assert len(factory.built) == 2
+    await sets.aclose()
