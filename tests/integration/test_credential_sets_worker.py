@@ -14,6 +14,8 @@ with their own credential sets against the sandboxes, through the test broker.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -207,6 +209,72 @@ def test_two_yandex_advertisers_revocation_and_rotation_without_restart(
     for token in ("acme-token-one", "acme-token-two", "beta-token-one"):
         assert token not in text
     assert 'credential_set="acme"' in scrape
+
+
+def test_events_flowing_across_a_rotation_are_all_uploaded_the_new_token_from_then_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A producer keeps sending acme's events while acme's secret is swapped (Metrica
+    accepts the old and the new token during the roll-out, as a real rotation does): every
+    event gets exactly one result, all uploaded; once a batch went out with the new token,
+    no later batch uses the old one; the worker never restarts."""
+    topics = Topics(kafka_bootstrap)
+    credentials = yandex_map(tmp_path)
+    stop = threading.Event()
+    sent = [0]
+
+    def keep_producing() -> None:
+        n = 100
+        while not stop.is_set():
+            n += 1
+            sent[0] += produce(kafka_bootstrap, topics.input, [encode(yandex(n, ACME))], b"k")
+            time.sleep(0.05)  # pacing the producer, not synchronising the test
+
+    with (
+        FakeYandex("no-default-login", polls_before_final=0) as server,
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="google_ads",
+            CONVSTREAM_CREDENTIALS_FILE=str(credentials),
+            CONVSTREAM_CREDENTIALS_POLL_SECONDS="0.2",
+            YANDEX_METRICA_API_URL=server.url,
+            CONVSTREAM_ALLOW_INSECURE_ENDPOINTS="true",
+            CONVSTREAM_BATCH_WINDOW_SECONDS="0.2",
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        server.counter_tokens = {ACME: frozenset({"acme-token-one", "acme-token-two"})}
+        worker.start()
+        producer = threading.Thread(target=keep_producing)
+        producer.start()
+        try:
+            wait_until(lambda: len(server.uploads) >= 3, 90, "uploads with the first token")
+            mount_secret(tmp_path / "secrets" / "acme", {"yandex-token": "acme-token-two\n"}, 2)
+            wait_until(
+                lambda: sum(u.token == "acme-token-two" for u in server.uploads) >= 3,
+                30,
+                "uploads with the rotated token",
+            )
+        finally:
+            stop.set()
+            producer.join()
+        results.wait_for(sent[0], timeout=60)
+        assert worker.running, worker.log_text()[-3000:]
+        assert worker.runs == 1
+        assert worker.stop() == 0
+        results.poll(1.0)
+        values = results.values()
+    assert len(values) == sent[0]
+    assert len({v["event_id"] for v in values}) == sent[0]
+    assert {v["status"] for v in values} == {"uploaded"}
+    tokens = [u.token for u in server.uploads]
+    switch = tokens.index("acme-token-two")
+    assert set(tokens[:switch]) == {"acme-token-one"}
+    assert set(tokens[switch:]) == {"acme-token-two"}
+    # Every event reached Metrica exactly once (each has its own ClientId).
+    uploaded_rows = [row["ClientId"] for u in server.uploads for row in u.rows]
+    assert len(uploaded_rows) == len(set(uploaded_rows)) == sent[0]
 
 
 def google_map(tmp_path: Path, token_uri: str, ads_api: bool = False) -> Path:

@@ -112,9 +112,10 @@ class FakeYandex:
         delay: float = 0.0,
     ) -> None:
         self.token = token
-        self.counter_tokens: dict[str, str] = {}
-        """counter -> the token of the login that owns it (several advertisers): uploads to
-        that counter need that token; other counters take ``token``."""
+        self.counter_tokens: dict[str, str | frozenset[str]] = {}
+        """counter -> the token of the login that owns it (several advertisers), or the
+        tokens (a rotation's old and new one): uploads to that counter need one of them;
+        other counters take ``token``."""
         self.revoked: set[str] = set()
         """Tokens revoked (by the user, or the grant withdrawn): every request with one is
         refused with 403, as Metrica does."""
@@ -260,8 +261,9 @@ class FakeYandex:
             return self._error(request, 401, "Authorization header is missing")
         counter = request.match_info["counter"]
         expected = self.counter_tokens.get(counter, self.token)
+        accepted = {expected} if isinstance(expected, str) else set(expected)
         presented = auth.removeprefix("OAuth ")
-        if auth != f"OAuth {expected}" or presented in self.revoked:
+        if not auth.startswith("OAuth ") or presented not in accepted - self.revoked:
             return self._error(request, 403, "Invalid oauth_token")
         failure = self._scripted_failure()
         if failure is not None:
@@ -319,7 +321,9 @@ class FakeYandex:
 
     async def _status(self, request: web.Request) -> web.Response:
         presented = request.headers.get("Authorization", "").removeprefix("OAuth ")
-        accepted = {self.token, *self.counter_tokens.values()} - self.revoked
+        accepted = {self.token} - self.revoked
+        for tokens in self.counter_tokens.values():
+            accepted |= ({tokens} if isinstance(tokens, str) else set(tokens)) - self.revoked
         if presented not in accepted:
             return self._error(request, 403, "Invalid oauth_token")
         if self.status_failures > 0:
