@@ -141,18 +141,11 @@ class CredentialSets:
                 )
         return self._map
 
-    def destinations(self) -> frozenset[str]:
-        """The destinations some set serves (the others stay not configured)."""
-        found = set()
-        for cset in self.map.sets.values():
-            if cset.serves_google:
-                found.add("google_ads")
-            if cset.serves_yandex:
-                found.add("yandex_metrica")
-        return frozenset(found)
-
     def routers(self) -> dict[str, CredentialRouter]:
-        return {d: CredentialRouter(d, self) for d in sorted(self.destinations())}
+        """A router for both destinations, also one no set serves yet: a set added to the
+        map later serves its events without a restart (until then they get
+        DESTINATION_NOT_CONFIGURED, retryable, from the router)."""
+        return {d: CredentialRouter(d, self) for d in DESTINATIONS}
 
     async def setup(self, *, watch: bool = True) -> None:
         """Build and set up every set's sinks. A destination refusing one set's credentials

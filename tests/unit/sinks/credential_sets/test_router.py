@@ -283,3 +283,30 @@ async def test_an_account_added_to_a_set_is_served_without_rebuilding_its_client
     assert outcome.upload_id == "acme-1"
     assert len(factory.built) == 2
     await sets.aclose()
+
+
+async def test_a_destination_no_set_served_at_start_is_served_once_the_map_adds_a_set(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "g.json").write_text('{"type": "service_account"}')
+    path = tmp_path / "credentials.toml"
+    put(path, f'[sets.acme]\ngoogle_credentials_file = "{tmp_path}/g.json"\n')
+    factory = Factory()
+    sets = await started(path, factory, Metrics())
+    router = sets.routers()["yandex_metrica"]
+    [outcome] = await router.write(batch(event(1, "5")))
+    assert (outcome.status, outcome.code, outcome.retryable) == (
+        "rejected",
+        "DESTINATION_NOT_CONFIGURED",
+        True,
+    )
+    (tmp_path / "ym").write_text("ym-1")
+    put(
+        path,
+        read(path)
+        + f'[sets.metrica]\nyandex_counters = ["5"]\nyandex_token_file = "{tmp_path}/ym"\n',
+    )
+    assert await sets.check() == ["metrica"]
+    [outcome] = await router.write(batch(event(2, "5")))
+    assert outcome.upload_id == "ym-1"
+    await sets.aclose()
