@@ -8,6 +8,13 @@ from pathlib import Path
 
 import orjson
 
+from streams.config import Settings
+from streams.doctor.accounts import Accounts
+from streams.doctor.checks import CheckStatus
+from streams.doctor.credential_sets import check_every_set
+from streams.doctor.run import _run_checks
+from streams.local.sandbox.data_manager import FakeDataManager
+from streams.local.sandbox.google_ads import FakeTokenEndpoint, Tls
 from streams.local.sandbox.yandex import FakeCounter, FakeGoal, FakeYandex
 from tests.support.cli_runner import run_cli
 
@@ -68,3 +75,58 @@ def test_doctor_refuses_an_inline_secret_in_the_map(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"{credentials}: [sets.acme] yandex_token: inline secrets are refused" in done.stderr
     assert "AQAAinline-secret" not in done.stderr + done.stdout
+
+
+async def test_doctor_checks_each_google_set_with_its_own_grant(
+    tmp_path: Path, tls: Tls, tokens: FakeTokenEndpoint
+) -> None:
+    """Data Manager over TLS: acme's grant is revoked, beta's is fine: acme's credentials
+    check fails (named as acme's), beta's accounts pass, each with its own grant."""
+    for name in ("acme", "beta"):
+        (tmp_path / f"{name}.json").write_text(
+            orjson.dumps(
+                {
+                    "type": "authorized_user",
+                    "client_id": f"{name}-client",
+                    "client_secret": f"{name}-client-secret",
+                    "refresh_token": f"{name}-doctor-refresh",
+                    "token_uri": tokens.url,
+                }
+            ).decode()
+        )
+    credentials = tmp_path / "credentials.toml"
+    credentials.write_text(
+        f"""
+[sets.acme]
+google_customer_ids = ["1111111111"]
+google_credentials_file = "{tmp_path}/acme.json"
+[sets.beta]
+google_customer_ids = ["2222222222"]
+google_credentials_file = "{tmp_path}/beta.json"
+"""
+    )
+    tokens.revoke("acme-doctor-refresh")
+    with FakeDataManager(tls.cert, tls.key, tokens) as fake:
+        settings = Settings.from_env(
+            {
+                "CONVSTREAM_CREDENTIALS_FILE": str(credentials),
+                "CONVSTREAM_GOOGLE_ADS_UPLOAD_API": "data_manager",
+                "GOOGLE_DATA_MANAGER_ENDPOINT": fake.endpoint,
+                "CONVSTREAM_ALLOW_INSECURE_ENDPOINTS": "true",
+            }
+        )
+        checks, _ = await check_every_set(settings, Accounts(), False, _run_checks)
+    by_name = {(c.account, c.name): c for c in checks}
+    acme = [c for c in checks if c.detail.startswith("credential set acme: ")]
+    beta = [c for c in checks if c.detail.startswith("credential set beta: ")]
+    assert any(c.status is CheckStatus.FAIL and c.name == "data_manager_credentials" for c in acme)
+    assert beta
+    assert all(c.status is not CheckStatus.FAIL for c in beta), beta
+    [beta_credentials] = [c for c in beta if c.name == "data_manager_credentials"]
+    assert beta_credentials.status is CheckStatus.OK
+    assert ("2222222222", "data_manager_access") in by_name  # beta's account was checked
+    # Each set asked for a token with its own grant (acme's was refused).
+    assert set(tokens.refresh_tokens) == {"acme-doctor-refresh", "beta-doctor-refresh"}
+    text = repr(checks)
+    for secret in ("acme-doctor-refresh", "beta-doctor-refresh", "client-secret"):
+        assert secret not in text
