@@ -160,6 +160,28 @@ class DataManagerSettings:
     Google uses to unwrap that key."""
 
 
+CREDENTIALS_FILE = "CONVSTREAM_CREDENTIALS_FILE"
+CREDENTIALS_POLL_SECONDS = "CONVSTREAM_CREDENTIALS_POLL_SECONDS"
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsMapSettings:
+    """``CONVSTREAM_CREDENTIALS_FILE``: credential sets per advertiser (README, "Several
+    advertisers"; parsed by :mod:`streams.sinks.credential_sets`). Present only when the
+    variable is set. The templates carry what every set shares (endpoints, API version,
+    timeouts) from the usual variables, so a set's map entry names only its accounts and
+    its secret files."""
+
+    file: Path
+    poll_seconds: float = 5.0
+    """CONVSTREAM_CREDENTIALS_POLL_SECONDS: how often the map and the secret files it names
+    are checked for changes (Kubernetes swaps a mounted secret's symlink in place)."""
+    google_upload_api: GoogleUploadApi | None = None
+    """CONVSTREAM_GOOGLE_ADS_UPLOAD_API as set (None: unset); a set's own choice wins."""
+    google_ads: GoogleAdsSettings = field(default_factory=lambda: GoogleAdsSettings(""))
+    data_manager: DataManagerSettings = field(default_factory=lambda: DataManagerSettings(Path()))
+
+
 DATA_MANAGER_REQUESTS_PER_MINUTE = "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_MINUTE"
 DATA_MANAGER_REQUESTS_PER_DAY = "CONVSTREAM_DATA_MANAGER_REQUESTS_PER_DAY"
 DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE = "CONVSTREAM_DATA_MANAGER_STATUS_REQUESTS_PER_MINUTE"
@@ -549,6 +571,9 @@ class Settings:
     yandex_status_poll_seconds: float = 60.0
     """How often the status of each Yandex upload is polled until it is final."""
     yandex_request_timeout_seconds: float = 300.0
+    credentials: CredentialsMapSettings | None = None
+    """CONVSTREAM_CREDENTIALS_FILE and its companions; None: one credential set, from the
+    variables above (the map's ``default`` set when a map is given)."""
 
     @property
     def google_api(self) -> GoogleUploadApi | None:
@@ -601,6 +626,7 @@ class Settings:
         insecure = read.flag(ALLOW_INSECURE_ENDPOINTS, defaults.allow_insecure_endpoints)
         google_ads = _google_ads(read, insecure)
         data_manager = _data_manager(read, insecure)
+        credentials = _credentials_map(read, insecure)
         yandex_api_url = read.text(
             "YANDEX_METRICA_API_URL", defaults.yandex_api_url, check=_check_http_url
         )
@@ -726,7 +752,10 @@ class Settings:
             data_manager=data_manager,
             data_manager_quota=_data_manager_quota(read),
             data_manager_status=_data_manager_status(read),
-            google_upload_api=_google_upload_api(read, google_ads, data_manager),
+            google_upload_api=_google_upload_api(
+                read, google_ads, data_manager, mapped=credentials is not None
+            ),
+            credentials=credentials,
             google_diagnostics_interval_seconds=_google_diagnostics_interval(
                 read, defaults.google_diagnostics_interval_seconds
             ),
@@ -736,11 +765,12 @@ class Settings:
         return settings
 
 
-def _google_ads(read: _Reader, insecure: bool) -> GoogleAdsSettings | None:
+def _google_ads(read: _Reader, insecure: bool, template: bool = False) -> GoogleAdsSettings | None:
     """The Google Ads block, or None without a developer token (the destination is then
-    not configured and its events get DESTINATION_NOT_CONFIGURED)."""
+    not configured and its events get DESTINATION_NOT_CONFIGURED). ``template``: the block
+    even without one (what the credentials map's sets share)."""
     developer_token = read.text("GOOGLE_ADS_DEVELOPER_TOKEN", "")
-    if not developer_token:
+    if not developer_token and not template:
         return None
     login = read.text("GOOGLE_ADS_LOGIN_CUSTOMER_ID", "", check=_check_customer_id)
     job_id = read.text("GOOGLE_ADS_JOB_ID", "", check=_check_job_id)
@@ -773,15 +803,23 @@ def _google_ads(read: _Reader, insecure: bool) -> GoogleAdsSettings | None:
     )
 
 
-def _data_manager(read: _Reader, insecure: bool) -> DataManagerSettings | None:
-    """The Data Manager block, or None without ``GOOGLE_APPLICATION_CREDENTIALS``."""
+def _data_manager(
+    read: _Reader, insecure: bool, template: bool = False
+) -> DataManagerSettings | None:
+    """The Data Manager block, or None without ``GOOGLE_APPLICATION_CREDENTIALS``;
+    ``template``: the block even without it (what the credentials map's sets share)."""
     credentials = read.path(GOOGLE_APPLICATION_CREDENTIALS)
     if credentials is None:
-        return None
-    _check_readable(
-        GOOGLE_APPLICATION_CREDENTIALS, credentials, "a service-account key or authorized-user file"
-    )
-    _require_https_token_uri(GOOGLE_APPLICATION_CREDENTIALS, credentials, insecure)
+        if not template:
+            return None
+        credentials = Path()
+    else:
+        _check_readable(
+            GOOGLE_APPLICATION_CREDENTIALS,
+            credentials,
+            "a service-account key or authorized-user file",
+        )
+        _require_https_token_uri(GOOGLE_APPLICATION_CREDENTIALS, credentials, insecure)
     login = read.text(DATA_MANAGER_LOGIN_ACCOUNT, "", check=_check_customer_id)
     return DataManagerSettings(
         credentials_file=credentials,
@@ -795,6 +833,27 @@ def _data_manager(read: _Reader, insecure: bool) -> DataManagerSettings | None:
             "GOOGLE_DATA_MANAGER_REQUEST_TIMEOUT_SECONDS", 120.0, float, 1, 3600
         ),
         **_data_manager_encryption(read),
+    )
+
+
+def _credentials_map(read: _Reader, insecure: bool) -> CredentialsMapSettings | None:
+    """CONVSTREAM_CREDENTIALS_FILE and what its sets share; None when it is unset. The map
+    itself is parsed and checked by the worker and the doctor (it names secret files that
+    must be read, and re-read when they change), not here."""
+    path = read.path(CREDENTIALS_FILE)
+    if path is None:
+        return None
+    _check_readable(CREDENTIALS_FILE, path, "a TOML credentials map")
+    google_ads = _google_ads(read, insecure, template=True)
+    data_manager = _data_manager(read, insecure, template=True)
+    assert google_ads is not None
+    assert data_manager is not None
+    return CredentialsMapSettings(
+        file=path,
+        poll_seconds=read.number(CREDENTIALS_POLL_SECONDS, 5.0, float, 0.1, 3600),
+        google_upload_api=read.choice(GOOGLE_ADS_UPLOAD_API, None, GoogleUploadApi),
+        google_ads=google_ads,
+        data_manager=data_manager,
     )
 
 
@@ -878,12 +937,23 @@ def _check_wip_provider(value: str) -> str | None:
 
 
 def _google_upload_api(
-    read: _Reader, google_ads: GoogleAdsSettings | None, data_manager: DataManagerSettings | None
+    read: _Reader,
+    google_ads: GoogleAdsSettings | None,
+    data_manager: DataManagerSettings | None,
+    *,
+    mapped: bool = False,
 ) -> GoogleUploadApi | None:
     """``CONVSTREAM_GOOGLE_ADS_UPLOAD_API``, or when unset: ``data_manager`` if its credentials
     are configured, else ``google_ads_api`` if a developer token is set (so a deployment
     configured before the Data Manager API existed keeps its path), else None."""
     chosen = read.choice(GOOGLE_ADS_UPLOAD_API, None, GoogleUploadApi)
+    if mapped:
+        # The credentials map's sets bring their own credentials; the variables' set (the
+        # map's default) may have none.
+        if chosen is GoogleUploadApi.DATA_MANAGER and data_manager is None:
+            return None if google_ads is None else GoogleUploadApi.GOOGLE_ADS_API
+        if chosen is GoogleUploadApi.GOOGLE_ADS_API and google_ads is None:
+            return None if data_manager is None else GoogleUploadApi.DATA_MANAGER
     if chosen is GoogleUploadApi.DATA_MANAGER and data_manager is None:
         raise ConfigError(
             f"{GOOGLE_ADS_UPLOAD_API}=data_manager needs {GOOGLE_APPLICATION_CREDENTIALS}: set it "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from streams.config import GoogleUploadApi, Settings
+from streams.config import ConfigError, GoogleUploadApi, Settings
 from streams.doctor.accounts import Accounts, AccountsError, load_accounts, merge
 from streams.doctor.checks import Check
 from streams.doctor.report import as_json, render
@@ -44,6 +44,8 @@ def run_doctor(settings: Settings, request: DoctorRequest, console: Console | No
     except AccountsError as exc:
         print(f"convstream doctor: {exc}", file=sys.stderr)
         return 2
+    if settings.credentials is not None:
+        return _run_every_set(settings, accounts, request, console)
     if not accounts:
         print(
             "convstream doctor: no accounts to check: give --google-customer-id / "
@@ -52,6 +54,33 @@ def run_doctor(settings: Settings, request: DoctorRequest, console: Console | No
         )
         return 2
     checks, diagnostics = asyncio.run(_run_checks(settings, accounts, request.diagnostics))
+    if request.json:
+        sys.stdout.buffer.write(as_json(checks, diagnostics) + b"\n")
+        sys.stdout.flush()
+    else:
+        render(console, checks, diagnostics)
+    return 1 if any(check.failed for check in checks) else 0
+
+
+def _run_every_set(
+    settings: Settings, accounts: Accounts, request: DoctorRequest, console: Console
+) -> int:
+    """With a credentials map: every set against its accounts (streams.doctor.credential_sets)."""
+    from streams.doctor.credential_sets import check_every_set
+
+    try:
+        checks, diagnostics = asyncio.run(
+            check_every_set(settings, accounts, request.diagnostics, _run_checks)
+        )
+    except ConfigError as exc:
+        print(f"convstream doctor: {exc}", file=sys.stderr)
+        return 2
+    if not checks:
+        print(
+            "convstream doctor: no accounts to check (the credentials map lists none)",
+            file=sys.stderr,
+        )
+        return 2
     if request.json:
         sys.stdout.buffer.write(as_json(checks, diagnostics) + b"\n")
         sys.stdout.flush()

@@ -358,6 +358,30 @@ class Metrics:
             ["destination", "code"],
             registry=registry,
         )
+        # Credential sets (CONVSTREAM_CREDENTIALS_FILE): labelled by the set's name from the
+        # map (the operator's, bounded by the map; never a secret or an account).
+        self.credential_set_auth_failures = Counter(
+            "convstream_credential_set_auth_failures_total",
+            "Events refused because their credential set's credentials were refused "
+            "(GOOGLE_ADS_AUTH_FAILED, DATA_MANAGER_AUTH_FAILED, YANDEX_AUTH_FAILED).",
+            ["destination", "credential_set"],
+            registry=registry,
+        )
+        self.credential_set_reloads = Counter(
+            "convstream_credential_set_reloads_total",
+            "Credential sets rebuilt after the map or a secret file changed, by outcome "
+            "(rebuilt, refused: the destination refused the new credentials, invalid: the "
+            "map or a secret file could not be used; the previous one is kept).",
+            ["credential_set", "outcome"],
+            registry=registry,
+        )
+        self.credential_set_refused = Gauge(
+            "convstream_credential_set_refused",
+            "1 while a credential set's credentials are refused by a destination (its "
+            "events are rejected with *_AUTH_FAILED, retryable), else 0.",
+            ["destination", "credential_set"],
+            registry=registry,
+        )
         for name, metric in list(vars(self).items()):
             if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
                 setattr(self, name, CachedLabels(metric))

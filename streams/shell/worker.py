@@ -11,7 +11,8 @@ import logging
 import socket
 import sys
 from collections.abc import Mapping
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 import mode
@@ -27,15 +28,35 @@ from streams.ops.http_endpoints import Readiness
 from streams.ops.metrics import AccountLabels, Metrics
 from streams.shell.app import create_app
 from streams.sinks import RecordingSink, Sink, SinkConfigError
+from streams.sinks.credential_sets.map import CredentialSet
+from streams.sinks.credential_sets.router import CredentialSets
 from streams.sinks.yandex.sink import StatusCallback, YandexMetricaSink
 
+if TYPE_CHECKING:
+    from streams.sinks.data_manager.quota import ProjectQuotas
+
 _log = logging.getLogger(__name__)
+
+
+@dataclass
+class SharedLimits:
+    """Limiters every credential set's sinks share, keyed by what sets may have in common.
+
+    Google counts Data Manager requests per Google Cloud project, and two advertisers'
+    credentials may belong to one project: one :class:`ProjectQuotas` for the worker, so
+    the sets together stay inside the project's quota. This is the seam for the other
+    shared budgets: a Google Ads API limiter per developer token and the Yandex daily
+    request budget per login (:attr:`CredentialSet.yandex_budget_key`) go here as registries
+    keyed that way, looked up by :func:`build_sinks` for each set."""
+
+    data_manager_quotas: ProjectQuotas | None = None
 
 
 def build_sinks(
     settings: Settings,
     metrics: Metrics | None = None,
     on_status: StatusCallback | None = None,
+    shared: SharedLimits | None = None,
 ) -> dict[str, Sink]:
     """One sink per destination that can receive events; the rest get
     DESTINATION_NOT_CONFIGURED results.
@@ -53,7 +74,7 @@ def build_sinks(
             destination, log_path=settings.recording_sink_log
         )
     if "google_ads" not in sinks and settings.google_api is not None:
-        sinks["google_ads"] = _google_sink(settings, metrics, on_status)
+        sinks["google_ads"] = _google_sink(settings, metrics, on_status, shared)
     if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
         sinks["yandex_metrica"] = YandexMetricaSink(
             settings.yandex_oauth_token,
@@ -69,8 +90,45 @@ def build_sinks(
     return sinks
 
 
+def build_credential_sets(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    on_status: StatusCallback | None = None,
+) -> tuple[CredentialSets, dict[str, Sink]]:
+    """With CONVSTREAM_CREDENTIALS_FILE: the credential sets (map loaded and checked:
+    ConfigError names the file, the entry and the field) and the sinks for the batch stage:
+    a router per destination some set serves, the recording sink for those in
+    CONVSTREAM_RECORDING_SINK.
+
+    Each set's sinks are built by :func:`build_sinks` from the settings as that set sees
+    them, so a set owns its clients, channels, sessions, quota limiters and status pollers.
+    Limiters keyed by what sets may share (the Data Manager project quota; next, the Google
+    Ads developer token and the Yandex login) live in :class:`SharedLimits`, which
+    ``factory`` closes over."""
+
+    shared = SharedLimits()
+
+    def factory(set_settings: Settings, _cset: CredentialSet) -> dict[str, Sink]:
+        return build_sinks(set_settings, metrics, on_status, shared)
+
+    sets = CredentialSets(settings, factory, metrics)
+    sets.load()
+    sinks: dict[str, Sink] = {
+        destination: RecordingSink.standing_in_for(
+            destination, log_path=settings.recording_sink_log
+        )
+        for destination in sorted(settings.recording_sink)
+    }
+    for destination, router in sets.routers().items():
+        sinks.setdefault(destination, router)
+    return sets, sinks
+
+
 def _google_sink(
-    settings: Settings, metrics: Metrics | None, on_status: StatusCallback | None
+    settings: Settings,
+    metrics: Metrics | None,
+    on_status: StatusCallback | None,
+    shared: SharedLimits | None = None,
 ) -> Sink:
     """The google_ads sink of the selected upload API (see :func:`build_sinks`)."""
     ads_api: Sink | None = None
@@ -85,7 +143,7 @@ def _google_sink(
             diagnostics_interval=settings.google_diagnostics_interval_seconds,
         )
     if settings.google_api is GoogleUploadApi.DATA_MANAGER:
-        return _data_manager_sink(settings, metrics, on_status, fallback=ads_api)
+        return _data_manager_sink(settings, metrics, on_status, fallback=ads_api, shared=shared)
     assert ads_api is not None  # Settings.from_env guarantees it
     return ads_api
 
@@ -96,6 +154,7 @@ def _data_manager_sink(
     on_status: StatusCallback | None,
     *,
     fallback: Sink | None,
+    shared: SharedLimits | None = None,
 ) -> Sink:
     """The Data Manager sink with the worker's request budget and status tracker.
 
@@ -114,7 +173,12 @@ def _data_manager_sink(
 
     config = settings.data_manager
     assert config is not None  # Settings.from_env guarantees it
-    quotas = ProjectQuotas(settings.data_manager_quota, metrics=metrics)
+    if shared is not None:
+        if shared.data_manager_quotas is None:
+            shared.data_manager_quotas = ProjectQuotas(settings.data_manager_quota, metrics=metrics)
+        quotas = shared.data_manager_quotas
+    else:
+        quotas = ProjectQuotas(settings.data_manager_quota, metrics=metrics)
     project = credentials_project(config)
     connection = DataManagerConnection(config)
     reads = quotas.read(project)
@@ -186,14 +250,22 @@ class SinkLifecycle(mode.Service):
     it, so the app's final flush still has open sinks. A SinkConfigError in setup stops
     the worker before it joins the group."""
 
-    def __init__(self, sinks: Mapping[str, Sink], publisher: StatusPublisher) -> None:
+    def __init__(
+        self,
+        sinks: Mapping[str, Sink],
+        publisher: StatusPublisher,
+        credential_sets: CredentialSets | None = None,
+    ) -> None:
         super().__init__()
         self._sinks = sinks
         self._publisher = publisher
+        self._sets = credential_sets
         self.config_error: SinkConfigError | None = None
 
     async def on_start(self) -> None:
         try:
+            if self._sets is not None:
+                await self._sets.setup()
             await setup_sinks(self._sinks)
         except SinkConfigError as exc:
             self.config_error = exc  # run_worker turns it into exit code 2
@@ -207,6 +279,8 @@ class SinkLifecycle(mode.Service):
                 _log.error(
                     "sink close failed destination=%s error=%s", destination, type(exc).__name__
                 )
+        if self._sets is not None:
+            await self._sets.aclose()
         self._publisher.close()
 
 
@@ -278,7 +352,21 @@ def run_worker(settings: Settings) -> int:
         accounts=AccountLabels(settings.metrics_accounts, settings.metrics_max_accounts)
     )
     publisher = StatusPublisher(settings)
-    sinks = build_sinks(settings, metrics, publisher)
+    credential_sets: CredentialSets | None = None
+    if settings.credentials is not None:
+        try:
+            credential_sets, sinks = build_credential_sets(settings, metrics, publisher)
+        except ConfigError as exc:
+            _log.error("credentials map invalid: %s", exc)
+            print(f"convstream worker: {exc}", file=sys.stderr, flush=True)
+            return 2
+        _log.info(
+            "credentials map file=%s sets=%s",
+            settings.credentials.file,
+            ",".join(sorted(credential_sets.map.sets)),
+        )
+    else:
+        sinks = build_sinks(settings, metrics, publisher)
     for destination in ("google_ads", "yandex_metrica"):
         if destination in sinks:
             _log.info("destination=%s sink=%s", destination, type(sinks[destination]).__name__)
@@ -311,7 +399,7 @@ def run_worker(settings: Settings) -> int:
             tp_factory=faust.types.TP,
         )
     app.read_ahead_at_start()
-    lifecycle = SinkLifecycle(sinks, publisher)
+    lifecycle = SinkLifecycle(sinks, publisher, credential_sets)
     worker = ConvstreamWorker(
         app, lifecycle, readiness=metrics.readiness, loglevel="INFO", quiet=True
     )

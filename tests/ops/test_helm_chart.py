@@ -738,3 +738,81 @@ def test_schema_accepts_secret_references_and_plain_settings(entry: dict[str, An
     manifests = render({"extraEnv": [entry]})
     [worker] = one(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"]
     assert entry in worker["env"]
+
+
+ADVERTISERS = CHART / "values-advertisers.yaml"
+
+
+def test_three_advertisers_get_their_map_and_secrets_read_only(tmp_path: Path) -> None:
+    """values-advertisers.yaml: the map is a ConfigMap the worker's own parser accepts once
+    the secrets are where the chart mounts them; every advertiser's Secret is mounted
+    read-only as a whole directory (no subPath: rotated Secrets reach running pods); the
+    worker and the doctor Pod read the map through CONVSTREAM_CREDENTIALS_FILE."""
+    from streams.sinks.credential_sets.map import load_map
+
+    values = yaml.safe_load(ADVERTISERS.read_text())
+    manifests = render(values)
+    for documents in manifests.values():
+        for document in documents:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    [config] = [c for c in manifests["ConfigMap"] if "credentials.toml" in c.get("data", {})]
+    assert config["metadata"]["name"] == "ads-convstream-credentials"
+    text = config["data"]["credentials.toml"]
+    pod = one(manifests, "StatefulSet")["spec"]["template"]["spec"]
+    [worker] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    map_path = Path(env["CONVSTREAM_CREDENTIALS_FILE"])
+    assert env["CONVSTREAM_CREDENTIALS_POLL_SECONDS"] == "5"
+    mounts = {m["name"]: m for m in worker["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["credentials-map"] == {
+        "name": "credentials-map",
+        "mountPath": str(map_path.parent),
+        "readOnly": True,
+    }
+    assert volumes["credentials-map"]["configMap"]["name"] == "ads-convstream-credentials"
+    secret_dirs = {}
+    for name in ("acme", "globex", "initech"):
+        mount = mounts[f"credentials-{name}"]
+        assert mount["readOnly"] is True
+        assert "subPath" not in mount
+        assert volumes[f"credentials-{name}"]["secret"]["secretName"] == f"convstream-{name}"
+        secret_dirs[mount["mountPath"]] = name
+    # The map's paths are exactly the mounted directories: rebuild that tree locally.
+    local = text
+    for mount_path, name in secret_dirs.items():
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "google.json").write_text('{"type": "service_account"}')
+        (directory / "developer-token").write_text("t")
+        (directory / "yandex-token").write_text("t")
+        local = local.replace(f'"{mount_path}/', f'"{directory}/')
+    assert "/var/run/" not in local, "a path in the map points outside the mounted secrets"
+    path = tmp_path / "credentials.toml"
+    path.write_text(local)
+    mapping = load_map(path, Settings())
+    assert sorted(mapping.sets) == ["acme", "globex", "initech"]
+    assert mapping.select("google_ads", {"customer_id": "1234567890"}) == "acme"
+    assert (
+        mapping.select("google_ads", {"customer_id": "5", "login_customer_id": "1112223333"})
+        == "globex"
+    )
+    assert mapping.select("yandex_metrica", {"counter_id": "51234568"}) == "initech"
+    # The doctor Pod checks every set (no accounts file needed: the map lists the accounts).
+    [doctor] = _doctor_pod(manifests)["spec"]["containers"]
+    assert doctor["args"] == ["doctor"]
+    assert {m["name"] for m in doctor["volumeMounts"]} >= set(mounts) - {"data"}
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"secrets": [{"name": "Acme Corp", "existingSecret": "x"}]},
+        {"secrets": [{"name": "acme"}]},
+        {"pollSeconds": 0},
+        {"inline": "x"},
+    ],
+)
+def test_schema_rejects_bad_credentials_values(credentials: dict[str, Any]) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema({"credentials": credentials})

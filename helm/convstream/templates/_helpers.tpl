@@ -106,6 +106,7 @@ destination credentials.
       key: {{ $y.key }}
 {{- end }}
 {{- include "convstream.kafkaEnv" . }}
+{{- include "convstream.credentialsEnv" . }}
 {{- include "convstream.extraEnv" . }}
 {{- end }}
 
@@ -330,4 +331,64 @@ GOOGLE_ADS_IMPERSONATED_EMAIL: {{ .impersonatedEmail | quote }}
 YANDEX_METRICA_API_URL: {{ .Values.yandexMetrica.apiUrl | quote }}
 {{- end }}
 {{ include "convstream.kafkaConfig" . | trim }}
+{{- end }}
+
+{{/*
+Credential sets (credentials.*): the map from the ConfigMap <fullname>-credentials (or an
+existing Secret) at /var/run/convstream/credentials, each secret of credentials.secrets at
+/var/run/secrets/convstream/advertisers/<name>; all read-only, whole volumes (no subPath), so updates reach
+running pods and the worker reloads them without a restart.
+*/}}
+{{- define "convstream.credentialsEnabled" -}}
+{{- if or .Values.credentials.map .Values.credentials.existingSecret }}true{{- end }}
+{{- end }}
+
+{{- define "convstream.credentialsEnv" -}}
+{{- if include "convstream.credentialsEnabled" . }}
+- name: CONVSTREAM_CREDENTIALS_FILE
+  value: /var/run/convstream/credentials/credentials.toml
+- name: CONVSTREAM_CREDENTIALS_POLL_SECONDS
+  value: {{ .Values.credentials.pollSeconds | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "convstream.credentialsVolumes" -}}
+{{- $c := .Values.credentials }}
+{{- if include "convstream.credentialsEnabled" . }}
+{{- if and $c.map $c.existingSecret }}
+{{- fail "credentials: give map or existingSecret, not both" }}
+{{- end }}
+- name: credentials-map
+{{- if $c.existingSecret }}
+  secret:
+    secretName: {{ $c.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: credentials.toml
+        path: credentials.toml
+{{- else }}
+  configMap:
+    name: {{ include "convstream.fullname" . }}-credentials
+    defaultMode: 0444
+{{- end }}
+{{- range $c.secrets }}
+- name: {{ printf "credentials-%s" .name | trunc 63 | trimSuffix "-" }}
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "convstream.credentialsMounts" -}}
+{{- if include "convstream.credentialsEnabled" . }}
+- name: credentials-map
+  mountPath: /var/run/convstream/credentials
+  readOnly: true
+{{- range .Values.credentials.secrets }}
+- name: {{ printf "credentials-%s" .name | trunc 63 | trimSuffix "-" }}
+  mountPath: {{ printf "/var/run/secrets/convstream/advertisers/%s" .name }}
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- end }}

@@ -119,6 +119,9 @@ class FakeTokenEndpoint:
         self.refresh_tokens: list[str] = []
         self.grant_types: list[str] = []
         self._valid: set[str] = set()
+        self.revoked: set[str] = set()
+        """Refresh tokens revoked (:meth:`revoke`): their grants answer ``invalid_grant``."""
+        self._issued_for: dict[str, str] = {}
         self._lock = threading.Lock()
         endpoint = self
 
@@ -149,7 +152,8 @@ class FakeTokenEndpoint:
             self.requests += 1
             self.refresh_tokens.extend(form.get("refresh_token", []))
             self.grant_types.extend(form.get("grant_type", []))
-            if self.invalid_grant:
+            refresh = (form.get("refresh_token") or [""])[0]
+            if self.invalid_grant or refresh in self.revoked:
                 return 400, {
                     "error": "invalid_grant",
                     "error_description": "Token has been expired or revoked.",
@@ -157,11 +161,24 @@ class FakeTokenEndpoint:
             token = f"access-{self.requests}"
             if not self.issue_stale:
                 self._valid.add(token)
+                self._issued_for[token] = refresh
             return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
 
     def is_valid(self, token: str) -> bool:
         with self._lock:
             return token in self._valid
+
+    def revoke(self, refresh_token: str) -> None:
+        """Revoke one grant (one advertiser's): its refresh token gets ``invalid_grant`` and
+        the access tokens issued for it stop working; other grants are untouched."""
+        with self._lock:
+            self.revoked.add(refresh_token)
+            self._valid -= {t for t, r in self._issued_for.items() if r == refresh_token}
+
+    def refresh_token_of(self, access_token: str) -> str | None:
+        """The refresh token an access token was issued for (which grant a request used)."""
+        with self._lock:
+            return self._issued_for.get(access_token)
 
     def expire_all(self) -> None:
         with self._lock:

@@ -72,6 +72,9 @@ class Upload:
     rows: list[dict[str, str]]
     raw: bytes
     statuses: list[str] = field(default_factory=list)
+    token: str = ""
+    """The OAuth token the upload came with (sandbox tokens only: tests check which
+    credential set uploaded)."""
 
 
 @dataclass
@@ -127,6 +130,13 @@ class FakeYandex:
         delay: float = 0.0,
     ) -> None:
         self.token = token
+        self.counter_tokens: dict[str, str | frozenset[str]] = {}
+        """counter -> the token of the login that owns it (several advertisers), or the
+        tokens (a rotation's old and new one): uploads to that counter need one of them;
+        other counters take ``token``."""
+        self.revoked: set[str] = set()
+        """Tokens revoked (by the user, or the grant withdrawn): every request with one is
+        refused with 403, as Metrica does."""
         self.final_status = final_status
         self.final_status_for: dict[str, str] = {}
         self.polls_before_final = polls_before_final
@@ -271,7 +281,11 @@ class FakeYandex:
         auth = request.headers.get("Authorization")
         if auth is None:
             return self._error(request, 401, "Authorization header is missing")
-        if auth != f"OAuth {self.token}":
+        counter = request.match_info["counter"]
+        expected = self.counter_tokens.get(counter, self.token)
+        accepted = {expected} if isinstance(expected, str) else set(expected)
+        presented = auth.removeprefix("OAuth ")
+        if not auth.startswith("OAuth ") or presented not in accepted - self.revoked:
             return self._error(request, 403, "Invalid oauth_token")
         failure = self._scripted_failure()
         if failure is not None:
@@ -307,7 +321,6 @@ class FakeYandex:
         problem = _row_problem(header, lines, upload_type) or self._refused_row(header, lines)
         if problem:
             return self._error(request, 400, problem)
-        counter = request.match_info["counter"]
         with self._lock:
             upload_id = self._next_id
             self._next_id += 1
@@ -320,13 +333,22 @@ class FakeYandex:
             rows=[dict(zip(header, line, strict=True)) for line in lines],
             raw=raw,
             statuses=["UPLOADED"] * self.polls_before_final + [final],
+            token=presented,
         )
         self.uploads.append(upload)
         self._upload_by_id[upload.id] = upload
         return self._answer(request, 200, {"uploading": self._uploading(upload, "PREPARED")})
 
+    def revoke(self, token: str) -> None:
+        """Revoke ``token``: from now on Metrica answers 403 to it."""
+        self.revoked.add(token)
+
     async def _status(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"OAuth {self.token}":
+        presented = request.headers.get("Authorization", "").removeprefix("OAuth ")
+        accepted = {self.token} - self.revoked
+        for tokens in self.counter_tokens.values():
+            accepted |= ({tokens} if isinstance(tokens, str) else set(tokens)) - self.revoked
+        if presented not in accepted:
             return self._error(request, 403, "Invalid oauth_token")
         if self.status_failures > 0:
             self.status_failures -= 1

@@ -124,3 +124,56 @@ async def test_setup_names_the_missing_variable() -> None:
     sinks = build_sinks(Settings.from_env(GOOGLE))
     with pytest.raises(SinkConfigError, match="GOOGLE_ADS_REFRESH_TOKEN"):
         await setup_sinks(sinks)
+
+
+def test_with_a_credentials_map_each_set_gets_its_own_sinks_sharing_the_project_quota(
+    tmp_path: Path,
+) -> None:
+    """build_credential_sets: a router per destination; each set's sinks are its own
+    (Data Manager connection per set), while sets whose credentials bill the same Google
+    Cloud project share that project's request limiter."""
+    import json
+
+    from streams.shell.worker import build_credential_sets
+    from streams.sinks.credential_sets.router import CredentialRouter
+    from streams.sinks.data_manager.sink import DataManagerSink
+
+    for name, project in (("acme", "shared-project"), ("beta", "shared-project"), ("gamma", "own")):
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps(
+                {
+                    "type": "authorized_user",
+                    "client_id": "c",
+                    "client_secret": "s",
+                    "refresh_token": f"{name}-refresh",
+                    "quota_project_id": project,
+                }
+            )
+        )
+    (tmp_path / "ym").write_text("ym-token")
+    credentials = tmp_path / "credentials.toml"
+    credentials.write_text(
+        "".join(
+            f'[sets.{name}]\ngoogle_customer_ids = ["{n}"]\n'
+            f'google_credentials_file = "{tmp_path}/{name}.json"\n'
+            for n, name in enumerate(("acme", "beta", "gamma"), start=1)
+        )
+        + f'[sets.default]\nyandex_token_file = "{tmp_path}/ym"\n'
+    )
+    settings = Settings.from_env(
+        {"CONVSTREAM_CREDENTIALS_FILE": str(credentials), "CONVSTREAM_RECORDING_SINK": ""}
+    )
+    sets, sinks = build_credential_sets(settings, Metrics())
+    assert set(sinks) == {"google_ads", "yandex_metrica"}
+    assert all(isinstance(s, CredentialRouter) for s in sinks.values())
+    built = {name: sets._build(cset, "x").sinks for name, cset in sets.map.sets.items()}
+    google = {name: s["google_ads"] for name, s in built.items() if "google_ads" in s}
+    assert set(google) == {"acme", "beta", "gamma"}
+    assert all(isinstance(s, DataManagerSink) for s in google.values())
+    limiters = {name: s._limiter for name, s in google.items()}  # type: ignore[attr-defined]
+    assert limiters["acme"] is limiters["beta"]
+    assert limiters["acme"] is not limiters["gamma"]
+    connections = {id(s._connection) for s in google.values()}  # type: ignore[attr-defined]
+    assert len(connections) == 3
+    assert isinstance(built["default"]["yandex_metrica"], YandexMetricaSink)
+    assert set(built["acme"]) == {"google_ads"}
