@@ -543,8 +543,11 @@ class Settings:
     yandex_api_url: str = "https://api-metrika.yandex.net"
     yandex_max_file_bytes: int = 1_000_000_000
     """Largest CSV file per upload; bigger batches are split (Metrica's limit is 1 GB)."""
-    yandex_status_poll_seconds: float = 60.0
-    """How often the status of each Yandex upload is polled until it is final."""
+    yandex_status_poll_seconds: float = 1800.0
+    """How often the status tracker lists the uploads of each counter with uploads still
+    open (one request per counter per pass). 30 minutes: Metrica takes up to 2 hours to
+    process a file, and every pass is counted against the 5,000 requests a day per login
+    (a counter with an upload open all day costs 48 a day, where 60 s cost 1,440)."""
     yandex_request_timeout_seconds: float = 300.0
     batch_window_seconds_google_ads: float | None = None
     """CONVSTREAM_BATCH_WINDOW_SECONDS_GOOGLE_ADS; None: :attr:`batch_window_seconds`."""

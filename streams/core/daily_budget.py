@@ -69,11 +69,12 @@ class DailyBudget:
             self._resets_at = self._next_reset(now)
         return now
 
-    def try_spend(self, requests: int = 1) -> bool:
-        """Count ``requests`` against today's budget if they all fit; False (nothing
-        counted) when they do not."""
+    def try_spend(self, requests: int = 1, *, keep: int = 0) -> bool:
+        """Count ``requests`` against today's budget if they all fit and still leave
+        ``keep`` unspent (status reads leave a share for uploads); False (nothing counted)
+        when they do not."""
         self._roll()
-        if self._used + requests > self.limit:
+        if self._used + requests > self.limit - keep:
             return False
         self._used += requests
         return True

@@ -720,3 +720,29 @@ async def test_status_reads_count_against_the_budget_and_wait_when_it_is_spent(
         assert sink.tracked_uploads == 0
     finally:
         await sink.aclose()
+
+
+async def test_status_reads_leave_a_fifth_of_the_day_for_uploads(
+    server: FakeYandex, metrics: Metrics
+) -> None:
+    """Budget 10: eight requests spent, status reads stop (the last two are the uploads'),
+    and an upload still goes through."""
+    from streams.core.daily_budget import DailyBudget
+
+    server.polls_before_final = 1_000
+    sink = YandexMetricaSink(
+        TOKEN, server.url, metrics=metrics, budget=DailyBudget(10, lambda: MIDNIGHT + 60)
+    )
+    try:
+        for n in range(4):
+            await sink.write(batch([event(n)], f"b-{n}"))
+        for _ in range(4):
+            await sink.poll_once()  # one counter: one list call per pass
+        assert sink.budget.used == 8
+        sent = len(server.requests)
+        await sink.poll_once()
+        assert len(server.requests) == sent  # deferred: 2 left, kept for uploads
+        [outcome] = await sink.write(batch([event(9)], "b-9"))
+        assert outcome.status == "uploaded"
+    finally:
+        await sink.aclose()

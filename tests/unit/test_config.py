@@ -176,7 +176,9 @@ def test_yandex_defaults_leave_the_destination_unconfigured() -> None:
     assert settings.yandex_oauth_token is None
     assert settings.yandex_api_url == "https://api-metrika.yandex.net"
     assert settings.yandex_max_file_bytes == 1_000_000_000
-    assert settings.yandex_status_poll_seconds == 60.0
+    assert (
+        settings.yandex_status_poll_seconds == 1800.0
+    )  # Metrica processes for up to 2 h; each pass costs quota
 
 
 def test_yandex_settings_are_read_and_the_token_is_never_shown() -> None:

@@ -58,8 +58,10 @@ against ``budget`` (CONVSTREAM_YANDEX_DAILY_REQUEST_BUDGET per day per token). A
 files do not all fit in what is left of the day is not sent: each of its events gets
 ``retryable`` ``YANDEX_QUOTA_EXHAUSTED`` with ``retry_after`` = seconds until the quota day
 resets and ``park`` (the pipeline parks it in the delayed-retry topic rather than
-dead-lettering it). Metrica's own daily-quota answer (420/429 whose message names the day's
-quota) is honoured the same way and spends the rest of the day's budget.
+dead-lettering it). Status reads stop earlier, with 20% of the day's budget left
+(``upload_reserve``), and resume after the reset. Metrica's own daily-quota answer
+(420/429 whose message names the day's quota) is honoured the same way and spends the rest
+of the day's budget.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ SERVER_ERROR: Final = "YANDEX_SERVER_ERROR"
 TIMEOUT: Final = "YANDEX_TIMEOUT"
 UNAVAILABLE: Final = "YANDEX_UNAVAILABLE"
 QUOTA_EXHAUSTED: Final = "YANDEX_QUOTA_EXHAUSTED"
+UPLOAD_RESERVE: Final = 0.2
+"""Status reads stop when only this share of the day's budget is left: the rest is for
+uploads (a status record is informational; an upload is the conversion itself)."""
 DAILY_QUOTA_WORDS: Final = ("day", "daily", "сутки", "суточн")
 """A 420/429 whose message has one of these names Metrica's per-day quota (the quota page:
 "The message body contains information about the type of quota exceeded"); any other
@@ -160,11 +165,14 @@ class YandexMetricaSink:
         budget: DailyBudget | None = None,
         daily_request_budget: int = 5000,
         open_uploads: OpenUploadStore | None = None,
+        upload_reserve: float = UPLOAD_RESERVE,
     ) -> None:
         """``secrets``: every other configured secret (:attr:`Settings.secrets`), scrubbed
         from Metrica's answers along with the token. ``budget``: the token's daily request
         budget (default: ``daily_request_budget`` a day from midnight GMT on ``clock``).
-        ``open_uploads``: where tracked uploads outlive the process (default: memory)."""
+        ``open_uploads``: where tracked uploads outlive the process (default: memory).
+        ``upload_reserve``: the share of the day's budget status reads never spend, so a
+        busy day's status reads cannot hold uploads back."""
         if not token.strip():
             raise SinkConfigError(AUTH_FAILED, "YANDEX_METRICA_OAUTH_TOKEN is empty")
         self._headers: Final = {"Authorization": f"OAuth {token.strip()}"}
@@ -184,6 +192,7 @@ class YandexMetricaSink:
         self._poller: asyncio.Task[None] | None = None
         self._auth_logged: set[str] = set()
         self._budget = budget or DailyBudget(daily_request_budget, clock)
+        self._upload_reserve = int(self._budget.limit * upload_reserve)
         self._login = login_label(token)
         self._store = open_uploads or MemoryOpenUploads()
         self._tracker = UploadStatusTracker(
@@ -383,13 +392,14 @@ class YandexMetricaSink:
 
     # --- the HTTP boundary ----------------------------------------------------------------
 
-    async def _request(self, method: str, url: str, **kwargs: Any) -> _Reply:
+    async def _request(self, method: str, url: str, *, keep: int = 0, **kwargs: Any) -> _Reply:
         """One request under the concurrency limit and the daily budget; transport failures
         become retryable, a spent budget YandexQuotaExhausted (nothing sent)."""
         assert self._session is not None
         assert self._semaphore is not None
-        if not self._budget.try_spend():
-            self._metrics.yandex_quota_exhausted.labels(self._login, "budget").inc()
+        if not self._budget.try_spend(keep=keep):
+            if not keep:
+                self._metrics.yandex_quota_exhausted.labels(self._login, "budget").inc()
             self._report_budget()
             raise YandexQuotaExhausted(
                 QUOTA_EXHAUSTED,
@@ -500,9 +510,13 @@ class YandexMetricaSink:
         await self.setup_session()
         url = f"{self._api}/management/v1/counter/{counter}/offline_conversions/uploadings"
         try:
-            document = self._check(await self._request("GET", url), counter)
+            reply = await self._request("GET", url, keep=self._upload_reserve)
+            document = self._check(reply, counter)
         except YandexQuotaExhausted:
-            _log.info("yandex status list deferred counter=%s: the day's quota is spent", counter)
+            _log.info(
+                "yandex status list deferred counter=%s: the day's budget left is kept for uploads",
+                counter,
+            )
             return None
         except RetryableSinkError as exc:
             _log.info("yandex status list will retry counter=%s code=%s", counter, exc.code)

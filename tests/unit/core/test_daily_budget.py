@@ -92,3 +92,13 @@ def test_the_login_label_is_a_short_hash_never_the_token() -> None:
     assert "secret" not in label
     assert label == login_label(" y0_AgAAAAsecret-token\n")
     assert label != login_label("another-token")
+
+
+def test_a_reserve_is_left_for_others() -> None:
+    """Status reads spend with ``keep``: they stop while uploads can still go."""
+    budget = DailyBudget(10, Clock(at("2026-12-06T10:00:00")))
+    assert budget.try_spend(7, keep=2)
+    assert budget.try_spend(keep=2)
+    assert not budget.try_spend(keep=2)  # 8 used: the last 2 are kept
+    assert budget.try_spend(2)
+    assert budget.used == 10
