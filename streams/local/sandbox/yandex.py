@@ -127,6 +127,7 @@ class FakeYandex:
         self.echo_token = False
         self.uploads: list[Upload] = []
         self._upload_by_id: dict[int, Upload] = {}
+        self._uploads_by_counter: dict[str, list[Upload]] = {}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
         self.status_failures = 0  # the next N status requests answer 500
         self.in_flight = 0
@@ -344,6 +345,7 @@ class FakeYandex:
         )
         self.uploads.append(upload)
         self._upload_by_id[upload.id] = upload
+        self._uploads_by_counter.setdefault(counter, []).append(upload)
         return self._answer(request, 200, {"uploading": self._uploading(upload, "PREPARED")})
 
     async def _status(self, request: web.Request) -> web.Response:
@@ -373,8 +375,7 @@ class FakeYandex:
         counter = request.match_info["counter"]
         listed = [
             self._uploading(upload, _step(upload))
-            for upload in self.uploads
-            if upload.counter == counter
+            for upload in self._uploads_by_counter.get(counter, ())
         ]
         return self._answer(request, 200, {"uploadings": listed})
 
