@@ -11,7 +11,9 @@ is therefore a setting (``reset_utc_offset_hours``: 0 for GMT, 3 for Moscow, whi
 no daylight-saving time since 2014, so a fixed offset is exact).
 
 Pure: the clock is injected (unix seconds), and so is the day's length (tests run a day of a
-few seconds). Not shared between processes: replicas that use one token each need a share
+few seconds). :meth:`DailyBudget.snapshot` / :meth:`DailyBudget.restore` carry the day's
+count across a restart (the Yandex sink keeps it beside its open uploads). Not shared
+between processes: replicas that use one token each need a share
 of the quota (CONVSTREAM_YANDEX_DAILY_REQUEST_BUDGET); Metrica's own refusal is the
 backstop and is honoured with :meth:`DailyBudget.exhaust`.
 """
@@ -83,6 +85,18 @@ class DailyBudget:
         """Whether ``requests`` more fit in today's budget (nothing counted)."""
         self._roll()
         return self._used + requests <= self.limit
+
+    def snapshot(self) -> tuple[float, int]:
+        """(when today's quota day ends, requests used today): what a restart restores."""
+        self._roll()
+        return self._resets_at, self._used
+
+    def restore(self, resets_at: float, used: int) -> None:
+        """Count what a previous run of this process used today (its :meth:`snapshot`);
+        a snapshot of another quota day is ignored."""
+        self._roll()
+        if abs(resets_at - self._resets_at) < 1e-3:
+            self._used = max(self._used, min(used, self.limit))
 
     def exhaust(self) -> None:
         """The server said the day's quota is spent: spend the rest of today's budget."""

@@ -13,17 +13,20 @@ import asyncio
 import logging
 import time
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from streams.config import KafkaConnection
 from streams.kafka.clients import librdkafka_config
 from streams.kafka.producer import OutputProducer, Record
 from streams.kafka.read import data_messages
-from streams.sinks.yandex.status_tracker import OpenUpload
+from streams.sinks.yandex.status_tracker import BudgetSnapshot, OpenUpload
 
 _log = logging.getLogger(__name__)
 
 RECORD_BYTES = 1 << 16
+BUDGET_KEY_PREFIX = b"budget/"
+"""Keys of the day's request count per login label (beside the open uploads' keys)."""
 LOAD_TIMEOUT_SECONDS = 60.0
 
 
@@ -38,9 +41,40 @@ class KafkaOpenUploads:
         self._topic = topic
         self._timeout = timeout
         self._output: OutputProducer | None = None
+        self._latest: dict[bytes, bytes | None] | None = None
 
     async def load(self) -> list[OpenUpload]:
-        return await asyncio.to_thread(self._read_all)
+        latest = await self._records()
+        uploads = []
+        for key, value in latest.items():
+            if value is None or key.startswith(BUDGET_KEY_PREFIX):
+                continue
+            upload = OpenUpload.decode(value)
+            if upload is None:
+                _log.warning("yandex open upload record unreadable key=%r: skipped", key[:80])
+                continue
+            uploads.append(upload)
+        return uploads
+
+    async def load_budget(self, login: str) -> BudgetSnapshot | None:
+        value = (await self._records()).get(BUDGET_KEY_PREFIX + login.encode())
+        try:
+            doc = orjson.loads(value) if value else None
+            return (float(doc["resets_at"]), int(doc["used"])) if doc else None
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+    async def save_budget(self, login: str, snapshot: BudgetSnapshot) -> None:
+        value = orjson.dumps({"resets_at": snapshot[0], "used": snapshot[1]})
+        await self._send(
+            Record(self._topic, BUDGET_KEY_PREFIX + login.encode(), value, partition=0)
+        )
+
+    async def _records(self) -> dict[bytes, bytes | None]:
+        """The topic's last value per key, read once (start-up)."""
+        if self._latest is None:
+            self._latest = await asyncio.to_thread(self._read_all)
+        return self._latest
 
     async def opened(self, upload: OpenUpload) -> None:
         await self._send(Record(self._topic, upload.key, upload.encode(), partition=0))
@@ -58,7 +92,7 @@ class KafkaOpenUploads:
             self._output = OutputProducer(self._connection, RECORD_BYTES, "yandex-uploads-producer")
         await self._output.send_all([record])
 
-    def _read_all(self) -> list[OpenUpload]:
+    def _read_all(self) -> dict[bytes, bytes | None]:
         consumer = Consumer(
             librdkafka_config(
                 self._connection,
@@ -97,13 +131,4 @@ class KafkaOpenUploads:
                 self._topic,
                 self._timeout,
             )
-        uploads = []
-        for key, value in latest.items():
-            if value is None:
-                continue
-            upload = OpenUpload.decode(value)
-            if upload is None:
-                _log.warning("yandex open upload record unreadable key=%r: skipped", key[:80])
-                continue
-            uploads.append(upload)
-        return uploads
+        return latest

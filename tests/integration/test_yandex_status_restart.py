@@ -80,6 +80,7 @@ async def test_open_uploads_are_followed_again_after_a_restart(kafka_bootstrap: 
         await second.setup()
         try:
             assert second.tracked_uploads == 3  # read back from the topic
+            assert second.budget.used == 5  # 3 uploads + 2 list calls: today's count kept
             before = len(server.requests)
             assert await second.poll_once() == 2  # one list call per counter
             assert len(server.requests) - before == 2

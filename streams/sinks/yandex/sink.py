@@ -110,6 +110,9 @@ SERVER_ERROR: Final = "YANDEX_SERVER_ERROR"
 TIMEOUT: Final = "YANDEX_TIMEOUT"
 UNAVAILABLE: Final = "YANDEX_UNAVAILABLE"
 QUOTA_EXHAUSTED: Final = "YANDEX_QUOTA_EXHAUSTED"
+BUDGET_SAVE_EVERY: Final = 20
+"""The day's request count is saved to the open-uploads store every this many requests (and
+at each tracking pass and at shutdown): a crash forgets at most that many."""
 UPLOAD_RESERVE: Final = 0.2
 """Status reads stop when only this share of the day's budget is left: the rest is for
 uploads (a status record is informational; an upload is the conversion itself)."""
@@ -193,6 +196,7 @@ class YandexMetricaSink:
         self._auth_logged: set[str] = set()
         self._budget = budget or DailyBudget(daily_request_budget, clock)
         self._upload_reserve = int(self._budget.limit * upload_reserve)
+        self._unsaved = 0
         self._login = login_label(token)
         self._store = open_uploads or MemoryOpenUploads()
         self._tracker = UploadStatusTracker(
@@ -229,6 +233,7 @@ class YandexMetricaSink:
             self._semaphore = asyncio.Semaphore(self._max_concurrency)
         if self._poller is None and not self._dry_run:
             await self._tracker.start()
+            await self._restore_budget()
             self._poller = asyncio.create_task(self._poll_forever(), name="yandex-status-poller")
 
     async def aclose(self) -> None:
@@ -245,6 +250,8 @@ class YandexMetricaSink:
                 "(kept in the open-uploads store: followed again after a restart)",
                 len(self._tracker),
             )
+        if self._unsaved:
+            await self._save_budget()
         self._store.close()
         if self._session is not None:
             await self._session.close()
@@ -386,6 +393,25 @@ class YandexMetricaSink:
             park=True,
         )
 
+    async def _restore_budget(self) -> None:
+        """Count what this token's previous run used today (a restart must not start the
+        day's count from zero)."""
+        try:
+            snapshot = await self._store.load_budget(self._login)
+        except Exception as exc:
+            _log.warning("yandex request count not restored error=%s", type(exc).__name__)
+            return
+        if snapshot is not None:
+            self._budget.restore(*snapshot)
+            self._report_budget()
+
+    async def _save_budget(self) -> None:
+        self._unsaved = 0
+        try:
+            await self._store.save_budget(self._login, self._budget.snapshot())
+        except Exception as exc:  # counted in memory still; saved again later
+            _log.warning("yandex request count not saved error=%s", type(exc).__name__)
+
     def _report_budget(self) -> None:
         self._metrics.yandex_quota_used.labels(self._login).set(self._budget.used)
         self._metrics.yandex_quota_limit.labels(self._login).set(self._budget.limit)
@@ -407,6 +433,9 @@ class YandexMetricaSink:
                 self._budget.seconds_until_reset(),
             )
         self._report_budget()
+        self._unsaved += 1
+        if self._unsaved >= BUDGET_SAVE_EVERY:
+            await self._save_budget()
         try:
             async with (
                 self._semaphore,
@@ -498,6 +527,8 @@ class YandexMetricaSink:
                 await self.poll_once()
             except Exception:  # the poller must outlive any one bad answer
                 _log.exception("yandex status poll failed")
+            if self._unsaved:
+                await self._save_budget()
 
     async def poll_once(self) -> int:
         """One tracking pass: one list request per counter with open uploads; returns how

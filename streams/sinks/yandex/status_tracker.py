@@ -88,10 +88,18 @@ class OpenUpload:
             return None
 
 
+BudgetSnapshot = tuple[float, int]
+"""(when the quota day ends, requests used that day): :meth:`DailyBudget.snapshot`."""
+
+
 class OpenUploadStore(Protocol):
-    """Where the open uploads live between restarts."""
+    """Where the open uploads (and the day's request count) live between restarts."""
 
     async def load(self) -> list[OpenUpload]: ...
+
+    async def load_budget(self, login: str) -> BudgetSnapshot | None: ...
+
+    async def save_budget(self, login: str, snapshot: BudgetSnapshot) -> None: ...
 
     async def opened(self, upload: OpenUpload) -> None: ...
 
@@ -106,9 +114,16 @@ class MemoryOpenUploads:
 
     def __init__(self) -> None:
         self.uploads: dict[bytes, OpenUpload] = {}
+        self.budgets: dict[str, BudgetSnapshot] = {}
 
     async def load(self) -> list[OpenUpload]:
         return list(self.uploads.values())
+
+    async def load_budget(self, login: str) -> BudgetSnapshot | None:
+        return self.budgets.get(login)
+
+    async def save_budget(self, login: str, snapshot: BudgetSnapshot) -> None:
+        self.budgets[login] = snapshot
 
     async def opened(self, upload: OpenUpload) -> None:
         self.uploads[upload.key] = upload

@@ -102,3 +102,17 @@ def test_a_reserve_is_left_for_others() -> None:
     assert not budget.try_spend(keep=2)  # 8 used: the last 2 are kept
     assert budget.try_spend(2)
     assert budget.used == 10
+
+
+def test_a_snapshot_restores_todays_count_but_not_yesterdays() -> None:
+    clock = Clock(at("2026-12-06T10:00:00"))
+    before = DailyBudget(100, clock)
+    assert before.try_spend(40)
+    snapshot = before.snapshot()
+    after = DailyBudget(100, clock)  # the restarted process
+    after.restore(*snapshot)
+    assert after.used == 40
+    clock.now = at("2026-12-07T00:00:01").timestamp()
+    tomorrow = DailyBudget(100, clock)
+    tomorrow.restore(*snapshot)
+    assert tomorrow.used == 0
