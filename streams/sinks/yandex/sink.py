@@ -228,9 +228,7 @@ class YandexMetricaSink:
         Metrica has no cheap token check that needs no counter, so a bad token shows up
         on the first upload as YANDEX_AUTH_FAILED rather than here.
         """
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-            self._semaphore = asyncio.Semaphore(self._max_concurrency)
+        await self.setup_session()
         if self._poller is None and not self._dry_run:
             await self._tracker.start()
             await self._restore_budget()

@@ -27,6 +27,7 @@ Who calls what::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -177,10 +178,11 @@ class UploadStatusTracker:
         return len(self._open)
 
     async def add(self, upload: OpenUpload) -> None:
-        """Remember an accepted upload, durably, before its events' results go out."""
-        await self._store.opened(upload)
+        """Remember an accepted upload, durably, before its events' results go out. When the
+        store fails (raised to the caller), it is still followed until this process stops."""
         self._open[upload.key] = upload
         self._metrics.yandex_uploads_tracked.set(len(self._open))
+        await self._store.opened(upload)
 
     async def poll_once(self) -> int:
         """One list call per counter with open uploads; report the finished ones. Returns
@@ -188,17 +190,18 @@ class UploadStatusTracker:
         by_counter: dict[str, list[OpenUpload]] = {}
         for upload in self._open.values():
             by_counter.setdefault(upload.counter, []).append(upload)
-        calls = 0
-        for counter, uploads in by_counter.items():
-            calls += 1
-            listed = await self._list(counter)
-            if listed is None:
-                continue
-            found = {str(item.get("id")): item for item in listed if isinstance(item, Mapping)}
-            for upload in uploads:
-                await self._settle(upload, found.get(upload.upload_id))
+        # Concurrently: the sink's request limit (3 per token) paces them.
+        await asyncio.gather(*(self._pass(c, uploads) for c, uploads in by_counter.items()))
         self._metrics.yandex_uploads_tracked.set(len(self._open))
-        return calls
+        return len(by_counter)
+
+    async def _pass(self, counter: str, uploads: list[OpenUpload]) -> None:
+        listed = await self._list(counter)
+        if listed is None:
+            return
+        found = {str(item.get("id")): item for item in listed if isinstance(item, Mapping)}
+        for upload in uploads:
+            await self._settle(upload, found.get(upload.upload_id))
 
     async def _settle(self, upload: OpenUpload, uploading: Mapping[str, Any] | None) -> None:
         status = str(uploading.get("status", "")) if uploading is not None else ""
