@@ -469,6 +469,13 @@ def _password_from_file(path: Path) -> str:
     return password
 
 
+YANDEX_DEFAULT_BATCH_WINDOW_SECONDS = 300.0
+"""Yandex's micro-batch window when neither CONVSTREAM_BATCH_WINDOW_SECONDS_YANDEX_METRICA nor
+CONVSTREAM_BATCH_WINDOW_SECONDS is set: one upload per counter per 5 minutes is at most 288
+a day, so 500 counters' busy ones fit Metrica's 5,000 requests a day per login together with
+the status reads (bench/bench_yandex_budget.py)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The worker's and the CLI's configuration (contract names: README.md, "Configuration")."""
@@ -568,12 +575,39 @@ class Settings:
     yandex_api_url: str = "https://api-metrika.yandex.net"
     yandex_max_file_bytes: int = 1_000_000_000
     """Largest CSV file per upload; bigger batches are split (Metrica's limit is 1 GB)."""
-    yandex_status_poll_seconds: float = 60.0
-    """How often the status of each Yandex upload is polled until it is final."""
+    yandex_status_poll_seconds: float = 1800.0
+    """How often the status tracker lists the uploads of each counter with uploads still
+    open (one request per counter per pass). 30 minutes: Metrica takes up to 2 hours to
+    process a file, and every pass is counted against the 5,000 requests a day per login
+    (a counter with an upload open all day costs 48 a day, where 60 s cost 1,440)."""
     yandex_request_timeout_seconds: float = 300.0
     credentials: CredentialsMapSettings | None = None
     """CONVSTREAM_CREDENTIALS_FILE and its companions; None: one credential set, from the
     variables above (the map's ``default`` set when a map is given)."""
+
+    batch_window_seconds_google_ads: float | None = None
+    """CONVSTREAM_BATCH_WINDOW_SECONDS_GOOGLE_ADS; None: :attr:`batch_window_seconds`."""
+    batch_window_seconds_yandex_metrica: float | None = None
+    """CONVSTREAM_BATCH_WINDOW_SECONDS_YANDEX_METRICA; None: :attr:`batch_window_seconds`.
+    From the environment, unset means CONVSTREAM_BATCH_WINDOW_SECONDS when that is set, else
+    :data:`YANDEX_DEFAULT_BATCH_WINDOW_SECONDS` (Metrica allows 5,000 requests a day per
+    login: a 10 s window would spend them on a few busy counters before noon)."""
+    yandex_daily_request_budget: int = 5000
+    """CONVSTREAM_YANDEX_DAILY_REQUEST_BUDGET: Management API requests this worker makes per
+    day per OAuth token (uploads and status reads together); Metrica's quota is 5,000 per
+    login. Several replicas sharing a token each need their share."""
+    yandex_quota_reset_utc_offset_hours: float = 0.0
+    """CONVSTREAM_YANDEX_QUOTA_RESET_UTC_OFFSET_HOURS: the time zone whose midnight starts
+    Metrica's quota day. Metrica's quota page says 00:00 GMT (0); Yandex Audience's says
+    Moscow midnight (3)."""
+
+    def batch_window_for(self, destination: str) -> float:
+        """The micro-batch window of ``destination`` (the batch stage's flush scheduler)."""
+        chosen = {
+            "google_ads": self.batch_window_seconds_google_ads,
+            "yandex_metrica": self.batch_window_seconds_yandex_metrica,
+        }.get(destination)
+        return self.batch_window_seconds if chosen is None else chosen
 
     @property
     def google_api(self) -> GoogleUploadApi | None:
@@ -747,6 +781,32 @@ class Settings:
                 float,
                 1,
                 3600,
+            ),
+            batch_window_seconds_google_ads=read.number(
+                "CONVSTREAM_BATCH_WINDOW_SECONDS_GOOGLE_ADS", None, float, 0.01, 86_400
+            ),
+            batch_window_seconds_yandex_metrica=read.number(
+                "CONVSTREAM_BATCH_WINDOW_SECONDS_YANDEX_METRICA",
+                None
+                if read.is_set("CONVSTREAM_BATCH_WINDOW_SECONDS")
+                else (YANDEX_DEFAULT_BATCH_WINDOW_SECONDS),
+                float,
+                0.01,
+                86_400,
+            ),
+            yandex_daily_request_budget=read.number(
+                "CONVSTREAM_YANDEX_DAILY_REQUEST_BUDGET",
+                defaults.yandex_daily_request_budget,
+                int,
+                1,
+                1_000_000,
+            ),
+            yandex_quota_reset_utc_offset_hours=read.number(
+                "CONVSTREAM_YANDEX_QUOTA_RESET_UTC_OFFSET_HOURS",
+                defaults.yandex_quota_reset_utc_offset_hours,
+                float,
+                -12,
+                14,
             ),
             google_ads=google_ads,
             data_manager=data_manager,
@@ -1167,6 +1227,10 @@ class _Reader:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+
+    def is_set(self, name: str) -> bool:
+        """Whether ``name`` has a (non-blank) value."""
+        return self._raw(name) is not None
 
     def _raw(self, name: str) -> str | None:
         value = self._env.get(name)

@@ -305,6 +305,9 @@ def _worker(
         # The embedded broker joins a group only after half the session timeout.
         "CONVSTREAM_SESSION_TIMEOUT_SECONDS": "3",
         "CONVSTREAM_BATCH_WINDOW_SECONDS": "1",
+        # Production's Yandex window is minutes (Metrica's daily request quota); the demo
+        # sends a few events and wants their results now.
+        "CONVSTREAM_BATCH_WINDOW_SECONDS_YANDEX_METRICA": "1",
         "CONVSTREAM_BATCH_PARTITIONS": "4",
         # One node: the internal topics get replication factor 1, min.insync.replicas 1.
         **ONE_NODE_TOPIC_ENV,

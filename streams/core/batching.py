@@ -25,26 +25,43 @@ _log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class _Buffer(Generic[T]):
     opened_at: float
+    due_at: float
     items: list[T] = field(default_factory=list)
 
 
 class MicroBatcher(Generic[K, T]):
     """Collects items per key; a key's batch is ready at ``max_size`` items or once its
-    oldest item is ``window`` seconds old. Callers pass the current time in."""
+    oldest item is its window old. Callers pass the current time in.
 
-    def __init__(self, max_size: int, window: float) -> None:
+    ``window_for`` gives a key its own window (the batch stage: one per destination, since
+    Yandex counts requests per day where Google counts them per second); without it, or
+    for keys it answers None, ``window`` applies. A key's window is read when its buffer
+    opens, so a batch's deadline never moves."""
+
+    def __init__(
+        self,
+        max_size: int,
+        window: float,
+        window_for: Callable[[K], float | None] | None = None,
+    ) -> None:
         if max_size < 1 or window <= 0:
             raise ValueError("max_size must be >= 1 and window > 0")
         self.max_size = max_size
         self.window = window
+        self._window_for = window_for
         self._buffers: dict[K, _Buffer[T]] = {}
         self._count = 0
+
+    def window_of(self, key: K) -> float:
+        """The window a batch of ``key`` waits at most."""
+        chosen = self._window_for(key) if self._window_for is not None else None
+        return self.window if chosen is None or chosen <= 0 else chosen
 
     def add(self, key: K, item: T, now: float) -> list[T] | None:
         """Buffer ``item``; returns the key's batch when this item filled it."""
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = self._buffers[key] = _Buffer(now)
+            buffer = self._buffers[key] = _Buffer(now, now + self.window_of(key))
         buffer.items.append(item)
         self._count += 1
         if len(buffer.items) >= self.max_size:
@@ -53,7 +70,7 @@ class MicroBatcher(Generic[K, T]):
 
     def due(self, now: float) -> list[tuple[K, list[T]]]:
         """Take every batch whose oldest item has waited a whole window."""
-        keys = [key for key, b in self._buffers.items() if now - b.opened_at >= self.window]
+        keys = [key for key, b in self._buffers.items() if now >= b.due_at]
         return [(key, self._take(key)) for key in keys]
 
     def drain(self, keys: Callable[[K], bool] | None = None) -> list[tuple[K, list[T]]]:
@@ -65,7 +82,7 @@ class MicroBatcher(Generic[K, T]):
         """When the oldest buffered batch becomes due; None when nothing is buffered."""
         if not self._buffers:
             return None
-        return min(b.opened_at for b in self._buffers.values()) + self.window
+        return min(b.due_at for b in self._buffers.values())
 
     def __len__(self) -> int:
         """Items buffered across all keys."""

@@ -44,6 +44,7 @@ class TopicRole(StrEnum):
     BATCHES = "batches"
     CHANGELOG = "dedupe changelog"
     LEADER = "faust leader"
+    YANDEX_UPLOADS = "yandex open uploads"
 
 
 def batch_topic_name(app_id: str) -> str:
@@ -61,6 +62,13 @@ def leader_topic_name(app_id: str) -> str:
     """Faust's leader-election topic (one partition, never written; its one partition is
     assigned to one member, the leader). Named as Faust names it."""
     return f"{app_id}-__assignor-__leader"
+
+
+def yandex_uploads_topic_name(app_id: str) -> str:
+    """The compacted topic of Yandex uploads whose final status is still owed
+    (:mod:`streams.sinks.yandex.status_tracker`): read back at start-up, so status tracking
+    survives restarts."""
+    return f"{app_id}-yandex-uploads"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,15 @@ def topic_specs(settings: Settings, batch_record_bytes: int) -> tuple[TopicSpec,
             1,
             replicas,
             delete,
+            internal=True,
+        ),
+        TopicSpec(
+            yandex_uploads_topic_name(settings.app_id),
+            TopicRole.YANDEX_UPLOADS,
+            1,  # a few thousand small records, read whole at start-up
+            replicas,
+            # Compacted: one record per upload, its tombstone once its status is published.
+            {MIN_INSYNC: insync, CLEANUP: "compact"},
             internal=True,
         ),
     )

@@ -256,6 +256,28 @@ class Metrics:
             ["counter", "result"],
             registry=registry,
         )
+        # The Yandex daily request budget (label: login, the first 8 hex digits of the
+        # token's SHA-256: one per configured token, never the token). streams.core.daily_budget.
+        self.yandex_quota_used = Gauge(
+            "convstream_yandex_quota_requests_used",
+            "Metrica Management API requests this worker counted today (uploads and status "
+            "reads; the quota day starts at CONVSTREAM_YANDEX_QUOTA_RESET_UTC_OFFSET_HOURS).",
+            ["login"],
+            registry=registry,
+        )
+        self.yandex_quota_limit = Gauge(
+            "convstream_yandex_quota_requests_limit",
+            "This worker's Metrica requests per day (CONVSTREAM_YANDEX_DAILY_REQUEST_BUDGET).",
+            ["login"],
+            registry=registry,
+        )
+        self.yandex_quota_exhausted = Counter(
+            "convstream_yandex_quota_exhausted_total",
+            "Yandex requests held back because the day's quota is spent: budget (this "
+            "worker's count), server (Metrica answered its daily-quota error).",
+            ["login", "reason"],
+            registry=registry,
+        )
         # Google Data Manager: the client-side quota (labels: Google Cloud project id, quota
         # mutate|read, window minute|day) and request-status tracking (labels: customer id
         # digits, Google's enum names). streams.sinks.data_manager.{quota,request_status}.

@@ -19,9 +19,12 @@ import mode
 import orjson
 
 from streams.config import ConfigError, DedupeStore, GoogleUploadApi, Settings
+from streams.core.daily_budget import DailyBudget
 from streams.core.events import warm_up
+from streams.core.topics import yandex_uploads_topic_name
 from streams.kafka.changelog_restore import restore_changelog
 from streams.kafka.clients import PREFLIGHT_SECONDS, KafkaConnectError, check_connection
+from streams.kafka.open_uploads import KafkaOpenUploads
 from streams.kafka.producer import OutputProducer, Record
 from streams.kafka.topics import check_at_startup, max_record_bytes
 from streams.ops.http_endpoints import Readiness
@@ -76,6 +79,12 @@ def build_sinks(
     if "google_ads" not in sinks and settings.google_api is not None:
         sinks["google_ads"] = _google_sink(settings, metrics, on_status, shared)
     if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
+        # One budget per token (Metrica counts per login), shared by uploads and status
+        # reads; the open uploads in Kafka, so status tracking survives restarts.
+        budget = DailyBudget(
+            settings.yandex_daily_request_budget,
+            reset_utc_offset_hours=settings.yandex_quota_reset_utc_offset_hours,
+        )
         sinks["yandex_metrica"] = YandexMetricaSink(
             settings.yandex_oauth_token,
             settings.yandex_api_url,
@@ -86,6 +95,10 @@ def build_sinks(
             poll_interval=settings.yandex_status_poll_seconds,
             request_timeout=settings.yandex_request_timeout_seconds,
             secrets=settings.secrets,
+            budget=budget,
+            open_uploads=KafkaOpenUploads(
+                settings.kafka, yandex_uploads_topic_name(settings.app_id)
+            ),
         )
     return sinks
 

@@ -26,7 +26,8 @@ until ``CONVSTREAM_RETRY_MAX_SECONDS`` runs out; the events then become ``failed
 and dead letters. A rebalance or shutdown cuts the waits short; events still retrying
 then are carried over (re-sent as a chunk to their own partition) rather than failed.
 Each batch key flushes in its own task, so one slow account never holds up the others.
-A destination's batch limit is its sink's ``max_batch_events``.
+A destination's batch limit is its sink's ``max_batch_events``; its window is
+:meth:`Settings.batch_window_for` (CONVSTREAM_BATCH_WINDOW_SECONDS_<DESTINATION>).
 """
 
 from __future__ import annotations
@@ -133,7 +134,11 @@ class BatchPipeline:
         )
         self._interrupt = asyncio.Event()
         self.scheduler: FlushScheduler[BatchKey, Pending] = FlushScheduler(
-            MicroBatcher(settings.batch_max_size, settings.batch_window_seconds),
+            MicroBatcher(
+                settings.batch_max_size,
+                settings.batch_window_seconds,
+                window_for=lambda key: settings.batch_window_for(key.destination),
+            ),
             self._flush,
             monotonic,
         )

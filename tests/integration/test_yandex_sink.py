@@ -24,6 +24,7 @@ from streams.sinks.yandex.sink import YandexMetricaSink
 from tests.support.event_factory import encode, yandex
 
 TOKEN = "test-token-s3cr3t"
+MIDNIGHT = 86_400.0 * 20_800  # a midnight GMT (2026-12-13): quota days start there
 
 
 def event(n: int, **extra: Any) -> Event:
@@ -554,7 +555,13 @@ async def test_10000_foreign_counters_create_a_bounded_number_of_series(
     """Counters come from event data: a producer sending 10,000 counters the token cannot
     use gets them all refused, and the per-counter metric holds the cap plus ``other``."""
     metrics = Metrics(accounts=AccountLabels(cap=20))
-    sink = YandexMetricaSink("not-the-token", server.url, metrics=metrics, poll_interval=60)
+    sink = YandexMetricaSink(
+        "not-the-token",
+        server.url,
+        metrics=metrics,
+        poll_interval=60,
+        daily_request_budget=20_000,  # 10,000 requests: more than a real day's quota
+    )
     try:
         for start in range(0, 10_000, 500):
             await asyncio.gather(
@@ -739,3 +746,168 @@ async def test_a_phone_number_metrica_quotes_about_a_refused_call_never_reaches_
     for raw in ("+74957397002", "74957397002", "+7 495 739-70-02"):
         assert raw not in message
         assert raw not in caplog.text
+
+
+# --- issue 20: statuses by list, the daily request quota -----------------------------------
+
+
+async def test_statuses_are_read_with_one_list_call_per_counter(metrics: Metrics) -> None:
+    """Six open uploads on two counters cost two requests per pass, not six."""
+    received: list[dict[str, Any]] = []
+
+    async def publish(record: dict[str, Any]) -> None:
+        received.append(record)
+
+    with FakeYandex(TOKEN, polls_before_final=0) as server:
+        sink = YandexMetricaSink(
+            TOKEN, server.url, metrics=metrics, poll_interval=3600, on_status=publish
+        )
+        await sink.setup()
+        try:
+            for n in range(6):
+                counter = "111" if n % 2 else "222"
+                await sink.write(batch([event(n, counter_id=counter)], f"b-{n}"))
+            assert sink.tracked_uploads == 6
+            before = len(server.requests)
+            assert await sink.poll_once() == 2
+            reads = server.requests[before:]
+        finally:
+            await sink.aclose()
+    assert sorted(path for _, path, _ in reads) == [
+        "/management/v1/counter/111/offline_conversions/uploadings",
+        "/management/v1/counter/222/offline_conversions/uploadings",
+    ]
+    assert sorted(r["batch_id"] for r in received) == [f"b-{n}" for n in range(6)]
+    assert sink.tracked_uploads == 0
+
+
+async def test_a_spent_day_budget_holds_the_batch_back_and_resumes_after_the_reset(
+    server: FakeYandex, metrics: Metrics
+) -> None:
+    """Budget 2 a day: the third batch is not sent; its events are retryable and parked
+    until the reset (not rejected, not dead-lettered); after the reset it uploads."""
+    from streams.core.daily_budget import DailyBudget, login_label
+
+    now = [MIDNIGHT - 100]  # 100 s before a midnight GMT
+    budget = DailyBudget(2, lambda: now[0])
+    sink = YandexMetricaSink(TOKEN, server.url, metrics=metrics, budget=budget, poll_interval=3600)
+    try:
+        for n in range(2):
+            [outcome] = await sink.write(batch([event(n)], f"b-{n}"))
+            assert outcome.status == "uploaded"
+        sent = len(server.requests)
+        held = await sink.write(batch([event(7), event(8)], "b-held"))
+        assert len(server.requests) == sent  # no request made
+        assert [(o.status, o.code, o.park) for o in held] == [
+            ("retryable", "YANDEX_QUOTA_EXHAUSTED", True)
+        ] * 2
+        assert held[0].retry_after == pytest.approx(100)
+        label = login_label(TOKEN)
+        assert sample(metrics, "convstream_yandex_quota_requests_used", login=label) == 2
+        assert sample(metrics, "convstream_yandex_quota_requests_limit", login=label) == 2
+        assert (
+            sample(metrics, "convstream_yandex_quota_exhausted_total", login=label, reason="budget")
+            == 1
+        )
+        assert TOKEN not in generate_latest(metrics.registry).decode()
+        now[0] += 101  # the quota day reset
+        resumed = await sink.write(batch([event(7), event(8)], "b-held"))
+        assert [o.status for o in resumed] == ["uploaded"] * 2
+    finally:
+        await sink.aclose()
+
+
+@pytest.mark.parametrize("status", [420, 429])
+async def test_metricas_own_daily_quota_answer_holds_work_until_the_reset(
+    server: FakeYandex, metrics: Metrics, status: int
+) -> None:
+    """The sandbox's quota (1 request a day) runs out before this worker's budget: Metrica's
+    answer parks the batch, spends the rest of the day's budget (no more requests sent),
+    and the next day uploads."""
+    from streams.core.daily_budget import DailyBudget
+
+    now = [MIDNIGHT - 3600]
+    server.daily_quota, server.quota_status = 1, status
+    sink = YandexMetricaSink(
+        TOKEN, server.url, metrics=metrics, budget=DailyBudget(5000, lambda: now[0])
+    )
+    try:
+        [first] = await sink.write(batch([event(1)], "b-1"))
+        assert first.status == "uploaded"
+        [refused] = await sink.write(batch([event(2)], "b-2"))
+        assert (refused.status, refused.code, refused.park) == (
+            "retryable",
+            "YANDEX_QUOTA_EXHAUSTED",
+            True,
+        )
+        assert refused.retry_after == pytest.approx(3600)
+        assert sink.budget.remaining == 0
+        sent = len(server.requests)
+        [again] = await sink.write(batch([event(2)], "b-2"))
+        assert again.code == "YANDEX_QUOTA_EXHAUSTED"
+        assert len(server.requests) == sent
+        server.reset_quota()
+        now[0] += 3601
+        [resumed] = await sink.write(batch([event(2)], "b-2"))
+        assert resumed.status == "uploaded"
+    finally:
+        await sink.aclose()
+
+
+async def test_a_per_second_limit_is_not_mistaken_for_the_daily_quota(
+    sink: YandexMetricaSink, server: FakeYandex
+) -> None:
+    server.fail_next(429, message="Too many requests from this IP per second")
+    with pytest.raises(RetryableSinkError) as raised:
+        await sink.write(batch([event(1)]))
+    assert raised.value.code == "YANDEX_RATE_LIMITED"
+    assert sink.budget.remaining > 0
+
+
+async def test_status_reads_count_against_the_budget_and_wait_when_it_is_spent(
+    server: FakeYandex, metrics: Metrics
+) -> None:
+    from streams.core.daily_budget import DailyBudget
+
+    now = [MIDNIGHT - 60]
+    server.polls_before_final = 0
+    sink = YandexMetricaSink(
+        TOKEN, server.url, metrics=metrics, budget=DailyBudget(1, lambda: now[0])
+    )
+    try:
+        await sink.write(batch([event(1)]))  # the day's one request
+        sent = len(server.requests)
+        await sink.poll_once()
+        assert len(server.requests) == sent
+        assert sink.tracked_uploads == 1
+        now[0] += 61
+        await sink.poll_once()
+        assert sink.tracked_uploads == 0
+    finally:
+        await sink.aclose()
+
+
+async def test_status_reads_leave_a_fifth_of_the_day_for_uploads(
+    server: FakeYandex, metrics: Metrics
+) -> None:
+    """Budget 10: eight requests spent, status reads stop (the last two are the uploads'),
+    and an upload still goes through."""
+    from streams.core.daily_budget import DailyBudget
+
+    server.polls_before_final = 1_000
+    sink = YandexMetricaSink(
+        TOKEN, server.url, metrics=metrics, budget=DailyBudget(10, lambda: MIDNIGHT + 60)
+    )
+    try:
+        for n in range(4):
+            await sink.write(batch([event(n)], f"b-{n}"))
+        for _ in range(4):
+            await sink.poll_once()  # one counter: one list call per pass
+        assert sink.budget.used == 8
+        sent = len(server.requests)
+        await sink.poll_once()
+        assert len(server.requests) == sent  # deferred: 2 left, kept for uploads
+        [outcome] = await sink.write(batch([event(9)], "b-9"))
+        assert outcome.status == "uploaded"
+    finally:
+        await sink.aclose()

@@ -4,11 +4,13 @@ upload-status record on its own topic, valid against schemas/upload_status.schem
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
 import jsonschema
+import orjson
 import pytest
 
 from streams.core.events import schema_document
@@ -234,3 +236,47 @@ def test_chats_upload_and_a_refused_chat_is_the_only_dead_letter(
     [letter] = [headers_of(m) for m in dead_letters.messages]
     assert letter["convstream.event_id"] == "ych-4"
     assert letter["convstream.error.code"] == "YANDEX_BAD_REQUEST"
+
+
+def test_upload_status_tracking_survives_a_worker_sigkill(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The worker uploads, is SIGKILLed while Metrica still processes the file, and a new
+    worker process (no memory shared) reads the open upload back from
+    ``<app_id>-yandex-uploads`` and publishes its status once Metrica finished it, without
+    uploading again."""
+    topics = Topics(kafka_bootstrap)
+    sent = produce(kafka_bootstrap, topics.input, [encode(yandex(n)) for n in range(1, 3)], b"k")
+    with (
+        FakeYandex("test-token", polls_before_final=1_000_000) as server,
+        WorkerProcess(
+            topics,
+            tmp_path,
+            CONVSTREAM_RECORDING_SINK="google_ads",
+            YANDEX_METRICA_OAUTH_TOKEN="test-token",
+            YANDEX_METRICA_API_URL=server.url,
+            CONVSTREAM_YANDEX_STATUS_POLL_SECONDS="0.2",
+        ) as worker,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+        TopicReader(kafka_bootstrap, topics.upload_status) as status_topic,
+    ):
+        worker.start()
+        results.wait_for(sent, timeout=60)
+        listed = "/management/v1/counter/44147844/offline_conversions/uploadings"
+        wait_until(
+            lambda: any(path == listed for _, path, _ in server.requests),
+            20,
+            "the first worker lists the counter's uploads",
+        )
+        worker.stop(signal.SIGKILL)
+        [upload] = server.uploads
+        upload.statuses = ["PROCESSED"]  # Metrica finished while no worker ran
+        worker.start()
+        [record] = [m for m in status_topic.wait_for(1, timeout=60)]
+        assert worker.stop() == 0
+        status = orjson.loads(record.value())
+        upload_ids = {v["upload_id"] for v in results.values()}
+
+    assert status["status"] == "PROCESSED"
+    assert upload_ids == {status["upload_id"]} == {str(upload.id)}
+    assert len(server.uploads) == 1  # the restart did not upload again

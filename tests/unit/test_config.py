@@ -176,7 +176,9 @@ def test_yandex_defaults_leave_the_destination_unconfigured() -> None:
     assert settings.yandex_oauth_token is None
     assert settings.yandex_api_url == "https://api-metrika.yandex.net"
     assert settings.yandex_max_file_bytes == 1_000_000_000
-    assert settings.yandex_status_poll_seconds == 60.0
+    assert (
+        settings.yandex_status_poll_seconds == 1800.0
+    )  # Metrica processes for up to 2 h; each pass costs quota
 
 
 def test_yandex_settings_are_read_and_the_token_is_never_shown() -> None:
@@ -673,3 +675,51 @@ def test_settings_list_every_configured_secret() -> None:
         }
     )
     assert set(settings.secrets) == {"ya-token", "dev-token", "client-secret", "refresh-token"}
+
+
+def test_batch_windows_per_destination() -> None:
+    """Unset, Yandex waits 300 s (Metrica's daily request quota) and Google the common
+    window; CONVSTREAM_BATCH_WINDOW_SECONDS set is both destinations' fallback; each
+    destination's own variable wins."""
+    defaults = Settings.from_env({})
+    assert defaults.batch_window_for("google_ads") == 10
+    assert defaults.batch_window_for("yandex_metrica") == 300
+    common = Settings.from_env({"CONVSTREAM_BATCH_WINDOW_SECONDS": "0.5"})
+    assert common.batch_window_for("google_ads") == 0.5
+    assert common.batch_window_for("yandex_metrica") == 0.5
+    own = Settings.from_env(
+        {
+            "CONVSTREAM_BATCH_WINDOW_SECONDS": "0.5",
+            "CONVSTREAM_BATCH_WINDOW_SECONDS_GOOGLE_ADS": "2",
+            "CONVSTREAM_BATCH_WINDOW_SECONDS_YANDEX_METRICA": "600",
+        }
+    )
+    assert own.batch_window_for("google_ads") == 2
+    assert own.batch_window_for("yandex_metrica") == 600
+    assert Settings(batch_window_seconds=0.1).batch_window_for("yandex_metrica") == 0.1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CONVSTREAM_BATCH_WINDOW_SECONDS_GOOGLE_ADS",
+        "CONVSTREAM_BATCH_WINDOW_SECONDS_YANDEX_METRICA",
+        "CONVSTREAM_YANDEX_DAILY_REQUEST_BUDGET",
+        "CONVSTREAM_YANDEX_QUOTA_RESET_UTC_OFFSET_HOURS",
+    ],
+)
+def test_yandex_budget_and_window_variables_are_validated(name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: "-100"})
+
+
+def test_yandex_budget_variables_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "CONVSTREAM_YANDEX_DAILY_REQUEST_BUDGET": "1200",
+            "CONVSTREAM_YANDEX_QUOTA_RESET_UTC_OFFSET_HOURS": "3",
+        }
+    )
+    assert settings.yandex_daily_request_budget == 1200
+    assert settings.yandex_quota_reset_utc_offset_hours == 3
+    assert Settings.from_env({}).yandex_daily_request_budget == 5000

@@ -26,7 +26,18 @@ days), the counter document's ``offline_calls_extended_threshold`` and
 ``POST .../offline_conversions/calls_extended_threshold``, the API-only switch that
 enables the extended calls window (it sets ``FakeCounter.calls_extended_threshold``).
 
-The management reads ``convstream doctor`` makes, ``GET /management/v1/counter/{id}``
+
+Status reads: ``GET .../offline_conversions/uploading/{id}`` (one upload) and ``GET
+.../offline_conversions/uploadings`` (the counter's uploads, as Metrica's "List of uploads of
+offline conversions"); each read of an upload, alone or in the list, moves it one step along
+its status progression.
+
+Daily quota: :attr:`FakeYandex.daily_quota` (None: none) counts every upload and status read
+of the token per day (:attr:`quota_day_seconds` long, days aligned on the epoch as Metrica's
+GMT days are); past it Metrica's answer: HTTP :attr:`quota_status` (429; its English page says
+420) with a message naming the per-day quota, until the day ends or :meth:`reset_quota`.
+
+The two management reads ``convstream doctor`` makes, ``GET /management/v1/counter/{id}``
 and ``.../{id}/goals``, answer from :attr:`FakeYandex.counters` (a test scripts them with
 :class:`FakeCounter` and :class:`FakeGoal`). Their token rules are finer than the upload's,
 so the doctor's 401 and 403 can both be produced: a token the fake does not know at all
@@ -147,6 +158,7 @@ class FakeYandex:
         self.refused_row_message = "line {line}: the row holds a value Metrica does not accept"
         self.uploads: list[Upload] = []
         self._upload_by_id: dict[int, Upload] = {}
+        self._uploads_by_counter: dict[str, list[Upload]] = {}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
         self.status_failures = 0  # the next N status requests answer 500
         self.in_flight = 0
@@ -159,6 +171,11 @@ class FakeYandex:
         self.management_delay = 0.0
         self.management_in_flight = 0
         self.management_max_in_flight = 0
+        self.daily_quota: int | None = None
+        self.quota_status = 429
+        self.quota_day_seconds = 86_400.0
+        self.quota_used = 0
+        self._quota_day = -1
         self._next_id = 1000
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -183,6 +200,32 @@ class FakeYandex:
             self._failures.append(
                 _Failure(status, "Too many requests", retry_after, until=time.monotonic() + seconds)
             )
+
+    def reset_quota(self) -> None:
+        """Start a new quota day now (the test's midnight)."""
+        with self._lock:
+            self.quota_used = 0
+            self._quota_day = int(time.time() // self.quota_day_seconds)
+
+    def _over_quota(self, request: web.Request) -> web.Response | None:
+        """Count one request of the token; Metrica's refusal once the day's quota is spent."""
+        if self.daily_quota is None:
+            return None
+        with self._lock:
+            day = int(time.time() // self.quota_day_seconds)
+            if day > self._quota_day:
+                self._quota_day, self.quota_used = day, 0
+            self.quota_used += 1
+            over = self.quota_used > self.daily_quota
+        if not over:
+            return None
+        return self._error(
+            request,
+            self.quota_status,
+            f"Quota exceeded: {self.daily_quota} requests per day for the user "
+            "(quota type: requests per day per user_login)",
+            "quota_requests_by_uid",
+        )
 
     @property
     def url(self) -> str:
@@ -211,6 +254,7 @@ class FakeYandex:
         app.router.add_get(base + "/uploading/{upload_id}", self._status)
         app.router.add_get(base + "/visit_join_threshold", self._visit_join_threshold)
         app.router.add_post(base + "/calls_extended_threshold", self._enable_calls_window)
+        app.router.add_get(base + "/uploadings", self._list)
         app.router.add_get("/management/v1/counter/{counter}", self._counter)
         app.router.add_get("/management/v1/counter/{counter}/goals", self._goals)
         self._runner = web.AppRunner(app, access_log=None)
@@ -287,6 +331,9 @@ class FakeYandex:
         presented = auth.removeprefix("OAuth ")
         if not auth.startswith("OAuth ") or presented not in accepted - self.revoked:
             return self._error(request, 403, "Invalid oauth_token")
+        refused = self._over_quota(request)
+        if refused is not None:
+            return refused
         failure = self._scripted_failure()
         if failure is not None:
             headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
@@ -337,6 +384,7 @@ class FakeYandex:
         )
         self.uploads.append(upload)
         self._upload_by_id[upload.id] = upload
+        self._uploads_by_counter.setdefault(counter, []).append(upload)
         return self._answer(request, 200, {"uploading": self._uploading(upload, "PREPARED")})
 
     def revoke(self, token: str) -> None:
@@ -350,6 +398,9 @@ class FakeYandex:
             accepted |= ({tokens} if isinstance(tokens, str) else set(tokens)) - self.revoked
         if presented not in accepted:
             return self._error(request, 403, "Invalid oauth_token")
+        refused = self._over_quota(request)
+        if refused is not None:
+            return refused
         if self.status_failures > 0:
             self.status_failures -= 1
             return self._error(request, 500, "status backend unavailable")
@@ -357,8 +408,23 @@ class FakeYandex:
         upload = self._upload_by_id.get(wanted)  # O(1): soak runs track 100,000s of uploads
         if upload is None or upload.counter != request.match_info["counter"]:
             return self._error(request, 404, "uploading not found")
-        status = upload.statuses.pop(0) if len(upload.statuses) > 1 else upload.statuses[0]
-        return self._answer(request, 200, {"uploading": self._uploading(upload, status)})
+        return self._answer(request, 200, {"uploading": self._uploading(upload, _step(upload))})
+
+    async def _list(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"OAuth {self.token}":
+            return self._error(request, 403, "Invalid oauth_token")
+        refused = self._over_quota(request)
+        if refused is not None:
+            return refused
+        if self.status_failures > 0:
+            self.status_failures -= 1
+            return self._error(request, 500, "status backend unavailable")
+        counter = request.match_info["counter"]
+        listed = [
+            self._uploading(upload, _step(upload))
+            for upload in self._uploads_by_counter.get(counter, ())
+        ]
+        return self._answer(request, 200, {"uploadings": listed})
 
     def _refused_row(self, header: list[str], lines: list[list[str]]) -> str | None:
         """The scripted refusal of the first row holding a :attr:`refuse_rows` marker."""
@@ -476,6 +542,11 @@ class FakeYandex:
             "user_not_found_quantity": not_found if finished else 0,
             "linked_quantity": lines - not_found if finished else 0,
         }
+
+
+def _step(upload: Upload) -> str:
+    """The upload's status at this read; the next read sees the next one."""
+    return upload.statuses.pop(0) if len(upload.statuses) > 1 else upload.statuses[0]
 
 
 def _row_problem(header: list[str], lines: list[list[str]], upload_type: str) -> str | None:

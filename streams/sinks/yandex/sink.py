@@ -49,13 +49,25 @@ configured (or first N) counters and counts the rest as ``other``.
 Dry run: Metrica has no validate-only upload, so the CSV is built (which checks every
 row convstream can check) and nothing is sent; the events get ``validated``.
 
-Status tracking: each uploaded file's id is polled every ``poll_interval`` seconds until
-PROCESSED or LINKAGE_FAILURE; then one ``upload_status`` record goes to ``on_status``
-(the worker publishes it on CONVSTREAM_UPLOAD_STATUS_TOPIC, not on the results topic,
-which carries one record per input message) and the metrics are updated. An upload that
-stays unfinished for ``max_tracking_seconds`` (2 days) is logged and dropped. Tracking is
-in memory: uploads still pending at shutdown are logged and not followed after a restart
-(their events' results were published already; the status record is informational).
+Status tracking (:mod:`streams.sinks.yandex.status_tracker`): every ``poll_interval``
+seconds, one ``GET .../counter/{id}/offline_conversions/uploadings`` per counter with open
+uploads (not one request per upload); an upload listed PROCESSED or LINKAGE_FAILURE gets one
+``upload_status`` record on ``on_status`` (the worker publishes it on
+CONVSTREAM_UPLOAD_STATUS_TOPIC, not on the results topic, which carries one record per
+input message) and the metrics are updated. An upload unfinished for
+``max_tracking_seconds`` (2 days) is logged and dropped. The open uploads live in
+``open_uploads`` (the worker's: a compacted Kafka topic), so tracking resumes after a
+restart.
+
+Daily quota (:mod:`streams.core.daily_budget`): every request, upload or list, is counted
+against ``budget`` (CONVSTREAM_YANDEX_DAILY_REQUEST_BUDGET per day per token). A batch whose
+files do not all fit in what is left of the day is not sent: each of its events gets
+``retryable`` ``YANDEX_QUOTA_EXHAUSTED`` with ``retry_after`` = seconds until the quota day
+resets and ``park`` (the pipeline parks it in the delayed-retry topic rather than
+dead-lettering it). Status reads stop earlier, with 20% of the day's budget left
+(``upload_reserve``), and resume after the reset. Metrica's own daily-quota answer
+(420/429 whose message names the day's quota) is honoured the same way and spends the rest
+of the day's budget.
 """
 
 from __future__ import annotations
@@ -65,13 +77,14 @@ import contextlib
 import email.utils
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
 import orjson
 
+from streams.core.daily_budget import DailyBudget, login_label
 from streams.core.model import AccountBatch, EventOutcome
 from streams.core.outcomes import iso_utc
 from streams.core.secrets import SecretScrubber
@@ -92,13 +105,20 @@ from streams.sinks.yandex.csv_files import (
     build_files,
     subset_file,
 )
+from streams.sinks.yandex.status_tracker import (
+    FINAL_STATUSES,
+    MemoryOpenUploads,
+    OpenUpload,
+    OpenUploadStore,
+    StatusCallback,
+    UploadStatusTracker,
+)
 
 _log = logging.getLogger(__name__)
 
 DESTINATION: Final = "yandex_metrica"
 DEFAULT_API_URL: Final = "https://api-metrika.yandex.net"
 MAX_CONCURRENCY: Final = 3
-FINAL_STATUSES: Final = frozenset({"PROCESSED", "LINKAGE_FAILURE"})
 RETRYABLE_HTTP: Final = frozenset({420, 429})
 MESSAGE_LIMIT: Final = 500
 UPLOAD_ID_LIMIT: Final = 64
@@ -109,8 +129,19 @@ RATE_LIMITED: Final = "YANDEX_RATE_LIMITED"
 SERVER_ERROR: Final = "YANDEX_SERVER_ERROR"
 TIMEOUT: Final = "YANDEX_TIMEOUT"
 UNAVAILABLE: Final = "YANDEX_UNAVAILABLE"
+QUOTA_EXHAUSTED: Final = "YANDEX_QUOTA_EXHAUSTED"
+BUDGET_SAVE_EVERY: Final = 20
+"""The day's request count is saved to the open-uploads store every this many requests (and
+at each tracking pass and at shutdown): a crash forgets at most that many."""
+UPLOAD_RESERVE: Final = 0.2
+"""Status reads stop when only this share of the day's budget is left: the rest is for
+uploads (a status record is informational; an upload is the conversion itself)."""
+DAILY_QUOTA_WORDS: Final = ("day", "daily", "сутки", "суточн")
+"""A 420/429 whose message has one of these names Metrica's per-day quota (the quota page:
+"The message body contains information about the type of quota exceeded"); any other
+420/429 is the per-second or parallel-request limit, retried with backoff as before."""
 
-StatusCallback = Callable[[dict[str, Any]], Awaitable[None]]
+__all__ = ["FINAL_STATUSES", "StatusCallback", "YandexMetricaSink"]
 
 
 class YandexRejectedError(SinkError):
@@ -125,21 +156,15 @@ class YandexRowsRefusedError(YandexRejectedError):
     """A 400 about some rows of the file (not the request): worth splitting the file."""
 
 
+class YandexQuotaExhausted(RetryableSinkError):
+    """The day's request budget is spent (ours or Metrica's): hold work until the reset."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Reply:
     status: int
     retry_after: str | None
     body: bytes
-
-
-@dataclass(slots=True)
-class _Tracked:
-    """An upload whose final status is not known yet."""
-
-    counter: str
-    upload_id: str
-    batch_id: str
-    since: float
 
 
 class YandexMetricaSink:
@@ -166,10 +191,18 @@ class YandexMetricaSink:
         secrets: Iterable[str] = (),
         bisect_per_row: int = DEFAULT_PER_ROW,
         bisect_cap: int = DEFAULT_CAP,
+        budget: DailyBudget | None = None,
+        daily_request_budget: int = 5000,
+        open_uploads: OpenUploadStore | None = None,
+        upload_reserve: float = UPLOAD_RESERVE,
     ) -> None:
         """``secrets``: every other configured secret (:attr:`Settings.secrets`), scrubbed
         from Metrica's answers along with the token. ``bisect_per_row`` / ``bisect_cap``:
-        the extra-request budget for isolating refused rows (:func:`request_budget`)."""
+        the extra-request budget for isolating refused rows (:func:`request_budget`).
+        ``budget``: the token's daily request budget (default: ``daily_request_budget`` a
+        day from midnight GMT on ``clock``). ``open_uploads``: where tracked uploads outlive
+        the process (default: memory). ``upload_reserve``: the share of the day's budget
+        status reads never spend, so a busy day's status reads cannot hold uploads back."""
         if not token.strip():
             raise SinkConfigError(AUTH_FAILED, "YANDEX_METRICA_OAUTH_TOKEN is empty")
         self._headers: Final = {"Authorization": f"OAuth {token.strip()}"}
@@ -190,13 +223,34 @@ class YandexMetricaSink:
         self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._poller: asyncio.Task[None] | None = None
-        self._tracked: dict[tuple[str, str], _Tracked] = {}
         self._auth_logged: set[str] = set()
+        self._budget = budget or DailyBudget(daily_request_budget, clock)
+        self._upload_reserve = int(self._budget.limit * upload_reserve)
+        self._unsaved = 0
+        self._login = login_label(token)
+        self._store = open_uploads or MemoryOpenUploads()
+        self._tracker = UploadStatusTracker(
+            self.list_uploadings,
+            self._store,
+            status_record,
+            on_status=on_status,
+            metrics=self._metrics,
+            count_final=self._count_final,
+            max_tracking_seconds=max_tracking_seconds,
+            clock=clock,
+        )
+        self._report_budget()
 
     def __repr__(self) -> str:
         return f"YandexMetricaSink(api_url={self._api!r}, dry_run={self._dry_run})"
 
     # --- lifecycle ------------------------------------------------------------------------
+
+    async def setup_session(self) -> None:
+        """Open the HTTP session only (the tracker's requests need no poller)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._semaphore = asyncio.Semaphore(self._max_concurrency)
 
     async def setup(self) -> None:
         """Open the HTTP session and start the status poller (idempotent).
@@ -204,10 +258,10 @@ class YandexMetricaSink:
         Metrica has no cheap token check that needs no counter, so a bad token shows up
         on the first upload as YANDEX_AUTH_FAILED rather than here.
         """
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-            self._semaphore = asyncio.Semaphore(self._max_concurrency)
+        await self.setup_session()
         if self._poller is None and not self._dry_run:
+            await self._tracker.start()
+            await self._restore_budget()
             self._poller = asyncio.create_task(self._poll_forever(), name="yandex-status-poller")
 
     async def aclose(self) -> None:
@@ -218,19 +272,28 @@ class YandexMetricaSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
-        if self._tracked:
-            _log.warning(
-                "yandex status tracking stopped with uploads still pending count=%d",
-                len(self._tracked),
+        if len(self._tracker):
+            _log.info(
+                "yandex status tracking stopped with uploads still open count=%d "
+                "(kept in the open-uploads store: followed again after a restart)",
+                len(self._tracker),
             )
+        if self._unsaved:
+            await self._save_budget()
+        self._store.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     @property
     def tracked_uploads(self) -> int:
-        """Uploads whose final status is still being polled."""
-        return len(self._tracked)
+        """Uploads whose final status is still being followed."""
+        return len(self._tracker)
+
+    @property
+    def budget(self) -> DailyBudget:
+        """The token's daily request budget (shared by uploads and status reads)."""
+        return self._budget
 
     # --- writing --------------------------------------------------------------------------
 
@@ -253,6 +316,17 @@ class YandexMetricaSink:
                     outcomes[index] = EventOutcome("validated")
             return _complete(outcomes)
         parts = len(plan.files)
+        if parts and not self._budget.can_spend(parts):
+            # Not one request: a batch half-sent at the day's end would split its events'
+            # outcomes across two days for no gain.
+            self._metrics.yandex_quota_exhausted.labels(self._login, "budget").inc()
+            held = self._held(
+                f"{parts} Metrica request(s) needed, {self._budget.remaining} left today"
+            )
+            for file in plan.files:
+                for index in file.rows:
+                    outcomes[index] = held
+            return _complete(outcomes)
         answers = await asyncio.gather(
             *(self._upload(batch, file, n + 1, parts) for n, file in enumerate(plan.files)),
             return_exceptions=True,
@@ -264,7 +338,13 @@ class YandexMetricaSink:
             for index, outcome in answer.items():
                 outcomes[index] = outcome
                 results.append(outcome)
-        if results and not plan.rejected and all(o.status == "retryable" for o in results):
+        parked = any(o.park for o in results)
+        if (
+            results
+            and not plan.rejected
+            and not parked
+            and all(o.status == "retryable" for o in results)
+        ):
             first = results[0]
             hints = [o.retry_after for o in results if o.retry_after is not None]
             raise RetryableSinkError(
@@ -368,6 +448,8 @@ class YandexMetricaSink:
         try:
             reply = await self._request("POST", url, params=params, data=form)
             document = self._check(reply, counter, scrubber)
+        except YandexQuotaExhausted as exc:
+            return self._held(exc.message)
         except RetryableSinkError as exc:
             return EventOutcome("retryable", exc.code, exc.message, retry_after=exc.retry_after)
         except YandexRowsRefusedError as exc:
@@ -384,18 +466,75 @@ class YandexMetricaSink:
             return EventOutcome("uploaded")
         # The id goes into results: scrubbed and bounded like any text Metrica sends.
         upload_id = self._scrubber.scrub(str(raw_id), UPLOAD_ID_LIMIT)
-        self._tracked[(counter, upload_id)] = _Tracked(
-            counter, upload_id, batch.batch_id, self._clock()
-        )
-        self._metrics.yandex_uploads_tracked.set(len(self._tracked))
+        if not self._dry_run:
+            try:
+                await self._tracker.add(
+                    OpenUpload(counter, upload_id, batch.batch_id, self._clock())
+                )
+            except Exception as exc:  # the upload is done: its rows are uploaded regardless
+                _log.warning(
+                    "yandex open upload not stored upload_id=%s error=%s: its status is "
+                    "followed until this worker stops",
+                    upload_id,
+                    type(exc).__name__,
+                )
         return EventOutcome("uploaded", upload_id=upload_id)
+
+    def _held(self, why: str) -> EventOutcome:
+        """The outcome of every event held back until the quota day resets."""
+        wait = self._budget.seconds_until_reset()
+        return EventOutcome(
+            "retryable",
+            QUOTA_EXHAUSTED,
+            f"the day's Metrica request quota is spent ({why}); held until it resets "
+            f"in {wait:.0f}s",
+            retry_after=wait,
+            park=True,
+        )
+
+    async def _restore_budget(self) -> None:
+        """Count what this token's previous run used today (a restart must not start the
+        day's count from zero)."""
+        try:
+            snapshot = await self._store.load_budget(self._login)
+        except Exception as exc:
+            _log.warning("yandex request count not restored error=%s", type(exc).__name__)
+            return
+        if snapshot is not None:
+            self._budget.restore(*snapshot)
+            self._report_budget()
+
+    async def _save_budget(self) -> None:
+        self._unsaved = 0
+        try:
+            await self._store.save_budget(self._login, self._budget.snapshot())
+        except Exception as exc:  # counted in memory still; saved again later
+            _log.warning("yandex request count not saved error=%s", type(exc).__name__)
+
+    def _report_budget(self) -> None:
+        self._metrics.yandex_quota_used.labels(self._login).set(self._budget.used)
+        self._metrics.yandex_quota_limit.labels(self._login).set(self._budget.limit)
 
     # --- the HTTP boundary ----------------------------------------------------------------
 
-    async def _request(self, method: str, url: str, **kwargs: Any) -> _Reply:
-        """One request under the concurrency limit; transport failures become retryable."""
+    async def _request(self, method: str, url: str, *, keep: int = 0, **kwargs: Any) -> _Reply:
+        """One request under the concurrency limit and the daily budget; transport failures
+        become retryable, a spent budget YandexQuotaExhausted (nothing sent)."""
         assert self._session is not None
         assert self._semaphore is not None
+        if not self._budget.try_spend(keep=keep):
+            if not keep:
+                self._metrics.yandex_quota_exhausted.labels(self._login, "budget").inc()
+            self._report_budget()
+            raise YandexQuotaExhausted(
+                QUOTA_EXHAUSTED,
+                f"the day's budget of {self._budget.limit} Metrica requests is spent",
+                self._budget.seconds_until_reset(),
+            )
+        self._report_budget()
+        self._unsaved += 1
+        if self._unsaved >= BUDGET_SAVE_EVERY:
+            await self._save_budget()
         try:
             async with (
                 self._semaphore,
@@ -422,6 +561,22 @@ class YandexMetricaSink:
                 document = None
             return document if isinstance(document, dict) else {}
         message = error_text(reply.body, scrubber or self._scrubber) or f"HTTP {status}"
+        if status in RETRYABLE_HTTP and _names_daily_quota(message):
+            self._budget.exhaust()
+            self._report_budget()
+            self._metrics.yandex_quota_exhausted.labels(self._login, "server").inc()
+            _log.warning(
+                "yandex metrica says the day's request quota is spent http_status=%d "
+                "message=%s: holding requests until it resets in %.0fs",
+                status,
+                message,
+                self._budget.seconds_until_reset(),
+            )
+            raise YandexQuotaExhausted(
+                QUOTA_EXHAUSTED,
+                f"Metrica answered HTTP {status}: {message}",
+                self._budget.seconds_until_reset(),
+            )
         if status in RETRYABLE_HTTP or status >= 500:
             code = RATE_LIMITED if status in RETRYABLE_HTTP else SERVER_ERROR
             raise RetryableSinkError(
@@ -475,65 +630,41 @@ class YandexMetricaSink:
                 await self.poll_once()
             except Exception:  # the poller must outlive any one bad answer
                 _log.exception("yandex status poll failed")
+            if self._unsaved:
+                await self._save_budget()
 
-    async def poll_once(self) -> None:
-        """Ask Metrica for every tracked upload's status once; report the finished ones."""
-        tracked = list(self._tracked.values())
-        if tracked:
-            await asyncio.gather(*(self._poll(t) for t in tracked))
-        self._metrics.yandex_uploads_tracked.set(len(self._tracked))
+    async def poll_once(self) -> int:
+        """One tracking pass: one list request per counter with open uploads; returns how
+        many counters were asked."""
+        return await self._tracker.poll_once()
 
-    async def _poll(self, tracked: _Tracked) -> None:
-        url = (
-            f"{self._api}/management/v1/counter/{tracked.counter}"
-            f"/offline_conversions/uploading/{tracked.upload_id}"
-        )
+    async def list_uploadings(self, counter: str) -> Sequence[Mapping[str, Any]] | None:
+        """``GET .../counter/{counter}/offline_conversions/uploadings``: the counter's
+        uploads with their statuses; None when they cannot be read this pass."""
+        await self.setup_session()
+        url = f"{self._api}/management/v1/counter/{counter}/offline_conversions/uploadings"
         try:
-            document = self._check(await self._request("GET", url), tracked.counter)
-        except RetryableSinkError as exc:
+            reply = await self._request("GET", url, keep=self._upload_reserve)
+            document = self._check(reply, counter)
+        except YandexQuotaExhausted:
             _log.info(
-                "yandex status poll will retry upload_id=%s code=%s", tracked.upload_id, exc.code
+                "yandex status list deferred counter=%s: the day's budget left is kept for uploads",
+                counter,
             )
-            return
+            return None
+        except RetryableSinkError as exc:
+            _log.info("yandex status list will retry counter=%s code=%s", counter, exc.code)
+            return None
         except YandexRejectedError as exc:
-            if isinstance(exc, YandexAuthError):
-                return  # logged and counted by _check; the next pass tries again
-            _log.error(
-                "yandex status of upload_id=%s counter=%s cannot be read code=%s: not followed",
-                tracked.upload_id,
-                tracked.counter,
-                exc.code,
-            )
-            self._tracked.pop((tracked.counter, tracked.upload_id), None)
-            return
-        uploading = document.get("uploading") or {}
-        status = str(uploading.get("status", ""))
-        if status not in FINAL_STATUSES:
-            if self._clock() - tracked.since > self._max_tracking:
-                _log.warning(
-                    "yandex upload_id=%s counter=%s still %s after %.0fs: no longer followed",
-                    tracked.upload_id,
-                    tracked.counter,
-                    status or "unknown",
-                    self._max_tracking,
+            if not isinstance(exc, YandexAuthError):  # logged and counted by _check
+                _log.error(
+                    "yandex uploads of counter=%s cannot be listed code=%s: retried next pass",
+                    counter,
+                    exc.code,
                 )
-                self._tracked.pop((tracked.counter, tracked.upload_id), None)
-            return
-        record = status_record(
-            tracked.counter, tracked.upload_id, tracked.batch_id, uploading, self._clock()
-        )
-        if self._on_status is not None:
-            try:
-                await self._on_status(record)
-            except Exception as exc:
-                _log.warning(
-                    "yandex status record not published upload_id=%s error=%s: retried next poll",
-                    tracked.upload_id,
-                    type(exc).__name__,
-                )
-                return
-        self._tracked.pop((tracked.counter, tracked.upload_id), None)
-        self._count_final(tracked.counter, record)
+            return None
+        listed = document.get("uploadings")
+        return [u for u in listed if isinstance(u, dict)] if isinstance(listed, list) else []
 
     def _count_final(self, counter: str, record: Mapping[str, Any]) -> None:
         metrics = self._metrics
@@ -578,6 +709,11 @@ def status_record(
         "batch_id": batch_id,
         "completed_at": iso_utc(now),
     }
+
+
+def _names_daily_quota(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in DAILY_QUOTA_WORDS)
 
 
 def error_text(body: bytes, scrubber: SecretScrubber, limit: int = MESSAGE_LIMIT) -> str:

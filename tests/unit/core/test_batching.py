@@ -163,3 +163,19 @@ async def test_run_flushes_due_batches_on_the_real_clock() -> None:
         assert recorder.flushed == [("a", [1])]
     finally:
         timer.cancel()
+
+
+def test_a_key_can_have_its_own_window() -> None:
+    """Per-destination windows: a Yandex key waits minutes while a Google key of the same
+    batcher flushes after seconds, and the earliest deadline is the Google one."""
+    windows = {"yandex": 300.0, "google": None}
+    batcher: MicroBatcher[str, int] = MicroBatcher(100, 10, window_for=windows.get)
+    batcher.add("yandex", 1, now=0)
+    batcher.add("google", 2, now=1)
+    assert batcher.window_of("yandex") == 300
+    assert batcher.window_of("google") == 10  # None: the default window
+    assert batcher.next_deadline() == 11
+    assert batcher.due(now=11) == [("google", [2])]
+    assert batcher.due(now=299.9) == []
+    assert batcher.next_deadline() == 300
+    assert batcher.due(now=300) == [("yandex", [1])]

@@ -50,6 +50,14 @@ def test_every_topic_with_its_configuration_by_default() -> None:
             True,
         ),
         ("convstream-__assignor-__leader", TopicRole.LEADER, 1, 3, delete, True),
+        (
+            "convstream-yandex-uploads",
+            TopicRole.YANDEX_UPLOADS,
+            1,
+            3,
+            {"min.insync.replicas": "2", "cleanup.policy": "compact"},
+            True,
+        ),
     ]
 
 
@@ -72,12 +80,14 @@ def test_settings_reach_every_topic() -> None:
         "ads-batches",
         "ads-dedupe-changelog",
         "ads-__assignor-__leader",
+        "ads-yandex-uploads",
     ]
     assert {s.replication_factor for s in found} == {1}
     assert {s.min_insync_replicas for s in found} == {1}
-    assert [s.partitions for s in found] == [12] * 6 + [1]
-    assert spec_of(found, TopicRole.CHANGELOG).cleanup_policy == "compact"
-    assert {s.cleanup_policy for s in found if s.role is not TopicRole.CHANGELOG} == {"delete"}
+    assert [s.partitions for s in found] == [12] * 6 + [1, 1]
+    compacted = (TopicRole.CHANGELOG, TopicRole.YANDEX_UPLOADS)
+    assert {spec_of(found, role).cleanup_policy for role in compacted} == {"compact"}
+    assert {s.cleanup_policy for s in found if s.role not in compacted} == {"delete"}
 
 
 def state_of(spec: TopicSpec, **changes: object) -> TopicState:

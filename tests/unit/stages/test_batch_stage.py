@@ -868,3 +868,28 @@ def test_a_revocation_forgets_answered_events_awaiting_settlement() -> None:
         assert h.pipeline.unsettled_events == 0
 
     run(scenario())
+
+
+def test_each_destination_flushes_on_its_own_window() -> None:
+    """The batch stage's flush scheduler uses the destination's window: with Yandex's set to
+    an hour, a Google event flushes on the short window while the Yandex one waits."""
+
+    async def scenario() -> Harness:
+        log: list[str] = []
+        h = Harness(
+            dataclasses.replace(SETTINGS, batch_window_seconds_yandex_metrica=3600.0),
+            google_ads=LoggingSink("google_ads", log),
+            yandex_metrica=LoggingSink("yandex_metrica", log),
+        )
+        runner = asyncio.create_task(h.pipeline.scheduler.run())
+        h.send(yandex(1))
+        h.send(click(2))
+        await h.wait_ack("ack 1")
+        assert "ack 0" not in h.log
+        assert len(h.pipeline.scheduler.batcher) == 1  # the Yandex event still waits
+        runner.cancel()
+        await h.pipeline.drain()
+        return h
+
+    h = run(scenario())
+    assert "ack 0" in h.log
