@@ -11,7 +11,7 @@ import logging
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import faust
@@ -19,7 +19,7 @@ import mode
 import orjson
 
 from streams.config import ConfigError, DedupeStore, GoogleUploadApi, Settings
-from streams.core.daily_budget import DailyBudget
+from streams.core.daily_budget import DailyBudget, login_label
 from streams.core.events import warm_up
 from streams.core.topics import yandex_uploads_topic_name
 from streams.kafka.changelog_restore import restore_changelog
@@ -47,12 +47,16 @@ class SharedLimits:
 
     Google counts Data Manager requests per Google Cloud project, and two advertisers'
     credentials may belong to one project: one :class:`ProjectQuotas` for the worker, so
-    the sets together stay inside the project's quota. This is the seam for the other
-    shared budgets: a Google Ads API limiter per developer token and the Yandex daily
-    request budget per login (:attr:`CredentialSet.yandex_budget_key`) go here as registries
-    keyed that way, looked up by :func:`build_sinks` for each set."""
+    the sets together stay inside the project's quota; likewise one Yandex daily request
+    budget per login (:attr:`CredentialSet.yandex_budget_key`), so sets sharing a login
+    share its quota and a rotated token keeps the day's count. The Google Ads API limiter
+    per developer token needs no entry here: :func:`streams.core.limiter.shared_limiter`
+    is keyed by the token's digest for the whole process."""
 
     data_manager_quotas: ProjectQuotas | None = None
+    yandex_budgets: dict[str, DailyBudget] = field(default_factory=dict)
+    """The Yandex daily request budget per login label: sets sharing a Metrica login share
+    its 5,000 requests, and a set's rotated token keeps the day's count."""
 
 
 def build_sinks(
@@ -60,6 +64,7 @@ def build_sinks(
     metrics: Metrics | None = None,
     on_status: StatusCallback | None = None,
     shared: SharedLimits | None = None,
+    yandex_login: str | None = None,
 ) -> dict[str, Sink]:
     """One sink per destination that can receive events; the rest get
     DESTINATION_NOT_CONFIGURED results.
@@ -70,6 +75,8 @@ def build_sinks(
     API sink as its fallback for the event types Data Manager cannot take when a developer
     token is set too; or the Google Ads API alone), and yandex_metrica when
     YANDEX_METRICA_OAUTH_TOKEN is set. ``on_status`` receives the upload-status records.
+    ``yandex_login``: the label of the Metrica login (a credential set's budget key, hashed);
+    default: a digest of the token.
     """
     sinks: dict[str, Sink] = {}
     for destination in sorted(settings.recording_sink):
@@ -81,10 +88,14 @@ def build_sinks(
     if "yandex_metrica" not in sinks and settings.yandex_oauth_token:
         # One budget per token (Metrica counts per login), shared by uploads and status
         # reads; the open uploads in Kafka, so status tracking survives restarts.
-        budget = DailyBudget(
-            settings.yandex_daily_request_budget,
-            reset_utc_offset_hours=settings.yandex_quota_reset_utc_offset_hours,
-        )
+        login = yandex_login or login_label(settings.yandex_oauth_token)
+        budgets = shared.yandex_budgets if shared is not None else {}
+        budget = budgets.get(login)
+        if budget is None:
+            budget = budgets[login] = DailyBudget(
+                settings.yandex_daily_request_budget,
+                reset_utc_offset_hours=settings.yandex_quota_reset_utc_offset_hours,
+            )
         sinks["yandex_metrica"] = YandexMetricaSink(
             settings.yandex_oauth_token,
             settings.yandex_api_url,
@@ -96,6 +107,7 @@ def build_sinks(
             request_timeout=settings.yandex_request_timeout_seconds,
             secrets=settings.secrets,
             budget=budget,
+            login=login,
             open_uploads=KafkaOpenUploads(
                 settings.kafka, yandex_uploads_topic_name(settings.app_id)
             ),
@@ -121,8 +133,9 @@ def build_credential_sets(
 
     shared = SharedLimits()
 
-    def factory(set_settings: Settings, _cset: CredentialSet) -> dict[str, Sink]:
-        return build_sinks(set_settings, metrics, on_status, shared)
+    def factory(set_settings: Settings, cset: CredentialSet) -> dict[str, Sink]:
+        login = login_label(cset.yandex_budget_key)
+        return build_sinks(set_settings, metrics, on_status, shared, yandex_login=login)
 
     sets = CredentialSets(settings, factory, metrics)
     sets.load()

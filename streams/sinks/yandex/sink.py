@@ -195,6 +195,7 @@ class YandexMetricaSink:
         daily_request_budget: int = 5000,
         open_uploads: OpenUploadStore | None = None,
         upload_reserve: float = UPLOAD_RESERVE,
+        login: str | None = None,
     ) -> None:
         """``secrets``: every other configured secret (:attr:`Settings.secrets`), scrubbed
         from Metrica's answers along with the token. ``bisect_per_row`` / ``bisect_cap``:
@@ -202,7 +203,9 @@ class YandexMetricaSink:
         ``budget``: the token's daily request budget (default: ``daily_request_budget`` a
         day from midnight GMT on ``clock``). ``open_uploads``: where tracked uploads outlive
         the process (default: memory). ``upload_reserve``: the share of the day's budget
-        status reads never spend, so a busy day's status reads cannot hold uploads back."""
+        status reads never spend, so a busy day's status reads cannot hold uploads back.
+        ``login``: the label the budget and the open uploads are kept under (default: a
+        digest of the token; a credential set's budget key with several sets)."""
         if not token.strip():
             raise SinkConfigError(AUTH_FAILED, "YANDEX_METRICA_OAUTH_TOKEN is empty")
         self._headers: Final = {"Authorization": f"OAuth {token.strip()}"}
@@ -227,7 +230,7 @@ class YandexMetricaSink:
         self._budget = budget or DailyBudget(daily_request_budget, clock)
         self._upload_reserve = int(self._budget.limit * upload_reserve)
         self._unsaved = 0
-        self._login = login_label(token)
+        self._login = login or login_label(token)
         self._store = open_uploads or MemoryOpenUploads()
         self._tracker = UploadStatusTracker(
             self.list_uploadings,
@@ -238,6 +241,7 @@ class YandexMetricaSink:
             count_final=self._count_final,
             max_tracking_seconds=max_tracking_seconds,
             clock=clock,
+            owner=self._login,
         )
         self._report_budget()
 
@@ -469,7 +473,7 @@ class YandexMetricaSink:
         if not self._dry_run:
             try:
                 await self._tracker.add(
-                    OpenUpload(counter, upload_id, batch.batch_id, self._clock())
+                    OpenUpload(counter, upload_id, batch.batch_id, self._clock(), self._login)
                 )
             except Exception as exc:  # the upload is done: its rows are uploaded regardless
                 _log.warning(

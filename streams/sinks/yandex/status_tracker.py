@@ -58,6 +58,11 @@ class OpenUpload:
     batch_id: str
     since: float
     """Unix seconds when Metrica accepted it (tracking gives up ``max_tracking`` later)."""
+    login: str = ""
+    """The login label of the sink that made it (:func:`~streams.core.daily_budget.login_label`,
+    or a credential set's budget key): with several credential sets only the sink holding
+    that login's token can read the upload's status. Empty in records written before the
+    field existed; any sink follows those."""
 
     @property
     def key(self) -> bytes:
@@ -71,6 +76,7 @@ class OpenUpload:
                 "upload_id": self.upload_id,
                 "batch_id": self.batch_id,
                 "since": self.since,
+                **({"login": self.login} if self.login else {}),
             }
         )
 
@@ -84,6 +90,7 @@ class OpenUpload:
                 str(doc["upload_id"]),
                 str(doc["batch_id"]),
                 float(doc["since"]),
+                str(doc.get("login", "")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
@@ -151,7 +158,11 @@ class UploadStatusTracker:
         count_final: Callable[[str, Mapping[str, Any]], None] | None = None,
         max_tracking_seconds: float = 2 * 86_400.0,
         clock: Callable[[], float] = time.time,
+        owner: str = "",
     ) -> None:
+        """``owner``: the login whose uploads this tracker follows (:attr:`OpenUpload.login`);
+        the store may hold other credential sets' uploads too."""
+        self._owner = owner
         self._list = list_uploadings
         self._store = store
         self._record_for = record_for
@@ -167,7 +178,7 @@ class UploadStatusTracker:
         """Load the uploads a previous run left open (once)."""
         if self._started:
             return
-        loaded = await self._store.load()
+        loaded = [u for u in await self._store.load() if u.login in ("", self._owner)]
         self._open.update((u.key, u) for u in loaded)
         self._started = True
         if loaded:

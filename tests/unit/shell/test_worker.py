@@ -177,3 +177,45 @@ def test_with_a_credentials_map_each_set_gets_its_own_sinks_sharing_the_project_
     assert len(connections) == 3
     assert isinstance(built["default"]["yandex_metrica"], YandexMetricaSink)
     assert set(built["acme"]) == {"google_ads"}
+
+
+def test_credential_sets_sharing_a_yandex_login_share_its_daily_budget(tmp_path: Path) -> None:
+    """Metrica counts its 5,000 requests a day per login: two sets naming the same
+    ``yandex_login`` get one budget (and one login label, under which their open uploads
+    are kept); a set with its own login gets its own; a rebuilt set (a rotated token)
+    keeps its login's budget and the day's count."""
+    from streams.core.daily_budget import login_label
+    from streams.shell.worker import build_credential_sets
+
+    for name in ("acme", "beta", "gamma"):
+        (tmp_path / f"{name}-token").write_text(f"{name}-token")
+    credentials = tmp_path / "credentials.toml"
+    credentials.write_text(
+        "".join(
+            f'[sets.{name}]\nyandex_counters = ["{n}"]\n'
+            f'yandex_token_file = "{tmp_path}/{name}-token"\n'
+            f'yandex_login = "{login}"\n'
+            for n, (name, login) in enumerate(
+                (("acme", "agency"), ("beta", "agency"), ("gamma", "gamma-own")), start=1
+            )
+        )
+    )
+    settings = Settings.from_env(
+        {"CONVSTREAM_CREDENTIALS_FILE": str(credentials), "CONVSTREAM_RECORDING_SINK": ""}
+    )
+    sets, _sinks = build_credential_sets(settings, Metrics())
+    built = {
+        name: sets._build(cset, "x").sinks["yandex_metrica"] for name, cset in sets.map.sets.items()
+    }
+    budgets = {name: s._budget for name, s in built.items()}  # type: ignore[attr-defined]
+    logins = {name: s._login for name, s in built.items()}  # type: ignore[attr-defined]
+    assert budgets["acme"] is budgets["beta"]
+    assert budgets["gamma"] is not budgets["acme"]
+    assert logins == {
+        "acme": login_label("agency"),
+        "beta": login_label("agency"),
+        "gamma": login_label("gamma-own"),
+    }
+    assert "acme-token" not in repr(logins)
+    rebuilt = sets._build(sets.map.sets["acme"], "y").sinks["yandex_metrica"]
+    assert rebuilt._budget is budgets["acme"]  # type: ignore[attr-defined]

@@ -109,3 +109,27 @@ def test_an_upload_never_listed_final_is_dropped_after_the_limit() -> None:
     assert left == 0
     assert published == []
     assert store.uploads == {}
+
+
+async def test_a_tracker_follows_only_its_own_logins_uploads_and_legacy_ones() -> None:
+    """With several credential sets the open-uploads topic holds every set's uploads;
+    a sink can read only its own token's (another's list call would be refused), so each
+    tracker resumes those of its login plus the records written before logins were kept."""
+    store = MemoryOpenUploads()
+    for n, login in enumerate(("aaaa1111", "bbbb2222", "")):
+        await store.opened(OpenUpload("44147844", f"u{n}", f"b{n}", 0.0, login))
+    tracker = UploadStatusTracker(_no_list, store, _no_record, owner="aaaa1111")
+    await tracker.start()
+    assert sorted(u.upload_id for u in tracker._open.values()) == ["u0", "u2"]
+    assert OpenUpload.decode(OpenUpload("1", "u", "b", 0.0, "aaaa1111").encode()) == OpenUpload(
+        "1", "u", "b", 0.0, "aaaa1111"
+    )
+    assert b"login" not in OpenUpload("1", "u", "b", 0.0).encode()  # old readers unaffected
+
+
+async def _no_list(_counter: str) -> None:
+    raise AssertionError("no list call expected")
+
+
+def _no_record(*_args: object) -> dict[str, object]:
+    raise AssertionError("no record expected")
