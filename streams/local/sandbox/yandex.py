@@ -326,10 +326,8 @@ class FakeYandex:
         if auth is None:
             return self._error(request, 401, "Authorization header is missing")
         counter = request.match_info["counter"]
-        expected = self.counter_tokens.get(counter, self.token)
-        accepted = {expected} if isinstance(expected, str) else set(expected)
         presented = auth.removeprefix("OAuth ")
-        if not auth.startswith("OAuth ") or presented not in accepted - self.revoked:
+        if not self._counter_token(request, counter):
             return self._error(request, 403, "Invalid oauth_token")
         refused = self._over_quota(request)
         if refused is not None:
@@ -410,8 +408,17 @@ class FakeYandex:
             return self._error(request, 404, "uploading not found")
         return self._answer(request, 200, {"uploading": self._uploading(upload, _step(upload))})
 
+    def _counter_token(self, request: web.Request, counter: str) -> bool:
+        """Whether the request's token may use ``counter``: its own token(s) when
+        :attr:`counter_tokens` names any, else :attr:`token`; never a revoked one."""
+        auth = request.headers.get("Authorization", "")
+        expected = self.counter_tokens.get(counter, self.token)
+        accepted = {expected} if isinstance(expected, str) else set(expected)
+        presented = auth.removeprefix("OAuth ")
+        return auth.startswith("OAuth ") and presented in accepted - self.revoked
+
     async def _list(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"OAuth {self.token}":
+        if not self._counter_token(request, request.match_info["counter"]):
             return self._error(request, 403, "Invalid oauth_token")
         refused = self._over_quota(request)
         if refused is not None:
