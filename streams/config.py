@@ -539,6 +539,11 @@ class Settings:
     yandex_status_poll_seconds: float = 60.0
     """How often the status of each Yandex upload is polled until it is final."""
     yandex_request_timeout_seconds: float = 300.0
+    stall_seconds: float = 300.0
+    """CONVSTREAM_STALL_SECONDS: a partition whose committed offset has not moved for this
+    long while it has unanswered work (output not yet delivered; uploads in progress do not
+    count) turns ``/healthz`` unhealthy, so Kubernetes restarts the worker
+    (:mod:`streams.core.stall`)."""
 
     @property
     def google_api(self) -> GoogleUploadApi | None:
@@ -711,6 +716,9 @@ class Settings:
                 float,
                 1,
                 3600,
+            ),
+            stall_seconds=read.number(
+                "CONVSTREAM_STALL_SECONDS", defaults.stall_seconds, float, 1, 86_400
             ),
             google_ads=google_ads,
             data_manager=data_manager,

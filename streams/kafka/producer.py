@@ -25,7 +25,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -58,31 +58,37 @@ class _Group:
     ``poll()`` for all of them, not once per group (each wake-up is a self-pipe write).
     """
 
-    __slots__ = ("_completed", "_error", "_future", "_loop", "_remaining")
+    __slots__ = ("_completed", "_errors", "_future", "_lock", "_loop", "_remaining")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, count: int, completed: deque[_Group]
     ) -> None:
         self._loop = loop
-        self._future: asyncio.Future[None] = loop.create_future()
+        self._future: asyncio.Future[list[KafkaError | None]] = loop.create_future()
         self._remaining = count
-        self._error: KafkaError | None = None
+        self._errors: list[KafkaError | None] = [None] * count
         self._completed = completed
+        # Reports come from the poll thread, and from the loop for a record produce()
+        # refused outright: the count must not lose a decrement between them.
+        self._lock = threading.Lock()
 
-    def on_delivery(self, error: KafkaError | None, _message: Any) -> None:
-        if error is not None and self._error is None:
-            self._error = error
-        self._remaining -= 1
-        if self._remaining == 0:
-            self._completed.append(self)
+    def reporter(self, index: int) -> Callable[[KafkaError | None, Any], None]:
+        """The delivery callback of the group's ``index``-th record."""
+
+        def on_delivery(error: KafkaError | None, _message: Any) -> None:
+            if error is not None:
+                self._errors[index] = error
+            with self._lock:
+                self._remaining -= 1
+                complete = self._remaining == 0
+            if complete:
+                self._completed.append(self)
+
+        return on_delivery
 
     def _resolve(self) -> None:
-        if self._future.done():
-            return
-        if self._error is None:
-            self._future.set_result(None)
-        else:
-            self._future.set_exception(KafkaException(self._error))
+        if not self._future.done():
+            self._future.set_result(self._errors)
 
 
 class OutputProducer:
@@ -125,11 +131,22 @@ class OutputProducer:
         Raises :class:`KafkaException` with the first delivery error; the caller then
         leaves its input unacknowledged, so the input is read and answered again.
         """
+        for error in await self.send_each(records):
+            if error is not None:
+                raise KafkaException(error)
+
+    async def send_each(self, records: Sequence[Record]) -> list[KafkaError | None]:
+        """Produce ``records``; once the broker answered for every one of them, the
+        delivery error of each (None: acknowledged), in order.
+
+        Per record, so that a caller retrying the failed ones does not write the
+        acknowledged ones twice (:mod:`streams.kafka.retrying`).
+        """
         if not records:
-            return
+            return []
         group = _Group(asyncio.get_running_loop(), len(records), self._completed)
         produce = self._producer.produce
-        for record in records:
+        for index, record in enumerate(records):
             while True:
                 try:
                     produce(
@@ -138,12 +155,15 @@ class OutputProducer:
                         record.key,
                         partition=-1 if record.partition is None else record.partition,
                         headers=list(record.headers) or None,
-                        on_delivery=group.on_delivery,
+                        on_delivery=group.reporter(index),
                     )
                     break
                 except BufferError:  # librdkafka's queue is full: let it drain
                     await asyncio.sleep(QUEUE_FULL_BACKOFF_SECONDS)
-        await group._future
+                except KafkaException as exc:  # refused before queueing (too large, say)
+                    group.reporter(index)(exc.args[0], None)
+                    break
+        return await group._future
 
     def close(self, timeout: float = 30.0) -> None:
         """Deliver what is queued (bounded by ``timeout``), then stop the report thread."""
