@@ -34,6 +34,7 @@ from typing import Final, Literal
 
 from confluent_kafka import KafkaError
 
+from streams.core import headers as H
 from streams.core.oversize import cut_dead_letter, shrink_result
 from streams.core.stall import StallWatch
 from streams.kafka.producer import Record
@@ -149,9 +150,11 @@ class RetryingSender:
         if not is_too_large(error) or kind not in ("dead_letter", "result") or not record.value:
             return record
         size = len(record.value)
+        already_cut = any(name == H.ORIGINAL_SIZE for name, _ in record.headers)
         limit = await self._limit_of(record.topic) if self._limit_of is not None else None
-        if limit is None or limit >= size + 4096 or limit <= 0:
-            # Unknown, or the topic's limit is not what refused it: halve the record.
+        if already_cut or limit is None or limit >= size + 4096 or limit <= 0:
+            # Unknown, or the topic's limit is not what refused it (a cut to it was refused
+            # too): halve the record.
             limit = size // 2 + 1024
         if kind == "dead_letter":
             value, headers = cut_dead_letter(record.key, record.value, record.headers, limit)
