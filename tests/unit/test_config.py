@@ -647,3 +647,16 @@ def test_settings_list_every_configured_secret() -> None:
         }
     )
     assert set(settings.secrets) == {"ya-token", "dev-token", "client-secret", "refresh-token"}
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "ten", "100000"])
+def test_the_stall_limit_is_validated(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CONVSTREAM_STALL_SECONDS": value})
+    assert "CONVSTREAM_STALL_SECONDS" in str(caught.value)
+    assert "expected a number from 1 to 86400" in str(caught.value)
+
+
+def test_the_stall_limit_defaults_to_five_minutes() -> None:
+    assert Settings.from_env({}).stall_seconds == 300.0
+    assert Settings.from_env({"CONVSTREAM_STALL_SECONDS": "45"}).stall_seconds == 45.0

@@ -176,3 +176,16 @@ def test_a_hostile_nesting_dead_letter_is_not_parsed_for_its_destination(
     monkeypatch.setattr(filters_module.orjson, "loads", no_parse)
     nested = b'{"destination": "google_ads", "x": ' + b"[" * 200 + b"]" * 200 + b"}"
     assert destination_of(nested) is None
+
+
+def test_a_cut_dead_letter_is_never_replayed() -> None:
+    """Its value is only a prefix of the event (the broker refused the whole dead letter
+    for its size): replaying it would send a broken message as the event."""
+    headers = dead_letter(code="INVALID_JSON", stage="parse")
+    headers["convstream.original_size"] = "1048700"
+    headers["convstream.original_sha256"] = "ab" * 32
+    assert ReplayFilter().decide(headers, b'{"destination": "google_ads", "ev') is Decision.CUT
+    assert ReplayFilter(max_replays=1).decide(headers, b"{") is Decision.CUT
+    # A filter that excludes it still just filters it.
+    assert ReplayFilter(stages=frozenset({"upload"})).decide(headers, b"{") is Decision.FILTERED
+    assert ReplayFilter().decide(dead_letter(), GOOGLE) is Decision.REPLAY

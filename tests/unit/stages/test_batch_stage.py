@@ -759,3 +759,32 @@ def test_a_revocation_forgets_answered_events_awaiting_settlement() -> None:
         assert h.pipeline.unsettled_events == 0
 
     run(scenario())
+
+
+def test_a_partition_holds_its_events_while_they_wait_for_a_batch_or_an_upload() -> None:
+    """Held events are waiting by design (a batch window, a sink's retries): the stall
+    watch does not count their partition as stalled; once the upload is done, it does
+    again until their results are delivered."""
+
+    async def scenario() -> list[tuple[bool, bool]]:
+        sink = BlockingSink("google_ads", "1111111111")
+        h = Harness(google_ads=sink)
+        h.publish_gate = asyncio.Event()
+        seen = [(h.pipeline.holds(0), h.pipeline.holds(1))]
+        h.send(*(click(n, account="1111111111") for n in range(2)), partition=1)
+        seen.append((h.pipeline.holds(0), h.pipeline.holds(1)))
+        h.pipeline.flush_now()
+        await asyncio.sleep(0.05)  # let the flush reach the blocked sink
+        seen.append((h.pipeline.holds(0), h.pipeline.holds(1)))
+        sink.release.set()
+        for _ in range(200):  # the upload ends; the publish waits on its gate
+            if not h.pipeline.holds(1):
+                break
+            await asyncio.sleep(0.01)
+        seen.append((h.pipeline.holds(0), h.pipeline.holds(1)))
+        assert "ack 1" not in h.log
+        h.publish_gate.set()
+        await h.pipeline.drain()
+        return seen
+
+    assert run(scenario()) == [(False, False), (False, True), (False, True), (False, False)]
