@@ -26,6 +26,8 @@ REQUIRED = {
     "ConvstreamDataManagerRequestFailed",
     "ConvstreamDataManagerErrorRatioHigh",
     "ConvstreamDataManagerQuotaExhausted",
+    "ConvstreamPartitionStalled",
+    "ConvstreamOutputDeliveryFailing",
 }
 
 
