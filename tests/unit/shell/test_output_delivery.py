@@ -53,12 +53,30 @@ class Broker:
         return [value for t, _, value, _ in self.log if t == topic]
 
 
+@dataclass(frozen=True)
+class Message:
+    """What librdkafka hands a delivery callback: the record as produced."""
+
+    _topic: str
+    _key: bytes | None
+    _value: bytes | None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
 class FakeProducer:
     broker: Broker
 
     def __init__(self, _config: dict[str, Any]) -> None:
         self._lock = threading.Lock()
-        self._reports: list[tuple[Any, KafkaError | None]] = []
+        self._reports: list[tuple[Any, KafkaError | None, Message]] = []
 
     def produce(
         self,
@@ -75,13 +93,13 @@ class FakeProducer:
         if error is None:
             broker.log.append((topic, key, value, dict(headers or ())))
         with self._lock:
-            self._reports.append((on_delivery, error))
+            self._reports.append((on_delivery, error, Message(topic, key, value)))
 
     def poll(self, timeout: float = 0) -> int:
         with self._lock:
             reports, self._reports = self._reports, []
-        for on_delivery, error in reports:
-            on_delivery(error, None)
+        for on_delivery, error, message in reports:
+            on_delivery(error, message)
         if not reports:
             time.sleep(min(timeout, 0.002))
         return len(reports)
@@ -331,3 +349,14 @@ async def test_a_delivery_failing_for_the_stall_limit_turns_healthz_unhealthy_an
     await asyncio.wait_for(send, 60)
     assert metrics.stalls.unhealthy() is None
     assert broker.values(BATCHES) == [b"chunk"]
+
+
+async def test_identical_records_are_told_apart_by_count(
+    broker: Broker, out: WorkerProducers
+) -> None:
+    """Failed records are matched to their call by topic, key and value: of identical ones,
+    as many are sent again as failed."""
+    same = orjson.dumps({"event_id": "same"})
+    broker.refuse = fail_times(2, KafkaError._MSG_TIMED_OUT, lambda t, v: v == same)
+    await asyncio.wait_for(out.publish([OutputRecord("result", b"k", same)] * 3), 30)
+    assert broker.values(SETTINGS.results_topic) == [same] * 3
