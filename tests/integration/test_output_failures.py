@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,6 +31,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from streams.local.broker import create_topics
 from tests.support.worker_harness import (
+    CONVSTREAM,
     TopicReader,
     Topics,
     WorkerProcess,
@@ -96,6 +99,22 @@ def test_a_dead_letter_over_the_topic_limit_is_cut_to_fit(
         assert "output delivery failed kind=dead_letter code=MSG_SIZE_TOO_LARGE" in (
             worker.log_text()
         )
+
+        # `convstream replay` refuses it: its value is no longer the event.
+        done = subprocess.run(
+            [CONVSTREAM, "replay", "--no-progress"],
+            env={**os.environ, **topics.env()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        total = next(line for line in done.stdout.splitlines() if "total" in line)
+        assert [cell.strip() for cell in total.split("│")[1:6]] == ["total", "0", "0", "0", "1"]
+        assert "refused, value cut to fit the dead-letter topic: " in " ".join(done.stdout.split())
+        assert headers["convstream.event_id"] in done.stdout
+        with TopicReader(kafka_bootstrap, topics.input) as replayed:
+            assert len(replayed.wait_for(2)) == 2, "nothing was replayed"
 
 
 def set_max_message_bytes(bootstrap: str, topic: str, value: int) -> None:
