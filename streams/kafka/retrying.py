@@ -152,12 +152,15 @@ class RetryingSender:
         size = len(record.value)
         already_cut = any(name == H.ORIGINAL_SIZE for name, _ in record.headers)
         limit = await self._limit_of(record.topic) if self._limit_of is not None else None
-        if already_cut or limit is None or limit >= size + 4096 or limit <= 0:
+        halve = already_cut or limit is None or limit >= size + 4096 or limit <= 0
+        if halve:
             # Unknown, or the topic's limit is not what refused it (a cut to it was refused
-            # too): halve the record.
+            # too): halve the value.
             limit = size // 2 + 1024
         if kind == "dead_letter":
             value, headers = cut_dead_letter(record.key, record.value, record.headers, limit)
+            if halve:
+                value = value[: size // 2]
             if len(value) >= size:
                 return record
             _log.error(
