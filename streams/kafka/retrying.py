@@ -151,12 +151,11 @@ class RetryingSender:
             return record
         size = len(record.value)
         already_cut = any(name == H.ORIGINAL_SIZE for name, _ in record.headers)
-        limit = await self._limit_of(record.topic) if self._limit_of is not None else None
-        halve = already_cut or limit is None or limit >= size + 4096 or limit <= 0
-        if halve:
-            # Unknown, or the topic's limit is not what refused it (a cut to it was refused
-            # too): halve the value.
-            limit = size // 2 + 1024
+        known = await self._limit_of(record.topic) if self._limit_of is not None else None
+        halve = already_cut or known is None or known >= size + 4096 or known <= 0
+        # Unknown, or the topic's limit is not what refused it (a cut to it was refused
+        # too): halve the value.
+        limit = size // 2 + 1024 if halve or known is None else known
         if kind == "dead_letter":
             value, headers = cut_dead_letter(record.key, record.value, record.headers, limit)
             if halve:
