@@ -104,21 +104,25 @@ class RetryingSender:
     ) -> None:
         """Send ``records`` (all of ``kind``, or one kind per record); returns once the
         broker acknowledged every one, however many attempts that takes."""
+        errors = await self._send_each(records)
+        if all(error is None for error in errors):  # the usual case: nothing more to do
+            return
         kinds = [kind] * len(records) if isinstance(kind, str) else list(kind)
-        todo = list(zip(kinds, records, strict=True))
         token = object()
         try:
-            await self._until_acknowledged(todo, token)
+            await self._until_acknowledged(list(zip(kinds, records, strict=True)), errors, token)
         finally:
             if self._watch is not None:
                 self._watch.delivery_done(token)
 
     async def _until_acknowledged(
-        self, todo: list[tuple[RecordKind, Record]], token: object
+        self,
+        todo: list[tuple[RecordKind, Record]],
+        errors: list[KafkaError | None],
+        token: object,
     ) -> None:
         attempt = 0
-        while todo:
-            errors = await self._send_each([record for _, record in todo])
+        while True:
             failed: list[tuple[RecordKind, Record]] = []
             for index, ((record_kind, record), error) in enumerate(zip(todo, errors, strict=True)):
                 if error is None:
@@ -128,12 +132,14 @@ class RetryingSender:
                     self._failed(record_kind, error, attempt)
                     break
                 failed.append((record_kind, await self._after(record_kind, record, error, attempt)))
+            if not failed:
+                return
             todo = failed
-            if todo:
-                if self._watch is not None:
-                    self._watch.delivery_failing(token, todo[0][0])
-                attempt += 1
-                await self._sleep(self._backoff(attempt))
+            if self._watch is not None:
+                self._watch.delivery_failing(token, todo[0][0])
+            attempt += 1
+            await self._sleep(self._backoff(attempt))
+            errors = await self._send_each([record for _, record in todo])
 
     def _failed(self, kind: RecordKind, error: KafkaError, attempt: int) -> str:
         code = error_code(error)
