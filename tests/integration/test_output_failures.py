@@ -56,6 +56,15 @@ class SmallDlqTopics(Topics):
         self.create(self.input, 1, {"max.message.bytes": str(4 * DLQ_LIMIT)})
 
 
+class DefaultDlqTopics(Topics):
+    """The test's topics with a dead-letter topic of the broker's default record limit
+    (1,048,588 bytes on Apache Kafka): a 1 MiB input is allowed, its dead letter is not."""
+
+    def __post_init__(self) -> None:
+        create_topics(self.bootstrap, [self.results, self.dlq, self.upload_status], self.partitions)
+        self.create(self.input, 1, {"max.message.bytes": str(4 << 20)})
+
+
 def valid_event(n: int) -> bytes:
     example = json.loads((EXAMPLES / "google_ads.click_conversion.json").read_text())
     event = dict(example["valid"][0])
@@ -65,14 +74,21 @@ def valid_event(n: int) -> bytes:
     return json.dumps(event).encode()
 
 
+@pytest.mark.parametrize(
+    ("topics_of", "size"),
+    [(SmallDlqTopics, DLQ_LIMIT), (DefaultDlqTopics, 1 << 20)],
+    ids=["64KiB-topic", "default-topic-1MiB-input"],
+)
 def test_a_dead_letter_over_the_topic_limit_is_cut_to_fit(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, topics_of: type[Topics], size: int
 ) -> None:
     """Before: the broker refused the dead letter, the input was never acked, and every
-    later input of the partition waited behind it."""
-    topics = SmallDlqTopics(kafka_bootstrap)
+    later input of the partition waited behind it. The second case is the issue's: an
+    invalid input of CONVSTREAM_MAX_MESSAGE_BYTES (1 MiB, allowed) whose dead letter is a
+    few hundred bytes over the dead-letter topic's default limit."""
+    topics = topics_of(kafka_bootstrap)
     # Not JSON: its dead letter keeps the bytes as sent, plus ~400 bytes of headers.
-    invalid = b"{" + b"\xfe" * (DLQ_LIMIT - 1)
+    invalid = b"{" + b"\xfe" * (size - 1)
     produce(kafka_bootstrap, topics.input, [invalid, valid_event(1)])
     with (
         WorkerProcess(topics, tmp_path) as worker,
