@@ -360,3 +360,88 @@ async def test_identical_records_are_told_apart_by_count(
     broker.refuse = fail_times(2, KafkaError._MSG_TIMED_OUT, lambda t, v: v == same)
     await asyncio.wait_for(out.publish([OutputRecord("result", b"k", same)] * 3), 30)
     assert broker.values(SETTINGS.results_topic) == [same] * 3
+
+
+# --- the stages over the worker's producers --------------------------------------------
+
+
+async def test_stage_1_acks_bad_input_once_its_result_and_dead_letter_got_through(
+    broker: Broker, out: WorkerProducers
+) -> None:
+    """Stage 1 (streams.stages.ingest): a dead letter refused twice, then taken. Before,
+    the stage only logged the error and the input was never acked."""
+    from streams.core.model import SourcePosition
+    from streams.core.outcomes import Received
+    from streams.stages.ingest import Ingest
+
+    broker.refuse = fail_times(
+        2, KafkaError.NOT_ENOUGH_REPLICAS, lambda t, v: t == SETTINGS.dlq_topic
+    )
+    acked: list[int] = []
+    ingest = Ingest(SETTINGS, ("google_ads",), out.publish, out.forward, Metrics())
+    received = Received(SourcePosition("in", 0, 7), b"k", 1.0, 2.0)
+    ingest.handle(b'{"destination": "google_ads", ', received, lambda: acked.append(7))
+    await asyncio.wait_for(ingest.drain(), 30)
+    assert acked == [7]
+    assert len(broker.values(SETTINGS.results_topic)) == 1
+    assert len(broker.values(SETTINGS.dlq_topic)) == 1
+
+
+async def test_stage_2_answers_a_rejected_batch_once_its_settlement_and_dead_letter_got_through(
+    broker: Broker, out: WorkerProducers, table: Table
+) -> None:
+    """Stage 2 (streams.stages.batch_stage, delivery.py): the settlement and then the dead
+    letter of an upload rejection each fail once. Before, the flush task raised, the stage
+    logged it and the chunk was never acked."""
+    from streams.core.dedupe import DedupeGate
+    from streams.core.events import parse_event
+    from streams.core.model import BatchKey, Event, SourcePosition
+    from streams.core.outcomes import Received
+    from streams.sinks import RecordingSink
+    from streams.stages import wire
+    from streams.stages.batch_stage import BatchPipeline
+    from tests.support.event_factory import click, encode
+
+    failing = {"settlement": 1, "dead_letter": 1}
+
+    def refuse(topic: str, key: bytes | None, value: bytes | None) -> KafkaError | None:
+        kind = (
+            "settlement"
+            if topic == BATCHES
+            else "dead_letter"
+            if topic == SETTINGS.dlq_topic
+            else ""
+        )
+        if failing.get(kind, 0) > 0:
+            failing[kind] -= 1
+            return KafkaError(KafkaError._MSG_TIMED_OUT)
+        return None
+
+    broker.refuse = refuse
+    settings = Settings(kafka=SETTINGS.kafka, batch_max_size=1, batch_window_seconds=0.01)
+    sink = RecordingSink("google_ads", reject={"click-1": "UNPARSEABLE_GCLID"})
+    pipeline = BatchPipeline(
+        settings,
+        {"google_ads": sink},
+        DedupeGate({}, 86_400.0, lambda: 1_000_000.0),
+        out.publish,
+        out.settle,
+        Metrics(),
+    )
+    event = parse_event(encode(click(1)))
+    assert isinstance(event, Event)
+    received = Received(SourcePosition("in", 0, 3), b"k", 1.0, 2.0)
+    item = wire.ChunkItem(BatchKey.of(event), event, received)
+    acked: list[str] = []
+    scheduler = asyncio.ensure_future(pipeline.scheduler.run())
+    try:
+        pipeline.on_chunk(wire.Chunk((item,)), 0, lambda: acked.append("chunk"))
+        await asyncio.wait_for(pipeline.drain(), 30)
+    finally:
+        scheduler.cancel()
+    assert acked == ["chunk"]
+    assert failing == {"settlement": 0, "dead_letter": 0}
+    (result,) = broker.values(SETTINGS.results_topic)
+    assert orjson.loads(result or b"")["status"] == "rejected"
+    assert len(broker.values(SETTINGS.dlq_topic)) == 1
+    assert len(broker.values(BATCHES)) == 1, "the settlement, once"
