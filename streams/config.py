@@ -609,6 +609,12 @@ class Settings:
         }.get(destination)
         return self.batch_window_seconds if chosen is None else chosen
 
+    stall_seconds: float = 300.0
+    """CONVSTREAM_STALL_SECONDS: a partition whose committed offset has not moved for this
+    long while it has unanswered work (output not yet delivered; uploads in progress do not
+    count) turns ``/healthz`` unhealthy, so Kubernetes restarts the worker
+    (:mod:`streams.core.stall`)."""
+
     @property
     def google_api(self) -> GoogleUploadApi | None:
         """The API google_ads events go through: :attr:`google_upload_api`, or for settings
@@ -807,6 +813,9 @@ class Settings:
                 float,
                 -12,
                 14,
+            ),
+            stall_seconds=read.number(
+                "CONVSTREAM_STALL_SECONDS", defaults.stall_seconds, float, 1, 86_400
             ),
             google_ads=google_ads,
             data_manager=data_manager,

@@ -53,6 +53,16 @@ DEAD_LETTER_HEADERS: Final = (
 )
 """Every header a dead letter carries, in the order it is written."""
 
+ORIGINAL_SIZE: Final = "convstream.original_size"
+"""On a dead letter whose value was cut to fit the topic's ``max.message.bytes``: the
+original value's length in bytes, decimal (:mod:`streams.core.oversize`)."""
+ORIGINAL_SHA256: Final = "convstream.original_sha256"
+"""With :data:`ORIGINAL_SIZE`: the SHA-256 of the original value, lowercase hex."""
+
+CUT_HEADERS: Final = (ORIGINAL_SIZE, ORIGINAL_SHA256)
+"""The headers added to a dead letter only when its value was cut; ``convstream replay``
+refuses such a dead letter (its value is no longer the event)."""
+
 OWN_PREFIX: Final = "convstream."
 """Headers with this prefix are convstream's; others (tracing, say) belong to the producer."""
 
@@ -74,6 +84,11 @@ def decode_headers(headers: Headers | Mapping[str, HeaderValue] | None) -> dict[
         return {}
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     return {name: header_text(value) for name, value in pairs}
+
+
+def is_cut(headers: Mapping[str, str]) -> bool:
+    """Whether a dead letter (headers decoded by name) holds only a cut of its value."""
+    return ORIGINAL_SIZE in headers
 
 
 def replay_count(headers: Headers | Mapping[str, HeaderValue] | None) -> int:

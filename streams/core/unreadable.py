@@ -49,9 +49,11 @@ NOT_REPLAYABLE: Final = frozenset(
 """Codes of dead letters that hold no input event: ``convstream replay`` never re-publishes
 them (an empty value, or a batch-topic record, would only come back rejected)."""
 
-ORIGINAL_BYTES: Final = "convstream.original.bytes"
-"""Size of the unreadable record's value (also when the value was not copied)."""
-ORIGINAL_SHA256: Final = "convstream.original.sha256"
+ORIGINAL_BYTES: Final = H.ORIGINAL_SIZE
+"""Size of the unreadable record's value (also when the value was not copied): the same
+header a dead letter cut to fit carries (:mod:`streams.core.oversize`), since in both the
+value is not the original record."""
+ORIGINAL_SHA256: Final = H.ORIGINAL_SHA256
 """SHA-256 (hex) of the unreadable record's value, to match it with the original."""
 
 

@@ -360,6 +360,7 @@ class InputConsumer:
         if consumer is None:
             return
         released = self._call_in_loop(self._released) if self._loop_alive() else {}
+        self._report_stalls(released)
         for partition, position in released.items():
             tp = TopicPartition(self._topic, partition)
             # The high watermark from fetch responses (tansu's ListOffsets is wrong).
@@ -368,6 +369,18 @@ class InputConsumer:
                 self._metrics.consumer_lag.labels(self._topic, str(partition)).set(
                     max(0, high - position)
                 )
+
+    def _report_stalls(self, released: dict[int, int]) -> None:
+        """Each owned partition's committed offset, and whether it has work: messages read
+        and not answered, or answered and not committed (streams.core.stall)."""
+        stalls = self._metrics.stalls
+        for partition in list(self._assigned):
+            committed = self._committed.get(partition)
+            position = released.get(partition)
+            pending = self._gate.open_count(partition) > 0 or (
+                position is not None and position != committed
+            )
+            stalls.observe(self._topic, partition, committed, pending)
 
     def _loop_alive(self) -> bool:
         return self._loop is not None and not self._loop.is_closed()
@@ -472,6 +485,7 @@ class InputConsumer:
         for partition in revoked:
             self._committed.pop(partition, None)
             self._skipping.pop(partition, None)
+            self._metrics.stalls.forget(self._topic, partition)
             with contextlib.suppress(KeyError):
                 self._metrics.consumer_lag.remove(self._topic, str(partition))
 

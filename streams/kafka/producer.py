@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 from collections import deque
@@ -52,37 +53,64 @@ class Record:
 
 
 class _Group:
-    """Counts the delivery reports of one ``send_all`` call; runs on the poll thread.
+    """Counts the delivery reports of one ``send_each`` call; runs on the poll thread.
 
     A complete group goes to ``completed``; the poll thread wakes the event loop once per
     ``poll()`` for all of them, not once per group (each wake-up is a self-pipe write).
+    One bound callback for all the group's records (a closure per record cost a third of
+    the path's time): a failed record is told apart by its topic, key and value,
+    looked up only when something failed.
     """
 
-    __slots__ = ("_completed", "_error", "_future", "_loop", "_remaining")
+    __slots__ = ("_completed", "_count", "_failed", "_future", "_loop", "_reported")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, count: int, completed: deque[_Group]
     ) -> None:
         self._loop = loop
         self._future: asyncio.Future[None] = loop.create_future()
-        self._remaining = count
-        self._error: KafkaError | None = None
+        self._count = count
+        self._failed: list[tuple[KafkaError, Any, int | None]] = []
+        """(error, message or None, index when known) of each failed record."""
         self._completed = completed
+        # Reports come from the poll thread, and from the loop for a record produce()
+        # refused outright: next() of an itertools.count is atomic, so no report is lost
+        # between them.
+        self._reported = itertools.count(1)
 
-    def on_delivery(self, error: KafkaError | None, _message: Any) -> None:
-        if error is not None and self._error is None:
-            self._error = error
-        self._remaining -= 1
-        if self._remaining == 0:
+    def on_delivery(self, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            self._failed.append((error, message, None))
+        if next(self._reported) == self._count:
             self._completed.append(self)
 
+    def refused(self, index: int, error: KafkaError) -> None:
+        """``produce`` refused the ``index``-th record outright (it was never queued)."""
+        self._failed.append((error, None, index))
+        if next(self._reported) == self._count:
+            self._completed.append(self)
+
+    def errors(self, records: Sequence[Record]) -> list[KafkaError | None]:
+        """Each record's delivery error, in order (None: acknowledged)."""
+        found: list[KafkaError | None] = [None] * len(records)
+        if not self._failed:
+            return found
+        where: dict[tuple[Any, ...], list[int]] = {}
+        for position, record in enumerate(records):
+            where.setdefault((record.topic, record.key, record.value), []).append(position)
+        for error, message, known in self._failed:
+            index: int | None = known
+            if index is None:
+                candidates = where.get((message.topic(), message.key(), message.value()), [])
+                index = next((i for i in candidates if found[i] is None), None)
+            if index is None:  # cannot happen; fail the first unfailed record instead
+                index = next(i for i, e in enumerate(found) if e is None)
+            found[index] = error
+        return found
+
     def _resolve(self) -> None:
-        if self._future.done():
-            return
-        if self._error is None:
+        if not self._future.done():
             self._future.set_result(None)
-        else:
-            self._future.set_exception(KafkaException(self._error))
 
 
 class OutputProducer:
@@ -125,11 +153,22 @@ class OutputProducer:
         Raises :class:`KafkaException` with the first delivery error; the caller then
         leaves its input unacknowledged, so the input is read and answered again.
         """
+        for error in await self.send_each(records):
+            if error is not None:
+                raise KafkaException(error)
+
+    async def send_each(self, records: Sequence[Record]) -> list[KafkaError | None]:
+        """Produce ``records``; once the broker answered for every one of them, the
+        delivery error of each (None: acknowledged), in order.
+
+        Per record, so that a caller retrying the failed ones does not write the
+        acknowledged ones twice (:mod:`streams.kafka.retrying`).
+        """
         if not records:
-            return
+            return []
         group = _Group(asyncio.get_running_loop(), len(records), self._completed)
         produce = self._producer.produce
-        for record in records:
+        for index, record in enumerate(records):
             while True:
                 try:
                     produce(
@@ -143,7 +182,11 @@ class OutputProducer:
                     break
                 except BufferError:  # librdkafka's queue is full: let it drain
                     await asyncio.sleep(QUEUE_FULL_BACKOFF_SECONDS)
+                except KafkaException as exc:  # refused before queueing (too large, say)
+                    group.refused(index, exc.args[0])
+                    break
         await group._future
+        return group.errors(records)
 
     def close(self, timeout: float = 30.0) -> None:
         """Deliver what is queued (bounded by ``timeout``), then stop the report thread."""

@@ -5,13 +5,16 @@ Why not prometheus-client's ``start_http_server`` alone: it answers every path w
 metrics, so a readiness probe on it says "ready" from the first second, while the worker
 is still restoring its dedupe store and joining the group. ``/ready`` answers 200 only
 between the end of start-up (partitions assigned, table recovered) and the start of
-shutdown; ``/healthz`` answers 200 while the process serves HTTP at all.
+shutdown; ``/healthz`` answers 200 while the process serves HTTP and no partition is
+stalled (:mod:`streams.core.stall`), else 503 with the reason: the stalled partitions and
+their seconds without commit progress. Kubernetes' liveness probe then restarts the worker.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry
@@ -35,9 +38,14 @@ class Readiness:
 
 
 def serve(
-    registry: CollectorRegistry, readiness: Readiness, port: int, addr: str
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    port: int,
+    addr: str,
+    unhealthy: Callable[[], str | None] = lambda: None,
 ) -> ThreadingHTTPServer:
-    """Start the endpoints on a daemon thread; ``port`` 0 picks a free one."""
+    """Start the endpoints on a daemon thread; ``port`` 0 picks a free one. ``unhealthy``
+    returns why the worker is not healthy (``/healthz`` 503), None while it is."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -51,7 +59,11 @@ def serve(
                 ready = bool(readiness)
                 self._answer(200 if ready else 503, b"ready\n" if ready else b"starting\n")
             elif path == "/healthz":
-                self._answer(200, b"ok\n")
+                reason = unhealthy()
+                if reason is None:
+                    self._answer(200, b"ok\n")
+                else:
+                    self._answer(503, reason.encode() + b"\n")
             else:
                 self._answer(404, b"not found: /metrics, /ready, /healthz\n")
 

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from streams.core.stall import StallWatch
 from streams.ops.http_endpoints import Readiness, serve
 
 DiagnosticsSamples = dict[str, list[tuple[list[str], float]]]
@@ -404,6 +405,27 @@ class Metrics:
             ["destination", "credential_set"],
             registry=registry,
         )
+
+        # Output delivery (streams.kafka.retrying) and stalled partitions (streams.core.stall).
+        self.output_delivery_failures = Counter(
+            "convstream_output_delivery_failures_total",
+            "Deliveries of the worker's own records the broker refused or did not "
+            "acknowledge (each is retried), by record kind (result, dead_letter, chunk, "
+            "settlement, changelog) and librdkafka error name.",
+            ["kind", "code"],
+            registry=registry,
+        )
+        self.output_records_cut = Counter(
+            "convstream_output_records_cut_total",
+            "Records refused for their size and made to fit: a dead letter's value cut "
+            "(headers convstream.original_size and convstream.original_sha256), a result's "
+            "error message shortened.",
+            ["kind"],
+            registry=registry,
+        )
+        self.stalls = StallWatch(300.0)
+        """Set ``stall_seconds`` from CONVSTREAM_STALL_SECONDS; consumers report to it."""
+        registry.register(StallCollector(self.stalls))
         for name, metric in list(vars(self).items()):
             if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
                 setattr(self, name, CachedLabels(metric))
@@ -416,8 +438,45 @@ class Metrics:
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:  # noqa: S104 (scraped)
         """Serve ``/metrics``, ``/ready`` and ``/healthz`` on ``port`` (0 picks a free
         one); returns the bound port. ``self.readiness`` drives ``/ready``."""
-        server = serve(self.registry, self.readiness, port, addr)
+        server = serve(self.registry, self.readiness, port, addr, self.stalls.unhealthy)
         return int(server.server_port)
+
+
+class StallCollector(Collector):
+    """``convstream_partition_stalled`` and ``convstream_seconds_since_commit_progress``,
+    computed at each scrape from the :class:`StallWatch` (labels: topic and partition of
+    the partitions this worker owns; a revoked partition disappears)."""
+
+    def __init__(self, watch: StallWatch) -> None:
+        self._watch = watch
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(_stall_families())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stalled, seconds = _stall_families()
+        for stall in self._watch.snapshot():
+            labels = [stall.topic, str(stall.partition)]
+            stalled.add_metric(labels, 1.0 if stall.stalled else 0.0)
+            seconds.add_metric(labels, stall.seconds)
+        return iter((stalled, seconds))
+
+
+def _stall_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily(
+            "convstream_partition_stalled",
+            "1 while the partition's committed offset has not moved for "
+            "CONVSTREAM_STALL_SECONDS with work pending (/healthz then answers 503).",
+            labels=["topic", "partition"],
+        ),
+        GaugeMetricFamily(
+            "convstream_seconds_since_commit_progress",
+            "Seconds since the partition's committed offset last moved while it had work "
+            "pending (0 while it has none).",
+            labels=["topic", "partition"],
+        ),
+    )
 
 
 class GoogleDiagnosticsCollector(Collector):

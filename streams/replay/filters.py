@@ -19,9 +19,12 @@ A dead letter that holds no input event (codes in
 :data:`streams.core.unreadable.NOT_REPLAYABLE`: a record the Kafka client could not read, a
 record of the internal batch topic) is always ``FILTERED``, even when its code is asked for.
 
-A record that fails a filter is ``FILTERED``; a record that passes every filter but was
-already replayed ``max_replays`` times is ``MAX_REPLAYS``. Both are "handled": the replay
-commits past them like past a replayed one.
+A record that fails a filter is ``FILTERED``; a record that passes every filter but holds
+only a cut of its value (the broker refused the whole dead letter for its size, see
+:mod:`streams.core.oversize`) is ``CUT``: its value is no longer the event, so it is never
+replayed; a record that passes every filter but was already replayed ``max_replays``
+times is ``MAX_REPLAYS``. All three are "handled": the replay commits past them like past
+a replayed one.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Decision(StrEnum):
     REPLAY = "replay"
     FILTERED = "filtered"
     MAX_REPLAYS = "max_replays"
+    CUT = "cut"
 
 
 def parse_time(text: str, option: str) -> datetime:
@@ -119,7 +123,7 @@ class ReplayFilter:
         )
 
     def decide(self, headers: Mapping[str, str], value: bytes | None) -> Decision:
-        """Replay, or skip by filter, or skip by ``max_replays``; see the module docstring."""
+        """Replay, or skip by filter, as cut, or by ``max_replays``; see the module docstring."""
         if headers.get(H.CODE) in NOT_REPLAYABLE:
             return Decision.FILTERED
         if self.error_codes and headers.get(H.CODE) not in self.error_codes:
@@ -130,6 +134,8 @@ class ReplayFilter:
             return Decision.FILTERED
         if (self.since or self.until) and not self._in_window(headers.get(H.FAILED_AT)):
             return Decision.FILTERED
+        if H.is_cut(headers):
+            return Decision.CUT
         if self.max_replays is not None and replay_count(headers) >= self.max_replays:
             return Decision.MAX_REPLAYS
         return Decision.REPLAY

@@ -167,18 +167,23 @@ def print_summary(console: Console, options: ReplayOptions, report: ReplayReport
         title_justify="left",
     )
     table.add_column("error code")
-    for heading in (replayed, "skipped by filter", "skipped by max-replays"):
+    for heading in (replayed, "skipped by filter", "skipped by max-replays", "refused: cut"):
         table.add_column(heading, justify="right")
     for code in sorted(report.by_code):
         counts = report.by_code[code]
         table.add_row(
-            Text(code), str(counts.replayed), str(counts.filtered), str(counts.max_replays)
+            Text(code),
+            str(counts.replayed),
+            str(counts.filtered),
+            str(counts.max_replays),
+            str(counts.cut),
         )
     table.add_row(
         "total",
         str(report.total("replayed")),
         str(report.total("filtered")),
         str(report.total("max_replays")),
+        str(report.total("cut")),
         style="bold",
         end_section=True,
     )
@@ -188,6 +193,17 @@ def print_summary(console: Console, options: ReplayOptions, report: ReplayReport
         tail = f" (and {more} more)" if more > 0 else ""
         ids = escape(", ".join(report.max_replay_ids))
         console.print(f"skipped by max-replays: {ids}{tail}", highlight=False)
+    if report.cut_ids:
+        more = report.total("cut") - len(report.cut_ids)
+        tail = f" (and {more} more)" if more > 0 else ""
+        ids = escape(", ".join(report.cut_ids))
+        console.print(
+            f"refused, value cut to fit the dead-letter topic: {ids}{tail}. Their value is "
+            "only a prefix of the event; find the original by the headers "
+            "convstream.original_size and convstream.original_sha256 and send it again "
+            "from the producer's copy",
+            highlight=False,
+        )
     if report.dry_run:
         console.print("dry run: nothing produced, no offsets committed")
     else:

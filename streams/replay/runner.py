@@ -92,6 +92,8 @@ class CodeCounts:
     replayed: int = 0
     filtered: int = 0
     max_replays: int = 0
+    cut: int = 0
+    """Refused: the dead letter holds only a cut of its value (convstream.original_size)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class ReplayReport:
     dry_run: bool = False
     by_code: dict[str, CodeCounts] = field(default_factory=lambda: defaultdict(CodeCounts))
     max_replay_ids: list[str] = field(default_factory=list)
+    cut_ids: list[str] = field(default_factory=list)
     listed: list[ListedRecord] = field(default_factory=list)
     committed: dict[int, int] = field(default_factory=dict)
     """Per partition, the offset committed by this run (the next one to read)."""
@@ -318,6 +321,10 @@ class Replay:
         decision = self._options.selection.decide(text, message.value())
         if decision is Decision.FILTERED:
             counts.filtered += 1
+        elif decision is Decision.CUT:
+            counts.cut += 1
+            if len(self.report.cut_ids) < MAX_LISTED:
+                self.report.cut_ids.append(_event_id(text, partition, offset))
         elif decision is Decision.MAX_REPLAYS:
             counts.max_replays += 1
             if len(self.report.max_replay_ids) < MAX_LISTED:

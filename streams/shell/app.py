@@ -34,11 +34,19 @@ from mode.utils.objects import cached_property
 from streams.config import DedupeStore, Settings
 from streams.core.dedupe import DedupeGate
 from streams.core.outcomes import OutputRecord
-from streams.core.topics import DEDUPE_TABLE, TopicRole, TopicSpec, changelog_topic_name, spec_of
+from streams.core.topics import (
+    DEDUPE_TABLE,
+    MAX_MESSAGE_BYTES,
+    TopicRole,
+    TopicSpec,
+    changelog_topic_name,
+    spec_of,
+)
 from streams.kafka.clients import AiokafkaSecurity, aiokafka_security
 from streams.kafka.input_consumer import InputConsumer
 from streams.kafka.producer import OutputProducer, Record
-from streams.kafka.topics import max_record_bytes, topic_specs
+from streams.kafka.retrying import RetryingSender
+from streams.kafka.topics import TopicAdmin, max_record_bytes, topic_specs
 from streams.ops.faults import FaultPlan
 from streams.ops.metrics import Metrics
 from streams.shell.dedupe_table import LibrdkafkaChangelogTable
@@ -274,7 +282,8 @@ def create_app(
 
     # The gate writes Faust's store directly; the changelog goes through librdkafka.
     dedupe_table = LibrdkafkaChangelogTable(table, current_partition)
-    out = WorkerProducers(settings, batch_topic_name, dedupe_table)
+    metrics.stalls.stall_seconds = settings.stall_seconds
+    out = WorkerProducers(settings, batch_topic_name, dedupe_table, metrics)
     app.close_hooks.append(out.close)
 
     gate = DedupeGate(dedupe_table, settings.dedupe_ttl_days * 86_400.0, time.time)
@@ -299,6 +308,8 @@ def create_app(
         reads,
         pipeline,
         metrics.consumer_lag,
+        metrics.stalls,
+        pipeline.holds,
     )
 
     async def drain_batches() -> None:
@@ -389,8 +400,15 @@ class WorkerProducers:
     table's changelog records. ``close`` is one of the app's close hooks."""
 
     def __init__(
-        self, settings: Settings, batch_topic: str, dedupe_table: LibrdkafkaChangelogTable
+        self,
+        settings: Settings,
+        batch_topic: str,
+        dedupe_table: LibrdkafkaChangelogTable,
+        metrics: Metrics,
     ) -> None:
+        self._settings = settings
+        self._limits: dict[str, int | None] = {}
+        self._changelog_lock = asyncio.Lock()
         self._batch_topic = batch_topic
         self._dedupe_table = dedupe_table
         self._topic_of = {"result": settings.results_topic, "dead_letter": settings.dlq_topic}
@@ -405,23 +423,65 @@ class WorkerProducers:
             "changelog-producer",
             **{"batch.size": settings.producer_batch_bytes},
         )
+        # Every delivery error is retried until the broker takes the record (see
+        # streams/kafka/retrying.py): a stage never sees one, and never leaves its input
+        # unacknowledged because of one.
+        failures = metrics.output_delivery_failures
+        cut = metrics.output_records_cut
+        self._output_sender = RetryingSender(
+            self._output.send_each,
+            limit_of=self._topic_limit,
+            on_failure=lambda kind, code: failures.labels(kind, code).inc(),
+            on_cut=lambda kind: cut.labels(kind).inc(),
+            watch=metrics.stalls,
+        )
+        self._changelog_sender = RetryingSender(
+            self._changelog.send_each,
+            on_failure=lambda kind, code: failures.labels(kind, code).inc(),
+            watch=metrics.stalls,
+        )
 
     async def publish(self, records: list[OutputRecord]) -> None:
-        await self._output.send_all(
-            [Record(self._topic_of[r.kind], r.key, r.value, None, r.headers) for r in records]
+        await self._output_sender.send(
+            [r.kind for r in records],
+            [Record(self._topic_of[r.kind], r.key, r.value, None, r.headers) for r in records],
         )
 
     async def forward(self, partition: int, value: bytes) -> None:
-        await self._output.send_all([Record(self._batch_topic, b"chunk", value, partition)])
+        await self._output_sender.send(
+            "chunk", [Record(self._batch_topic, b"chunk", value, partition)]
+        )
 
     async def settle(self, key: str, partition: int, value: bytes) -> None:
-        await self._output.send_all([Record(self._batch_topic, key.encode(), value, partition)])
+        await self._output_sender.send(
+            "settlement", [Record(self._batch_topic, key.encode(), value, partition)]
+        )
 
     async def flush_table(self) -> None:
         # Takes every write so far, so a later settlement's flush may find nothing left
         # and finish first; its ack still waits, because acks are released in offset
-        # order behind the earlier settlement whose flush carries its records.
-        await self._changelog.send_all(self._dedupe_table.take_pending())
+        # order behind the earlier settlement whose flush carries its records. One flush
+        # at a time: a later flush's records must not overtake an earlier one's retry (a
+        # compacted changelog keeps a key's last record).
+        async with self._changelog_lock:
+            await self._changelog_sender.send("changelog", self._dedupe_table.take_pending())
+
+    async def _topic_limit(self, topic: str) -> int | None:
+        """The topic's max.message.bytes, asked once (None: unknown; the record is then
+        halved until it fits)."""
+        if topic not in self._limits:
+            loop = asyncio.get_running_loop()
+            self._limits[topic] = await loop.run_in_executor(None, self._describe_limit, topic)
+        return self._limits[topic]
+
+    def _describe_limit(self, topic: str) -> int | None:
+        try:
+            state = TopicAdmin(self._settings).describe([topic]).get(topic)
+        except Exception as exc:  # unknown limit: halving still makes it fit
+            _log.warning("max.message.bytes of %s unknown error=%s", topic, type(exc).__name__)
+            return None
+        text = state.config.get(MAX_MESSAGE_BYTES) if state is not None else None
+        return int(text) if text is not None and text.isdigit() else None
 
     def close(self) -> None:
         self._output.close()

@@ -22,6 +22,7 @@ from prometheus_client import Gauge
 
 from streams.config import KafkaConnection
 from streams.core.acks import Ack, OffsetGate
+from streams.core.stall import StallWatch
 from streams.kafka.committed import CommittedOffsets
 from streams.kafka.read import first_offset_from, values_to_end
 from streams.stages import wire
@@ -235,9 +236,15 @@ class BatchPartitions:
         reads: BatchTopicReads,
         pipeline: PartitionPipeline,
         lag: Gauge,
+        stalls: StallWatch | None = None,
+        uploading: Callable[[int], bool] = lambda partition: False,
     ) -> None:
         """``consumer`` returns Faust's consumer when called (Faust creates it lazily);
-        ``lag`` is the gauge labelled (topic, partition)."""
+        ``lag`` is the gauge labelled (topic, partition); ``stalls`` is told each owned
+        partition's progress at every lag report, where ``uploading(partition)`` says that
+        its open events wait for a sink's upload or retries (not a stall)."""
+        self._stalls = stalls
+        self._uploading = uploading
         self._topic = topic
         self._partition_count = partition_count
         self._consumer = consumer
@@ -374,6 +381,10 @@ class BatchPartitions:
             highwater = consumer.highwater(tp)
             if released is not None and highwater is not None:
                 self._lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - released))
+            if self._stalls is not None:
+                # Work pending: records read and not answered, unless a sink holds them.
+                pending = self.gate.open_count(tp) > 0 and not self._uploading(tp.partition)
+                self._stalls.observe(tp.topic, tp.partition, released, pending)
 
     def sweep_partitions(self) -> list[int]:
         """Called by the app's sweep timer: the batch partitions this worker owns (each gets
@@ -387,6 +398,8 @@ class BatchPartitions:
         ours = {tp for tp in revoked if tp.topic == self._topic}
         self.gate.forget(set(ours))
         for tp in ours:  # the new owner reports this partition's lag from now on
+            if self._stalls is not None:
+                self._stalls.forget(tp.topic, tp.partition)
             with contextlib.suppress(KeyError):
                 self._lag.remove(tp.topic, str(tp.partition))
         lost = {tp.partition for tp in ours}

@@ -33,6 +33,7 @@ A destination's batch limit is its sink's ``max_batch_events``; its window is
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -128,6 +129,9 @@ class BatchPipeline:
         self._jitter = jitter
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = PendingSources()
+        self._held: collections.Counter[int] = collections.Counter()
+        """Per batch partition, events buffered for a batch or in a sink's write (with its
+        retries): waiting by design, not stalled (:meth:`holds`)."""
         self._open = OpenEvents(settings.max_open_events)
         self._delivery = Delivery(
             publish, settle, metrics, self._pending, self._faults, clock, settings.dry_run
@@ -228,6 +232,7 @@ class BatchPipeline:
         self._metrics.buffered_events.labels(event.destination).inc()
         admitted = Pending(event, received, key_hex, partition, counter)
         self._pending.add(admitted)
+        self._held[partition] += 1
         self.scheduler.add(item.batch_key, admitted)
 
     def _fail(
@@ -338,9 +343,23 @@ class BatchPipeline:
         """Events read from the batch topic whose results are not all delivered yet."""
         return self._open.count
 
+    def holds(self, partition: int) -> bool:
+        """Whether events of ``partition`` wait in a micro-batch or a sink's write (with
+        its retries, up to CONVSTREAM_RETRY_MAX_SECONDS): the partition's commits may stand
+        still then without a stall (:mod:`streams.core.stall`)."""
+        return self._held.get(partition, 0) > 0
+
+    def _release_held(self, pending: Sequence[Pending]) -> None:
+        held = self._held
+        for p in pending:
+            if held.get(p.partition, 0) > 0:
+                held[p.partition] -= 1
+
     def forget(self, partitions: set[int]) -> None:
         """Drop what this worker remembered about revoked batch-topic partitions (the
         shell, after Faust waited for their acks)."""
+        for partition in partitions:
+            self._held.pop(partition, None)
         self._gate.forget(partitions)
         self._open.forget(partitions)
         self._pending.forget(partitions)
@@ -379,7 +398,10 @@ class BatchPipeline:
     async def _flush_one(self, key: BatchKey, pending: list[Pending]) -> None:
         batch_id = uuid.uuid4().hex
         self._metrics.batch_size.labels(key.destination).observe(len(pending))
-        result = await self._write_with_retries(key, batch_id, pending)
+        try:
+            result = await self._write_with_retries(key, batch_id, pending)
+        finally:
+            self._release_held(pending)
         self._faults.hit("after_upload")
         outcomes = result.outcomes
         if result.stopped is Stop.INTERRUPTED and self._forward is not None:

@@ -16,10 +16,14 @@ window as long as the results' round trip too, and a crash right after the resul
 seen (the soak harness kills on progress, an operator on a dashboard) landed in it: the
 1M soak on Apache Kafka uploaded 404 conversions three times that way (bench/RESULTS.md).
 
-A failure at any step raises out of the flush task (the stage logs it) and acks nothing:
-the chunks are read again after a restart and, thanks to dedupe, their events are
-answered without a second upload once their settlement is read back, or uploaded again
-when it never reached the broker (at-least-once).
+The worker's ``publish`` and ``settle`` do not raise for a delivery error: they send the
+refused records again until the broker takes them (:mod:`streams.kafka.retrying`), so a
+broker that comes back heals the batch without a restart, and one that does not shows as a
+stalled partition (``/healthz`` 503). Anything else that fails at a step raises out of the
+flush task (the stage logs it) and acks nothing: the chunks are read again after a restart
+and, thanks to dedupe, their events are answered without a second upload once their
+settlement is read back, or uploaded again when it never reached the broker
+(at-least-once).
 """
 
 from __future__ import annotations

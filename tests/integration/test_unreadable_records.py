@@ -89,7 +89,7 @@ def test_garbage_on_the_batch_topic_is_dead_lettered_and_the_partition_keeps_com
             assert headers["convstream.source.topic"] == batch_topic
             assert headers["convstream.source.partition"] == "0"
             assert headers["convstream.error.stage"] == "parse"
-            assert headers["convstream.original.sha256"] == hashlib.sha256(value).hexdigest()
+            assert headers["convstream.original_sha256"] == hashlib.sha256(value).hexdigest()
         by_offset = {int(headers_of(m)["convstream.source.offset"]): m for m in dlq.messages}
         assert by_offset[first[1]].value() == GARBAGE[1], "no JSON in it: its own bytes"
         assert len(results.messages) == produced, "no result for a record that names no input"

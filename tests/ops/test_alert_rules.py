@@ -28,6 +28,8 @@ REQUIRED = {
     "ConvstreamDataManagerQuotaExhausted",
     "ConvstreamYandexQuotaNearlySpent",
     "ConvstreamYandexQuotaExhausted",
+    "ConvstreamPartitionStalled",
+    "ConvstreamOutputDeliveryFailing",
 }
 
 

@@ -175,6 +175,11 @@ def test_worker_probes_metrics_and_state_lives_on_a_volume(default: Manifests) -
     [metrics_port] = worker["ports"]
     assert metrics_port == {"name": "metrics", "containerPort": port, "protocol": "TCP"}
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # /healthz turns 503 once a partition stalls for CONVSTREAM_STALL_SECONDS: the probe
+    # restarts the worker within a few minutes of that, not hours.
+    assert float(config["CONVSTREAM_STALL_SECONDS"]) == 300
+    probe = worker["livenessProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] <= 300
     assert worker["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
     assert worker["args"] == ["worker"]
     assert worker["envFrom"] == [{"configMapRef": {"name": "ads-convstream"}}]

@@ -723,3 +723,16 @@ def test_yandex_budget_variables_are_read() -> None:
     assert settings.yandex_daily_request_budget == 1200
     assert settings.yandex_quota_reset_utc_offset_hours == 3
     assert Settings.from_env({}).yandex_daily_request_budget == 5000
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "ten", "100000"])
+def test_the_stall_limit_is_validated(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CONVSTREAM_STALL_SECONDS": value})
+    assert "CONVSTREAM_STALL_SECONDS" in str(caught.value)
+    assert "expected a number from 1 to 86400" in str(caught.value)
+
+
+def test_the_stall_limit_defaults_to_five_minutes() -> None:
+    assert Settings.from_env({}).stall_seconds == 300.0
+    assert Settings.from_env({"CONVSTREAM_STALL_SECONDS": "45"}).stall_seconds == 45.0

@@ -48,6 +48,8 @@ DEAD_LETTER_HEADERS = {
     "convstream.failed_at",
     "convstream.replay_count",
 }
+CUT_HEADERS = {"convstream.original_size", "convstream.original_sha256"}
+"""Only on a dead letter whose value was cut to fit the topic (streams/core/oversize.py)."""
 RESULT_FIELDS = {
     "event_id",
     "dedupe_key",
@@ -110,8 +112,11 @@ def test_shared_definitions_are_identical_in_every_file() -> None:
 
 def test_dead_letter_header_description_lists_exactly_the_contract_headers() -> None:
     described = json.loads((SCHEMAS / "dead_letter_headers.json").read_text())
-    assert set(described["headers"]) == DEAD_LETTER_HEADERS
+    assert set(described["headers"]) == DEAD_LETTER_HEADERS | CUT_HEADERS
     assert set(headers.DEAD_LETTER_HEADERS) == DEAD_LETTER_HEADERS, "streams/core/headers.py"
+    assert set(headers.CUT_HEADERS) == CUT_HEADERS, "streams/core/headers.py"
+    only_when_cut = {n for n, d in described["headers"].items() if d.get("only_when_cut")}
+    assert only_when_cut == CUT_HEADERS
     assert described["headers"]["convstream.error.stage"]["values"] == [
         "parse",
         "validate",

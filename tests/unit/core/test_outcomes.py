@@ -28,9 +28,13 @@ ROOT = Path(__file__).resolve().parents[3]
 RESULT_SCHEMA = jsonschema.Draft202012Validator(
     json.loads((ROOT / "schemas" / "result.schema.json").read_text())
 )
-HEADER_NAMES = set(
-    json.loads((ROOT / "schemas" / "dead_letter_headers.json").read_text())["headers"]
-)
+HEADER_NAMES = {
+    name
+    for name, described in json.loads((ROOT / "schemas" / "dead_letter_headers.json").read_text())[
+        "headers"
+    ].items()
+    if not described.get("only_when_cut")
+}
 RECEIVED = Received(
     SourcePosition("conversions", 3, 1842),
     b"key-1",

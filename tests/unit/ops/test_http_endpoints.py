@@ -82,3 +82,27 @@ def test_an_ipv6_address_is_served() -> None:
         pytest.skip("IPv6 loopback not configured")
     with urllib.request.urlopen(f"http://[::1]:{port}/healthz", timeout=5) as response:
         assert response.status == 200
+
+
+def test_healthz_answers_503_with_the_stalled_partitions(served: tuple[Metrics, int]) -> None:
+    """Before, /healthz answered 200 while a partition's commits stood still for good."""
+    metrics, port = served
+    clock = [1000.0]
+    metrics.stalls._clock = lambda: clock[0]
+    metrics.stalls.stall_seconds = 300
+    metrics.stalls.observe("conversions", 2, 17, pending=True)
+    metrics.stalls.observe("conversions", 5, 3, pending=False)
+    clock[0] += 301
+    status, _, body = get(port, "/healthz")
+    assert status == 503
+    assert "conversions[2] 301s" in body
+    assert "conversions[5]" not in body
+    _, _, scraped = get(port, "/metrics")
+    assert 'convstream_partition_stalled{partition="2",topic="conversions"} 1.0' in scraped
+    assert 'convstream_partition_stalled{partition="5",topic="conversions"} 0.0' in scraped
+    assert (
+        'convstream_seconds_since_commit_progress{partition="2",topic="conversions"} 301.0'
+        in scraped
+    )
+    metrics.stalls.observe("conversions", 2, 18, pending=True)  # the commit moved
+    assert get(port, "/healthz")[0] == 200

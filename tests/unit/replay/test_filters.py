@@ -188,3 +188,16 @@ def test_dead_letters_that_hold_no_input_event_are_never_replayed(code: str) -> 
     assert ReplayFilter.from_args().decide(letter, b"\x01Cjunk") is Decision.FILTERED
     selection = ReplayFilter.from_args(error_codes=[code])
     assert selection.decide(letter, b"") is Decision.FILTERED
+
+
+def test_a_cut_dead_letter_is_never_replayed() -> None:
+    """Its value is only a prefix of the event (the broker refused the whole dead letter
+    for its size): replaying it would send a broken message as the event."""
+    headers = dead_letter(code="INVALID_JSON", stage="parse")
+    headers["convstream.original_size"] = "1048700"
+    headers["convstream.original_sha256"] = "ab" * 32
+    assert ReplayFilter().decide(headers, b'{"destination": "google_ads", "ev') is Decision.CUT
+    assert ReplayFilter(max_replays=1).decide(headers, b"{") is Decision.CUT
+    # A filter that excludes it still just filters it.
+    assert ReplayFilter(stages=frozenset({"upload"})).decide(headers, b"{") is Decision.FILTERED
+    assert ReplayFilter().decide(dead_letter(), GOOGLE) is Decision.REPLAY

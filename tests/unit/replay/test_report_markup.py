@@ -50,3 +50,12 @@ def test_ids_skipped_by_max_replays_print_literally() -> None:
     text = _render(report)
     assert f"skipped by max-replays: {MARKUP_ID}, {LINK_ID}, {LONE_CLOSE}" in text
     assert "\x1b]8;" not in text
+
+
+def test_cut_dead_letters_are_counted_and_explained() -> None:
+    report = ReplayReport(cut_ids=[MARKUP_ID, "dlq:0:7"])
+    report.by_code["INVALID_JSON"].cut += 2
+    text = _render(report)
+    assert "refused: cut" in text
+    assert f"refused, value cut to fit the dead-letter topic: {MARKUP_ID}, dlq:0:7" in text
+    assert "convstream.original_sha256" in text

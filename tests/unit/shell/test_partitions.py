@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
+from streams.core.stall import StallWatch
 from streams.ops.metrics import Metrics
 from streams.shell.partitions import BatchPartitions
 
@@ -392,3 +393,41 @@ async def test_a_real_gap_in_the_log_is_released_without_a_message() -> None:
     await until(lambda: h.partitions.gate.released(tp) == 3)
     assert acked == [0, 2, 2]
     assert h.consumer.seeks == [(tp, 1)]
+
+
+async def test_the_stall_watch_sees_open_records_unless_the_pipeline_holds_them() -> None:
+    h = Harness(committed={0: 5, 1: 0})
+    clock = [100.0]
+    watch = StallWatch(60, lambda: clock[0])
+    held = {0: False}
+    h.partitions = BatchPartitions(
+        TOPIC,
+        2,
+        lambda: h.consumer,
+        h.reads,
+        h.pipeline,
+        h.metrics.consumer_lag,
+        watch,
+        lambda partition: held.get(partition, False),
+    )
+    tp = await h.assign(0)
+    (only,) = tp
+    done = await h.partitions.on_record(only, 5, lambda: None)
+    assert done is not None
+    h.partitions.report_lag()
+    clock[0] += 61
+    h.partitions.report_lag()
+    reason = watch.unhealthy()
+    assert reason is not None
+    assert f"{TOPIC}[0] 61s" in reason
+    held[0] = True  # in a sink's retries: waiting by design
+    h.partitions.report_lag()
+    assert watch.unhealthy() is None
+    held[0] = False
+    h.partitions.report_lag()
+    done()
+    clock[0] += 61
+    h.partitions.report_lag()  # released: the position moved
+    assert watch.unhealthy() is None
+    h.partitions.on_revoked({only})
+    assert watch.snapshot() == []

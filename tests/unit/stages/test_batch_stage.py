@@ -652,8 +652,8 @@ def test_an_unreadable_record_is_dead_lettered_then_acked() -> None:
     assert got["convstream.error.code"] == "BATCH_RECORD_UNREADABLE"
     assert "kind=chunk" in got["convstream.error.message"]
     assert got["convstream.event_id"] == "convstream-batches:3:17"
-    assert got["convstream.original.bytes"] == str(len(garbage))
-    assert got["convstream.original.sha256"] == hashlib.sha256(garbage).hexdigest()
+    assert got["convstream.original_size"] == str(len(garbage))
+    assert got["convstream.original_sha256"] == hashlib.sha256(garbage).hexdigest()
 
 
 def test_an_unreadable_record_whose_dead_letter_fails_is_not_acked() -> None:
@@ -893,3 +893,32 @@ def test_each_destination_flushes_on_its_own_window() -> None:
 
     h = run(scenario())
     assert "ack 0" in h.log
+
+
+def test_a_partition_holds_its_events_while_they_wait_for_a_batch_or_an_upload() -> None:
+    """Held events are waiting by design (a batch window, a sink's retries): the stall
+    watch does not count their partition as stalled; once the upload is done, it does
+    again until their results are delivered."""
+
+    async def scenario() -> list[tuple[bool, bool]]:
+        sink = BlockingSink("google_ads", "1111111111")
+        h = Harness(google_ads=sink)
+        h.publish_gate = asyncio.Event()
+        seen = [(h.pipeline.holds(0), h.pipeline.holds(1))]
+        h.send(*(click(n, account="1111111111") for n in range(2)), partition=1)
+        seen.append((h.pipeline.holds(0), h.pipeline.holds(1)))
+        h.pipeline.flush_now()
+        await asyncio.sleep(0.05)  # let the flush reach the blocked sink
+        seen.append((h.pipeline.holds(0), h.pipeline.holds(1)))
+        sink.release.set()
+        for _ in range(200):  # the upload ends; the publish waits on its gate
+            if not h.pipeline.holds(1):
+                break
+            await asyncio.sleep(0.01)
+        seen.append((h.pipeline.holds(0), h.pipeline.holds(1)))
+        assert "ack 1" not in h.log
+        h.publish_gate.set()
+        await h.pipeline.drain()
+        return seen
+
+    assert run(scenario()) == [(False, False), (False, True), (False, True), (False, False)]
