@@ -108,13 +108,25 @@ class KafkaOpenUploads:
         latest: dict[bytes, bytes | None] = {}
         pending = {0}
         try:
-            consumer.assign([TopicPartition(self._topic, 0, OFFSET_BEGINNING)])
+            partition = TopicPartition(self._topic, 0, OFFSET_BEGINNING)
+            # Up to the end as it is now, not to an EOF: while other sinks of this worker
+            # (another credential set, the set being rotated) keep writing, a fetch always
+            # finds new records and librdkafka never reports the partition's end.
+            low, high = consumer.get_watermark_offsets(partition, timeout=self._timeout)
+            if high <= low:
+                return latest
+            consumer.assign([partition])
             deadline = time.monotonic() + self._timeout
             while pending and time.monotonic() < deadline:
-                for _p, _o, message in data_messages(consumer.consume(10_000, 0.5), pending):
+                for _p, offset, message in data_messages(consumer.consume(10_000, 0.5), pending):
                     key = message.key()
                     if key is not None:
                         latest[key] = message.value()
+                    if offset >= high - 1:
+                        pending.clear()
+                        break
+                if pending and consumer.position([partition])[0].offset >= high:
+                    pending.clear()  # the last records were compacted away
         except KafkaException as exc:  # e.g. the topic is missing: nothing to resume
             _log.warning(
                 "yandex open uploads topic=%s not read (%s): resuming with what was read",

@@ -96,3 +96,46 @@ async def test_open_uploads_are_followed_again_after_a_restart(kafka_bootstrap: 
         finally:
             await third.aclose()
     assert len(published) == 3
+
+
+async def test_loading_ends_at_the_current_end_while_another_sink_keeps_writing(
+    kafka_bootstrap: str,
+) -> None:
+    """A credential set rebuilt after a rotation loads the open uploads while the other
+    sets' sinks keep writing to the same topic: reading to an EOF never ended on Apache
+    Kafka (each fetch found new records) and held the rotation for the whole timeout.
+    The load stops at the end the topic had when it began."""
+    import asyncio
+    import time
+
+    from streams.sinks.yandex.status_tracker import OpenUpload
+
+    topic = f"test-yandex-uploads-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, [topic], partitions=1)
+    writer = KafkaOpenUploads(KafkaConnection(kafka_bootstrap), topic)
+    for n in range(20):
+        await writer.opened(OpenUpload("111", f"u{n}", f"b{n}", 0.0, "acme"))
+    stop = asyncio.Event()
+
+    async def keep_writing() -> None:
+        n = 1000
+        while not stop.is_set():
+            n += 1
+            await writer.opened(OpenUpload("222", f"u{n}", f"b{n}", 0.0, "beta"))
+            await writer.closed(OpenUpload("222", f"u{n}", f"b{n}", 0.0, "beta"))
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(keep_writing())
+    try:
+        await asyncio.sleep(0.5)  # the writer is mid-stream when the load starts
+        reader = KafkaOpenUploads(KafkaConnection(kafka_bootstrap), topic, timeout=30)
+        started = time.monotonic()
+        loaded = await reader.load()
+        took = time.monotonic() - started
+        reader.close()
+    finally:
+        stop.set()
+        await task
+        writer.close()
+    assert {u.upload_id for u in loaded if u.login == "acme"} == {f"u{n}" for n in range(20)}
+    assert took < 15, f"the load took {took:.1f} s: it waited for an end that kept moving"
