@@ -44,11 +44,19 @@ class TopicRole(StrEnum):
     BATCHES = "batches"
     CHANGELOG = "dedupe changelog"
     LEADER = "faust leader"
+    DELAYED = "delayed retries"
 
 
 def batch_topic_name(app_id: str) -> str:
     """The internal topic between stage 1 and stage 2: chunks, settlements, sweeps."""
     return f"{app_id}-batches"
+
+
+def delayed_topic_name(app_id: str) -> str:
+    """The internal topic of parked events (:mod:`streams.stages.parking`): events the
+    destination called too recent, each with its due time, re-driven into the batch topic
+    when due."""
+    return f"{app_id}-delayed"
 
 
 def changelog_topic_name(app_id: str, table: str = DEDUPE_TABLE) -> str:
@@ -128,6 +136,16 @@ def topic_specs(settings: Settings, batch_record_bytes: int) -> tuple[TopicSpec,
             partitions,
             replicas,
             {MIN_INSYNC: insync, CLEANUP: "compact"},
+            internal=True,
+        ),
+        TopicSpec(
+            delayed_topic_name(settings.app_id),
+            TopicRole.DELAYED,
+            partitions,
+            replicas,
+            # Deleted by retention like the batch topic: a parked event is re-driven hours
+            # after it was written, well inside the broker's default retention (7 days).
+            {**delete, MAX_MESSAGE_BYTES: str(batch_record_bytes)},
             internal=True,
         ),
         TopicSpec(

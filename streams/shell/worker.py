@@ -83,6 +83,7 @@ def _google_sink(
             metrics=metrics,
             worker_name=f"{settings.app_id}/{socket.gethostname()}",
             diagnostics_interval=settings.google_diagnostics_interval_seconds,
+            delayed_retry_seconds=settings.delayed_retry_seconds,
         )
     if settings.google_api is GoogleUploadApi.DATA_MANAGER:
         return _data_manager_sink(settings, metrics, on_status, fallback=ads_api)
