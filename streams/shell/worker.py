@@ -65,6 +65,7 @@ def build_sinks(
             poll_interval=settings.yandex_status_poll_seconds,
             request_timeout=settings.yandex_request_timeout_seconds,
             secrets=settings.secrets,
+            delayed_retry_seconds=settings.delayed_retry_seconds,
         )
     return sinks
 
@@ -142,6 +143,7 @@ def _data_manager_sink(
         limiter=quotas.mutate(project),
         tracker=tracker,
         connection=connection,
+        delayed_retry_seconds=settings.delayed_retry_seconds,
     )
 
 

@@ -186,6 +186,9 @@ class Script:
 
     row_failures: dict[str, str] = field(default_factory=dict)
     """Row key (gclid, caller_id or order_id) -> error code for that row."""
+    too_recent_until: dict[str, float] = field(default_factory=dict)
+    """Row key (gclid or order_id) -> time.time() until which its click upload answers
+    TOO_RECENT_EVENT (Google: wait 6 hours after the click); uploaded after that."""
     unavailable_until: float = 0.0
     """time.monotonic() until which every call answers UNAVAILABLE."""
     unavailable_calls: int = 0
@@ -390,6 +393,8 @@ class FakeGoogleAds:
                 errors.append(ads_error(NOT_ALLOWLISTED, index, message=_NOT_ALLOWLISTED_MESSAGE))
                 continue
             code = self.script.row_failures.get(row.gclid or row.order_id)
+            if time.time() < self.script.too_recent_until.get(row.gclid or row.order_id, 0.0):
+                code = code or "TOO_RECENT_EVENT"
             code = code or self._action_problem(pb.customer_id, row.conversion_action, "click")
             if code:
                 errors.append(ads_error(code, index))

@@ -20,7 +20,6 @@ which can echo a click id or an order id, is never copied.
 from __future__ import annotations
 
 import dataclasses
-
 import importlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass

@@ -18,6 +18,9 @@ Error classes, mapped in one place (:meth:`YandexMetricaSink._check`), per file:
     200                      every row ``uploaded``, upload_id = Metrica's uploading id
     400 (and other 4xx)      every row ``rejected``: YANDEX_BAD_REQUEST (or YANDEX_HTTP_<n>),
                              with Metrica's own errors[].message
+    400 naming the counter's every row of the file parked: VISIT_JOIN_THRESHOLD_UNMET,
+    visit_join_threshold     ``retryable`` with ``park`` for CONVSTREAM_DELAYED_RETRY_SECONDS
+    (window not open yet)    (streams.stages.parking), then written again
     401 / 403                every row ``rejected``: YANDEX_AUTH_FAILED; logged once per
                              counter at ERROR, counted in convstream_auth_failures_total
                              {destination="yandex_metrica"} (shared with Google Ads) and
@@ -85,6 +88,11 @@ UPLOAD_ID_LIMIT: Final = 64
 
 AUTH_FAILED: Final = "YANDEX_AUTH_FAILED"
 BAD_REQUEST: Final = "YANDEX_BAD_REQUEST"
+WINDOW_NOT_OPEN: Final = "VISIT_JOIN_THRESHOLD_UNMET"
+"""A 400 saying the counter's offline-conversion upload window (``visit_join_threshold``)
+is not open for these rows yet: parked (CONVSTREAM_DELAYED_RETRY_SECONDS), not rejected."""
+_WINDOW_MARKERS: Final = ("visit_join_threshold", "upload window is not open")
+DELAYED_RETRY_SECONDS: Final = 21_600.0
 RATE_LIMITED: Final = "YANDEX_RATE_LIMITED"
 SERVER_ERROR: Final = "YANDEX_SERVER_ERROR"
 TIMEOUT: Final = "YANDEX_TIMEOUT"
@@ -95,6 +103,10 @@ StatusCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
 class YandexRejectedError(SinkError):
     """Metrica refused a request for good (4xx); its rows become ``rejected``."""
+
+
+class YandexNotYetError(SinkError):
+    """Metrica refused the file only because its upload window is not open yet."""
 
 
 class YandexAuthError(YandexRejectedError):
@@ -140,9 +152,13 @@ class YandexMetricaSink:
         max_concurrency: int = MAX_CONCURRENCY,
         clock: Callable[[], float] = time.time,
         secrets: Iterable[str] = (),
+        delayed_retry_seconds: float = DELAYED_RETRY_SECONDS,
     ) -> None:
         """``secrets``: every other configured secret (:attr:`Settings.secrets`), scrubbed
-        from Metrica's answers along with the token."""
+        from Metrica's answers along with the token. ``delayed_retry_seconds``
+        (CONVSTREAM_DELAYED_RETRY_SECONDS): how long rows whose upload window is not open
+        yet are parked."""
+        self._delayed_retry_seconds = delayed_retry_seconds
         if not token.strip():
             raise SinkConfigError(AUTH_FAILED, "YANDEX_METRICA_OAUTH_TOKEN is empty")
         self._headers: Final = {"Authorization": f"OAuth {token.strip()}"}
@@ -231,7 +247,11 @@ class YandexMetricaSink:
         for file, outcome in zip(plan.files, results, strict=True):
             for index in file.rows:
                 outcomes[index] = outcome
-        if results and not plan.rejected and all(o.status == "retryable" for o in results):
+        if (
+            results
+            and not plan.rejected
+            and all(o.status == "retryable" and not o.park for o in results)
+        ):
             first = results[0]
             hints = [o.retry_after for o in results if o.retry_after is not None]
             raise RetryableSinkError(
@@ -271,6 +291,14 @@ class YandexMetricaSink:
             document = self._check(reply, counter)
         except RetryableSinkError as exc:
             return EventOutcome("retryable", exc.code, exc.message, retry_after=exc.retry_after)
+        except YandexNotYetError as exc:
+            return EventOutcome(
+                "retryable",
+                exc.code,
+                exc.message,
+                retry_after=self._delayed_retry_seconds,
+                park=True,
+            )
         except YandexRejectedError as exc:
             # A refused token is fixed by an operator, and the same rows then go through.
             replayable = isinstance(exc, YandexAuthError)
@@ -344,6 +372,8 @@ class YandexMetricaSink:
                 AUTH_FAILED,
                 f"Metrica refused the OAuth token for counter {counter} (HTTP {status}): {message}",
             )
+        if status == 400 and any(m in message.lower() for m in _WINDOW_MARKERS):
+            raise YandexNotYetError(WINDOW_NOT_OPEN, f"Metrica answered HTTP 400: {message}")
         code = BAD_REQUEST if status == 400 else f"YANDEX_HTTP_{status}"
         raise YandexRejectedError(code, message)
 

@@ -49,6 +49,14 @@ def test_every_topic_with_its_configuration_by_default() -> None:
             {"min.insync.replicas": "2", "cleanup.policy": "compact"},
             True,
         ),
+        (
+            "convstream-delayed",
+            TopicRole.DELAYED,
+            8,
+            3,
+            {**delete, "max.message.bytes": str(RECORD_BYTES)},
+            True,
+        ),
         ("convstream-__assignor-__leader", TopicRole.LEADER, 1, 3, delete, True),
     ]
 
