@@ -79,11 +79,12 @@ def test_settings_reach_every_topic() -> None:
         "status",
         "ads-batches",
         "ads-dedupe-changelog",
+        "ads-delayed",
         "ads-__assignor-__leader",
     ]
     assert {s.replication_factor for s in found} == {1}
     assert {s.min_insync_replicas for s in found} == {1}
-    assert [s.partitions for s in found] == [12] * 6 + [1]
+    assert [s.partitions for s in found] == [12] * 7 + [1]
     assert spec_of(found, TopicRole.CHANGELOG).cleanup_policy == "compact"
     assert {s.cleanup_policy for s in found if s.role is not TopicRole.CHANGELOG} == {"delete"}
 
