@@ -330,12 +330,22 @@ class BatchPipeline:
         self._metrics.batch_size.labels(key.destination).observe(len(pending))
         result = await self._write_with_retries(key, batch_id, pending)
         self._faults.hit("after_upload")
-        outcomes = result.outcomes
-        if any(parks(o) for o in outcomes):
-            pending, outcomes = await self._park_some(key, pending, outcomes, result.attempts)
-            if not pending:
-                return
+        parked: list[tuple[Pending, float]] = []
+        if any(parks(o) for o in result.outcomes):
+            pending, outcomes, parked = self._split_parked(pending, result.outcomes)
             result = dataclasses.replace(result, outcomes=outcomes)
+        # The rest of the batch is answered first: its results do not wait for the park
+        # records, and a failed park does not make them upload again after a restart.
+        if pending:
+            await self._answer(key, pending, result, batch_id)
+        if parked:
+            await self._park_events(key, parked, result.attempts)
+
+    async def _answer(
+        self, key: BatchKey, pending: list[Pending], result: RetryResult, batch_id: str
+    ) -> None:
+        """Deliver the final outcomes; carry over what still retries at a rebalance."""
+        outcomes = result.outcomes
         if result.stopped is Stop.INTERRUPTED and self._forward is not None:
             carried = [p for p, o in zip(pending, outcomes, strict=True) if o.status == "retryable"]
             if carried:
@@ -353,15 +363,16 @@ class BatchPipeline:
             outcomes = result.explained()
         await self._delivery.finish(key, pending, outcomes, batch_id, result.attempts)
 
-    async def _park_some(
-        self, key: BatchKey, pending: list[Pending], outcomes: list[EventOutcome], attempts: int
-    ) -> tuple[list[Pending], list[EventOutcome]]:
-        """Park the events whose outcome parks; return the others, to be answered now.
+    def _split_parked(
+        self, pending: list[Pending], outcomes: list[EventOutcome]
+    ) -> tuple[list[Pending], list[EventOutcome], list[tuple[Pending, float]]]:
+        """The events to answer now with their outcomes, and those to park with their due
+        times.
 
         An event that would still be parked when its dedupe key could expire (its
-        ``received_at`` plus ``CONVSTREAM_DEDUPE_TTL_DAYS``) is not parked again: it stays
-        in the batch and ends ``failed`` (a dead letter to replay), as does every parking
-        outcome when there is no delayed-retry topic to park in.
+        ``received_at`` plus ``CONVSTREAM_DEDUPE_TTL_DAYS``) is not parked again: it is
+        answered ``failed`` (a dead letter to replay), as is every parking outcome when
+        there is no delayed-retry topic to park in.
         """
         now = self._clock()
         lifetime = self._settings.dedupe_ttl_days * 86_400.0
@@ -380,18 +391,17 @@ class BatchPipeline:
                 )
             rest.append(p)
             answers.append(outcome)
-        if parked:
-            await self._park_events(key, parked, attempts, now)
-        return rest, answers
+        return rest, answers, parked
 
     async def _park_events(
-        self, key: BatchKey, parked: list[tuple[Pending, float]], attempts: int, now: float
+        self, key: BatchKey, parked: list[tuple[Pending, float]], attempts: int
     ) -> None:
         """Hand events to the delayed-retry topic, in the order that keeps a crash safe
         (:mod:`streams.stages.parking`): their keys' ``parked`` settlement, then the park
         records, then their chunks' acks. No result: theirs comes when they are final."""
         park = self._park
         assert park is not None
+        now = self._clock()
         partition = parked[0][0].partition
         key_text = str(key)
         entries = [SettlementEntry(p.key, "parked", p.received.source) for p, _ in parked]

@@ -24,6 +24,7 @@ from streams.sinks.google_ads.errors import (
     ErrorClass,
     classify,
     classify_exception,
+    parked,
     request_outcomes,
     response_outcomes,
 )
@@ -68,11 +69,15 @@ def test_each_row_keeps_its_own_code_and_most_final_error_wins() -> None:
         extra_errors=(ads_error("NO_CONVERSION_ACTION_FOUND", 1),),
     )
     first, second, third = outcomes(response, 3)
-    assert (first.status, first.code, first.retry_after) == (
+    assert (first.status, first.code, first.retry_after, first.park) == (
         "retryable",
         "TOO_RECENT_EVENT",
         DELAYED_RETRY_SECONDS,
+        True,
     )
+    assert DELAYED_RETRY_SECONDS == 21_600, "Google: wait 6 hours"
+    assert parked(first, 3.0).retry_after == 3.0, "the sink sets the configured wait"
+    assert parked(third, 3.0) == third
     assert (second.status, second.code) == ("rejected", "NO_CONVERSION_ACTION_FOUND")
     assert "TRANSIENT_ERROR" in (second.message or "")
     assert third.status == "uploaded"
