@@ -26,6 +26,7 @@ REQUIRED = {
     "ConvstreamDataManagerRequestFailed",
     "ConvstreamDataManagerErrorRatioHigh",
     "ConvstreamDataManagerQuotaExhausted",
+    "ConvstreamParkedEventsOverdue",
 }
 
 
