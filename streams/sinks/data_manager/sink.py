@@ -251,7 +251,7 @@ class DataManagerSink:
             raise RetryableSinkError(stop.code, stop.message, stop.retry_after)
         wait = self._delayed_retry_seconds
         return [
-            replace(o, retry_after=wait) if o.park else o
+            replace(o, retry_after=wait) if o.park and o.code == TOO_RECENT else o
             for o in (outcomes[position] for position in range(len(batch.events)))
         ]
 

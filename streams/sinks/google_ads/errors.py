@@ -238,8 +238,13 @@ def outcome_for(errors: Sequence[ApiError]) -> EventOutcome:
 
 
 def parked(outcome: EventOutcome, seconds: float) -> EventOutcome:
-    """``outcome`` with the configured wait when it parks (a ``TOO_RECENT_*`` row)."""
-    if outcome.park and outcome.status == "retryable":
+    """``outcome`` with the configured wait when it parks as a ``TOO_RECENT_*`` row (a
+    park for another reason keeps its own wait)."""
+    if (
+        outcome.park
+        and outcome.status == "retryable"
+        and classify(outcome.code or "") is (ErrorClass.DELAYED_RETRY)
+    ):
         return dataclasses.replace(outcome, retry_after=seconds)
     return outcome
 
