@@ -117,6 +117,15 @@ def test_a_too_recent_row_is_parked_off_the_lane_and_uploaded_when_due(
             worker.stop(signal.SIGKILL)
             worker.start()
 
+        def held() -> bool:
+            text = worker.scrape()
+            due = metric_value(text, "convstream_delayed_oldest_due_timestamp_seconds")
+            held = metric_value(text, "convstream_delayed_events")
+            return held >= 1 and abs(due - time.time()) < DELAY + 5
+
+        # The delayed stage (of the restarted worker too) holds it, due within the delay.
+        wait_until(held, 30, "the parked row held by the delayed stage")
+
         # Google takes the click from now on; the parked row uploads when due.
         before = _uploads_of(fake, PARKED_GCLID)
         fake.script.too_recent_until.clear()
