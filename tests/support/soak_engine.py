@@ -360,6 +360,8 @@ class Answers:
     foreign: int = 0
     latency: dict[str, float] = field(default_factory=dict)
     """Account -> the largest latency of its results (received_at -> completed_at, s)."""
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+    """(account, latency) of every result, for percentiles."""
 
     def add(self, message: Any) -> None:
         record = orjson.loads(message.value())
@@ -376,6 +378,7 @@ class Answers:
                 - datetime.fromisoformat(record["received_at"])
             ).total_seconds()
             self.latency[account] = max(self.latency.get(account, 0.0), took)
+            self.latencies.append((account, took))
         error = record["error"]
         latest = (
             record["completed_at"],
@@ -767,6 +770,14 @@ def run_soak(options: SoakOptions) -> SoakReport:
                 "Google took the parked accounts at s": opened_at,
                 "max latency, parked accounts s": max(parked_latency, default=0.0),
                 "max latency, every other account s": max(others_latency, default=0.0),
+            }
+        others = sorted(v for a, v in answers.latencies if a not in too_recent)
+        if others:
+            report.counts |= {
+                "latency p50 / p99 / max, accounts not parked s": (
+                    f"{others[len(others) // 2]:.2f} / {others[int(len(others) * 0.99)]:.2f} / "
+                    f"{others[-1]:.2f}"
+                )
             }
         if options.latency_bound is not None:
             worst = {a: v for a, v in answers.latency.items() if a not in too_recent}
