@@ -149,3 +149,48 @@ def test_a_too_recent_row_is_parked_off_the_lane_and_uploaded_when_due(
         assert _uploads_of(fake, PARKED_GCLID) == before + 1
         assert {r["status"] for rs in _by_id(results).values() for r in rs} == {"uploaded"}
         assert worker.stop() == 0
+
+
+def test_parked_rows_survive_a_rebalance_to_another_worker(
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    fake: FakeGoogleAds,
+    tokens: FakeTokenEndpoint,
+    tls: Tls,
+) -> None:
+    """A row parked by worker A: worker B joins (the delayed group rebalances), A stops for
+    good (it rebalances again); B re-drives the row when due and it is uploaded once."""
+    topics = Topics(kafka_bootstrap)
+    fake.script.too_recent_until[PARKED_GCLID] = time.time() + 3600
+    env = {
+        **worker_env(fake, tokens, tls.roots_file),
+        "CONVSTREAM_RECORDING_SINK": "yandex_metrica",
+        "CONVSTREAM_DELAYED_RETRY_SECONDS": str(DELAY),
+        "CONVSTREAM_BATCH_WINDOW_SECONDS": str(WINDOW),
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        WorkerProcess(topics, tmp_path / "a", **env) as first,
+        WorkerProcess(topics, tmp_path / "b", **env) as second,
+        TopicReader(kafka_bootstrap, topics.results) as results,
+    ):
+        first.start()
+        produce(kafka_bootstrap, topics.input, (encode(click(n)) for n in (1, 2, 3)), b"k")
+        _wait_results(results, {"click-1", "click-3"}, 60)
+        wait_until(lambda: "parked events=1" in first.log_text(), 30, "click-2 parked by worker A")
+        second.start()
+        wait_until(lambda: "delayed partitions assigned" in second.log_text(), 90, "B in the group")
+        assert first.stop() == 0
+        before = _uploads_of(fake, PARKED_GCLID)
+        fake.script.too_recent_until.clear()
+        _wait_results(results, {"click-2"}, 90)
+        assert {r["status"] for r in _by_id(results)["click-2"]} == {"uploaded"}
+
+        def nothing_parked() -> bool:
+            return metric_value(second.scrape(), "convstream_delayed_events") == 0
+
+        wait_until(nothing_parked, 30, "no parked copy left")
+        results.poll(0.5)
+        assert _uploads_of(fake, PARKED_GCLID) == before + 1, "uploaded once"
+        assert second.stop() == 0
