@@ -86,6 +86,24 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         default=defaults.broker_restarts,
         help="SIGKILL + restart of the Apache Kafka broker (--broker kafka)",
     )
+    parser.add_argument(
+        "--too-recent-accounts",
+        type=int,
+        default=defaults.too_recent_accounts,
+        help="the first N Google accounts answer TOO_RECENT until all else is answered",
+    )
+    parser.add_argument(
+        "--delayed-retry-seconds",
+        type=float,
+        default=defaults.delayed_retry_seconds,
+        help="CONVSTREAM_DELAYED_RETRY_SECONDS of the workers (default: theirs, 6 h)",
+    )
+    parser.add_argument(
+        "--latency-bound",
+        type=float,
+        default=defaults.latency_bound,
+        help="invariant: no result of another account later than this many seconds",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs here")
     args = parser.parse_args(argv)
     return SoakOptions(
@@ -112,6 +130,9 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         dedupe_store=args.dedupe_store,
         broker=args.broker,
         broker_restarts=args.broker_restarts,
+        too_recent_accounts=args.too_recent_accounts,
+        delayed_retry_seconds=args.delayed_retry_seconds,
+        latency_bound=args.latency_bound,
         workdir=args.workdir,
     )
 

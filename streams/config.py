@@ -495,6 +495,12 @@ class Settings:
     batch_window_seconds: float = 10.0
     dedupe_ttl_days: float = 90.0
     retry_max_seconds: float = 3600.0
+    delayed_retry_seconds: float = 21_600.0
+    """CONVSTREAM_DELAYED_RETRY_SECONDS: how long an event the destination calls too recent
+    (Google's ``TOO_RECENT_*``, Data Manager's ``CONVERSION_ACTION_TOO_RECENTLY_CREATED``,
+    Yandex's upload window not open yet) waits parked in ``<app_id>-delayed`` before it is
+    written again. Google documents waiting 6 hours after a click, call or new conversion
+    action (21,600 s)."""
     metrics_port: int = 9108
     metrics_address: str = "0.0.0.0"  # noqa: S104 (scraped from other pods)
     """CONVSTREAM_METRICS_ADDRESS: the address /metrics, /ready and /healthz bind to
@@ -700,6 +706,13 @@ class Settings:
             ),
             retry_max_seconds=read.number(
                 "CONVSTREAM_RETRY_MAX_SECONDS", defaults.retry_max_seconds, float, 0, 7 * 86_400
+            ),
+            delayed_retry_seconds=read.number(
+                "CONVSTREAM_DELAYED_RETRY_SECONDS",
+                defaults.delayed_retry_seconds,
+                float,
+                0.1,
+                7 * 86_400,
             ),
             metrics_port=read.number(
                 "CONVSTREAM_METRICS_PORT", defaults.metrics_port, int, 0, 65_535

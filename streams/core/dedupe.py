@@ -3,8 +3,8 @@
 States a key can be in, and what an arriving event with that key becomes::
 
     (absent or expired) ----------------------------------> NEW        (upload it)
-    in_flight / uploaded, set by another source position --> DUPLICATE  (result, no upload)
-    in_flight, set by this same source position -----------> REDELIVERY (upload again)
+    in_flight / uploaded / parked, by another source ------> DUPLICATE  (result, no upload)
+    in_flight / parked, set by this same source position --> REDELIVERY (upload again)
     uploaded, set by this same source position ------------> UPLOADED   (result, no upload)
     failed / validated (dry run) -------------------------> RETRY      (upload it: replays)
 
@@ -22,6 +22,11 @@ topic but were not read back before the crash: the worker reads them ahead at ev
 assignment (:meth:`DedupeGate.preload`), so only an upload caught in the milliseconds
 between the destination's answer and the settlement's broker ack is repeated (and both
 APIs ignore a repeated conversion with the same click id/order id).
+
+A key is ``parked`` while its event waits in the delayed-retry topic
+(:mod:`streams.stages.parking`): written to the table by a settlement, so it stays open
+across restarts; a re-sent copy from another input position is answered ``duplicate``,
+and the parked event itself is admitted again when it comes back.
 
 Key format: BLAKE2b-128 (personalization :data:`KEY_FORMAT`) over the identity's parts,
 each prefixed with its length (:func:`encode_parts`), so two different
@@ -48,10 +53,10 @@ import orjson
 
 from streams.core.model import YANDEX_ID_COLUMNS, Event, SourcePosition
 
-KeyStatus = Literal["in_flight", "uploaded", "failed", "validated"]
+KeyStatus = Literal["in_flight", "uploaded", "failed", "validated", "parked"]
 StoredRecord = list[Any]
 """[status, updated_at, owner partition, source topic, source partition, source offset]"""
-_DUPLICATE_STATES: Final = frozenset({"in_flight", "uploaded"})
+_DUPLICATE_STATES: Final = frozenset({"in_flight", "uploaded", "parked"})
 _CLICK_OR_CALLER: Final = ("gclid", "gbraid", "wbraid", "caller_id")
 _log = logging.getLogger(__name__)
 KEY_FORMAT: Final = b"convstream.key.2"

@@ -23,6 +23,12 @@ outcome's or a :class:`~streams.sinks.RetryableSinkError`'s ``retry_after``, e.g
 Retry-After header or Google's TOO_RECENT delay); they never jitter or back off themselves,
 and nothing adds jitter on top of this.
 
+An outcome that *parks* (:func:`parks`: ``retryable`` with ``park`` and ``retry_after``, a
+conversion too recent for the destination or a daily quota spent) is final for this loop:
+waiting hours inside a batch would hold its siblings' results and the account's next
+batches, so the batch stage hands such events to the delayed-retry topic instead
+(:mod:`streams.stages.parking`).
+
 Pure: sleeping, the clock and the random source are injected; no asyncio here.
 """
 
@@ -45,6 +51,12 @@ Attempt = Callable[[list[int], int], Awaitable[Sequence[EventOutcome]]]
 """``(indices, attempt)``: write the items at ``indices`` (ascending) as attempt number
 ``attempt`` (from 1) and return one outcome per index, in order. Must not raise: a failed
 write is ``retryable`` outcomes carrying the sink's ``retry_after`` hint."""
+
+
+def parks(outcome: EventOutcome) -> bool:
+    """Does this outcome send its event to the delayed-retry topic rather than retry it
+    in its batch? (See :class:`~streams.core.model.EventOutcome`'s ``park``.)"""
+    return outcome.status == "retryable" and outcome.park and outcome.retry_after is not None
 
 
 class Stop(StrEnum):
@@ -77,8 +89,8 @@ class RetryResult:
     """How a batch's writes ended."""
 
     outcomes: list[EventOutcome]
-    """One per item, in order: final ones, and the last ``retryable`` one of each item
-    still retrying when the loop stopped."""
+    """One per item, in order: final ones, parking ones (:func:`parks`), and the last
+    ``retryable`` one of each item still retrying when the loop stopped."""
     attempts: int
     stopped: Stop | None = None
     """None: every outcome is final."""
@@ -94,7 +106,7 @@ class RetryResult:
             note = f" (retries exhausted after {self.attempts} attempts)"
         return [
             dataclasses.replace(o, message=(o.message or "") + note)
-            if o.status == "retryable"
+            if o.status == "retryable" and not parks(o)
             else o
             for o in self.outcomes
         ]
@@ -130,7 +142,7 @@ async def retry_until_final(
         hint: float | None = None
         for index, outcome in zip(todo, outcomes, strict=True):
             final[index] = outcome
-            if outcome.status == "retryable":
+            if outcome.status == "retryable" and not parks(outcome):
                 retry.append(index)
                 if outcome.retry_after is not None:
                     hint = max(hint or 0.0, outcome.retry_after)
@@ -149,4 +161,4 @@ async def retry_until_final(
     return RetryResult(final, number, stopped)  # type: ignore[arg-type]  # all set
 
 
-__all__ = ["Attempt", "RetryPolicy", "RetryResult", "Stop", "retry_until_final"]
+__all__ = ["Attempt", "RetryPolicy", "RetryResult", "Stop", "parks", "retry_until_final"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
 from streams.config import Settings
 
@@ -45,11 +46,19 @@ class TopicRole(StrEnum):
     CHANGELOG = "dedupe changelog"
     LEADER = "faust leader"
     YANDEX_UPLOADS = "yandex open uploads"
+    DELAYED = "delayed retries"
 
 
 def batch_topic_name(app_id: str) -> str:
     """The internal topic between stage 1 and stage 2: chunks, settlements, sweeps."""
     return f"{app_id}-batches"
+
+
+def delayed_topic_name(app_id: str) -> str:
+    """The internal topic of parked events (:mod:`streams.stages.parking`): events the
+    destination called too recent, each with its due time, re-driven into the batch topic
+    when due."""
+    return f"{app_id}-delayed"
 
 
 def changelog_topic_name(app_id: str, table: str = DEDUPE_TABLE) -> str:
@@ -96,6 +105,17 @@ class TopicSpec:
         return self.config[CLEANUP]
 
 
+RETENTION_MS: Final = "retention.ms"
+DELAYED_MIN_RETENTION_SECONDS: Final = 7 * 86_400
+
+
+def delayed_retention_ms(delayed_retry_seconds: float) -> int:
+    """The delayed-retry topic's retention: a parked event must outlive its wait (and a
+    worker outage on top of it) before the broker may delete it."""
+    seconds = max(DELAYED_MIN_RETENTION_SECONDS, 2 * delayed_retry_seconds + 86_400)
+    return int(seconds * 1000)
+
+
 def topic_specs(settings: Settings, batch_record_bytes: int) -> tuple[TopicSpec, ...]:
     """Every topic of this app, in the order ``convstream topics`` prints them.
 
@@ -136,6 +156,21 @@ def topic_specs(settings: Settings, batch_record_bytes: int) -> tuple[TopicSpec,
             partitions,
             replicas,
             {MIN_INSYNC: insync, CLEANUP: "compact"},
+            internal=True,
+        ),
+        TopicSpec(
+            delayed_topic_name(settings.app_id),
+            TopicRole.DELAYED,
+            partitions,
+            replicas,
+            # Deleted by retention like the batch topic, but never before a parked event is
+            # due: its own retention.ms, twice the longest park plus a day and at least 7
+            # days, whatever the cluster's default (often 1-3 days on shared clusters).
+            {
+                **delete,
+                MAX_MESSAGE_BYTES: str(batch_record_bytes),
+                RETENTION_MS: str(delayed_retention_ms(settings.delayed_retry_seconds)),
+            },
             internal=True,
         ),
         TopicSpec(

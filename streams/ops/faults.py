@@ -8,7 +8,10 @@ kills the process (SIGKILL, no cleanup, like the OOM killer) the n-th time the b
 
 Points, in the order a batch passes them: ``after_upload`` (sink accepted a batch,
 nothing sent yet), ``after_settle`` (settlement delivered, results not published),
-``after_publish`` (results delivered too, events not acked).
+``after_publish`` (results delivered too, events not acked); for parked events
+(:mod:`streams.stages.parking`) ``after_park_settle`` (their ``parked`` settlement
+delivered, no park record yet) and ``after_park`` (park records delivered, events not
+acked).
 """
 
 from __future__ import annotations

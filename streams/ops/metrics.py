@@ -363,6 +363,25 @@ class Metrics:
             "Accepted Data Manager requests whose status is still being polled.",
             registry=registry,
         )
+        # Delayed retries (issue 20): events parked in <app_id>-delayed until due.
+        self.events_parked = Counter(
+            "convstream_events_parked_total",
+            "Events the destination called too recent (or whose daily quota was spent), "
+            "handed to the delayed-retry topic instead of retried inside their batch.",
+            ["destination"],
+            registry=registry,
+        )
+        self.delayed_events = Gauge(
+            "convstream_delayed_events",
+            "Parked events this worker's delayed stage has read and not re-driven yet.",
+            registry=registry,
+        )
+        self.delayed_oldest_due = Gauge(
+            "convstream_delayed_oldest_due_timestamp_seconds",
+            "Unix time the oldest held parked event is due (0: none held); far in the past "
+            "means re-driving is stuck.",
+            registry=registry,
+        )
         # Google Ads offline data diagnostics (labels: customer id digits, upload client,
         # conversion action id, enum names; never an action's name, which is free text).
         self.google_diagnostics = GoogleDiagnosticsCollector()

@@ -2,6 +2,7 @@
 
     input topic --ingest agent--> <app_id>-batches (keyed by batch key) --batch agent-->
         results topic + dead-letter topic (+ settlements back to <app_id>-batches)
+    batch agent --parked events--> <app_id>-delayed --delayed stage, when due--> <app_id>-batches
 
 The logic lives in :mod:`streams.stages.ingest` (stage 1) and :mod:`streams.stages.batch_stage`
 (stage 2). Both agents run with concurrency 1 over ``noack`` streams and ack each message
@@ -40,9 +41,11 @@ from streams.core.topics import (
     TopicRole,
     TopicSpec,
     changelog_topic_name,
+    delayed_topic_name,
     spec_of,
 )
 from streams.kafka.clients import AiokafkaSecurity, aiokafka_security
+from streams.kafka.delayed_consumer import DelayedConsumer
 from streams.kafka.input_consumer import InputConsumer
 from streams.kafka.producer import OutputProducer, Record
 from streams.kafka.retrying import RetryingSender
@@ -283,7 +286,9 @@ def create_app(
     # The gate writes Faust's store directly; the changelog goes through librdkafka.
     dedupe_table = LibrdkafkaChangelogTable(table, current_partition)
     metrics.stalls.stall_seconds = settings.stall_seconds
-    out = WorkerProducers(settings, batch_topic_name, dedupe_table, metrics)
+    out = WorkerProducers(
+        settings, batch_topic_name, dedupe_table, metrics, delayed_topic_name(settings.app_id)
+    )
     app.close_hooks.append(out.close)
 
     gate = DedupeGate(dedupe_table, settings.dedupe_ttl_days * 86_400.0, time.time)
@@ -298,6 +303,7 @@ def create_app(
         FaultPlan(settings.fault_kill_at),
         table_flush=out.flush_table,
         forward=out.forward,
+        park=out.park,
     )
     reads = KafkaReads(settings.kafka, settings.app_id, batch_topic_name)
     app.close_hooks.append(reads.close)
@@ -329,10 +335,17 @@ def create_app(
         settings, ingest, metrics, unsettled=lambda: pipeline.unsettled_events
     )
     app.stop_hooks.append(input_consumer.stop)
+    # The delayed stage re-drives parked events (streams/stages/parking.py) when due.
+    delayed = DelayedConsumer(settings, out.forward, metrics)
+    app.stop_hooks.append(delayed.stop)
 
     @app.task
     async def start_input() -> None:
         await input_consumer.start()
+
+    @app.task
+    async def start_delayed() -> None:
+        await delayed.start()
 
     @app.agent(batch_topic, concurrency=1)
     async def batch_agent(stream: Any) -> None:
@@ -389,7 +402,8 @@ def create_app(
                 batch_topic_name, b"sweep", wire.encode(wire.SweepRequest()), partition, None, None
             )
 
-    del start_input, batch_agent, run_scheduler, on_assigned, on_revoked, on_recovered
+    del start_input, start_delayed, batch_agent, run_scheduler, on_assigned, on_revoked
+    del on_recovered
     del catch_up_commits, report_lag, request_sweep
     return app, pipeline
 
@@ -405,11 +419,13 @@ class WorkerProducers:
         batch_topic: str,
         dedupe_table: LibrdkafkaChangelogTable,
         metrics: Metrics,
+        delayed_topic: str | None = None,
     ) -> None:
         self._settings = settings
         self._limits: dict[str, int | None] = {}
         self._changelog_lock = asyncio.Lock()
         self._batch_topic = batch_topic
+        self._delayed_topic = delayed_topic or delayed_topic_name(settings.app_id)
         self._dedupe_table = dedupe_table
         self._topic_of = {"result": settings.results_topic, "dead_letter": settings.dlq_topic}
         self._output = OutputProducer(settings.kafka, max_record_bytes(settings))
@@ -450,6 +466,12 @@ class WorkerProducers:
     async def forward(self, partition: int, value: bytes) -> None:
         await self._output_sender.send(
             "chunk", [Record(self._batch_topic, b"chunk", value, partition)]
+        )
+
+    async def park(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Parked events to the delayed-retry topic, keyed by batch key."""
+        await self._output.send_all(
+            [Record(self._delayed_topic, key, value) for key, value in records]
         )
 
     async def settle(self, key: str, partition: int, value: bytes) -> None:

@@ -111,6 +111,7 @@ def build_sinks(
             open_uploads=KafkaOpenUploads(
                 settings.kafka, yandex_uploads_topic_name(settings.app_id)
             ),
+            delayed_retry_seconds=settings.delayed_retry_seconds,
         )
     return sinks
 
@@ -167,6 +168,7 @@ def _google_sink(
             metrics=metrics,
             worker_name=f"{settings.app_id}/{socket.gethostname()}",
             diagnostics_interval=settings.google_diagnostics_interval_seconds,
+            delayed_retry_seconds=settings.delayed_retry_seconds,
         )
     if settings.google_api is GoogleUploadApi.DATA_MANAGER:
         return _data_manager_sink(settings, metrics, on_status, fallback=ads_api, shared=shared)
@@ -231,6 +233,7 @@ def _data_manager_sink(
         limiter=quotas.mutate(project),
         tracker=tracker,
         connection=connection,
+        delayed_retry_seconds=settings.delayed_retry_seconds,
     )
 
 

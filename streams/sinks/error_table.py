@@ -35,8 +35,10 @@ WHAT_HAPPENS: Final[dict[ErrorClass, str]] = {
         "is resent; other accounts keep flowing"
     ),
     ErrorClass.DELAYED_RETRY: (
-        "retried after Google's wait (a fresh click, call or conversion action); past the "
-        "retry budget the dead letter says `retryable=true`"
+        "parked in `<app_id>-delayed` for `CONVSTREAM_DELAYED_RETRY_SECONDS` (6 hours, "
+        "Google's documented wait for a fresh click, call or conversion action) and sent "
+        'again then; the rest of the batch is answered at once ("Delayed retries leave '
+        'the lane")'
     ),
     ErrorClass.DUPLICATE: "result `duplicate`, no dead letter",
     ErrorClass.SPLIT: "the request is halved and both halves sent (down to single rows)",

@@ -26,6 +26,10 @@ until ``CONVSTREAM_RETRY_MAX_SECONDS`` runs out; the events then become ``failed
 and dead letters. A rebalance or shutdown cuts the waits short; events still retrying
 then are carried over (re-sent as a chunk to their own partition) rather than failed.
 Each batch key flushes in its own task, so one slow account never holds up the others.
+Events the destination calls too recent (outcomes that park, :func:`streams.core.retry.parks`)
+are not retried in their batch: they are parked in the delayed-retry topic and come back
+through the batch topic when due (:mod:`streams.stages.parking`); the rest of the batch
+is answered at once.
 A destination's batch limit is its sink's ``max_batch_events``; its window is
 :meth:`Settings.batch_window_for` (CONVSTREAM_BATCH_WINDOW_SECONDS_<DESTINATION>).
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -54,6 +59,7 @@ from streams.core.retry import (
     RetryPolicy,
     RetryResult,
     Stop,
+    parks,
     retry_until_final,
 )
 from streams.core.topics import batch_topic_name
@@ -66,6 +72,7 @@ from streams.ops.faults import FaultPlan
 from streams.ops.metrics import Metrics
 from streams.sinks import RetryableSinkError, Sink, SinkConfigError
 from streams.stages.delivery import Delivery, Publish, Settle, failed_by_bug
+from streams.stages.parking import ParkedRecord
 from streams.stages.pending import (
     Ack,
     AckCounter,
@@ -80,13 +87,19 @@ from streams.stages.wire import (
     ChunkItem,
     Forward,
     Settlement,
+    SettlementEntry,
     UnreadableItem,
     chunked,
     encode_chunk,
     encode_item,
+    encode_settlement,
 )
 
 _log = logging.getLogger(__name__)
+
+Park = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+"""Send (key, value) records to the delayed-retry topic; returns once the broker
+acknowledged every one."""
 
 
 class BatchPipeline:
@@ -109,13 +122,17 @@ class BatchPipeline:
         table_flush: Callable[[], Awaitable[None]] | None = None,
         forward: Forward | None = None,
         jitter: Callable[[float, float], float] = random.uniform,
+        park: Park | None = None,
     ) -> None:
         """``forward`` sends a chunk to a batch partition (carry-over; without it, events
         still retrying at a rebalance are failed instead); ``table_flush`` waits until the
         dedupe table's changelog writes so far are acknowledged (settlements and sweeps are
-        acked only after it)."""
+        acked only after it); ``park`` sends parked events to the delayed-retry topic
+        (without it, an outcome that parks ends ``failed`` like exhausted retries)."""
         self._settings = settings
         self._publish = publish
+        self._park = park
+        self._settle = settle
         self._clock = clock
         self._batch_topic = batch_topic_name(settings.app_id)
         self._forward = forward
@@ -403,6 +420,21 @@ class BatchPipeline:
         finally:
             self._release_held(pending)
         self._faults.hit("after_upload")
+        parked: list[tuple[Pending, float]] = []
+        if any(parks(o) for o in result.outcomes):
+            pending, outcomes, parked = self._split_parked(pending, result.outcomes)
+            result = dataclasses.replace(result, outcomes=outcomes)
+        # The rest of the batch is answered first: its results do not wait for the park
+        # records, and a failed park does not make them upload again after a restart.
+        if pending:
+            await self._answer(key, pending, result, batch_id)
+        if parked:
+            await self._park_events(key, parked, result.attempts)
+
+    async def _answer(
+        self, key: BatchKey, pending: list[Pending], result: RetryResult, batch_id: str
+    ) -> None:
+        """Deliver the final outcomes; carry over what still retries at a rebalance."""
         outcomes = result.outcomes
         if result.stopped is Stop.INTERRUPTED and self._forward is not None:
             carried = [p for p, o in zip(pending, outcomes, strict=True) if o.status == "retryable"]
@@ -420,6 +452,77 @@ class BatchPipeline:
         else:
             outcomes = result.explained()
         await self._delivery.finish(key, pending, outcomes, batch_id, result.attempts)
+
+    def _split_parked(
+        self, pending: list[Pending], outcomes: list[EventOutcome]
+    ) -> tuple[list[Pending], list[EventOutcome], list[tuple[Pending, float]]]:
+        """The events to answer now with their outcomes, and those to park with their due
+        times.
+
+        An event that would still be parked when its dedupe key could expire (its
+        ``received_at`` plus ``CONVSTREAM_DEDUPE_TTL_DAYS``) is not parked again: it is
+        answered ``failed`` (a dead letter to replay), as is every parking outcome when
+        there is no delayed-retry topic to park in.
+        """
+        now = self._clock()
+        lifetime = self._settings.dedupe_ttl_days * 86_400.0
+        parked: list[tuple[Pending, float]] = []
+        rest: list[Pending] = []
+        answers: list[EventOutcome] = []
+        for p, outcome in zip(pending, outcomes, strict=True):
+            if parks(outcome):
+                due = now + (outcome.retry_after or 0.0)
+                if self._park is not None and due < p.received.received_at + lifetime:
+                    parked.append((p, due))
+                    continue
+                note = " (still refused when its parking would outlive its dedupe key; replay it)"
+                outcome = dataclasses.replace(
+                    outcome, park=False, message=(outcome.message or "") + note
+                )
+            rest.append(p)
+            answers.append(outcome)
+        return rest, answers, parked
+
+    async def _park_events(
+        self, key: BatchKey, parked: list[tuple[Pending, float]], attempts: int
+    ) -> None:
+        """Hand events to the delayed-retry topic, in the order that keeps a crash safe
+        (:mod:`streams.stages.parking`): their keys' ``parked`` settlement, then the park
+        records, then their chunks' acks. No result: theirs comes when they are final."""
+        park = self._park
+        assert park is not None
+        now = self._clock()
+        partition = parked[0][0].partition
+        key_text = str(key)
+        entries = [SettlementEntry(p.key, "parked", p.received.source) for p, _ in parked]
+        await self._settle(key_text, partition, encode_settlement(entries))
+        self._faults.hit("after_park_settle")
+        record_key = key_text.encode()
+        await park(
+            [
+                (
+                    record_key,
+                    ParkedRecord(
+                        due,
+                        now,
+                        attempts,
+                        p.partition,
+                        p.key,
+                        encode_item(p.event, p.received, key_text),
+                    ).encode(),
+                )
+                for p, due in parked
+            ]
+        )
+        self._faults.hit("after_park")
+        self._metrics.events_parked.labels(key.destination).inc(len(parked))
+        _log.info(
+            "parked events=%d destination=%s due_in_seconds=%.0f",
+            len(parked),
+            key.destination,
+            min(due for _, due in parked) - now,
+        )
+        self._pending.answered([p for p, _ in parked])
 
     async def _carry_over(self, key: BatchKey, carried: list[Pending]) -> None:
         """Hand events still waiting for a retry to the partition's next reader.

@@ -232,6 +232,22 @@ async def test_a_refused_destination_rejects_its_events_in_one_go(
     assert [r.outcome for r in dm_fake.received] == ["INVALID_ARGUMENT", "ingested"]
 
 
+async def test_a_conversion_action_too_recently_created_parks_its_events_only(
+    sink: DataManagerSink, dm_fake: FakeDataManager
+) -> None:
+    """The sandbox refuses a new action's destination with
+    CONVERSION_ACTION_TOO_RECENTLY_CREATED: its events park in the delayed-retry topic
+    (issue 20), with the 6-hour wait; the other action's events upload."""
+    dm_fake.script.invalid_actions["42"] = "CONVERSION_ACTION_TOO_RECENTLY_CREATED"
+    documents = [click(1), click(2, conversion_action_id="42"), click(3)]
+    outcomes = await sink.write(batch_of(documents))
+    assert [(o.status, o.code, o.park, o.retry_after) for o in outcomes] == [
+        ("uploaded", None, False, None),
+        ("retryable", "CONVERSION_ACTION_TOO_RECENTLY_CREATED", True, 21_600.0),
+        ("uploaded", None, False, None),
+    ]
+
+
 async def test_quota_exhaustion_passes_googles_delay_on(
     sink: DataManagerSink, dm_fake: FakeDataManager, limiter: RecordingLimiter
 ) -> None:

@@ -113,6 +113,7 @@ def test_topics_creates_every_topic_with_its_configuration_and_is_idempotent(
                 "max.message.bytes": "1048588",
             },
         ),
+        f"{app_id}-delayed": (4, 1, {**delete, "max.message.bytes": batches}),
         f"{app_id}-__assignor-__leader": (1, 1, {**delete, "max.message.bytes": "1048588"}),
         f"{app_id}-yandex-uploads": (
             1,

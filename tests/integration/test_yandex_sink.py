@@ -275,6 +275,29 @@ async def test_bad_request_rejects_every_event_of_the_file_with_yandex_message(
     assert server.uploads == []
 
 
+async def test_an_upload_window_not_yet_open_parks_the_file_instead_of_rejecting_it(
+    server: FakeYandex, metrics: Metrics
+) -> None:
+    """Metrica's 400 for a counter whose offline-conversion window (visit_join_threshold)
+    is not open yet: VISIT_JOIN_THRESHOLD_UNMET, parked for the configured wait (issue 20),
+    not a rejection; once the window is open the same rows upload."""
+    counter = event(1).account
+    server.window_opens_at[counter] = time.time() + 3600
+    sink = YandexMetricaSink(TOKEN, server.url, metrics=metrics, delayed_retry_seconds=42.0)
+    await sink.setup()
+    try:
+        outcomes = await sink.write(batch([event(1), event(2)]))
+        assert [(o.status, o.code, o.park, o.retry_after) for o in outcomes] == [
+            ("retryable", "VISIT_JOIN_THRESHOLD_UNMET", True, 42.0)
+        ] * 2
+        assert server.uploads == []
+        server.window_opens_at.clear()
+        again = await sink.write(batch([event(1), event(2)], batch_id="b-2"))
+        assert [o.status for o in again] == ["uploaded"] * 2
+    finally:
+        await sink.aclose()
+
+
 async def test_auth_failure_rejects_logs_once_and_never_shows_the_token(
     server: FakeYandex, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -30,6 +30,7 @@ REQUIRED = {
     "ConvstreamYandexQuotaExhausted",
     "ConvstreamPartitionStalled",
     "ConvstreamOutputDeliveryFailing",
+    "ConvstreamParkedEventsOverdue",
 }
 
 

@@ -139,3 +139,39 @@ def test_soak_rebalance_during_a_google_outage_still_uploads_everything(
     # The retries cut short by the stop are carried over to the worker that stays, which
     # uploads them once Google is back: no valid event is dead-lettered.
     assert report.ok, _failed(report)
+
+
+def test_soak_one_account_too_recent_throughout_the_others_keep_their_latency(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """Delayed retries leave the lane (issue 20): one Google account answers
+    TOO_RECENT_CONVERSION_ACTION for the whole run, so its events are parked in the
+    delayed-retry topic; every other account's results still come within its batch window
+    + 2 s. Once everything else is answered Google takes the parked account, and its
+    events upload after CONVSTREAM_DELAYED_RETRY_SECONDS, each accepted once."""
+    window = 1.0
+    report = _run(
+        SoakOptions(
+            events=3_000,
+            accounts=20,
+            kills=0,
+            outage_seconds=0,
+            poison_ratio=0.01,
+            big_payloads=0,
+            batch_window=window,
+            yandex_status_poll_seconds=2.0,
+            rate=300,
+            seed=14,
+            timeout=240,
+            too_recent_accounts=1,
+            delayed_retry_seconds=3.0,
+            latency_bound=window + 2.0,
+            workdir=tmp_path,
+            verbose=False,
+        ),
+        kafka_bootstrap,
+    )
+    assert report.ok, _failed(report)
+    assert report.counts["TOO_RECENT answers"] > 0, "the account was parked"
+    assert report.counts["their messages (valid and duplicates)"] > 100
+    assert report.counts["max latency, parked accounts s"] >= 3.0, "uploaded when due"

@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,15 @@ class SoakOptions:
     broker_down_seconds: float = 5.0
     workdir: Path | None = None
     verbose: bool = True
+    # Delayed retries (issue 20): the first ``too_recent_accounts`` Google accounts answer
+    # TOO_RECENT_CONVERSION_ACTION until every other message is answered (the pipeline
+    # parks their events in <app_id>-delayed), then Google takes them and they upload
+    # after CONVSTREAM_DELAYED_RETRY_SECONDS. ``latency_bound``: the largest latency
+    # (received_at -> completed_at) any other account's result may have, e.g. the batch
+    # window + 2 s.
+    too_recent_accounts: int = 0
+    delayed_retry_seconds: float | None = None
+    latency_bound: float | None = None
 
 
 # --- the workload ---------------------------------------------------------------------
@@ -151,6 +161,14 @@ def conversion(n: int, options: SoakOptions) -> dict[str, Any]:
         "price": 99.5,
         "currency": "RUB",
     }
+
+
+def account_of(identity: str | None, options: SoakOptions) -> str | None:
+    """The Google account of a conversion identity (``g:<gclid>``), else None."""
+    if identity is None or not identity.startswith("g:"):
+        return None
+    n = int(identity.rsplit("-", 1)[1])
+    return google_account(n % options.accounts)
 
 
 def gclid(n: int) -> str:
@@ -340,6 +358,10 @@ class Answers:
     )
     uploaded: set[tuple[int, int]] = field(default_factory=set)
     foreign: int = 0
+    latency: dict[str, float] = field(default_factory=dict)
+    """Account -> the largest latency of its results (received_at -> completed_at, s)."""
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+    """(account, latency) of every result, for percentiles."""
 
     def add(self, message: Any) -> None:
         record = orjson.loads(message.value())
@@ -349,6 +371,14 @@ class Answers:
             return
         position = (source["partition"], source["offset"])
         self.count[position] += 1
+        account = record.get("account")
+        if account and record.get("received_at") and record.get("completed_at"):
+            took = (
+                datetime.fromisoformat(record["completed_at"])
+                - datetime.fromisoformat(record["received_at"])
+            ).total_seconds()
+            self.latency[account] = max(self.latency.get(account, 0.0), took)
+            self.latencies.append((account, took))
         error = record["error"]
         latest = (
             record["completed_at"],
@@ -520,6 +550,20 @@ def run_soak(options: SoakOptions) -> SoakReport:
             "CONVSTREAM_DEDUPE_STORE": options.dedupe_store,
             "CONVSTREAM_GOOGLE_DIAGNOSTICS_INTERVAL_SECONDS": "0",
         }
+        if options.delayed_retry_seconds is not None:
+            env["CONVSTREAM_DELAYED_RETRY_SECONDS"] = str(options.delayed_retry_seconds)
+        too_recent = {google_account(i) for i in range(options.too_recent_accounts)}
+        google.script.too_recent_customers = dict.fromkeys(too_recent, float("inf"))
+        # Valid messages and duplicates of the too-recent accounts: whichever copy of a
+        # conversion comes first is parked (the partitions of the input decide), the other
+        # copy is answered duplicate.
+        parked_indexes = {
+            i
+            for i, kind in enumerate(workload.kinds)
+            if kind in (VALID, DUPLICATE)
+            and account_of(workload.identities[i], options) in too_recent
+        }
+        opened_at: float | None = None
         workers = []
         for slot in range(options.workers):
             slot_dir = workdir / f"worker{slot}"
@@ -623,6 +667,20 @@ def run_soak(options: SoakOptions) -> SoakReport:
                             f"{answered:,} answered (exit {code})"
                         )
                     log(report.faults[-1])
+                if too_recent and opened_at is None and producer.done.is_set():
+                    others = {
+                        p
+                        for i, p in enumerate(producer.positions)
+                        if p is not None and i not in parked_indexes
+                    }
+                    if others <= set(answers.count):
+                        google.script.too_recent_customers.clear()
+                        opened_at = now
+                        report.faults.append(
+                            f"{now:6.1f} s  Google takes the {len(too_recent)} too-recent "
+                            f"accounts from now on ({answered:,} answered)"
+                        )
+                        log(report.faults[-1])
                 if now - last_log >= 10:
                     last_log = now
                     log(
@@ -634,7 +692,12 @@ def run_soak(options: SoakOptions) -> SoakReport:
                             f"{rss_mb(w.process.pid):,.0f} MB" for w in workers if w.process
                         )
                     )
-                if answered >= total and not chaos.plan and producer.done.is_set():
+                if (
+                    answered >= total
+                    and not chaos.plan
+                    and producer.done.is_set()
+                    and (not too_recent or opened_at is not None)
+                ):
                     break
                 if time.monotonic() > deadline:
                     report.problems.append(
@@ -669,6 +732,8 @@ def run_soak(options: SoakOptions) -> SoakReport:
             if recorded.method == "UploadClickConversions":
                 segment = sum(1 for g, _ in marks if number >= g)
                 for row in recorded.request.conversions:
+                    if row.gclid in recorded.too_recent:
+                        continue  # answered TOO_RECENT: written, not accepted
                     segments[f"g:{row.gclid}"].append(segment)
                     senders[f"g:{row.gclid}"].append(recorded.request.job_id)
         for number, upload in enumerate(list(yandex.uploads)):
@@ -698,6 +763,36 @@ def run_soak(options: SoakOptions) -> SoakReport:
             "yandex 429 answers": sum(1 for r in yandex.requests if r[2] == 429),
             "exit codes": "; ".join(exit_codes),
         }
+        if too_recent:
+            parked_latency = [answers.latency.get(a, 0.0) for a in too_recent]
+            others_latency = [v for a, v in answers.latency.items() if a not in too_recent]
+            report.counts |= {
+                "too-recent accounts": len(too_recent),
+                "their messages (valid and duplicates)": len(parked_indexes),
+                "TOO_RECENT answers": sum(len(r.too_recent) for r in list(google.received)),
+                "Google took the parked accounts at s": opened_at,
+                "max latency, parked accounts s": max(parked_latency, default=0.0),
+                "max latency, every other account s": max(others_latency, default=0.0),
+            }
+        others = sorted(v for a, v in answers.latencies if a not in too_recent)
+        if others:
+            report.counts |= {
+                "latency p50 / p99 / max, accounts not parked s": (
+                    f"{others[len(others) // 2]:.2f} / {others[int(len(others) * 0.99)]:.2f} / "
+                    f"{others[-1]:.2f}"
+                )
+            }
+        if options.latency_bound is not None:
+            worst = {a: v for a, v in answers.latency.items() if a not in too_recent}
+            slowest = max(worst, key=worst.__getitem__, default="")
+            report.invariants.append(
+                Invariant(
+                    f"results of accounts not parked later than {options.latency_bound:g} s (ms)",
+                    round(1000 * worst.get(slowest, 0.0)),
+                    worst.get(slowest, 0.0) <= options.latency_bound,
+                    f"slowest account {slowest}",
+                )
+            )
         check(report, workload, producer, answers, dead, accepted, segments, senders)
     return report
 

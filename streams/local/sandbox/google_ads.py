@@ -200,6 +200,9 @@ class Recorded:
     method: str
     request: Any
     metadata: dict[str, str]
+    too_recent: set[str] = field(default_factory=set)
+    """Row keys (gclid or order_id) of an upload the fake answered TOO_RECENT_*: written,
+    not accepted (Google did not take them; the pipeline parks and sends them again)."""
 
 
 @dataclass
@@ -208,6 +211,12 @@ class Script:
 
     row_failures: dict[str, str] = field(default_factory=dict)
     """Row key (gclid, caller_id or order_id) -> error code for that row."""
+    too_recent_until: dict[str, float] = field(default_factory=dict)
+    """Row key (gclid or order_id) -> time.time() until which its click upload answers
+    TOO_RECENT_EVENT (Google: wait 6 hours after the click); uploaded after that."""
+    too_recent_customers: dict[str, float] = field(default_factory=dict)
+    """Customer id -> time.time() until which every click upload to it answers
+    TOO_RECENT_CONVERSION_ACTION (a conversion action created less than 6 hours ago)."""
     unavailable_until: float = 0.0
     """time.monotonic() until which every call answers UNAVAILABLE."""
     unavailable_calls: int = 0
@@ -420,9 +429,11 @@ class FakeGoogleAds:
         with self._lock:
             self.rejected_calls.append(what)
 
-    def _record(self, method: str, request: Any, metadata: dict[str, str]) -> None:
+    def _record(self, method: str, request: Any, metadata: dict[str, str]) -> Recorded:
+        recorded = Recorded(method, request, metadata)
         with self._lock:
-            self.received.append(Recorded(method, request, metadata))
+            self.received.append(recorded)
+        return recorded
 
     def _too_many(self, rows: int, field_name: str, context: grpc.ServicerContext) -> None:
         if rows > self.script.max_rows:
@@ -440,7 +451,7 @@ class FakeGoogleAds:
         metadata = self._gate("UploadClickConversions", context)
         pb = type(request).pb(request)
         self._too_many(len(pb.conversions), "conversions", context)
-        self._record("UploadClickConversions", pb, metadata)
+        recorded = self._record("UploadClickConversions", pb, metadata)
         if self.script.not_allowlisted == "request":
             self._note(f"UploadClickConversions:{NOT_ALLOWLISTED}")
             detail = failure(ads_error(NOT_ALLOWLISTED, message=_NOT_ALLOWLISTED_MESSAGE))
@@ -453,11 +464,18 @@ class FakeGoogleAds:
             if self.script.not_allowlisted == "rows":
                 errors.append(ads_error(NOT_ALLOWLISTED, index, message=_NOT_ALLOWLISTED_MESSAGE))
                 continue
-            code = self._row_problem(row.gclid or row.order_id)
+            key = row.gclid or row.order_id
+            code = self._row_problem(key)
             if code is None and self.script.unmatched_leads:
                 lead = not (row.gclid or row.gbraid or row.wbraid) and row.user_identifiers
                 code = "CLICK_NOT_FOUND" if lead else None
+            if time.time() < self.script.too_recent_until.get(key, 0.0):
+                code = code or "TOO_RECENT_EVENT"
+            if time.time() < self.script.too_recent_customers.get(pb.customer_id, 0.0):
+                code = code or "TOO_RECENT_CONVERSION_ACTION"
             code = code or self._action_problem(pb.customer_id, row.conversion_action, "click")
+            if code and code.startswith("TOO_RECENT"):
+                recorded.too_recent.add(key)
             if code:
                 errors.append(ads_error(code, index))
             elif not pb.validate_only:

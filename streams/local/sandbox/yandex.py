@@ -128,6 +128,12 @@ class _Failure:
     until: float = 0.0
 
 
+WINDOW_NOT_OPEN_MESSAGE = (
+    "Offline conversions upload window is not open yet for this counter "
+    "(visit_join_threshold not reached)"
+)
+
+
 class FakeYandex:
     """The fake API; use as a context manager (starts and stops the server thread)."""
 
@@ -165,6 +171,9 @@ class FakeYandex:
         self.max_in_flight = 0
         self._failures: list[_Failure] = []
         self.counters: dict[str, FakeCounter] = {}
+        self.window_opens_at: dict[str, float] = {}
+        """Counter id -> time.time() before which its uploads answer 400: the offline
+        conversions upload window (visit_join_threshold) is not open yet."""
         self.management_failure: int | None = None  # every management read answers this
         self.management_failure_times: int | None = None  # None: until unset; N: next N reads
         self.management_failure_message = "scripted failure"
@@ -336,6 +345,8 @@ class FakeYandex:
         if failure is not None:
             headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
             return self._error(request, failure.status, failure.message, **headers)
+        if time.time() < self.window_opens_at.get(request.match_info["counter"], 0.0):
+            return self._error(request, 400, WINDOW_NOT_OPEN_MESSAGE)
         reader = await request.multipart()
         part = await reader.next()
         if part is None or getattr(part, "name", None) != "file":

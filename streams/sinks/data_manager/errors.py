@@ -76,7 +76,8 @@ HINTS: Final[dict[str, str]] = {
         "turn on enhanced conversions for leads in the Google Ads account"
     ),
     "CONVERSION_ACTION_TOO_RECENTLY_CREATED": (
-        "Google takes uploads for a conversion action some hours after its creation; replay later"
+        "Google takes uploads for a conversion action some hours after its creation; the "
+        "events are parked and sent again after CONVSTREAM_DELAYED_RETRY_SECONDS"
     ),
 }
 

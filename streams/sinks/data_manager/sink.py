@@ -71,6 +71,10 @@ from streams.sinks.data_manager.quota import is_day_quota, server_delay
 
 _log = logging.getLogger(__name__)
 
+TOO_RECENT: Final = "CONVERSION_ACTION_TOO_RECENTLY_CREATED"
+DELAYED_RETRY_SECONDS: Final = 21_600.0
+"""Google: wait 6 hours after creating a conversion action before uploading to it."""
+
 DESTINATION: Final = "google_ads"
 
 
@@ -129,11 +133,14 @@ class DataManagerSink:
         limiter: RequestLimiter | None = None,
         tracker: RequestTracker | None = None,
         connection: DataManagerConnection | None = None,
+        delayed_retry_seconds: float = DELAYED_RETRY_SECONDS,
     ) -> None:
         """``fallback``: the Google Ads API sink for the events Data Manager cannot take
         (calls, retractions, restatements ...), when its credentials are configured too.
         ``connection``: a test seam; by default one is built from ``config``."""
         self._config = config
+        self._delayed_retry_seconds = delayed_retry_seconds
+        """CONVSTREAM_DELAYED_RETRY_SECONDS: how long a too-recent action's events park."""
         self._dry_run = dry_run
         self._metrics = metrics
         self._fallback = fallback
@@ -236,7 +243,10 @@ class DataManagerSink:
                     continue
                 hint = HINTS.get(code)
                 message = f"{message} ({hint})" if hint else message
-                outcomes[position] = EventOutcome("rejected", code, message)
+                if code == TOO_RECENT:
+                    outcomes[position] = _too_recent(message)
+                else:
+                    outcomes[position] = EventOutcome("rejected", code, message)
             if result.failure is not None:
                 failure = _as_failure(result.failure)
                 outcomes.update((p, _failure_outcome(failure)) for p in result.unsent)
@@ -244,7 +254,11 @@ class DataManagerSink:
                     stop = failure  # quota, outage, credentials: the next request fares alike
         if stop is not None and stop.kind == "retry" and _nothing_settled(outcomes):
             raise RetryableSinkError(stop.code, stop.message, stop.retry_after)
-        return [outcomes[position] for position in range(len(batch.events))]
+        wait = self._delayed_retry_seconds
+        return [
+            replace(o, retry_after=wait) if o.park and o.code == TOO_RECENT else o
+            for o in (outcomes[position] for position in range(len(batch.events)))
+        ]
 
     async def _write_elsewhere(
         self, batch: AccountBatch, positions: list[int]
@@ -398,8 +412,18 @@ def _as_failure(exc: BaseException) -> Failure:
     return classify(exc)
 
 
+def _too_recent(message: str) -> EventOutcome:
+    """A conversion action too recently created: parked (streams.stages.parking) for
+    CONVSTREAM_DELAYED_RETRY_SECONDS (the sink sets the configured wait), then sent again."""
+    return EventOutcome(
+        "retryable", TOO_RECENT, message, retry_after=DELAYED_RETRY_SECONDS, park=True
+    )
+
+
 def _failure_outcome(failure: Failure) -> EventOutcome:
     """What an event gets when its request failed as a whole for a reason not its own."""
+    if failure.code == TOO_RECENT:
+        return _too_recent(failure.message)
     if failure.kind == "retry":
         return EventOutcome(
             "retryable", failure.code, failure.message, retry_after=failure.retry_after
@@ -417,4 +441,4 @@ def _failure_outcome(failure: Failure) -> EventOutcome:
 def _nothing_settled(outcomes: dict[int, EventOutcome]) -> bool:
     """True when every outcome is a whole-request retry: nothing was accepted or rejected,
     so the batch may be sent again as it is."""
-    return all(o.status == "retryable" for o in outcomes.values())
+    return all(o.status == "retryable" and not o.park for o in outcomes.values())

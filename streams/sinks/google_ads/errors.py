@@ -27,6 +27,7 @@ which can echo a click id or an order id, is never copied.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -157,10 +158,10 @@ AUTH_FAMILIES: Final = frozenset({"authentication_error", "authorization_error"}
 
 #: The code every credential failure is reported with, so they dead-letter under one name.
 AUTH_FAILED: Final = "GOOGLE_ADS_AUTH_FAILED"
-#: Google asks to wait hours after a click, call or new conversion action; half an hour
-#: fits the default retry budget once, after which the dead letter (retryable=true) can
-#: be replayed.
-DELAYED_RETRY_SECONDS: Final = 1800.0
+#: Google asks to wait 6 hours after a click, call or new conversion action before
+#: uploading again (TOO_RECENT_*); the outcome parks the event in the delayed-retry topic
+#: for that long (the sink sets CONVSTREAM_DELAYED_RETRY_SECONDS instead, :func:`parked`).
+DELAYED_RETRY_SECONDS: Final = 21_600.0
 #: A row Google answered with an empty result but no error naming it.
 ROW_NOT_UPLOADED: Final = "GOOGLE_ADS_ROW_NOT_UPLOADED"
 #: Google's code for an account that may not use a Google Ads API feature.
@@ -325,12 +326,26 @@ def outcome_for(
             )
         return EventOutcome("rejected", chosen.code, f"{message.rstrip('.')}: {CLICK_ROW_NOTE}")
     if klass is ErrorClass.DELAYED_RETRY:
-        return EventOutcome("retryable", chosen.code, message, retry_after=DELAYED_RETRY_SECONDS)
+        return EventOutcome(
+            "retryable", chosen.code, message, retry_after=DELAYED_RETRY_SECONDS, park=True
+        )
     if klass is ErrorClass.RETRY:
         return EventOutcome("retryable", chosen.code, message, retry_after=chosen.retry_delay)
     # REJECT, and SPLIT that reaches a row: the sink splits requests down to one row, so a
     # row that is still "too many" can never be sent.
     return EventOutcome("rejected", chosen.code, message)
+
+
+def parked(outcome: EventOutcome, seconds: float) -> EventOutcome:
+    """``outcome`` with the configured wait when it parks as a ``TOO_RECENT_*`` row (a
+    park for another reason keeps its own wait)."""
+    if (
+        outcome.park
+        and outcome.status == "retryable"
+        and classify(outcome.code or "") is (ErrorClass.DELAYED_RETRY)
+    ):
+        return dataclasses.replace(outcome, retry_after=seconds)
+    return outcome
 
 
 def response_outcomes(

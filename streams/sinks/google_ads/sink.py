@@ -59,11 +59,13 @@ from streams.sinks.google_ads.client import GoogleAdsConnection
 from streams.sinks.google_ads.diagnostics import DiagnosticsPoller
 from streams.sinks.google_ads.errors import (
     AUTH_FAILED,
+    DELAYED_RETRY_SECONDS,
     NOT_ALLOWLISTED,
     ErrorClass,
     RequestFailure,
     classify_exception,
     lead_rows,
+    parked,
     request_outcomes,
     response_outcomes,
 )
@@ -115,6 +117,7 @@ class GoogleAdsSink:
         worker_name: str | None = None,
         diagnostics_interval: float = 0.0,
         diagnostics_first_poll: float = 60.0,
+        delayed_retry_seconds: float = DELAYED_RETRY_SECONDS,
     ) -> None:
         """``worker_name`` (default: the host name, stable per pod in the StatefulSet)
         seeds the default daily ``job_id``. ``diagnostics_interval`` > 0 polls Google's
@@ -122,6 +125,8 @@ class GoogleAdsSink:
         ``diagnostics_first_poll`` seconds, so a restart does not leave an hour-long gap);
         not in a dry run, whose validate-only requests Google does not summarise."""
         self._config = config
+        self._delayed_retry_seconds = delayed_retry_seconds
+        """CONVSTREAM_DELAYED_RETRY_SECONDS: how long a ``TOO_RECENT_*`` row is parked."""
         self._dry_run = dry_run
         self._metrics = metrics
         self._connection = GoogleAdsConnection(config)
@@ -220,7 +225,8 @@ class GoogleAdsSink:
             delays = [f.retry_after for f in transient if f.retry_after]
             raise RetryableSinkError(first.code, first.message, max(delays) if delays else None)
         assert all(o is not None for o in outcomes)
-        return outcomes  # type: ignore[return-value]
+        wait = self._delayed_retry_seconds
+        return [parked(o, wait) for o in outcomes]  # type: ignore[arg-type]
 
     async def _resolve_names(
         self, batch: AccountBatch

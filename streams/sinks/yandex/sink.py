@@ -24,6 +24,9 @@ Error classes, mapped in one place (:meth:`YandexMetricaSink._check`), per file:
     400 about the request    (bad counter, type, client_id_type, header...) and other 4xx:
                              every row ``rejected``: YANDEX_BAD_REQUEST (or YANDEX_HTTP_<n>),
                              with Metrica's own errors[].message; never split
+    400 naming the counter's every row of the file parked: VISIT_JOIN_THRESHOLD_UNMET,
+    visit_join_threshold     ``retryable`` with ``park`` for CONVSTREAM_DELAYED_RETRY_SECONDS
+    (window not open yet)    (streams.stages.parking), then written again
     401 / 403                every row ``rejected``: YANDEX_AUTH_FAILED; logged once per
                              counter at ERROR, counted in convstream_auth_failures_total
                              {destination="yandex_metrica"} (shared with Google Ads) and
@@ -125,6 +128,11 @@ UPLOAD_ID_LIMIT: Final = 64
 
 AUTH_FAILED: Final = "YANDEX_AUTH_FAILED"
 BAD_REQUEST: Final = "YANDEX_BAD_REQUEST"
+WINDOW_NOT_OPEN: Final = "VISIT_JOIN_THRESHOLD_UNMET"
+"""A 400 saying the counter's offline-conversion upload window (``visit_join_threshold``)
+is not open for these rows yet: parked (CONVSTREAM_DELAYED_RETRY_SECONDS), not rejected."""
+_WINDOW_MARKERS: Final = ("visit_join_threshold", "upload window is not open")
+DELAYED_RETRY_SECONDS: Final = 21_600.0
 RATE_LIMITED: Final = "YANDEX_RATE_LIMITED"
 SERVER_ERROR: Final = "YANDEX_SERVER_ERROR"
 TIMEOUT: Final = "YANDEX_TIMEOUT"
@@ -146,6 +154,10 @@ __all__ = ["FINAL_STATUSES", "StatusCallback", "YandexMetricaSink"]
 
 class YandexRejectedError(SinkError):
     """Metrica refused a request for good (4xx); its rows become ``rejected``."""
+
+
+class YandexNotYetError(SinkError):
+    """Metrica refused the file only because its upload window is not open yet."""
 
 
 class YandexAuthError(YandexRejectedError):
@@ -196,6 +208,7 @@ class YandexMetricaSink:
         open_uploads: OpenUploadStore | None = None,
         upload_reserve: float = UPLOAD_RESERVE,
         login: str | None = None,
+        delayed_retry_seconds: float = DELAYED_RETRY_SECONDS,
     ) -> None:
         """``secrets``: every other configured secret (:attr:`Settings.secrets`), scrubbed
         from Metrica's answers along with the token. ``bisect_per_row`` / ``bisect_cap``:
@@ -205,7 +218,10 @@ class YandexMetricaSink:
         the process (default: memory). ``upload_reserve``: the share of the day's budget
         status reads never spend, so a busy day's status reads cannot hold uploads back.
         ``login``: the label the budget and the open uploads are kept under (default: a
-        digest of the token; a credential set's budget key with several sets)."""
+        digest of the token; a credential set's budget key with several sets).
+        ``delayed_retry_seconds`` (CONVSTREAM_DELAYED_RETRY_SECONDS): how long rows whose
+        upload window is not open yet are parked."""
+        self._delayed_retry_seconds = delayed_retry_seconds
         if not token.strip():
             raise SinkConfigError(AUTH_FAILED, "YANDEX_METRICA_OAUTH_TOKEN is empty")
         self._headers: Final = {"Authorization": f"OAuth {token.strip()}"}
@@ -456,6 +472,14 @@ class YandexMetricaSink:
             return self._held(exc.message)
         except RetryableSinkError as exc:
             return EventOutcome("retryable", exc.code, exc.message, retry_after=exc.retry_after)
+        except YandexNotYetError as exc:
+            return EventOutcome(
+                "retryable",
+                exc.code,
+                exc.message,
+                retry_after=self._delayed_retry_seconds,
+                park=True,
+            )
         except YandexRowsRefusedError as exc:
             return Refused(exc.message)
         except YandexRejectedError as exc:
@@ -606,6 +630,8 @@ class YandexMetricaSink:
                 AUTH_FAILED,
                 f"Metrica refused the OAuth token for counter {counter} (HTTP {status}): {message}",
             )
+        if status == 400 and any(m in message.lower() for m in _WINDOW_MARKERS):
+            raise YandexNotYetError(WINDOW_NOT_OPEN, f"Metrica answered HTTP 400: {message}")
         if status == 400 and classify_400(message, error_types(reply.body)) == "rows":
             raise YandexRowsRefusedError(BAD_REQUEST, message)
         code = BAD_REQUEST if status == 400 else f"YANDEX_HTTP_{status}"

@@ -70,19 +70,19 @@ def test_creates_every_missing_topic_then_everything_is_ok() -> None:
     code, out = run(settings, admin, check_only=False)
     assert code == 0, out
     assert admin.create_calls == [[s.name for s in topic_specs(settings)]]
-    assert out.count("│ created │") == 8, out
-    assert "8 topics: 8 created, 0 missing, 0 problem(s); every topic is as specified" in out
+    assert out.count("│ created │") == 9, out
+    assert "9 topics: 9 created, 0 missing, 0 problem(s); every topic is as specified" in out
     code, out = run(settings, admin, check_only=False)
     assert (code, admin.create_calls[1:]) == (0, [])
-    assert out.count(" ok ") == 8, out
+    assert out.count(" ok ") == 9, out
 
 
 def test_check_creates_nothing_and_exits_1_for_missing_topics() -> None:
     admin = FakeAdmin()
     code, out = run(Settings.from_env(ONE_NODE), admin, check_only=True)
     assert (code, admin.create_calls) == (1, [])
-    assert out.count("│ missing │") == 8, out
-    assert "8 missing, 0 problem(s); `convstream topics` without --check creates" in out
+    assert out.count("│ missing │") == 9, out
+    assert "9 missing, 0 problem(s); `convstream topics` without --check creates" in out
 
 
 def test_check_reports_each_problem_with_the_setting() -> None:
@@ -100,7 +100,7 @@ def test_check_reports_each_problem_with_the_setting() -> None:
     assert f"{results}: min.insync.replicas 1 is below CONVSTREAM_TOPIC_MIN_INSYNC_REPLICAS=2" in (
         out
     )
-    assert "8 topics: 0 created, 0 missing, 2 problem(s)" in out
+    assert "9 topics: 0 created, 0 missing, 2 problem(s)" in out
 
 
 def test_a_refused_creation_is_shown_with_the_brokers_reason_and_exits_1() -> None:
@@ -109,7 +109,7 @@ def test_a_refused_creation_is_shown_with_the_brokers_reason_and_exits_1() -> No
     admin = FakeAdmin(refuse={s.name: reason for s in topic_specs(settings)})
     code, out = run(settings, admin, check_only=False)
     assert code == 1
-    assert out.count("create failed") == 8
+    assert out.count("create failed") == 9
     assert f"conversions: could not be created: {reason}" in out
 
 
@@ -132,7 +132,7 @@ def test_startup_check_logs_an_error_per_shortfall_and_info_for_missing_internal
         admin.topics[s.name] = TopicState(s.name, 4, 1, {"min.insync.replicas": "1"})
     with caplog.at_level(logging.INFO, logger="streams.kafka.topics"):
         reports = check_at_startup(settings, admin)  # type: ignore[arg-type]
-    assert len(reports) == 8
+    assert len(reports) == 9
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [
         line
@@ -145,13 +145,13 @@ def test_startup_check_logs_an_error_per_shortfall_and_info_for_missing_internal
         )
     ]
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert len(infos) == 5  # batches, changelog, leader, yandex uploads, visible
+    assert len(infos) == 6  # batches, changelog, delayed, leader, yandex uploads, visible
     assert infos[0] == (
         "topic=convstream-batches role=batches does not exist yet: creating it "
         "(partitions=8 replication_factor=3 cleanup.policy=delete "
         "max.message.bytes=2162688 min.insync.replicas=2)"
     )
-    assert infos[4].startswith("internal topics visible after")
+    assert infos[5].startswith("internal topics visible after")
     internal = [s.name for s in specs if s.internal]
     assert admin.create_calls == [internal], "created before Faust joins, from the same specs"
 

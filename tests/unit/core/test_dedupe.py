@@ -188,6 +188,9 @@ def record(status: str, source: SourcePosition = THERE, at: float = 0.0) -> KeyR
         (record("failed"), HERE, Verdict.RETRY),
         (record("failed", HERE), HERE, Verdict.RETRY),
         (record("validated"), HERE, Verdict.RETRY),
+        # Parked in the delayed-retry topic: the event itself comes back, a copy does not.
+        (record("parked"), HERE, Verdict.DUPLICATE),
+        (record("parked", HERE), HERE, Verdict.REDELIVERY),
     ],
 )
 def test_decide(stored: KeyRecord | None, source: SourcePosition, verdict: Verdict) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from streams.core.model import EventOutcome
-from streams.core.retry import RetryPolicy, RetryResult, Stop, retry_until_final
+from streams.core.retry import RetryPolicy, RetryResult, Stop, parks, retry_until_final
 
 OK = EventOutcome("uploaded")
 DOWN = EventOutcome("retryable", "UNAVAILABLE", "down")
@@ -105,6 +105,28 @@ def test_the_largest_hint_of_an_attempt_sets_the_floor() -> None:
     clock = Clock()
     loop(Script({0: slow, 1: slower}, {}), clock, 2)
     assert clock.slept == [45.0]
+
+
+def test_an_outcome_that_parks_is_final_for_the_loop_and_sets_no_wait() -> None:
+    parked = EventOutcome("retryable", "TOO_RECENT_EVENT", "later", retry_after=21_600, park=True)
+    clock = Clock()
+    script = Script({0: parked, 1: DOWN}, {})
+    result = loop(script, clock, 2)
+    assert script.calls == [([0, 1], 1), ([1], 2)], "only the transient one is written again"
+    assert clock.slept == [1.0], "the 6-hour wait is not slept here"
+    assert result.outcomes == [parked, OK]
+    assert result.stopped is None
+    assert parks(parked)
+    assert not parks(DOWN)
+    assert not parks(EventOutcome("retryable", "X", "no wait", park=True)), "needs a due time"
+
+
+def test_parking_outcomes_keep_their_message_when_retrying_stops() -> None:
+    parked = EventOutcome("retryable", "TOO_RECENT_EVENT", "later", retry_after=21_600, park=True)
+    result = RetryResult([parked, DOWN], 3, Stop.EXHAUSTED)
+    explained = result.explained()
+    assert explained[0] == parked
+    assert explained[1].message == "down (retries exhausted after 3 attempts)"
 
 
 def test_one_deadline_for_all_attempts_then_the_outcomes_say_so() -> None:

@@ -49,6 +49,14 @@ def test_every_topic_with_its_configuration_by_default() -> None:
             {"min.insync.replicas": "2", "cleanup.policy": "compact"},
             True,
         ),
+        (
+            "convstream-delayed",
+            TopicRole.DELAYED,
+            8,
+            3,
+            {**delete, "max.message.bytes": str(RECORD_BYTES), "retention.ms": "604800000"},
+            True,
+        ),
         ("convstream-__assignor-__leader", TopicRole.LEADER, 1, 3, delete, True),
         (
             "convstream-yandex-uploads",
@@ -79,12 +87,13 @@ def test_settings_reach_every_topic() -> None:
         "status",
         "ads-batches",
         "ads-dedupe-changelog",
+        "ads-delayed",
         "ads-__assignor-__leader",
         "ads-yandex-uploads",
     ]
     assert {s.replication_factor for s in found} == {1}
     assert {s.min_insync_replicas for s in found} == {1}
-    assert [s.partitions for s in found] == [12] * 6 + [1, 1]
+    assert [s.partitions for s in found] == [12] * 7 + [1, 1]
     compacted = (TopicRole.CHANGELOG, TopicRole.YANDEX_UPLOADS)
     assert {spec_of(found, role).cleanup_policy for role in compacted} == {"compact"}
     assert {s.cleanup_policy for s in found if s.role not in compacted} == {"delete"}
@@ -180,3 +189,15 @@ def test_the_operators_topics_may_have_any_partitions_and_cleanup() -> None:
         spec = spec_of(specs(), role)
         state = state_of(spec, partitions=2, config={**spec.config, "cleanup.policy": "compact"})
         assert judge(spec, state) == [], role
+
+
+def test_the_delayed_topic_keeps_a_parked_event_past_its_wait() -> None:
+    """A cluster's default retention may be a day: the delayed-retry topic sets its own, at
+    least 7 days and always longer than twice the longest park plus a day."""
+    from streams.core.topics import RETENTION_MS, delayed_retention_ms
+
+    for wait, days in ((21_600, 7), (6 * 86_400, 13)):
+        settings = Settings(delayed_retry_seconds=wait)
+        [spec] = [s for s in topic_specs(settings, 1 << 20) if s.role is TopicRole.DELAYED]
+        assert spec.config[RETENTION_MS] == str(days * 86_400_000)
+        assert delayed_retention_ms(wait) > 2 * wait * 1000

@@ -124,3 +124,26 @@ async def test_a_failing_tracker_does_not_make_an_accepted_request_fail() -> Non
     outcomes = await sink.write(batch_of([_enhancement(1)]))
     assert [o.status for o in outcomes] == ["uploaded"]
     assert len(connection.requests) == 1
+
+
+async def test_a_conversion_action_too_recently_created_parks_its_events() -> None:
+    """Data Manager's CONVERSION_ACTION_TOO_RECENTLY_CREATED: Google takes uploads for a
+    new action hours later, so the events park for CONVSTREAM_DELAYED_RETRY_SECONDS in the
+    delayed-retry topic (issue 20) instead of ending as dead letters."""
+    from google.api_core import exceptions
+
+    connection = FakeConnection()
+    config = DataManagerSettings(credentials_file=Path("unused.json"))
+    sink = DataManagerSink(
+        config,
+        connection=connection,  # type: ignore[arg-type]
+        delayed_retry_seconds=7.0,
+    )
+    reason = SimpleNamespace(
+        reason="CONVERSION_ACTION_TOO_RECENTLY_CREATED", domain="datamanager.googleapis.com"
+    )
+    connection.fail = exceptions.FailedPrecondition("action too new", details=[reason])
+    outcomes = await sink.write(batch_of([_enhancement(1), _enhancement(2)]))
+    assert [(o.status, o.code, o.park, o.retry_after) for o in outcomes] == [
+        ("retryable", "CONVERSION_ACTION_TOO_RECENTLY_CREATED", True, 7.0)
+    ] * 2

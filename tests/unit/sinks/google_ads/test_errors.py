@@ -9,6 +9,7 @@ import grpc
 import pytest
 from google.ads.googleads.errors import GoogleAdsException
 
+from streams.core.model import EventOutcome
 from streams.local.sandbox.google_ads_protos import (
     V,
     adjustment_response,
@@ -24,6 +25,7 @@ from streams.sinks.google_ads.errors import (
     ErrorClass,
     classify,
     classify_exception,
+    parked,
     request_outcomes,
     response_outcomes,
 )
@@ -68,11 +70,17 @@ def test_each_row_keeps_its_own_code_and_most_final_error_wins() -> None:
         extra_errors=(ads_error("NO_CONVERSION_ACTION_FOUND", 1),),
     )
     first, second, third = outcomes(response, 3)
-    assert (first.status, first.code, first.retry_after) == (
+    assert (first.status, first.code, first.retry_after, first.park) == (
         "retryable",
         "TOO_RECENT_EVENT",
         DELAYED_RETRY_SECONDS,
+        True,
     )
+    assert DELAYED_RETRY_SECONDS == 21_600, "Google: wait 6 hours"
+    assert parked(first, 3.0).retry_after == 3.0, "the sink sets the configured wait"
+    assert parked(third, 3.0) == third
+    quota = EventOutcome("retryable", "QUOTA", "day spent", retry_after=900.0, park=True)
+    assert parked(quota, 3.0) == quota, "another reason to park keeps its own wait"
     assert (second.status, second.code) == ("rejected", "NO_CONVERSION_ACTION_FOUND")
     assert "TRANSIENT_ERROR" in (second.message or "")
     assert third.status == "uploaded"
