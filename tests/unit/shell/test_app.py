@@ -13,6 +13,7 @@ from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 
 from streams.config import Settings
 from streams.core.topics import DEDUPE_TABLE, TopicRole
+from streams.kafka import producer as output
 from streams.kafka.topics import topic_specs
 from streams.ops.metrics import Metrics
 from streams.shell.app import ConvstreamApp, create_app
@@ -54,6 +55,26 @@ async def test_flush_hooks_run_at_once_on_the_app_loop() -> None:
 
 
 # --- the internal topics Faust declares come from streams.core.topics ------------------------
+
+
+class IdleProducer:
+    """Stands in for librdkafka's Producer under the app's output producers: an idempotent
+    producer connects at once, and one left to a test-ended app keeps retrying 127.0.0.1:1
+    (log noise through the rest of the run)."""
+
+    def __init__(self, _config: dict[str, Any]) -> None:
+        pass
+
+    def poll(self, _timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, _timeout: float = 0) -> int:
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def no_librdkafka_producer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output, "Producer", IdleProducer)
 
 
 class RecordingProducer:
