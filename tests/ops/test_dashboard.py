@@ -57,6 +57,38 @@ def test_every_metric_is_declared_by_the_worker() -> None:
     assert used <= _declared(), f"not exported by the worker: {sorted(used - _declared())}"
 
 
+def test_every_declared_metric_is_on_the_dashboard() -> None:
+    """The converse: each metric of streams/ops/metrics.py is read by some panel (a
+    histogram by any of its series), so a new metric cannot be left off the dashboard."""
+    used = set().union(*(metric_names(e) for e in dashboard_exprs()))
+    missing = []
+    for family in Metrics().registry.collect():
+        if family.type == "counter":
+            series = {f"{family.name}_total"}
+        elif family.type == "histogram":
+            series = {family.name + suffix for suffix in HISTOGRAM_SUFFIXES}
+        else:
+            series = {family.name}
+        if not series & used:
+            missing.append(family.name)
+    assert not missing, f"declared by the worker but on no dashboard panel: {sorted(missing)}"
+
+
+def test_panels_do_not_overlap() -> None:
+    """Every panel fits the 24-column grid and no two panels (rows included) share a cell."""
+    taken: dict[tuple[int, int], str] = {}
+    for panel in panels(dashboard()):
+        grid = panel["gridPos"]
+        assert grid["w"] > 0, panel["title"]
+        assert grid["h"] > 0, panel["title"]
+        assert 0 <= grid["x"] <= 24 - grid["w"], panel["title"]
+        assert grid["y"] >= 0, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
+                taken[(x, y)] = panel["title"]
+
+
 def test_datasource_is_a_template_variable() -> None:
     document = dashboard()
     variables = {v["name"]: v for v in document["templating"]["list"]}
