@@ -19,25 +19,10 @@ import orjson
 import pytest
 
 from tests.support.cli_runner import run_cli
+from tests.support.minimal_events import CLICK, YANDEX
 
 pytestmark = pytest.mark.e2e
 
-CLICK: dict[str, Any] = {
-    "destination": "google_ads",
-    "type": "click_conversion",
-    "customer_id": "1234567890",
-    "conversion_action_id": "42",
-    "gclid": "Cj0KCQ-abc",
-    "conversion_date_time": "2026-11-20 10:00:00+03:00",
-}
-YANDEX: dict[str, Any] = {
-    "destination": "yandex_metrica",
-    "type": "offline_conversion",
-    "counter_id": "44147844",
-    "target": "purchase",
-    "client_id": "1614870231946412345",
-    "date_time": 1763600000,
-}
 TEXT = orjson.dumps(CLICK).decode()
 NOT_JSON_VALUE = "not valid JSON: unexpected character, expected a JSON value"
 INFINITY = "not valid JSON: number is infinity when parsed as double"
