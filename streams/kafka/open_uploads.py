@@ -44,6 +44,10 @@ class KafkaOpenUploads:
         self._latest: dict[bytes, bytes | None] | None = None
 
     async def load(self) -> list[OpenUpload]:
+        # The producer first, at set-up: an idempotent librdkafka producer asks the broker
+        # for its producer id before its first record goes out, and made lazily that wait
+        # (a second or two on Apache Kafka) fell on the first upload's results.
+        self._producer()
         latest = await self._records()
         uploads = []
         for key, value in latest.items():
@@ -88,9 +92,12 @@ class KafkaOpenUploads:
             self._output = None
 
     async def _send(self, record: Record) -> None:
+        await self._producer().send_all([record])
+
+    def _producer(self) -> OutputProducer:
         if self._output is None:
             self._output = OutputProducer(self._connection, RECORD_BYTES, "yandex-uploads-producer")
-        await self._output.send_all([record])
+        return self._output
 
     def _read_all(self) -> dict[bytes, bytes | None]:
         consumer = Consumer(
