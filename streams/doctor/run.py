@@ -54,12 +54,7 @@ def run_doctor(settings: Settings, request: DoctorRequest, console: Console | No
         )
         return 2
     checks, diagnostics = asyncio.run(_run_checks(settings, accounts, request.diagnostics))
-    if request.json:
-        sys.stdout.buffer.write(as_json(checks, diagnostics) + b"\n")
-        sys.stdout.flush()
-    else:
-        render(console, checks, diagnostics)
-    return 1 if any(check.failed for check in checks) else 0
+    return _report(checks, diagnostics, request, console)
 
 
 def _run_every_set(
@@ -81,6 +76,16 @@ def _run_every_set(
             file=sys.stderr,
         )
         return 2
+    return _report(checks, diagnostics, request, console)
+
+
+def _report(
+    checks: list[Check],
+    diagnostics: dict[str, CustomerDiagnostics],
+    request: DoctorRequest,
+    console: Console,
+) -> int:
+    """Print the checks (a table, or JSON with ``--json``); exit 1 when any failed."""
     if request.json:
         sys.stdout.buffer.write(as_json(checks, diagnostics) + b"\n")
         sys.stdout.flush()

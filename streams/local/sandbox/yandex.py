@@ -407,17 +407,25 @@ class FakeYandex:
             accepted |= ({tokens} if isinstance(tokens, str) else set(tokens)) - self.revoked
         if presented not in accepted:
             return self._error(request, 403, "Invalid oauth_token")
+        refused = self._status_read_refused(request)
+        if refused is not None:
+            return refused
+        wanted = int(request.match_info["upload_id"])
+        upload = self._upload_by_id.get(wanted)  # O(1): soak runs track 100,000s of uploads
+        if upload is None or upload.counter != request.match_info["counter"]:
+            return self._error(request, 404, "uploading not found")
+        return self._answer(request, 200, {"uploading": self._uploading(upload, _step(upload))})
+
+    def _status_read_refused(self, request: web.Request) -> web.Response | None:
+        """The answer to a status read (one upload or the list) before it is served: the
+        day's quota, then a scripted status-backend failure; None: serve it."""
         refused = self._over_quota(request)
         if refused is not None:
             return refused
         if self.status_failures > 0:
             self.status_failures -= 1
             return self._error(request, 500, "status backend unavailable")
-        wanted = int(request.match_info["upload_id"])
-        upload = self._upload_by_id.get(wanted)  # O(1): soak runs track 100,000s of uploads
-        if upload is None or upload.counter != request.match_info["counter"]:
-            return self._error(request, 404, "uploading not found")
-        return self._answer(request, 200, {"uploading": self._uploading(upload, _step(upload))})
+        return None
 
     def _counter_token(self, request: web.Request, counter: str) -> bool:
         """Whether the request's token may use ``counter``: its own token(s) when
@@ -431,12 +439,9 @@ class FakeYandex:
     async def _list(self, request: web.Request) -> web.Response:
         if not self._counter_token(request, request.match_info["counter"]):
             return self._error(request, 403, "Invalid oauth_token")
-        refused = self._over_quota(request)
+        refused = self._status_read_refused(request)
         if refused is not None:
             return refused
-        if self.status_failures > 0:
-            self.status_failures -= 1
-            return self._error(request, 500, "status backend unavailable")
         counter = request.match_info["counter"]
         listed = [
             self._uploading(upload, _step(upload))
