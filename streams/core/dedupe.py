@@ -4,7 +4,9 @@ States a key can be in, and what an arriving event with that key becomes::
 
     (absent or expired) ----------------------------------> NEW        (upload it)
     in_flight / uploaded / parked, by another source ------> DUPLICATE  (result, no upload)
-    in_flight / parked, set by this same source position --> REDELIVERY (upload again)
+    in_flight, set by this same source position -----------> REDELIVERY (upload again)
+    parked by this same source, this park's copy or newer --> REDELIVERY (upload again)
+    parked by this same source, an older copy --------------> PARKED     (no result, no upload)
     uploaded, set by this same source position ------------> UPLOADED   (result, no upload)
     failed / validated (dry run) -------------------------> RETRY      (upload it: replays)
 
@@ -27,6 +29,16 @@ A key is ``parked`` while its event waits in the delayed-retry topic
 (:mod:`streams.stages.parking`): written to the table by a settlement, so it stays open
 across restarts; a re-sent copy from another input position is answered ``duplicate``,
 and the parked event itself is admitted again when it comes back.
+
+Which copy of a parked event is "itself": each park has an id, the time it was parked
+(:attr:`KeyRecord.park`, carried by the parked settlement and by the chunk item the delayed
+stage re-drives). Copies of the same input message are read again in a batch partition
+after a rebalance or a crash, ahead of the settlements that followed them: the original
+chunk, and the re-drives of earlier parks that were parked again since. Those are older
+than the key's last park, which already carries the event on, so they are acked with no
+result and no upload (:attr:`Verdict.PARKED`); uploading them too was a double upload
+(seen when a partition moved to another worker while an event was parked). Only the copy
+of the last park, or of a park whose settlement is not read yet (newer), is uploaded.
 
 Key format: BLAKE2b-128 (personalization :data:`KEY_FORMAT`) over the identity's parts,
 each prefixed with its length (:func:`encode_parts`), so two different
@@ -73,6 +85,8 @@ class Verdict(StrEnum):
     REDELIVERY = "redelivery"
     UPLOADED = "uploaded"
     RETRY = "retry"
+    PARKED = "parked"
+    """An older copy of a parked event: its last park carries it on (no result here)."""
 
     @property
     def admitted(self) -> bool:
@@ -187,12 +201,15 @@ class KeyRecord:
     source: SourcePosition
     updated_at: float
     partition: int
+    park: float | None = None
+    """For ``parked``: the park's id, when it was parked (see the module docstring)."""
 
     def encode(self) -> StoredRecord:
         """A JSON-ready list: the table's changelog codec (JSON) round-trips it exactly, so
-        a value read back after recovery equals the value written."""
+        a value read back after recovery equals the value written. The park id is a
+        seventh element, only when set (older rows have six)."""
         s = self.source
-        return [
+        stored: StoredRecord = [
             self.status,
             round(self.updated_at, 3),
             self.partition,
@@ -200,11 +217,16 @@ class KeyRecord:
             s.partition,
             s.offset,
         ]
+        if self.park is not None:
+            stored.append(self.park)
+        return stored
 
     @classmethod
     def decode(cls, stored: StoredRecord) -> KeyRecord:
-        status, updated_at, partition, topic, source_partition, offset = stored
-        return cls(status, SourcePosition(topic, source_partition, offset), updated_at, partition)
+        status, updated_at, partition, topic, source_partition, offset = stored[:6]
+        park = float(stored[6]) if len(stored) > 6 else None
+        source = SourcePosition(topic, source_partition, offset)
+        return cls(status, source, updated_at, partition, park)
 
 
 def _decode_or_none(stored: StoredRecord | None) -> KeyRecord | None:
@@ -219,15 +241,34 @@ def _decode_or_none(stored: StoredRecord | None) -> KeyRecord | None:
         return None
 
 
-def decide(record: KeyRecord | None, source: SourcePosition, now: float, ttl: float) -> Verdict:
-    """The state machine in the module docstring, as one function."""
+def decide(
+    record: KeyRecord | None,
+    source: SourcePosition,
+    now: float,
+    ttl: float,
+    park: float | None = None,
+) -> Verdict:
+    """The state machine in the module docstring, as one function. ``park`` is the park id
+    the arriving copy carries (None: not a re-drive)."""
     if record is None or now - record.updated_at >= ttl:
         return Verdict.NEW
     if record.status in _DUPLICATE_STATES:
         if record.source != source:
             return Verdict.DUPLICATE
-        return Verdict.UPLOADED if record.status == "uploaded" else Verdict.REDELIVERY
+        if record.status == "uploaded":
+            return Verdict.UPLOADED
+        if record.status == "parked" and _older(park, record.park):
+            return Verdict.PARKED
+        return Verdict.REDELIVERY
     return Verdict.RETRY
+
+
+def _older(park: float | None, last: float | None) -> bool:
+    """Is a copy carrying ``park`` older than the key's last park ``last``? No id counts
+    as the oldest (an original chunk, or a row from before park ids: two such are equal)."""
+    if last is None:
+        return False
+    return park is None or park < last
 
 
 class DedupeGate:
@@ -256,7 +297,14 @@ class DedupeGate:
         self._ahead: dict[str, KeyRecord] = {}
         self._count: int | None = None
 
-    def preload(self, key: str, status: KeyStatus, source: SourcePosition, partition: int) -> None:
+    def preload(
+        self,
+        key: str,
+        status: KeyStatus,
+        source: SourcePosition,
+        partition: int,
+        park: float | None = None,
+    ) -> None:
         """Remember a settlement that sits in the batch topic after the committed offset.
 
         Why: after a crash the chunks after the committed offset are read again *before*
@@ -267,12 +315,18 @@ class DedupeGate:
         never reached the broker (a crash inside that window) is repeated. The entry is
         dropped when the settlement itself is read and applied.
         """
-        self._ahead[key] = KeyRecord(status, source, self._clock(), partition)
+        self._ahead[key] = KeyRecord(status, source, self._clock(), partition, park)
 
     def admit(
-        self, key: str, source: SourcePosition, partition: int, legacy: str | None = None
+        self,
+        key: str,
+        source: SourcePosition,
+        partition: int,
+        legacy: str | None = None,
+        park: float | None = None,
     ) -> Verdict:
-        """Decide for one arriving event; an admitted key becomes ``in_flight``.
+        """Decide for one arriving event; an admitted key becomes ``in_flight``. ``park``:
+        the park id of a re-driven copy (see :func:`decide`).
 
         ``legacy`` (:attr:`DedupeKeys.legacy`) is consulted only when ``key`` is known
         nowhere: a key stored, or a settlement read ahead, by a worker before the upgrade
@@ -291,7 +345,7 @@ class DedupeGate:
             record = self._known(key, stored)
             if record is None and not stored and legacy is not None:
                 record = self._known(legacy, legacy in self._table)
-        verdict = decide(record, source, now, self._ttl)
+        verdict = decide(record, source, now, self._ttl, park)
         if verdict.admitted:
             self._in_flight[key] = (KeyRecord("in_flight", source, now, partition), stored)
         return verdict
@@ -303,8 +357,16 @@ class DedupeGate:
             return ahead
         return _decode_or_none(self._table[key]) if stored else None
 
-    def settle(self, key: str, status: KeyStatus, source: SourcePosition, partition: int) -> None:
-        """Record how the upload of ``key`` (admitted from ``source``) ended.
+    def settle(
+        self,
+        key: str,
+        status: KeyStatus,
+        source: SourcePosition,
+        partition: int,
+        park: float | None = None,
+    ) -> None:
+        """Record how the upload of ``key`` (admitted from ``source``) ended; ``park`` is
+        the park id of a ``parked`` settlement.
 
         Skipped when another source took the key over meanwhile, so a late settlement of
         an old attempt cannot overwrite a newer one.
@@ -314,7 +376,12 @@ class DedupeGate:
         newest = False
         if self._ahead:
             ahead = self._ahead.get(key)
-            if ahead is not None and ahead.source == source and ahead.status == status:
+            if (
+                ahead is not None
+                and ahead.source == source
+                and ahead.status == status
+                and ahead.park == park
+            ):
                 del self._ahead[key]
                 newest = True
         flying = self._in_flight.get(key)
@@ -329,7 +396,7 @@ class DedupeGate:
             if record is not None and record.source != source and not newest:
                 return
             existed = stored is not None
-        self._table[key] = KeyRecord(status, source, self._clock(), partition).encode()
+        self._table[key] = KeyRecord(status, source, self._clock(), partition, park).encode()
         if not existed and self._count is not None:
             self._count += 1
 

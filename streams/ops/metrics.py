@@ -371,6 +371,14 @@ class Metrics:
             ["destination"],
             registry=registry,
         )
+        self.events_parked_copies = Counter(
+            "convstream_parked_copies_skipped_total",
+            "Older copies of a parked event read again (after a rebalance or a restart: "
+            "its first chunk, or the re-drive of an earlier park) and acked with no upload "
+            "and no result: the event's last park carries it on.",
+            ["destination"],
+            registry=registry,
+        )
         self.delayed_events = Gauge(
             "convstream_delayed_events",
             "Parked events this worker's delayed stage has read and not re-driven yet.",

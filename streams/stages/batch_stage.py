@@ -196,7 +196,7 @@ class BatchPipeline:
         gate = self._gate
         settled = self._pending.settled
         for entry in settlement.entries:
-            gate.settle(entry.key, entry.status, entry.source, partition)
+            gate.settle(entry.key, entry.status, entry.source, partition, entry.park)
             # Also when its batch has not called done() yet: the settlement can be read
             # back before the producer's ack resumes the flush, and an entry kept then
             # would never be removed (a later copy of the message meets the gate's key).
@@ -230,7 +230,13 @@ class BatchPipeline:
             return
         event = item.event
         key_hex, legacy = dedupe_keys(event)
-        verdict = self._gate.admit(key_hex, received.source, partition, legacy)
+        verdict = self._gate.admit(key_hex, received.source, partition, legacy, item.park)
+        if verdict is Verdict.PARKED:
+            # An older copy of a parked event (see streams.core.dedupe): its last park
+            # carries it on and answers it.
+            self._metrics.events_parked_copies.labels(event.destination).inc()
+            counter.done()
+            return
         if not verdict.admitted:
             duplicate = verdict is Verdict.DUPLICATE
             if duplicate:
@@ -247,7 +253,7 @@ class BatchPipeline:
             answers.append(resolution)
             return
         self._metrics.buffered_events.labels(event.destination).inc()
-        admitted = Pending(event, received, key_hex, partition, counter)
+        admitted = Pending(event, received, key_hex, partition, counter, item.park)
         self._pending.add(admitted)
         self._held[partition] += 1
         self.scheduler.add(item.batch_key, admitted)
@@ -329,7 +335,7 @@ class BatchPipeline:
         it (the shell, at start-up and at an assignment): its keys are known settled before
         their chunks come again (see :meth:`DedupeGate.preload`)."""
         for entry in settlement.entries:
-            self._gate.preload(entry.key, entry.status, entry.source, partition)
+            self._gate.preload(entry.key, entry.status, entry.source, partition, entry.park)
 
     def keep_read_ahead(self, partitions: set[int]) -> None:
         """Drop settlements read ahead for partitions this worker was not given."""
@@ -487,16 +493,20 @@ class BatchPipeline:
         self, key: BatchKey, parked: list[tuple[Pending, float]], attempts: int
     ) -> None:
         """Hand events to the delayed-retry topic, in the order that keeps a crash safe
-        (:mod:`streams.stages.parking`): their keys' ``parked`` settlement, then the park
-        records, then their chunks' acks. No result: theirs comes when they are final."""
+        (:mod:`streams.stages.parking`): the park records, then their keys' ``parked``
+        settlement, then their chunks' acks. No result: theirs comes when they are final.
+
+        The park id is the park time: it goes into the park record's item (the copy the
+        delayed stage re-drives) and into the settlement, so older copies of the event
+        read again later are told apart from the one that carries it on
+        (:func:`streams.core.dedupe.decide`). The park record is written first so that a
+        ``parked`` settlement always has its park record: a copy read again after it is
+        acked with no upload, which would lose the event if the record were missing."""
         park = self._park
         assert park is not None
         now = self._clock()
         partition = parked[0][0].partition
         key_text = str(key)
-        entries = [SettlementEntry(p.key, "parked", p.received.source) for p, _ in parked]
-        await self._settle(key_text, partition, encode_settlement(entries))
-        self._faults.hit("after_park_settle")
         record_key = key_text.encode()
         await park(
             [
@@ -508,13 +518,16 @@ class BatchPipeline:
                         attempts,
                         p.partition,
                         p.key,
-                        encode_item(p.event, p.received, key_text),
+                        encode_item(p.event, p.received, key_text, now),
                     ).encode(),
                 )
                 for p, due in parked
             ]
         )
         self._faults.hit("after_park")
+        entries = [SettlementEntry(p.key, "parked", p.received.source, now) for p, _ in parked]
+        await self._settle(key_text, partition, encode_settlement(entries))
+        self._faults.hit("after_park_settle")
         self._metrics.events_parked.labels(key.destination).inc(len(parked))
         _log.info(
             "parked events=%d destination=%s due_in_seconds=%.0f",
@@ -539,7 +552,7 @@ class BatchPipeline:
         assert forward is not None  # only carried over when there is somewhere to send it
         partition = carried[0].partition
         key_text = str(key)
-        items = [encode_item(p.event, p.received, key_text) for p in carried]
+        items = [encode_item(p.event, p.received, key_text, p.park) for p in carried]
         for chunk in chunked(items, CHUNK_MAX_EVENTS, CHUNK_MAX_BYTES):
             await forward(partition, encode_chunk(chunk))
         self._metrics.events_carried_over.labels(key.destination).inc(len(carried))

@@ -9,24 +9,34 @@ the account's later batches and the open-event bound (which pauses every account
 So an outcome that *parks* (:func:`streams.core.retry.parks`) leaves the lane::
 
     batch stage (streams.stages.batch_stage):
-        settlement "parked" for its dedupe key -> batch topic, ack awaited
-        -> ParkedRecord -> <app_id>-delayed (keyed by batch key), ack awaited
+        ParkedRecord (its item carries the park id) -> <app_id>-delayed, ack awaited
+        -> settlement "parked" (with the park id) for its dedupe key -> batch topic, ack
         -> the event's chunk acked (its input offset can be committed)
     delayed stage (streams.kafka.delayed_consumer, group <app_id>-delayed):
         reads the records into a DelayedQueue, sleeps until the earliest is due,
         forwards the due ones as a chunk to their batch partition, ack awaited
         -> commits the delayed topic up to the first record not yet forwarded
 
-Crash safety, step by step: a crash before the settlement's ack repeats the upload (the
-chunk is read again); between the settlement and the park record, the chunk is read again
-and the event admitted again (``parked`` by its own source position is a redelivery),
-uploaded and parked again; after the park record but before the chunk's ack, the event is
-parked twice and both copies come back: the first one is uploaded, the second meets its
-own settlement (``uploaded``, same source) and is answered again without an upload. In the
-delayed stage, a crash after forwarding and before the commit re-drives the record once
-more, with the same outcome. Nothing is lost, nothing is uploaded twice, and a result is
-published only once the event's outcome is final (a second identical ``uploaded`` result
-after a crash is the at-least-once rule of every other result).
+The park id is the park time. Every copy of a parked event that comes back through the
+batch topic is judged by it (:func:`streams.core.dedupe.decide`): the copy of the key's
+last park, or of a park newer than the last settlement read, is uploaded; an older copy
+(the first chunk, or the re-drive of an earlier park, read again when its partition moved
+to another worker or after a crash, ahead of the settlements that followed it) is acked
+with no result, because the last park carries the event on. Before park ids such a copy was
+uploaded too: measured once in six runs of the two-worker rebalance test under load.
+
+Crash safety, step by step: a crash before the park record's ack repeats the upload (the
+chunk is read again; its key is not parked by a newer park); between the park record and
+the settlement, the chunk is read again and uploaded and parked again, and the first park
+record's copy later meets the newer park and is skipped; after the settlement but before
+the chunk's ack, the chunk read again meets its key's newer park and is skipped. A settlement
+``parked`` is written only after its park record, so a skipped copy always has a park
+record to come back from. In the delayed stage, a crash after forwarding and before the
+commit re-drives the record once more: the second copy is answered by the first (while it
+is in flight), meets its ``uploaded`` settlement (answered again without an upload), or is
+older than the park that followed (skipped). Nothing is lost, nothing is uploaded twice,
+and a result is published only once the event's outcome is final (a second identical
+``uploaded`` result after a crash is the at-least-once rule of every other result).
 
 While an event is parked its dedupe key is ``parked`` in the dedupe table (written by the
 settlement, so it survives restarts): a re-sent copy from another input position is
@@ -38,7 +48,7 @@ to replay): past that its key could expire and a duplicate slip through.
 Record format (version 1): ``b"\\x01P"`` + orjson
 ``[due, parked_at, attempts, batch_partition, dedupe_key, item]``, with ``item`` a batch-
 topic chunk item (:func:`streams.stages.wire.encode_item`: the normalized event, its source
-position and provenance), forwarded unchanged.
+position and provenance, and the park id, equal to ``parked_at``), forwarded unchanged.
 """
 
 from __future__ import annotations

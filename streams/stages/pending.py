@@ -60,6 +60,8 @@ class Pending:
     partition: int
     """The batch-topic partition its chunk was read from."""
     counter: AckCounter
+    park: float | None = None
+    """The park id its copy carried (a re-drive), kept when it is carried over."""
     followers: list[AckCounter] = field(default_factory=list)
     """Later copies of the same input message, acked when this one is."""
     finished: bool = False

@@ -17,11 +17,13 @@ Version 1 on the wire: a version byte, a kind byte, then an orjson body::
 
     b"\\x01C" + [item, ...]         chunk
     b"\\x01S" + [entry, ...]        settlement; entry = [key, status, topic, partition, offset]
+                                    (+ park id, only on a ``parked`` entry)
     b"\\x01W"                       sweep request (no body)
 
     item = [batch_key, event_id, account, action, event_time (unix seconds), body,
             source topic, source partition, source offset, key (hex) or null,
             record timestamp, received_at, replay_count]
+           (+ park id, only on an item the delayed stage re-drives or carries over)
 
 Lists, not objects: chunks are the hot path (10k+ events/s), and stage 1 encodes each item
 once, when the event is parsed, then builds a chunk by joining bytes (:func:`encode_chunk`),
@@ -88,6 +90,8 @@ class ChunkItem:
     batch_key: BatchKey
     event: Event
     received: Received
+    park: float | None = None
+    """The park id of a re-driven copy (:mod:`streams.stages.parking`), else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,8 @@ class SettlementEntry:
     key: str
     status: KeyStatus
     source: SourcePosition
+    park: float | None = None
+    """For ``parked``: the park's id (:attr:`streams.core.dedupe.KeyRecord.park`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +157,14 @@ Record = Chunk | Settlement | SweepRequest
 # --- encoding ------------------------------------------------------------------------------
 
 
-def encode_item(event: Event, received: Received, batch_key: str | None = None) -> bytes:
+def encode_item(
+    event: Event, received: Received, batch_key: str | None = None, park: float | None = None
+) -> bytes:
     """One chunk item's bytes (see the module docstring); ``batch_key`` is
-    ``str(BatchKey.of(event))``, passed in when the caller has it already."""
+    ``str(BatchKey.of(event))``, passed in when the caller has it already; ``park`` the park
+    id of a parked event's copy."""
     s = received.source
-    return orjson.dumps(
+    item = orjson.dumps(
         [
             str(BatchKey.of(event)) if batch_key is None else batch_key,
             event.event_id,
@@ -172,6 +181,9 @@ def encode_item(event: Event, received: Received, batch_key: str | None = None) 
             received.replay_count,
         ]
     )
+    if park is None:
+        return item
+    return item[:-1] + b"," + orjson.dumps(park) + b"]"
 
 
 def encode_chunk(items: Sequence[bytes]) -> bytes:
@@ -180,9 +192,14 @@ def encode_chunk(items: Sequence[bytes]) -> bytes:
 
 
 def encode_settlement(entries: Sequence[SettlementEntry]) -> bytes:
-    return SETTLEMENT + orjson.dumps(
-        [[e.key, e.status, e.source.topic, e.source.partition, e.source.offset] for e in entries]
-    )
+    return SETTLEMENT + orjson.dumps([_entry(e) for e in entries])
+
+
+def _entry(e: SettlementEntry) -> list[object]:
+    entry: list[object] = [e.key, e.status, e.source.topic, e.source.partition, e.source.offset]
+    if e.park is not None:
+        entry.append(e.park)
+    return entry
 
 
 def encode(record: Record) -> bytes:
@@ -192,7 +209,7 @@ def encode(record: Record) -> bytes:
         if record.unreadable:
             raise WireError("a chunk with unreadable items cannot be encoded")
         return encode_chunk(
-            [encode_item(i.event, i.received, str(i.batch_key)) for i in record.items]
+            [encode_item(i.event, i.received, str(i.batch_key), i.park) for i in record.items]
         )
     if isinstance(record, Settlement):
         return encode_settlement(record.entries)
@@ -271,6 +288,10 @@ def _chunk(raw: Any) -> Chunk:
     unreadable: list[UnreadableItem] = []
     for entry in raw:
         try:
+            park = None
+            if len(entry) == 14:  # a re-driven copy: its park id last
+                park = float(entry[13])
+                entry = entry[:13]
             (
                 key_text,
                 event_id,
@@ -307,14 +328,14 @@ def _chunk(raw: Any) -> Chunk:
                 received_at=float(received_at),
                 replay_count=int(replays),
             )
-            items.append(ChunkItem(batch_key, event, received))
+            items.append(ChunkItem(batch_key, event, received, park))
         except Exception as exc:  # one bad item must not take its chunk's events along
             unreadable.append(_salvage(entry, exc))
     return Chunk(tuple(items), tuple(unreadable))
 
 
 def _received(provenance: Any) -> Received:
-    """The provenance half of an item (its last seven fields); the same reading as in
+    """The provenance half of an item (its fields 7-13); the same reading as in
     :func:`_chunk`, for :func:`_salvage`."""
     topic, partition, offset, key_hex, timestamp, received_at, replays = provenance
     return Received(
@@ -330,7 +351,7 @@ def _salvage(entry: Any, exc: Exception) -> UnreadableItem:
     """What can still be read of an item that did not decode."""
     error = type(exc).__name__
     try:
-        received = _received(entry[6:])
+        received = _received(entry[6:13])
         batch_key = BatchKey.parse(entry[0])
     except Exception:
         return UnreadableItem(error, entry=entry)
@@ -342,14 +363,15 @@ def _settlement(raw: Any) -> Settlement:
     if type(raw) is not list:
         raise TypeError("a settlement's body is a list")
     entries = []
-    for key, status, topic, partition, offset in raw:
+    for entry in raw:
+        key, status, topic, partition, offset = entry[:5]
         if status not in _KEY_STATUSES:
             raise ValueError("unknown key status")
-        entries.append(
-            SettlementEntry(
-                str(key), status, SourcePosition(str(topic), int(partition), int(offset))
-            )
-        )
+        if len(entry) > 6:
+            raise ValueError("a settlement entry has five or six fields")
+        park = float(entry[5]) if len(entry) == 6 else None
+        source = SourcePosition(str(topic), int(partition), int(offset))
+        entries.append(SettlementEntry(str(key), status, source, park))
     return Settlement(tuple(entries))
 
 

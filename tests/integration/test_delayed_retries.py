@@ -8,6 +8,7 @@ the worker is SIGKILLed while the row is parked or in the middle of parking it."
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -48,6 +49,19 @@ def _wait_results(results: TopicReader, ids: set[str], timeout: float) -> float:
     return time.monotonic()
 
 
+_STORY = re.compile(
+    r"parked|re-driven|assigned|revok|read ahead|shutdown|carried|withheld|skipped|"
+    r"Seek stream|Worker ready|ERROR|WARNING"
+)
+
+
+def _story(worker: WorkerProcess) -> str:
+    """The lines of a worker's log that tell where a parked row went (no event content is
+    logged, so they are safe to print)."""
+    lines = [line[:200] for line in worker.log_text().splitlines() if _STORY.search(line)]
+    return f"--- {worker.workdir.name}:\n" + "\n".join(lines[-80:])
+
+
 def _uploads_of(fake: FakeGoogleAds, gclid: str) -> int:
     """Requests that carried ``gclid`` (each answered TOO_RECENT_EVENT or uploaded)."""
     return sum(
@@ -55,6 +69,18 @@ def _uploads_of(fake: FakeGoogleAds, gclid: str) -> int:
         for r in fake.requests_of("UploadClickConversions")
         for c in r.request.conversions
         if c.gclid == gclid
+    )
+
+
+def _accepted_uploads_of(fake: FakeGoogleAds, gclid: str) -> int:
+    """Requests that carried ``gclid`` and were not answered TOO_RECENT_EVENT: Google took
+    the conversion. Counted apart from the refused ones because a request can be refused
+    between the test's last count and its change of the fake's answer."""
+    return sum(
+        1
+        for r in fake.requests_of("UploadClickConversions")
+        for c in r.request.conversions
+        if c.gclid == gclid and gclid not in r.too_recent
     )
 
 
@@ -127,7 +153,7 @@ def test_a_too_recent_row_is_parked_off_the_lane_and_uploaded_when_due(
         wait_until(held, 30, "the parked row held by the delayed stage")
 
         # Google takes the click from now on; the parked row uploads when due.
-        before = _uploads_of(fake, PARKED_GCLID)
+        assert _accepted_uploads_of(fake, PARKED_GCLID) == 0
         fake.script.too_recent_until.clear()
         opened = time.monotonic()
         done = _wait_results(results, {"click-2"}, 60)
@@ -146,19 +172,11 @@ def test_a_too_recent_row_is_parked_off_the_lane_and_uploaded_when_due(
 
         wait_until(nothing_parked, 30, "no parked copy left")
         results.poll(0.5)
-        assert _uploads_of(fake, PARKED_GCLID) == before + 1
+        assert _accepted_uploads_of(fake, PARKED_GCLID) == 1
         assert {r["status"] for rs in _by_id(results).values() for r in rs} == {"uploaded"}
         assert worker.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "open bug (issue 20 stays open): a row the delayed stage re-drives while the worker's "
-        "Faust group is still rebalancing got no result in 1 of 4 runs on Apache Kafka "
-        "(2026-12-06, fresh clone); under investigation"
-    ),
-)
 def test_parked_rows_survive_a_rebalance_to_another_worker(
     kafka_bootstrap: str,
     tmp_path: Path,
@@ -190,9 +208,12 @@ def test_parked_rows_survive_a_rebalance_to_another_worker(
         second.start()
         wait_until(lambda: "delayed partitions assigned" in second.log_text(), 90, "B in the group")
         assert first.stop() == 0
-        before = _uploads_of(fake, PARKED_GCLID)
+        assert _accepted_uploads_of(fake, PARKED_GCLID) == 0
         fake.script.too_recent_until.clear()
-        _wait_results(results, {"click-2"}, 90)
+        try:
+            _wait_results(results, {"click-2"}, 90)
+        except AssertionError as exc:  # the story of the row in both workers, to debug it
+            raise AssertionError(f"{exc}\n{_story(first)}\n{_story(second)}") from None
         assert {r["status"] for r in _by_id(results)["click-2"]} == {"uploaded"}
 
         def nothing_parked() -> bool:
@@ -200,5 +221,6 @@ def test_parked_rows_survive_a_rebalance_to_another_worker(
 
         wait_until(nothing_parked, 30, "no parked copy left")
         results.poll(0.5)
-        assert _uploads_of(fake, PARKED_GCLID) == before + 1, "uploaded once"
+        accepted = _accepted_uploads_of(fake, PARKED_GCLID)
+        assert accepted == 1, f"uploaded once, not {accepted} times\n{_story(second)}"
         assert second.stop() == 0

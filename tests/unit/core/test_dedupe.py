@@ -197,6 +197,34 @@ def test_decide(stored: KeyRecord | None, source: SourcePosition, verdict: Verdi
     assert decide(stored, source, now=100.0, ttl=DAY) is verdict
 
 
+@pytest.mark.parametrize(
+    ("last", "copy", "verdict"),
+    [
+        (None, None, Verdict.REDELIVERY),  # a row from before park ids: as before
+        (5.0, 5.0, Verdict.REDELIVERY),  # the copy of the last park carries it on
+        (5.0, 9.0, Verdict.REDELIVERY),  # a newer park whose settlement is not read yet
+        (5.0, 1.0, Verdict.PARKED),  # the re-drive of an earlier park, read again
+        (5.0, None, Verdict.PARKED),  # its first chunk, read again
+        (None, 5.0, Verdict.REDELIVERY),
+    ],
+)
+def test_a_parked_key_tells_its_copies_apart_by_park_id(
+    last: float | None, copy: float | None, verdict: Verdict
+) -> None:
+    stored = KeyRecord("parked", HERE, 0.0, partition=0, park=last)
+    assert decide(stored, HERE, now=100.0, ttl=DAY, park=copy) is verdict
+    other = decide(stored, THERE, now=100.0, ttl=DAY, park=copy)
+    assert other is Verdict.DUPLICATE, "another input message is a duplicate whatever its park"
+
+
+def test_a_park_id_round_trips_and_rows_without_one_still_decode() -> None:
+    parked = KeyRecord("parked", THERE, 12.0, partition=3, park=1_000_000.25)
+    assert parked.encode()[6] == 1_000_000.25
+    assert KeyRecord.decode(parked.encode()) == parked
+    old = ["parked", 12.0, 3, THERE.topic, THERE.partition, THERE.offset]
+    assert KeyRecord.decode(old) == dataclasses.replace(parked, park=None)
+
+
 def test_an_expired_key_is_new_again() -> None:
     assert decide(record("uploaded"), HERE, now=DAY, ttl=DAY) is Verdict.NEW
     assert decide(record("uploaded"), HERE, now=DAY - 1, ttl=DAY) is Verdict.DUPLICATE
@@ -204,6 +232,7 @@ def test_an_expired_key_is_new_again() -> None:
 
 def test_admitted_verdicts() -> None:
     assert {v for v in Verdict if v.admitted} == {Verdict.NEW, Verdict.REDELIVERY, Verdict.RETRY}
+    assert not Verdict.PARKED.admitted
 
 
 def test_record_encoding_round_trips() -> None:

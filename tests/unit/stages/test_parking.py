@@ -82,9 +82,10 @@ def test_a_too_recent_row_is_parked_and_its_siblings_are_answered_at_once() -> N
         ("click-3", "uploaded"),
     ], "no result for the parked row: it is not final"
     assert h.dead_letters() == []
-    # The siblings are answered first; then the row's key is parked (a settlement), then
-    # the park record is sent, and only then is the chunk acked.
-    assert h.log == ["write 3", "settle", "publish 2", "settle", "park 1", "ack 2"]
+    # The siblings are answered first; then the park record is sent, then the row's key is
+    # parked (a settlement), and only then is the chunk acked: a ``parked`` settlement
+    # always has its park record.
+    assert h.log == ["write 3", "settle", "publish 2", "park 1", "settle", "ack 2"]
     [record] = h.parked_records()
     assert record.due == T0 + 21_600.0
     assert record.batch_partition == 4
@@ -92,9 +93,10 @@ def test_a_too_recent_row_is_parked_and_its_siblings_are_answered_at_once() -> N
     [item] = wire.decode(wire.encode_chunk([record.item])).items  # type: ignore[union-attr]
     assert item.event.event_id == "click-2"
     assert item.received.source == SourcePosition("in", 0, 1), "its own source position"
+    assert item.park == T0 == record.parked_at, "the re-driven copy carries its park id"
     first = wire.decode(h.settlements[1][2])
     assert isinstance(first, wire.Settlement)
-    assert [(e.key, e.status) for e in first.entries] == [(record.dedupe_key, "parked")]
+    assert [(e.key, e.status, e.park) for e in first.entries] == [(record.dedupe_key, "parked", T0)]
     assert h.metrics.events_parked.labels("google_ads")._value.get() == 1
 
 
@@ -153,12 +155,16 @@ def test_the_parked_key_survives_a_restart_in_the_table() -> None:
     [record] = h.parked_records()
     stored = h.table[record.dedupe_key]
     assert stored[0] == "parked"
-    # A new worker (empty memory, same table): the parked event itself is a redelivery,
-    # another copy a duplicate.
+    assert stored[6] == T0, "its park id"
+    # A new worker (empty memory, same table): its first chunk read again is skipped (the
+    # park carries it on), the parked copy itself is a redelivery, another input message a
+    # duplicate.
     fresh = Harness()
     fresh.table.update(h.table)
     gate = fresh.gate
-    assert gate.admit(record.dedupe_key, SourcePosition("in", 0, 1), 0) is Verdict.REDELIVERY
+    own = SourcePosition("in", 0, 1)
+    assert gate.admit(record.dedupe_key, own, 0) is Verdict.PARKED
+    assert gate.admit(record.dedupe_key, own, 0, park=T0) is Verdict.REDELIVERY
     assert gate.admit(record.dedupe_key, SourcePosition("in", 0, 9), 0) is Verdict.DUPLICATE
 
 
@@ -192,8 +198,73 @@ def test_a_failed_park_acks_nothing_and_publishes_nothing_for_the_parked_row() -
         return h
 
     h = run(scenario())
-    assert h.log == ["write 3", "settle", "publish 2", "settle"], "park record lost: no ack"
+    assert h.log == ["write 3", "settle", "publish 2"], "no park record: no parked key, no ack"
     assert [r["event_id"] for r in h.results()] == ["click-1", "click-3"]
+
+
+def _redrive(h: ParkHarness, record: ParkedRecord, label: str) -> None:
+    chunk = wire.decode(wire.encode_chunk([record.item]))
+    assert isinstance(chunk, wire.Chunk)
+    h.receive(chunk, record.batch_partition, label)
+
+
+def test_older_copies_read_again_by_a_new_owner_are_skipped_and_the_last_park_uploads_once() -> (
+    None
+):
+    """The double upload once seen on Apache Kafka: worker A parked click-2, re-drove it,
+    parked it again (a newer park), and stopped before committing past those chunks. The
+    new owner reads them again (the first chunk and the first re-drive) ahead of the newer
+    park's settlement, which it read ahead at the assignment: neither copy is uploaded, the
+    newer park's copy carries the event on and is uploaded once."""
+
+    async def scenario() -> tuple[ParkHarness, TooRecentSink, ParkedRecord]:
+        a = ParkHarness(TooRecentSink({"click-2"}))
+        a.send(click(1), click(2), click(3))
+        await a.pipeline.scheduler.wait_idle()
+        a.apply_settlements()
+        [first_park] = a.parked_records()
+        a.pipeline._clock = lambda: T0 + 10  # due: A re-drives it and parks it again
+        _redrive(a, first_park, "redrive 1")
+        await a.pipeline.drain()
+        second_park = a.parked_records()[1]
+        # Worker B: A's table as its changelog left it, the newer park's settlement read
+        # ahead (not applied yet), then the chunks after the committed offset again.
+        sink = TooRecentSink(set())
+        b = ParkHarness(sink)
+        b.table.update(a.table)
+        for _, partition, value in a.settlements:
+            settlement = wire.decode(value)
+            assert isinstance(settlement, wire.Settlement)
+            b.pipeline.read_ahead(settlement, partition)
+        b.send(click(1), click(2), click(3))  # the first chunk, same source positions
+        _redrive(b, first_park, "redrive 1")
+        await b.pipeline.drain()
+        b.settlements.extend(a.settlements)  # the newer park's settlement, read in order
+        b.apply_settlements()
+        _redrive(b, second_park, "redrive 2")
+        await b.pipeline.drain()
+        return b, sink, second_park
+
+    b, sink, second_park = run(scenario())
+    assert second_park.parked_at == T0 + 10
+    assert sink.written == [["click-2"]], "only the last park's copy is uploaded"
+    assert [(r["event_id"], r["status"]) for r in b.results()] == [
+        ("click-1", "uploaded"),
+        ("click-3", "uploaded"),
+        ("click-2", "uploaded"),
+    ], "one result for click-2; its older copies are answered by it"
+    assert {"ack 2", "redrive 1", "redrive 2"} <= set(b.log), "every copy is acked"
+    assert b.metrics.events_parked_copies.labels("google_ads")._value.get() == 2
+
+
+def test_a_copy_of_a_park_whose_settlement_is_not_read_yet_is_uploaded() -> None:
+    """A crash after a park record and before its settlement: the newer park is known only
+    by its copy, which is uploaded (nothing else carries the event on)."""
+    h = Harness()
+    key = "k" * 32
+    source = SourcePosition("in", 0, 1)
+    h.gate.settle(key, "parked", source, 0, park=T0)
+    assert h.gate.admit(key, source, 0, park=T0 + 10) is Verdict.REDELIVERY
 
 
 # --- park records --------------------------------------------------------------------------

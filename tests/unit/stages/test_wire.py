@@ -62,6 +62,26 @@ def test_a_settlement_round_trips() -> None:
     assert wire.decode(value) == settlement
 
 
+def test_park_ids_round_trip_on_items_and_settlement_entries() -> None:
+    """A re-driven copy and a ``parked`` settlement carry the park id; records without one
+    (every other item and entry, and those written before park ids) read as None."""
+    parked = item(click(1))
+    parked = wire.ChunkItem(parked.batch_key, parked.event, parked.received, 1_000_000.5)
+    chunk = wire.Chunk((parked, item(click(2), offset=8)))
+    decoded = wire.decode(wire.encode(chunk))
+    assert decoded == chunk
+    assert isinstance(decoded, wire.Chunk)
+    assert [i.park for i in decoded.items] == [1_000_000.5, None]
+    entry = wire.SettlementEntry("ab" * 32, "parked", SourcePosition("in", 0, 1), 7.5)
+    settlement = wire.Settlement((entry, wire.SettlementEntry("cd" * 32, "uploaded", HERE_)))
+    value = wire.encode(settlement)
+    assert orjson.loads(value[2:])[1] == ["cd" * 32, "uploaded", "in", 0, 2], "five fields"
+    assert wire.decode(value) == settlement
+
+
+HERE_ = SourcePosition("in", 0, 2)
+
+
 def test_a_sweep_request_round_trips() -> None:
     value = wire.encode(wire.SweepRequest())
     assert value == b"\x01W"
