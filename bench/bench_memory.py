@@ -43,7 +43,7 @@ from streams.local.broker import EmbeddedBroker
 from tests.support.worker_harness import TopicReader, Topics, WorkerProcess, wait_until
 
 TARGET_MB = 512
-SAMPLE_SECONDS = 0.25
+SAMPLE_SECONDS = 0.05
 
 SITECUSTOMIZE = r'''
 """bench_memory --diagnose: the worker's memory breakdown, every few seconds, as JSON lines."""
@@ -140,6 +140,27 @@ def _sample(libc):
     }
 
 
+def _spikes(threshold_kb):
+    """Every 20 ms: when RSS rose by more than the threshold within 0.5 s, record where
+    each thread was (the Python stacks), to find what a short peak allocates."""
+    import traceback
+    window = []
+    while True:
+        time.sleep(0.02)
+        now, rss = time.time(), _status()["VmRSS"]
+        window = [(t, r) for t, r in window if now - t <= 0.5] + [(now, rss)]
+        low = min(r for _, r in window)
+        if rss - low > threshold_kb:
+            stacks = {
+                str(ident): "".join(traceback.format_stack(frame, limit=12))
+                for ident, frame in sys._current_frames().items()
+            }
+            with open(_OUT, "a") as f:
+                f.write(json.dumps({"spike": {"t": now, "from_kb": low, "to_kb": rss,
+                                              "stacks": stacks}}) + "\n")
+            window = [(now, rss)]
+
+
 def _run():
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -160,6 +181,9 @@ if _OUT and os.path.basename(sys.argv[0]) == "convstream":
     if os.environ.get("BENCH_MEMORY_TRACEMALLOC", "1") == "1":
         tracemalloc.start(1)
     threading.Thread(target=_run, name="bench-memory-trace", daemon=True).start()
+    if os.environ.get("BENCH_MEMORY_SPIKE_MB"):
+        threshold = int(float(os.environ["BENCH_MEMORY_SPIKE_MB"]) * 1024)
+        threading.Thread(target=_spikes, args=(threshold,), daemon=True).start()
 '''
 
 
@@ -256,6 +280,12 @@ def one_run(
     return result
 
 
+def print_peak(samples: list[tuple[float, int]]) -> None:
+    if samples:
+        t, rss = max(samples, key=lambda s: s[1])
+        print(f"    highest sample: {rss / 1024:.0f} MB at {t:.1f} s")
+
+
 def print_curve(samples: list[tuple[float, int]], every: float = 5.0) -> None:
     line, next_at = [], 0.0
     for t, rss in samples:
@@ -267,6 +297,26 @@ def print_curve(samples: list[tuple[float, int]], every: float = 5.0) -> None:
 
 def print_trace(trace: list[dict[str, Any]]) -> None:
     for entry in trace:
+        if "spike" in entry:
+            spike = entry["spike"]
+            print(
+                f"    spike: RSS {spike['from_kb'] / 1024:.0f} -> {spike['to_kb'] / 1024:.0f} MB"
+                " within 0.5 s; threads were at:"
+            )
+            for stack in spike["stacks"].values():
+                lines = [ln for ln in stack.splitlines() if ln.strip().startswith("File")]
+                print(
+                    "      "
+                    + " > ".join(
+                        ln.split('"')[1].split("/")[-1]
+                        + ":"
+                        + ln.split("line ")[1].split(",")[0]
+                        + " "
+                        + ln.rsplit(" ", 1)[-1]
+                        for ln in lines[-5:]
+                    )
+                )
+            continue
         if "error" in entry:
             print(f"    trace error: {entry['error']}")
             continue
@@ -310,6 +360,12 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--diagnose", action="store_true", help="memory breakdown (slow)")
     parser.add_argument(
+        "--spikes",
+        type=float,
+        metavar="MB",
+        help="with --diagnose*: record the threads' stacks when RSS rises by MB within 0.5 s",
+    )
+    parser.add_argument(
         "--diagnose-light",
         action="store_true",
         help="the breakdown without tracemalloc, plus what gc.collect() frees at each sample",
@@ -317,6 +373,8 @@ def main() -> None:
     args = parser.parse_args()
     variants = [tuple(v.split("=", 1)) for v in args.variant] or [("this", "")]
     env = dict(e.split("=", 1) for e in args.env)
+    if args.spikes:
+        env["BENCH_MEMORY_SPIKE_MB"] = str(args.spikes)
     if args.diagnose_light:
         args.diagnose = True
         env |= {"BENCH_MEMORY_TRACEMALLOC": "0", "BENCH_MEMORY_GC": "1"}
@@ -345,6 +403,7 @@ def main() -> None:
                     flush=True,
                 )
                 print_curve(result["samples"])
+                print_peak(result["samples"])
                 if "trace" in result:
                     print_trace(result["trace"])
                 shutil.rmtree(workdir, ignore_errors=True)
