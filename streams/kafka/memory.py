@@ -3,11 +3,11 @@
 librdkafka prefetches in the background, into a queue per consumer, until
 ``queued.max.messages.kbytes`` (default 65,536 KB) or ``queued.min.messages`` (default
 100,000 messages per partition) is reached, and a fetch response may overshoot that by up
-to ``fetch.max.bytes``. For the input topic this meant that a worker facing a backlog
-read most of it into C memory at once: a 200,000-event backlog of ~300-byte events is
-~60 MB of payload, which librdkafka holds with its per-message overhead (issue 22;
-bench/RESULTS.md, "Worker memory (issue 22)"), outside every bound of the pipeline (which
-pauses the input only on messages handed to the event loop and on unsettled events).
+to ``fetch.max.bytes``. For the input topic this let a worker facing a backlog read most
+of it into C memory at once: a 200,000-event backlog of ~300-byte events is ~60 MB of
+payload, which librdkafka would hold with its per-message overhead, outside every bound of
+the pipeline (which pauses the input only on messages handed to the event loop and on
+unsettled events). Issue 22; bench/RESULTS.md, "Worker memory (issue 22)".
 
 The bound here is what keeps the consumer busy without holding a backlog: the input
 consumer hands ``BATCH_MESSAGES`` (1,000) per poll to a worker that processes at most
@@ -23,9 +23,8 @@ from typing import Any, Final
 
 CONSUMER_QUEUE_KBYTES: Final = 8192
 """``queued.max.messages.kbytes`` of the worker's consumers (input, delayed stage): 8 MiB
-(librdkafka: 64 MiB), ~27,000 events of this project's typical ~300 bytes, about three
-seconds of the worker's fastest rate; smaller showed no throughput change on the
-benchmark, the memory difference is small below this."""
+(librdkafka: 64 MiB), ~27,000 events of this project's typical ~300 bytes, a few seconds
+of the worker's fastest rate (the 200,000-event benchmark's rate did not change with it)."""
 
 CONSUMER_QUEUE_MESSAGES: Final = 20_000
 """``queued.min.messages`` (per partition): librdkafka keeps fetching until a partition

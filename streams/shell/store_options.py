@@ -5,16 +5,16 @@ tables: 64 MiB write buffers (memtables), up to 3 of them, and a 2 GiB block cac
 partition. The dedupe table holds small records (a 32-character key, a ~60-byte value;
 1,000,000 keys are 14 MB on disk), written twice per admitted event (``in_flight``, then
 the settled status). With 64 MiB memtables nothing is flushed during a backlog of a few
-hundred thousand events: every write stays in memory, per partition, and the worker's
-RSS grew with the events processed (issue 22; bench/RESULTS.md, "Worker memory (issue
-22)").
+hundred thousand events: every write stays in memory, up to 192 MiB per partition before
+RocksDB stalls writes (issue 22; bench/RESULTS.md, "Worker memory (issue 22)").
 
 The values here bound each partition's RocksDB at ``write_buffer_size x
 max_write_buffer_number`` of memtables plus its block cache: 16 MiB, so 128 MiB with the
 default 8 batch partitions at worst, and much less in practice (the cache fills only with
 blocks read back from disk, and the bloom filter spares most reads of new keys). A
 memtable flush is a background write of a few MiB, so the smaller buffers cost the event
-loop nothing; the 1,000,000-key cold restore of bench_pipeline writes through them too.
+loop nothing; the 1,000,000-key cold restore of bench_pipeline writes through them too
+(its time: bench/RESULTS.md, same section).
 """
 
 from __future__ import annotations
