@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from streams.config import Settings
 from streams.core.topics import delayed_topic_name
 from streams.kafka.clients import librdkafka_config
+from streams.kafka.memory import consumer_read_ahead
 from streams.ops.metrics import Metrics
 from streams.stages.parking import DelayedQueue, ParkedRecord, ParkedRecordError, redrive_chunks
 from streams.stages.wire import Forward
@@ -162,6 +163,8 @@ class DelayedConsumer:
                     "max.poll.interval.ms": max(30_000, session_ms + 1000),
                     "heartbeat.interval.ms": max(200, session_ms // 6),
                     "log.connection.close": False,
+                    # A backlog of parked events waits in Kafka, not in librdkafka's queue.
+                    **consumer_read_ahead(1 << 20),
                 },
             )
         )

@@ -78,6 +78,7 @@ from streams.core.model import SourcePosition
 from streams.core.outcomes import Received
 from streams.kafka.clients import librdkafka_config
 from streams.kafka.committed import CommittedOffsets
+from streams.kafka.memory import consumer_read_ahead
 from streams.ops.metrics import Metrics
 from streams.stages.ingest import Ingest
 
@@ -175,7 +176,8 @@ class InputConsumer:
                     "heartbeat.interval.ms": max(200, session_ms // 6),
                     "partition.assignment.strategy": "range",
                     "max.partition.fetch.bytes": fetch_bytes,
-                    "fetch.max.bytes": max(fetch_bytes, 52_428_800),
+                    # Read ahead a few seconds of work, not the backlog (memory: see there).
+                    **consumer_read_ahead(fetch_bytes),
                     "log.connection.close": False,
                     "on_commit": self._on_commit,
                 },

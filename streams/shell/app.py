@@ -55,6 +55,7 @@ from streams.ops.metrics import Metrics
 from streams.shell.dedupe_table import LibrdkafkaChangelogTable
 from streams.shell.faust_consumer import KeepingTransport
 from streams.shell.partitions import BatchPartitions, KafkaReads
+from streams.shell.store_options import dedupe_rocksdb_options
 from streams.sinks import Sink
 from streams.stages import wire
 from streams.stages.batch_stage import BatchPipeline
@@ -149,6 +150,8 @@ class ConvstreamApp(faust.App):
             partitions=changelog.partitions,
             extra_topic_configs=dict(changelog.config),
             key_type=str,
+            # RocksDB sized for small keys (memory: streams/shell/store_options.py).
+            options=dedupe_rocksdb_options(),
         )
 
     @classmethod
