@@ -381,6 +381,19 @@ def peer_run(
 ) -> Measured | None:
     """One peer (``quix`` or ``raw``) in its own process until it published ``count``
     results; None when it cannot run here (the Quix environment is missing)."""
+    run = peer_results(name, bootstrap, topics, count, workdir, tansu=tansu)
+    if run is None:
+        return None
+    values, sampler = run
+    measured, _, _ = from_results(values, count, sampler)
+    return measured
+
+
+def peer_results(
+    name: str, bootstrap: str, topics: Topics, count: int, workdir: Path, *, tansu: bool
+) -> tuple[list[dict[str, Any]], Sampler] | None:
+    """Run a peer until it published ``count`` results (and a second more); its results
+    and the sampler of its process. None when the Quix environment is missing."""
     python = Path(sys.executable)
     module = "bench.peers.raw_confluent"
     if name == "quix":
@@ -415,7 +428,8 @@ def peer_run(
 
             def published() -> bool:
                 if process.poll() is not None:
-                    raise AssertionError(f"{name} peer exited: see {peer_dir / 'peer.log'}")
+                    log_text = (peer_dir / "peer.log").read_text(errors="replace")
+                    raise AssertionError(f"{name} peer exited:\n{log_text[-3000:]}")
                 results.poll(0.5)
                 return len(results.messages) >= count
 
@@ -424,9 +438,7 @@ def peer_run(
             results.poll(1.0)  # a result too many would show in the check
         finally:
             stop_process(process)
-        values = results.values()
-    measured, _, _ = from_results(values, count, sampler)
-    return measured
+        return results.values(), sampler
 
 
 def iso_seconds(text: str) -> float:
