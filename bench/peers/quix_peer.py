@@ -14,8 +14,9 @@ suggest for a 1 s batch window (``commit_interval=1.0``):
    ``sink(NoopSink())``, a ``BatchingSink`` whose ``write`` splits each checkpoint's batch
    per destination+account+type into chunks of at most 2000 and calls the no-op upload.
 
-At-least-once (Quix's default guarantee): at each checkpoint (1 s) Quix flushes the
-producer, flushes the sinks, then commits; a failed write means no commit.
+At-least-once (Quix's default guarantee): at each checkpoint (1 s) Quix flushes the sinks,
+produces the state changelog, flushes the producer (results delivered), then commits; a
+failed sink write means no commit.
 
 Gaps against the worker's semantics, as Quix's model gives them:
 
