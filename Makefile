@@ -11,7 +11,7 @@ LOCK     := requirements.lock
 DEV_LOCK := requirements-dev.lock
 
 .PHONY: demo test lint readme-errors typecheck unit integration ops bench soak clean kafka-jars java-maven \
-	lock audit
+	lock audit quix-venv
 
 # Every package from the lock, hash-checked, then convstream itself without resolving anything:
 # the virtualenv is exactly the lock, on any machine, on any day.
@@ -23,7 +23,25 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# Regenerate both locks from pyproject.toml, for CPython 3.11 on Linux x86_64 whatever machine
+# The Quix Streams peer of the benchmark (bench/peers/quix_peer.py) in an environment of its
+# own: quixstreams 3.x requires confluent-kafka <2.13 and the worker >=2.16.0, so they cannot
+# share .venv. It holds the peer's locked packages, and streams.core comes from this checkout
+# (PYTHONPATH, set by bench_pipeline.py). `make quix-venv`; bench_pipeline.py finds it here.
+QUIX_VENV  ?= .venv-quix
+QUIX_STAMP := $(QUIX_VENV)/.installed
+QUIX_IN    := bench/peers/quix-requirements.in
+QUIX_LOCK  := bench/peers/quix-requirements.lock
+
+$(QUIX_STAMP): $(QUIX_LOCK)
+	rm -rf $(QUIX_VENV)
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUIX_VENV)/bin/python -m pip install --quiet --require-hashes --only-binary=:all: -r $(QUIX_LOCK)
+	touch $(QUIX_STAMP)
+
+quix-venv: $(QUIX_STAMP)
+
+# Regenerate both locks (and the Quix peer's) from pyproject.toml, for CPython 3.11 on Linux x86_64 whatever machine
 # runs it. Versions already locked stay unless pyproject rules them out; to move them:
 # `make lock LOCK_FLAGS=--upgrade` (everything) or `LOCK_FLAGS='--upgrade-package aiohttp'`.
 # tests/unit/test_lock.py checks the locks still match pyproject.toml.
@@ -44,6 +62,12 @@ lock: $(STAMP)
 		if cmp -s $$file.new $$file; then rm $$file.new; echo "$$file unchanged"; \
 		else mv $$file.new $$file; echo "$$file updated"; fi; \
 	done
+	@set -e; file=$(QUIX_LOCK); cp $$file $$file.new; \
+	echo "$(UV_COMPILE) $(QUIX_IN) -o $$file"; \
+	$(UV_COMPILE) $(QUIX_IN) -o $$file.new; \
+	sed -i '1i $(LOCK_HEADER)' $$file.new; \
+	if cmp -s $$file.new $$file; then rm $$file.new; echo "$$file unchanged"; \
+	else mv $$file.new $$file; echo "$$file updated"; fi
 
 # The locked versions against the Python advisory database (PyPI's JSON API, then OSV).
 # Needs network; .ci/run runs it when pypi.org's per-version JSON API answers (README "Dependencies").
@@ -128,4 +152,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_core
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(QUIX_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

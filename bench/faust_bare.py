@@ -1,7 +1,8 @@
 """A bare Faust agent that only decodes: the per-event ceiling the pipeline is compared to.
 
 Run by bench_pipeline.py in its own process (settings from BENCH_* variables). Writes
-{"rate": events/s from first to last event} to BENCH_OUT and exits.
+{"rate": events/s from first to last event, "first", "last": their wall-clock times} to
+BENCH_OUT, then idles until stopped (the bench reads its CPU time over first..last).
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ async def decode(stream: Any) -> None:
             orjson.loads(value)
         state["seen"] += 1
         if state["seen"] == COUNT:
-            rate = COUNT / (time.perf_counter() - state["started"])
-            OUT.write_bytes(orjson.dumps({"rate": rate}))  # noqa: ASYNC240 - exits next line
-            os._exit(0)
+            elapsed = time.perf_counter() - state["started"]
+            last = time.time()
+            report = {"rate": COUNT / elapsed, "first": last - elapsed, "last": last}
+            # Renamed into place: the bench reads it as soon as it exists. The process then
+            # idles until the bench, having sampled its CPU, stops it.
+            partial = OUT.with_suffix(".partial")
+            partial.write_bytes(orjson.dumps(report))
+            partial.rename(OUT)
 
 
 if __name__ == "__main__":
