@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import KafkaConnection
 from streams.kafka.clients import librdkafka_config
-from streams.kafka.read import data_messages
+from streams.kafka.read import data_messages, watermarks
 
 _log = logging.getLogger(__name__)
 
@@ -147,9 +147,7 @@ def _starts(
     for partition in range(partitions):
         if partition not in metadata.partitions:
             continue
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(topic, partition), timeout=timeout
-        )
+        low, high = watermarks(consumer, TopicPartition(topic, partition), timeout)
         persisted = store.persisted_offset(tp_factory(topic, partition))
         # Faust re-reads its persisted offset itself; start after it.
         start = max(low, persisted + 1 if persisted is not None else low)

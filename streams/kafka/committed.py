@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import KafkaConnection
 from streams.kafka.clients import librdkafka_config
+from streams.kafka.read import watermarks
 
 
 class CommittedOffsets:
@@ -46,7 +47,7 @@ class CommittedOffsets:
         for tp in self._consumer.committed(wanted, timeout=timeout):
             offset = tp.offset
             if offset < 0:
-                low, _high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
+                low, _high = watermarks(self._consumer, tp, timeout)
                 offset = max(low, 0)
             found[(tp.topic, tp.partition)] = offset
         return found

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from streams.config import KafkaConnection
 from streams.kafka.clients import librdkafka_config
 from streams.kafka.producer import OutputProducer, Record
-from streams.kafka.read import data_messages
+from streams.kafka.read import data_messages, watermarks
 from streams.sinks.yandex.status_tracker import BudgetSnapshot, OpenUpload
 
 _log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class KafkaOpenUploads:
             # Up to the end as it is now, not to an EOF: while other sinks of this worker
             # (another credential set, the set being rotated) keep writing, a fetch always
             # finds new records and librdkafka never reports the partition's end.
-            low, high = consumer.get_watermark_offsets(partition, timeout=self._timeout)
+            low, high = watermarks(consumer, partition, self._timeout)
             if high <= low:
                 return latest
             consumer.assign([partition])

@@ -9,13 +9,17 @@ front, because the embedded tansu broker reports a partition's end too early
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.config import KafkaConnection
 from streams.kafka.clients import librdkafka_config
+
+_log = logging.getLogger(__name__)
 
 
 def data_messages(
@@ -119,3 +123,40 @@ def values_to_end(
     finally:
         consumer.close()
     return found, not pending
+
+
+LEADERLESS: frozenset[int] = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+)
+"""Answers that mean "not yet": a topic created moments ago has no leader elected yet."""
+RETRY_PAUSE_SECONDS = 0.1
+
+
+def watermarks(consumer: Any, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """The low and high watermarks of ``tp``, asked again until ``timeout`` while the
+    partition has no leader.
+
+    Why: the worker creates its internal topics at start-up and reads their watermarks at
+    once (the changelog restore, the Yandex open uploads, the first committed-offset
+    lookup); on Apache Kafka under load the changelog's leader was not elected yet and the
+    worker exited with NOT_LEADER_FOR_PARTITION (seen by the peer benchmark of issue 22).
+    Any other error, or the same one past ``timeout``, is raised as before.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(0.1, deadline - time.monotonic())
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=left)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in LEADERLESS or time.monotonic() >= deadline:
+                raise
+            _log.info("%s[%d] has no leader yet; asking again", tp.topic, tp.partition)
+            time.sleep(RETRY_PAUSE_SECONDS)
