@@ -79,7 +79,7 @@ demo: $(STAMP)
 
 # The default suite, then the short soak / chaos runs, both on Apache Kafka
 # (tests/support/brokers.py; CONVSTREAM_TEST_BROKER=tansu for the quick embedded broker).
-test: lint typecheck kafka-jars
+test: lint typecheck kafka-jars quix-venv
 	$(BIN)/pytest
 	$(BIN)/pytest -m "soak and not soak_long"
 

@@ -24,7 +24,9 @@ def test_a_peer_publishes_one_result_per_input_and_drops_duplicates(
     peer: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     if peer == "quix" and not QUIX_PYTHON.exists():
-        pytest.skip(f"the Quix peer runs in its own environment: `make quix-venv` ({QUIX_PYTHON})")
+        pytest.fail(
+            f"the Quix peer runs in its own environment: run `make quix-venv` ({QUIX_PYTHON})"
+        )
     topics = BenchTopics(kafka_bootstrap)
     produce(kafka_bootstrap, topics.input, make_events(EVENTS))
 
