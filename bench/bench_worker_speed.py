@@ -14,6 +14,10 @@ measures, for each worker:
   taken every 50 ms while it drains (start-up and the idle tail are left out);
 * peak RSS (``VmHWM``).
 
+The bare Faust agent gets the same CPU measurement (its first event to its exit, which
+comes at its last event), so "events per CPU-second" compares with it too: the less noisy
+form of the issue's "x bare Faust" target on a shared machine.
+
 A variant is a source tree: ``--variant NAME=PATH`` runs the worker with ``PYTHONPATH=PATH``
 (one path or several, ``:``-separated)
 (for example a ``git archive`` of the commit before a change), so before and after can be
@@ -26,17 +30,22 @@ alternated in the same round; the default is this checkout only::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bench.bench_pipeline import (
-    bare_faust,
+    HERE,
     fresh_broker,
     iso_seconds,
     make_events,
@@ -63,6 +72,32 @@ def cpu_at(samples: list[tuple[float, float]], when: float) -> float:
         return before[1]
     share = (when - before[0]) / (after[0] - before[0])
     return before[1] + share * (after[1] - before[1])
+
+
+def bare_faust_run(bootstrap: str, topic: str, count: int, workdir: Path) -> dict[str, Any]:
+    """``bench/faust_bare.py`` as ``bench_pipeline.bare_faust`` runs it, plus its CPU time
+    over its measured span (first event to exit: it exits at its last event)."""
+    out = workdir / "faust_bare.json"
+    env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic}
+    env |= {"BENCH_SESSION_TIMEOUT": "3", "BENCH_COUNT": str(count)}
+    env |= {"BENCH_OUT": str(out), "BENCH_DIR": str(workdir)}
+    samples: list[tuple[float, float]] = []
+    with (workdir / "faust_bare.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(HERE / "faust_bare.py")], env=env, stdout=log, stderr=log
+        )
+        try:
+            while process.poll() is None:
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    samples.append((time.time(), cpu_seconds(process.pid)))
+                time.sleep(0.05)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    rate = float(orjson.loads(out.read_bytes())["rate"])
+    last = samples[-1][0]
+    cpu = samples[-1][1] - cpu_at(samples, last - count / rate)
+    return {"rate": rate, "cpu_per_million": cpu / count * 1e6}
 
 
 def worker_run(
@@ -124,7 +159,7 @@ def main() -> None:
     events = make_events(args.events)
     print(f"events: {len(events):,}, {args.rounds} rounds, broker: tansu (fresh per round)")
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
-    faust_rates: list[float] = []
+    faust_runs: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-worker-speed-"))
     try:
         for round_ in range(args.rounds):
@@ -134,9 +169,13 @@ def main() -> None:
                     produce(bootstrap, topics.input, events)
                     where = workdir / f"faust-{round_}"
                     where.mkdir()
-                    rate = bare_faust(bootstrap, topics.input, len(events), where, tansu=True)
-                    faust_rates.append(rate)
-                    print(f"round {round_ + 1}: bare faust {rate:,.0f} events/s", flush=True)
+                    faust = bare_faust_run(bootstrap, topics.input, len(events), where)
+                    faust_runs.append(faust)
+                    print(
+                        f"round {round_ + 1}: bare faust {faust['rate']:,.0f} events/s, "
+                        f"{faust['cpu_per_million']:,.0f} CPU-s per 1M events",
+                        flush=True,
+                    )
                 order = variants if round_ % 2 == 0 else variants[::-1]
                 for name, source in order:
                     where = workdir / f"{name}-{round_}"
@@ -149,17 +188,24 @@ def main() -> None:
                         f"({run['cpu_share']:.2f} cores), peak RSS {run['rss_mb']:.0f} MB",
                         flush=True,
                     )
-        faust = statistics.median(faust_rates) if faust_rates else float("nan")
+        nan = float("nan")
+        faust = statistics.median(r["rate"] for r in faust_runs) if faust_runs else nan
+        faust_cpu = (
+            statistics.median(r["cpu_per_million"] for r in faust_runs) if faust_runs else nan
+        )
         print("--- medians ---")
-        if faust_rates:
-            print(f"bare faust: {faust:,.0f} events/s")
+        if faust_runs:
+            print(f"bare faust: {faust:,.0f} events/s, {faust_cpu:,.0f} CPU-s per 1M events")
         for name, found in runs.items():
             rate = statistics.median(r["rate"] for r in found)
+            ratios = [r["rate"] / f["rate"] for r, f in zip(found, faust_runs, strict=False)]
+            ratio = statistics.median(ratios) if ratios else nan
             cpu = statistics.median(r["cpu_per_million"] for r in found)
             rss = statistics.median(r["rss_mb"] for r in found)
             print(
-                f"{name}: {rate:,.0f} events/s ({rate / faust:.2f}x bare faust), "
-                f"{cpu:,.0f} CPU-s per 1M events, peak RSS {rss:.0f} MB"
+                f"{name}: {rate:,.0f} events/s (median of same-round ratios {ratio:.2f}x bare "
+                f"faust), {cpu:,.0f} CPU-s per 1M events ({faust_cpu / cpu:.2f}x bare faust's "
+                f"events per CPU-second), peak RSS {rss:.0f} MB"
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
