@@ -41,9 +41,9 @@ POLL_SECONDS: Final = 0.05
 QUEUE_FULL_BACKOFF_SECONDS: Final = 0.005
 BATCH_RECORDS: Final = 1000
 """At most this many records of one topic go to librdkafka in one ``produce_batch``."""
-BATCH_QUEUE_ROOM: Final = 50_000
-"""``produce_batch`` only while librdkafka's queue holds fewer records than this plus the
-batch (its limit, ``queue.buffering.max.messages``, is 100,000): only this thread
+QUEUE_MAX_MESSAGES: Final = 100_000
+"""librdkafka's default ``queue.buffering.max.messages``. ``produce_batch`` is used only
+while the queue plus the batch stay within half the configured limit: only this thread
 produces, so the batch then fits, and no record of it is refused for a full queue while
 a later one is queued (which would reorder a partition's records; the changelog's order
 matters). The byte limit (``queue.buffering.max.kbytes``, 1 GB) is far above such a run.
@@ -132,23 +132,26 @@ class OutputProducer:
         client: str = "output-producer",
         **config: Any,
     ) -> None:
-        self._producer = Producer(
-            librdkafka_config(
-                connection,
-                client=client,
-                acks="all",
-                **{
-                    # Per-partition order and no duplicates on retries: a settled key's
-                    # changelog records must be read back in the order they were written.
-                    "enable.idempotence": True,
-                    "linger.ms": 5,
-                    "message.max.bytes": max_record_bytes,
-                    "partitioner": "murmur2_random",  # same partition for a key as Java
-                    "log.connection.close": False,
-                    **config,
-                },
-            )
+        settings = librdkafka_config(
+            connection,
+            client=client,
+            acks="all",
+            **{
+                # Per-partition order and no duplicates on retries: a settled key's
+                # changelog records must be read back in the order they were written.
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "message.max.bytes": max_record_bytes,
+                "partitioner": "murmur2_random",  # same partition for a key as Java
+                "log.connection.close": False,
+                **config,
+            },
         )
+        self._producer = Producer(settings)
+        self._batch_room = (
+            int(settings.get("queue.buffering.max.messages", QUEUE_MAX_MESSAGES)) // 2
+        )
+        """See :data:`QUEUE_MAX_MESSAGES`."""
         self._stop = threading.Event()
         self._completed: deque[_Group] = deque()  # appended and drained thread-safely
         self._thread = threading.Thread(
@@ -191,7 +194,7 @@ class OutputProducer:
                     and not records[end].headers
                 ):
                     end += 1
-            if end - index == 1 or len(producer) + (end - index) > BATCH_QUEUE_ROOM:
+            if end - index == 1 or len(producer) + (end - index) > self._batch_room:
                 await self._produce_one(group, index, record)
                 index += 1
                 continue

@@ -281,6 +281,21 @@ async def test_records_a_batch_left_out_for_a_full_queue_are_queued_again_once(
     assert broker.attempts == 5
 
 
+async def test_without_room_in_the_queue_for_the_run_records_go_one_by_one(
+    broker: Broker,
+) -> None:
+    """A batch the queue cannot hold whole could be queued in part, its refused records
+    sent again after later ones (a changelog key's order matters)."""
+    producer = output.OutputProducer(SETTINGS.kafka, 1 << 20, **{"queue.buffering.max.messages": 2})
+    try:
+        records = [Record("t", b"k", b"v%d" % n) for n in range(5)]
+        assert await asyncio.wait_for(producer.send_each(records), 30) == [None] * 5
+    finally:
+        producer.close()
+    assert broker.batches == 0
+    assert broker.values("t") == [b"v%d" % n for n in range(5)]
+
+
 async def test_changelog_records_are_sent_again_in_order_from_the_first_failure(
     broker: Broker, out: WorkerProducers, table: Table
 ) -> None:
