@@ -52,6 +52,8 @@ class Broker:
     """``produce_batch`` calls."""
     queue_full: int = 0
     """How many of the next ``produce_batch`` messages are refused for a full queue."""
+    partitions: list[int] = field(default_factory=list)
+    """The partition asked for each queued record (-1: the key's)."""
 
     def values(self, topic: str) -> list[bytes | None]:
         return [value for t, _, value, _ in self.log if t == topic]
@@ -96,13 +98,19 @@ class FakeProducer:
         error = broker.refuse(topic, key, value)
         if error is None:
             broker.log.append((topic, key, value, dict(headers or ())))
+            broker.partitions.append(partition)
         with self._lock:
             self._reports.append((on_delivery, error, Message(topic, key, value)))
 
     def produce_batch(
-        self, topic: str, messages: list[dict[str, Any]], on_delivery: Any = None
+        self,
+        topic: str,
+        messages: list[dict[str, Any]],
+        partition: int = -1,
+        on_delivery: Any = None,
     ) -> int:
-        """As librdkafka's: a message not queued gets an ``_error`` and no report."""
+        """As librdkafka's: a message not queued gets an ``_error`` and no report, and the
+        call's ``partition`` applies (a message's own is not honoured with a key)."""
         self.broker.batches += 1
         queued = 0
         for message in messages:
@@ -115,7 +123,7 @@ class FakeProducer:
                     topic,
                     message.get("value"),
                     message.get("key"),
-                    message.get("partition", -1),
+                    partition,
                     on_delivery=on_delivery,
                 )
             except KafkaException as exc:
@@ -262,11 +270,12 @@ async def test_the_records_of_a_call_are_queued_in_one_batch_each_once(
         out.publish([OutputRecord("result", b"k", value) for value in results]), 30
     )
     topic = KIND_TOPIC["changelog"]
-    table.pending = [Record(topic, b"k%d" % n, b"v%d" % n, n % 2) for n in range(3)]
+    table.pending = [Record(topic, b"k%d" % n, b"v%d" % n, n // 2) for n in range(4)]
     await asyncio.wait_for(out.flush_table(), 30)
-    assert broker.batches == 2
+    assert broker.batches == 3  # one per run of a topic and partition
     assert broker.values(SETTINGS.results_topic) == results
-    assert broker.values(topic) == [b"v0", b"v1", b"v2"]
+    assert broker.values(topic) == [b"v0", b"v1", b"v2", b"v3"]
+    assert broker.partitions == [-1] * 5 + [0, 0, 1, 1], "each changelog record's partition"
 
 
 async def test_records_a_batch_left_out_for_a_full_queue_are_queued_again_once(
