@@ -115,6 +115,22 @@ def test_valid_events_travel_in_chunks_per_partition_and_are_acked_after_deliver
     assert f.records == []
 
 
+def test_every_input_message_is_counted_received_by_destination_and_type() -> None:
+    async def scenario() -> Fakes:
+        f = Fakes(("google_ads", "yandex_metrica"))
+        for n in range(3):
+            f.send(encode(click(n)))
+        f.send(encode(yandex(4)))
+        f.send(b"{nope")
+        await f.ingest.drain()
+        return f
+
+    received = run(scenario()).metrics.events_received
+    assert received.labels("google_ads", "click_conversion")._value.get() == 3
+    assert received.labels("yandex_metrica", "offline_conversion")._value.get() == 1
+    assert received.labels("unknown", "unknown")._value.get() == 1
+
+
 def test_a_chunk_goes_at_its_size_limit_without_waiting_for_the_linger() -> None:
     async def scenario() -> Fakes:
         f = Fakes()
