@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +20,7 @@ from streams.config import Settings
 from streams.core.events import parse_event
 from streams.core.model import AccountBatch, BatchKey, Event, SourcePosition
 from streams.core.topics import DEDUPE_TABLE
-from streams.kafka import delayed_consumer, input_consumer
+from streams.kafka import delayed_consumer, input_consumer, producer
 from streams.kafka.delayed_consumer import DelayedConsumer
 from streams.kafka.input_consumer import InputConsumer
 from streams.kafka.memory import CONSUMER_QUEUE_KBYTES, CONSUMER_QUEUE_MESSAGES
@@ -115,7 +116,25 @@ def test_the_delayed_stage_consumer_reads_ahead_a_bounded_queue(
     assert config["fetch.max.bytes"] == CONSUMER_QUEUE_KBYTES * 1024
 
 
-def test_the_dedupe_tables_rocksdb_opens_with_small_memtables_and_cache(tmp_path: Path) -> None:
+class IdleProducer:
+    """Stands in for confluent_kafka.Producer where nothing is sent: a real one would retry
+    127.0.0.1:1 and print librdkafka's connection errors over the rest of the run."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def poll(self, timeout: float) -> int:
+        time.sleep(min(timeout, 0.05))
+        return 0
+
+    def flush(self, timeout: float | None = None) -> int:
+        return 0
+
+
+def test_the_dedupe_tables_rocksdb_opens_with_small_memtables_and_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(producer, "Producer", IdleProducer)
     settings = Settings.from_env(
         BROKER | {"CONVSTREAM_DATA_DIR": str(tmp_path), "CONVSTREAM_DEDUPE_STORE": "rocksdb"}
     )
