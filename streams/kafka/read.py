@@ -126,14 +126,11 @@ def values_to_end(
 
 
 LEADERLESS: frozenset[int] = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TIMED_OUT,
-    }
+    {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
 )
-"""Answers that mean "not yet": a topic created moments ago has no leader elected yet."""
+"""Answers that mean "not yet": a topic created moments ago has no leader elected yet. A
+missing topic (``UNKNOWN_TOPIC_OR_PART``) is not among them: callers read a topic that may
+not exist yet (a first start) and take that answer at once as "nothing to read"."""
 RETRY_PAUSE_SECONDS = 0.1
 
 

@@ -3,10 +3,11 @@
 Faust opens each table partition's RocksDB with its own defaults, sized for large
 tables: 64 MiB write buffers (memtables), up to 3 of them, and a 2 GiB block cache, per
 partition. The dedupe table holds small records (a 32-character key, a ~60-byte value;
-1,000,000 keys are 14 MB on disk), written twice per admitted event (``in_flight``, then
-the settled status). With 64 MiB memtables nothing is flushed during a backlog of a few
-hundred thousand events: every write stays in memory, up to 192 MiB per partition before
-RocksDB stalls writes (issue 22; bench/RESULTS.md, "Worker memory (issue 22)").
+1,000,000 keys are 14 MB on disk), written once per admitted event, with its settled
+status (``in_flight`` lives in memory only: :class:`streams.core.dedupe.DedupeGate`). With
+64 MiB memtables nothing is flushed during a backlog of a few hundred thousand events:
+every write stays in memory, up to 192 MiB per partition before RocksDB stalls writes
+(issue 22; bench/RESULTS.md, "Worker memory (issue 22)").
 
 The values here bound each partition's RocksDB at ``write_buffer_size x
 max_write_buffer_number`` of memtables plus its block cache: 16 MiB, so 128 MiB with the

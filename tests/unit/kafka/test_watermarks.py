@@ -45,6 +45,13 @@ def test_other_errors_are_raised_at_once() -> None:
     assert consumer.calls == 1
 
 
+def test_a_missing_topic_is_raised_at_once_for_callers_that_expect_it() -> None:
+    consumer: Any = LeaderlessFor(1, KafkaError.UNKNOWN_TOPIC_OR_PART)
+    with pytest.raises(KafkaException):
+        watermarks(consumer, TopicPartition("t", 0), timeout=5.0)
+    assert consumer.calls == 1
+
+
 def test_a_leader_that_never_comes_is_raised_after_the_timeout() -> None:
     consumer = LeaderlessFor(10**9)
     with pytest.raises(KafkaException) as raised:
