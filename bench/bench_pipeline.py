@@ -21,8 +21,11 @@ earlier conversion) and 2% invalid. Back to back on that same topic, each in its
 For each system: events/s from the first event consumed to the last result published (the
 results' received_at / completed_at; the bare ones time their own first and last event),
 CPU-seconds per million events (user + sys of its process tree over that same period,
-sampled from /proc every 0.2 s), peak RSS (VmHWM, summed over its process tree), and for the
-systems that publish results a check that each input got exactly one (by source position).
+sampled from /proc every 0.2 s), the broker's CPU-seconds per million events over that same
+period, the machine's ceiling for the system (cores x 1M / (its CPU + the broker's) per 1M
+events: what any number of its processes could reach here), peak RSS (VmHWM, summed over
+its process tree), and for the systems that publish results a check that each input got
+exactly one (by source position).
 
     .venv/bin/python -m bench.bench_pipeline [--events 200000] [--skip-store]
     .venv/bin/python -m bench.bench_pipeline --runs 3 --skip-store        # medians of 3 runs
@@ -258,6 +261,19 @@ class Measured:
     check: str = "n/a (no results)"
     exact: bool | None = None
     statuses: dict[str, int] = field(default_factory=dict)
+    first: float = float("nan")
+    """Wall-clock start of the measured period (first event consumed)."""
+    last: float = float("nan")
+    """Wall-clock end of the measured period (last result published)."""
+    broker_cpu_per_million: float = float("nan")
+    """The broker's CPU-seconds per million events over the same period: the part of the
+    machine this system's traffic costs beside its own process."""
+
+    def machine_ceiling(self, cores: int) -> float:
+        """Events/s this system could reach if it and its broker had every core to
+        themselves and scaled perfectly across them: the most any number of its processes
+        can do on this machine."""
+        return cores * 1e6 / (self.cpu_per_million + self.broker_cpu_per_million)
 
 
 def check_results(values: list[dict[str, Any]], count: int) -> tuple[str, bool, dict[str, int]]:
@@ -289,6 +305,8 @@ def from_results(
         check=text,
         exact=exact,
         statuses=statuses,
+        first=first,
+        last=last,
     )
     return measured, first, last
 
@@ -334,12 +352,14 @@ def bare_aiokafka(bootstrap: str, topic: str, count: int) -> Measured:
             await consumer.seek_to_beginning(*tps)
             seen = 0
             started = None
+            first = 0.0
             cpu_started = 0.0
             while seen < count:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
                 for records in batches.values():
                     if started is None:
                         started = time.perf_counter()
+                        first = time.time()
                         cpu_started = time.process_time()
                     for record in records:
                         with contextlib.suppress(orjson.JSONDecodeError):
@@ -347,7 +367,8 @@ def bare_aiokafka(bootstrap: str, topic: str, count: int) -> Measured:
                     seen += len(records)
             assert started is not None
             cpu = time.process_time() - cpu_started  # this process: it runs in the bench
-            return Measured(count / (time.perf_counter() - started), cpu / count * 1e6)
+            rate = count / (time.perf_counter() - started)
+            return Measured(rate, cpu / count * 1e6, first=first, last=time.time())
         finally:
             await consumer.stop()
 
@@ -374,7 +395,13 @@ def bare_faust(bootstrap: str, topic: str, count: int, workdir: Path, *, tansu: 
         stop_process(process, 5)
     result = orjson.loads(out.read_bytes())
     cpu = sampler.cpu_between(result["first"], result["last"])
-    return Measured(float(result["rate"]), cpu / count * 1e6, sampler.peak_rss_mb)
+    return Measured(
+        float(result["rate"]),
+        cpu / count * 1e6,
+        sampler.peak_rss_mb,
+        first=result["first"],
+        last=result["last"],
+    )
 
 
 def peer_run(
@@ -701,13 +728,31 @@ def store_run(bootstrap: str, workdir: Path, keys: int, *, tansu: bool) -> dict[
 @contextlib.contextmanager
 def fresh_broker(name: str) -> Iterator[str]:
     """A fresh broker of its own for one measurement; yields its bootstrap address."""
+    with fresh_sampled_broker(name) as (bootstrap, _sampler):
+        yield bootstrap
+
+
+@contextlib.contextmanager
+def fresh_sampled_broker(name: str) -> Iterator[tuple[str, Sampler]]:
+    """A fresh broker and a sampler of its process's CPU (its share of each system's
+    cost: the machine runs both)."""
     if name == "kafka":
         with measured_broker() as kafka:
             print(f"Apache Kafka {KAFKA_VERSION} ready in {kafka.startup_seconds:.1f} s")
-            yield kafka.bootstrap("PLAINTEXT")
+            assert kafka.pid is not None
+            sampler = Sampler(kafka.pid)
+            try:
+                yield kafka.bootstrap("PLAINTEXT"), sampler
+            finally:
+                sampler.finish()
     else:
         with EmbeddedBroker() as broker:
-            yield broker.address
+            assert broker.pid is not None
+            sampler = Sampler(broker.pid)
+            try:
+                yield broker.address, sampler
+            finally:
+                sampler.finish()
 
 
 def throughput(name: str, events: list[bytes], workdir: Path) -> dict[str, Any]:
@@ -717,7 +762,7 @@ def throughput(name: str, events: list[bytes], workdir: Path) -> dict[str, Any]:
     systems: dict[str, Measured] = {}
     load = os.getloadavg()[0]
     print(f"--- broker: {name} (load average {load:.2f} at the start) ---")
-    with fresh_broker(name) as bootstrap:
+    with fresh_sampled_broker(name) as (bootstrap, broker_cpu):
         topics = BenchTopics(bootstrap)
         rate = produce(bootstrap, topics.input, events)
         print(f"produce (confluent-kafka): {rate:,.0f} events/s")
@@ -732,7 +777,10 @@ def throughput(name: str, events: list[bytes], workdir: Path) -> dict[str, Any]:
                 print(f"{LABELS[peer]}: {measured.rate:,.0f} events/s, {measured.check}")
         (workdir / "convstream").mkdir()
         result = pipeline_run(bootstrap, topics, count, workdir / "convstream", tansu=tansu)
-    systems["convstream"] = result["measured"]
+        systems["convstream"] = result["measured"]
+        for measured in systems.values():
+            broker_seconds = broker_cpu.cpu_between(measured.first, measured.last)
+            measured.broker_cpu_per_million = broker_seconds / count * 1e6
     print(f"  convstream statuses: {systems['convstream'].statuses}")
     for peer in ("quix", "raw"):
         if peer in systems:
@@ -762,16 +810,18 @@ def report(
 ) -> None:
     """The systems side by side, convstream's ratio to each, and issue 22's targets."""
     convstream = systems["convstream"]
+    cores = os.cpu_count() or 1
     if markdown:
         print(
-            "| system | events/s | CPU s per 1M events | peak RSS MB | convstream ÷ it "
+            "| system | events/s | CPU s per 1M events | broker CPU s per 1M | "
+            f"ceiling on {cores} cores (events/s) | peak RSS MB | convstream ÷ it "
             "(events/s) | it ÷ convstream (CPU per event) | one result per input |"
         )
-        print("|---|---:|---:|---:|---:|---:|---|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     else:
         print(
-            f"{'system':26} {'events/s':>9} {'CPU s/1M':>9} {'RSS MB':>7} "
-            f"{'conv÷it':>8} {'cpu it÷conv':>11}  results check"
+            f"{'system':26} {'events/s':>9} {'CPU s/1M':>9} {'broker/1M':>9} {'ceiling':>8} "
+            f"{'RSS MB':>7} {'conv÷it':>8} {'cpu it÷conv':>11}  results check"
         )
     for key in SYSTEMS:
         if key not in systems:
@@ -781,16 +831,31 @@ def report(
         # Both ratios read alike: above 1, convstream does better (faster / less CPU).
         cpu_ratio = m.cpu_per_million / convstream.cpu_per_million
         rss = "n/a" if math.isnan(m.rss_mb) else f"{m.rss_mb:,.0f}"
+        broker = m.broker_cpu_per_million
+        ceiling = m.machine_ceiling(cores)
         if markdown:
             print(
-                f"| {LABELS[key]} | {m.rate:,.0f} | {m.cpu_per_million:,.1f} | "
-                f"{rss} | {ratio:.3f}x | {cpu_ratio:.3f}x | {m.check} |"
+                f"| {LABELS[key]} | {m.rate:,.0f} | {m.cpu_per_million:,.1f} | {broker:,.1f} | "
+                f"{ceiling:,.0f} | {rss} | {ratio:.3f}x | {cpu_ratio:.3f}x | {m.check} |"
             )
         else:
             print(
-                f"{LABELS[key]:26} {m.rate:9,.0f} {m.cpu_per_million:9,.1f} {rss:>7} "
-                f"{ratio:7.3f}x {cpu_ratio:10.3f}x  {m.check}"
+                f"{LABELS[key]:26} {m.rate:9,.0f} {m.cpu_per_million:9,.1f} {broker:9,.1f} "
+                f"{ceiling:8,.0f} {rss:>7} {ratio:7.3f}x {cpu_ratio:10.3f}x  {m.check}"
             )
+    if "faust" in systems:
+        # What 2.0x the bare Faust agent asks of the whole machine: at that rate, the
+        # worker's processes and the broker together may spend at most this per event.
+        needed = TARGET_VS_FAUST * systems["faust"].rate
+        budget = cores * 1e6 / needed
+        spent = convstream.cpu_per_million + convstream.broker_cpu_per_million
+        print(
+            f"{TARGET_VS_FAUST}x bare Faust = {needed:,.0f} events/s: on {cores} cores the "
+            f"worker and the broker may spend at most {budget:,.1f} CPU s per 1M events "
+            f"together, with any number of processes; convstream spends {spent:,.1f} "
+            f"(ceiling {convstream.machine_ceiling(cores):,.0f} events/s = "
+            f"{convstream.machine_ceiling(cores) / systems['faust'].rate:.2f}x bare Faust)"
+        )
     for name, text, met in judged if judged is not None else targets(systems, p99, count):
         verdict = "met" if met else "NOT met"
         print(f"| {name} | {text} | **{verdict}** |" if markdown else f"{name}: {text}: {verdict}")
@@ -897,6 +962,7 @@ def medians(runs: list[dict[str, Any]], count: int) -> None:
                 rate=statistics.median(m.rate for m in values),
                 cpu_per_million=statistics.median(m.cpu_per_million for m in values),
                 rss_mb=statistics.median(m.rss_mb for m in values),
+                broker_cpu_per_million=statistics.median(m.broker_cpu_per_million for m in values),
                 check=(
                     f"{'OK' if all(checks) else 'FAILED'} in {sum(checks)} of {len(checks)} runs"
                     if checks

@@ -107,6 +107,11 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The tansu process's id while it runs (benchmarks sample its CPU)."""
+        return self._process.pid if self.running else None  # type: ignore[union-attr]
+
+    @property
     def url(self) -> str:
         """``kafka://host:port``, the form CONVSTREAM_BROKER takes."""
         return f"kafka://{self.address}"

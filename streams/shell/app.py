@@ -307,6 +307,7 @@ def create_app(
         table_flush=out.flush_table,
         forward=out.forward,
         park=out.park,
+        table_backlog=dedupe_table.pending_count,
     )
     reads = KafkaReads(settings.kafka, settings.app_id, batch_topic_name)
     app.close_hooks.append(reads.close)

@@ -82,6 +82,10 @@ class LibrdkafkaChangelogTable(MutableMapping[str, Any]):
     def items(self) -> Any:
         return self._store.items()
 
+    def pending_count(self) -> int:
+        """Changelog records written and not yet taken."""
+        return len(self._pending)
+
     def take_pending(self) -> list[Record]:
         """The changelog records of the writes since the last call, in write order."""
         pending, self._pending = self._pending, []

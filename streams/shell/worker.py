@@ -31,6 +31,7 @@ from streams.kafka.topics import check_at_startup, max_record_bytes
 from streams.ops.http_endpoints import Readiness
 from streams.ops.metrics import AccountLabels, Metrics
 from streams.shell.app import create_app
+from streams.shell.heap_trim import HeapTrimmer
 from streams.sinks import RecordingSink, Sink, SinkConfigError
 from streams.sinks.credential_sets.map import CredentialSet
 from streams.sinks.credential_sets.router import CredentialSets
@@ -399,6 +400,7 @@ def run_worker(settings: Settings) -> int:
         return 2
     warm_up()
     tune_garbage_collector()
+    HeapTrimmer().start()  # a daemon thread: it ends with the process
     metrics = Metrics(
         accounts=AccountLabels(settings.metrics_accounts, settings.metrics_max_accounts)
     )

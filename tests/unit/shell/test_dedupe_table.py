@@ -31,7 +31,9 @@ def test_changelog_records_are_what_faust_would_write(value: object) -> None:
     mapping[key] = value
     del mapping[key]
 
+    assert mapping.pending_count() == 2
     written, deleted = mapping.take_pending()
+    assert mapping.pending_count() == 0
     assert written.key == changelog.prepare_key(key, table.key_serializer)[0]
     assert written.value == changelog.prepare_value(value, table.value_serializer)[0]
     assert (written.topic, written.partition) == (changelog.get_topic_name(), 2)

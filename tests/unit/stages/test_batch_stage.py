@@ -21,7 +21,7 @@ from streams.core.outcomes import OutputRecord, Received
 from streams.ops.metrics import Metrics
 from streams.sinks import RecordingSink
 from streams.stages import wire
-from streams.stages.batch_stage import BatchPipeline
+from streams.stages.batch_stage import TABLE_BACKLOG_MAX, BatchPipeline
 from streams.stages.pending import AwaitingSettlement
 from tests.support.event_factory import click, encode, yandex
 
@@ -922,3 +922,35 @@ def test_a_partition_holds_its_events_while_they_wait_for_a_batch_or_an_upload()
         return seen
 
     assert run(scenario()) == [(False, False), (False, True), (False, True), (False, False)]
+
+
+def test_the_agent_flushes_the_table_itself_once_its_changelog_backlog_is_full() -> None:
+    backlog = [0]
+    flushes: list[int] = []
+
+    async def table_flush() -> None:
+        flushes.append(backlog[0])
+        backlog[0] = 0  # every record written so far is taken and acknowledged
+
+    h = Harness()
+    pipeline = BatchPipeline(
+        SETTINGS,
+        h.sinks,
+        h.gate,
+        h.publish,
+        h.settle,
+        h.metrics,
+        table_flush=table_flush,
+        table_backlog=lambda: backlog[0],
+    )
+
+    async def scenario() -> None:
+        backlog[0] = TABLE_BACKLOG_MAX - 1
+        await asyncio.wait_for(pipeline.wait_for_room(), 1)
+        assert flushes == [], "below the bound the agent does not wait for the broker"
+        backlog[0] = TABLE_BACKLOG_MAX
+        await asyncio.wait_for(pipeline.wait_for_room(), 1)
+        assert flushes == [TABLE_BACKLOG_MAX], "at the bound it flushes before reading on"
+        assert backlog[0] == 0
+
+    run(scenario())

@@ -17,7 +17,13 @@ from streams.core.outcomes import OutputRecord, Received
 from streams.ops.faults import FaultPlan
 from streams.ops.metrics import Metrics
 from streams.stages import wire
-from streams.stages.delivery import Delivery, key_status, resolution
+from streams.stages.delivery import (
+    RESULT_SLICE,
+    SLICES_IN_FLIGHT,
+    Delivery,
+    key_status,
+    resolution,
+)
 from streams.stages.pending import AckCounter, AwaitingSettlement, Pending, PendingSources
 from tests.support.event_factory import click, encode, yandex
 
@@ -224,3 +230,52 @@ def test_deliver_acks_the_counters_it_is_given_after_publishing() -> None:
 )
 def test_a_result_leaves_its_key_in_one_state(status: str, expected: str) -> None:
     assert key_status(status) == expected
+
+
+def test_a_big_answer_is_published_in_slices_and_acked_after_the_last() -> None:
+    f = Fakes()
+    count = RESULT_SLICE * 2 + 7
+    counter = AckCounter(1, lambda: f.log.append("ack"))
+    pending = f.batch(*(click(n) for n in range(count)))
+    answers = [resolution(p, EventOutcome("duplicate"), "b", 0, False) for p in pending]
+    run(f.delivery.deliver(answers, [counter]))
+    assert f.log == [f"publish {RESULT_SLICE}", f"publish {RESULT_SLICE}", "publish 7", "ack"]
+    offsets = [r["source"]["offset"] for r in f.results()]
+    assert offsets == list(range(count)), "every result once, in order"
+
+
+def test_at_most_slices_in_flight_across_batches_wait_for_the_broker() -> None:
+    f = Fakes()
+    release = asyncio.Event()
+    full = asyncio.Event()
+    waiting: list[int] = []
+    most = 0
+
+    async def slow_publish(records: list[OutputRecord]) -> None:
+        nonlocal most
+        waiting.append(len(records))
+        most = max(most, len(waiting))
+        if len(waiting) == SLICES_IN_FLIGHT:
+            full.set()
+        await release.wait()
+        waiting.pop()
+
+    f.delivery._publish = slow_publish
+    batches = SLICES_IN_FLIGHT + 3
+    answers = [
+        [resolution(p, EventOutcome("duplicate"), "b", 0, False) for p in f.batch(click(n))]
+        for n in range(batches)
+    ]
+
+    async def scenario() -> None:
+        tasks = [asyncio.create_task(f.delivery.deliver(a, [])) for a in answers]
+        await full.wait()
+        for _ in range(50):  # the rest had every chance to start, and did not
+            await asyncio.sleep(0)
+        assert len(waiting) == SLICES_IN_FLIGHT
+        release.set()
+        await asyncio.gather(*tasks)
+
+    run(scenario())
+    assert most == SLICES_IN_FLIGHT
+    assert not waiting
