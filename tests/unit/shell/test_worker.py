@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import functools
 import gc
+import sys
 from pathlib import Path
 
 import pytest
 
 from streams.config import Settings
 from streams.ops.metrics import Metrics
-from streams.shell.worker import build_sinks, setup_sinks, tune_garbage_collector
+from streams.shell.worker import (
+    build_sinks,
+    setup_sinks,
+    tune_garbage_collector,
+    tune_thread_switching,
+)
 from streams.sinks import RecordingSink, SinkConfigError
 from streams.sinks.google_ads.sink import GoogleAdsSink
 from streams.sinks.yandex.sink import YandexMetricaSink
@@ -234,3 +240,15 @@ def test_the_worker_collects_cyclic_garbage_rarely() -> None:
         assert young * middle * old >= 10_000_000  # net allocations between full collections
     finally:
         gc.set_threshold(*saved)
+
+
+def test_the_event_loop_keeps_the_gil_longer_than_pythons_default() -> None:
+    """At 5 ms the worker's librdkafka threads took the GIL from the event loop so often
+    that on Apache Kafka it ran at 0.7 of a core (bench/RESULTS.md)."""
+    saved = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        tune_thread_switching()
+        assert 0.01 <= sys.getswitchinterval() <= 0.05  # longer, and still well under a window
+    finally:
+        sys.setswitchinterval(saved)
