@@ -399,13 +399,16 @@ def tune_thread_switching() -> None:
 
     Why: besides the event loop, the worker has Python threads that wake for every batch
     librdkafka hands over: the input consumer's, and the delivery-report threads of its two
-    producers. Each wake-up takes the GIL from the loop, and with the default 5 ms interval
-    the loop lost it hundreds of times a second: on Apache Kafka the worker ran at 0.67-0.77
-    of a core and drained 6,500 events/s while py-spy found its loop waiting in ``select``
-    only 8% of the time. With 20 ms it runs at 0.97-0.98 of a core, 8,800 events/s, the same
-    CPU per event (bench/RESULTS.md, "Peer benchmark, third pass"). The threads only move
-    data between librdkafka and the loop, so waiting up to 20 ms for the GIL delays a batch
-    or a delivery report by that much, against batch windows of a second.
+    producers. Each wake-up may take the GIL from the loop. With the default 5 ms interval,
+    on Apache Kafka the worker ran at 0.67-0.83 of a core while py-spy found its loop
+    waiting in ``select`` only 8% of the time: it was waiting for the GIL. With 20 ms it runs
+    at 0.97-1.00 of a core: 6,773 -> 7,716 events/s (medians of 5 same-round A/B rounds,
+    every round faster), for 0-19% more CPU per event in a round (bench/RESULTS.md, "Peer
+    benchmark, final pass"). A pod's cost is its CPU request, so per pod it is cheaper. On
+    the embedded tansu broker, where the loop already had its whole core, it changed nothing
+    measurable. The threads only move data between librdkafka and the loop, so waiting up to
+    20 ms for the GIL delays a batch or a delivery report by that much, against batch
+    windows of a second.
     """
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 

@@ -377,7 +377,9 @@ class BatchPipeline:
     async def wait_for_room(self) -> None:
         """Block the batch agent while ``max_open_events`` events are admitted and not yet
         answered. Without it a backlog is admitted into memory as fast as stage 1 forwards
-        it, however slow the uploads are; with it the unread rest waits in Kafka."""
+        it, however slow the uploads are; with it the unread rest waits in Kafka. Also
+        flushes the dedupe table's changelog first once :data:`TABLE_BACKLOG_MAX` of its
+        records wait."""
         await self._open.wait_for_room()
         backlog = self._table_backlog
         if self._table_flush is not None and backlog is not None and backlog() >= TABLE_BACKLOG_MAX:
