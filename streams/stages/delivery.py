@@ -128,15 +128,19 @@ class Delivery:
         for start in range(0, len(resolutions), RESULT_SLICE):
             part = resolutions[start : start + RESULT_SLICE]
             async with self._slices:
-                now = self._clock()
-                records: list[OutputRecord] = []
-                for r in part:
-                    records.extend(output_records(r, now))
-                await self._publish(records)
-                del records
+                await self._publish_slice(part)
             self._count_delivered(part, self._clock())
         for counter in counters:
             counter.done()
+
+    async def _publish_slice(self, part: list[Resolution]) -> None:
+        """Encode and publish one slice; its records are freed on return, before the next
+        slice waits for a place."""
+        now = self._clock()
+        records: list[OutputRecord] = []
+        for r in part:
+            records.extend(output_records(r, now))
+        await self._publish(records)
 
     def _count_delivered(self, resolutions: list[Resolution], done: float) -> None:
         """Metrics of delivered results: one ``labels()`` lookup per label set, not per
